@@ -1,0 +1,31 @@
+# Two commands a fresh machine needs: `make demo` and `make test`. Each creates
+# the virtual environment (.venv) from pyproject.toml and constraints.txt when it is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint progression clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[torch,test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m jaxnets.tutorial
+
+progression: $(STAMP)
+	$(BIN)/python -m jaxnets.progression
+
+test: $(STAMP)
+	$(BIN)/ruff check jaxnets parity tests
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check jaxnets parity tests
+	$(BIN)/ruff format --check jaxnets parity tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,116 @@
+"""PyTorch's default initialisation for ``nn.Linear`` and ``nn.Conv2d``, as Flax initialisers.
+
+PyTorch initialises both layers with ``kaiming_uniform_(weight, a=sqrt(5))`` and
+a bias drawn from ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``. The kaiming gain for
+``a=sqrt(5)`` is ``sqrt(2 / (1 + 5)) = sqrt(1/3)``, so the weight bound is
+``sqrt(1/3) * sqrt(3 / fan_in) = 1 / sqrt(fan_in)`` as well: weights and biases
+share one uniform bound. ``fan_in`` is ``in_features`` for a linear layer and
+``in_channels * kh * kw`` for a convolution.
+
+Flax's own initialisers (``nnx.initializers.lecun_normal()``, ``zeros``...) stay
+selectable: every model takes ``kernel_init`` and ``bias_init``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+def torch_kernel_init() -> nnx.Initializer:
+    """PyTorch's default weight initialisation, ``kaiming_uniform_(a=sqrt(5))``.
+
+    Flax kernels are ``(in, out)`` for linear layers and ``(kh, kw, in, out)``
+    for convolutions, so ``fan_in`` is the product of all axes but the last and
+    the bound is ``1 / sqrt(fan_in)`` exactly as in PyTorch. (The same law as
+    ``nnx.initializers.variance_scaling(1/3, "fan_in", "uniform")``.)
+
+    Returns:
+      An initialiser ``(key, shape, dtype) -> Array``.
+    """
+
+    def init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
+        # Flax kernels put the inputs on axis -2 and the outputs on axis -1; every
+        # other axis is receptive field.
+        fan_in = math.prod(shape[:-1])
+        return _uniform(key, shape, dtype, 1.0 / math.sqrt(fan_in))
+
+    return init
+
+
+def torch_bias_init(fan_in: int) -> nnx.Initializer:
+    """PyTorch's default bias initialisation, ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``.
+
+    Flax bias initialisers only see the bias shape, so ``fan_in`` is bound here.
+
+    Args:
+      fan_in: inputs per output unit: ``in_features``, or
+        ``in_channels * kh * kw`` for a convolution.
+
+    Returns:
+      An initialiser ``(key, shape, dtype) -> Array``.
+    """
+    if fan_in <= 0:
+        raise ValueError(f"`fan_in` must be positive; got {fan_in}.")
+    bound = 1.0 / math.sqrt(fan_in)
+
+    def init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
+        return _uniform(key, shape, dtype, bound)
+
+    return init
+
+
+def _uniform(key: jax.Array, shape, dtype, bound: float) -> jax.Array:
+    # Drawn flat, then reshaped: XLA:CPU compiles the multi-dimensional threefry
+    # program two to four times slower, and every new shape is a new compilation.
+    flat = jax.random.uniform(key, (math.prod(shape),), dtype, -bound, bound)
+    return flat.reshape(shape)
+
+
+def linear(
+    in_features: int,
+    out_features: int,
+    *,
+    use_bias: bool = True,
+    kernel_init: nnx.Initializer | None = None,
+    bias_init: nnx.Initializer | None = None,
+    param_dtype=jnp.float32,
+    rngs: nnx.Rngs,
+) -> nnx.Linear:
+    """``nnx.Linear`` initialised like ``torch.nn.Linear`` unless told otherwise."""
+    return nnx.Linear(
+        in_features,
+        out_features,
+        use_bias=use_bias,
+        kernel_init=kernel_init or torch_kernel_init(),
+        bias_init=bias_init or torch_bias_init(in_features),
+        param_dtype=param_dtype,
+        rngs=rngs,
+    )
+
+
+def conv(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    *,
+    kernel_init: nnx.Initializer | None = None,
+    bias_init: nnx.Initializer | None = None,
+    param_dtype=jnp.float32,
+    rngs: nnx.Rngs,
+) -> nnx.Conv:
+    """``nnx.Conv`` with ``torch.nn.Conv2d``'s padding (0, i.e. VALID), stride 1 and init."""
+    return nnx.Conv(
+        in_channels,
+        out_channels,
+        kernel_size=(kernel_size, kernel_size),
+        strides=(1, 1),
+        padding="VALID",  # nnx defaults to "SAME"; torch's default padding is 0.
+        kernel_init=kernel_init or torch_kernel_init(),
+        bias_init=bias_init or torch_bias_init(in_channels * kernel_size * kernel_size),
+        param_dtype=param_dtype,
+        rngs=rngs,
+    )

@@ -1,0 +1,152 @@
+"""LeNet from PyTorch's "Neural Networks" tutorial, channels-last."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from . import _init
+
+
+def _pooled_size(size: int, kernel_size: int) -> int:
+    # VALID convolution, then a 2x2 max-pool with stride 2 that floors like torch.
+    return (size - kernel_size + 1) // 2
+
+
+def flat_features(kernel_size: int, image_size: int) -> int:
+    """Number of features that reach ``fc1``: ``16 * s * s`` after two conv/pool stages.
+
+    400 for the 5x5 net on 32x32 images, 576 for the 3x3 net, 256 for 5x5 on 28x28.
+    """
+    s = _pooled_size(_pooled_size(image_size, kernel_size), kernel_size)
+    return 16 * s * s if s > 0 else 0
+
+
+class LeNet(nnx.Module):
+    """The tutorial's ``Net``: two VALID convolutions with 2x2 max-pooling, three linear layers.
+
+    PyTorch counterpart: ``Net`` in the "Neural Networks" tutorial (files 000 to
+    002 use ``kernel_size=5``, file 003 uses 3). Attribute names match, so
+    weights map one to one; only layouts differ (``parity`` converts them):
+    kernels are HWIO instead of OIHW, linear kernels ``(in, out)`` instead of
+    ``(out, in)``, and the input is NHWC instead of NCHW, so ``fc1`` sees the
+    features in (H, W, C) flatten order instead of torch's (C, H, W).
+
+    Args:
+      kernel_size: side of both square convolution kernels (5 or 3 in the tutorial).
+      image_size: side of the square input images; ``fc1``'s input size follows.
+      in_channels: channels of the input images.
+      num_classes: outputs of ``fc3``.
+      kernel_init: initialiser for every kernel; PyTorch's default when None.
+      bias_init: initialiser for every bias; PyTorch's default (which depends
+        on each layer's fan-in) when None.
+      param_dtype: dtype of the parameters (float64 needs ``jax_enable_x64``).
+      rngs: random streams for initialisation.
+    """
+
+    def __init__(
+        self,
+        *,
+        kernel_size: int = 5,
+        image_size: int = 32,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        kernel_init: nnx.Initializer | None = None,
+        bias_init: nnx.Initializer | None = None,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        for name, value in [
+            ("kernel_size", kernel_size),
+            ("image_size", image_size),
+            ("in_channels", in_channels),
+            ("num_classes", num_classes),
+        ]:
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"LeNet: `{name}` must be a positive int; got {value!r}.")
+        n_flat = flat_features(kernel_size, image_size)
+        if n_flat == 0:
+            raise ValueError(
+                f"LeNet: `image_size={image_size}` is too small for `kernel_size={kernel_size}`: "
+                "two convolutions and 2x2 poolings leave no pixels. "
+                f"Use image_size >= {4 * kernel_size + 2} or a smaller kernel_size."
+            )
+        self.kernel_size = kernel_size
+        self.image_size = image_size
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        inits = dict(kernel_init=kernel_init, bias_init=bias_init, param_dtype=param_dtype, rngs=rngs)
+        self.conv1 = _init.conv(in_channels, 6, kernel_size, **inits)
+        self.conv2 = _init.conv(6, 16, kernel_size, **inits)
+        self.fc1 = _init.linear(n_flat, 120, **inits)
+        self.fc2 = _init.linear(120, 84, **inits)
+        self.fc3 = _init.linear(84, num_classes, **inits)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Class scores for a batch of images.
+
+        Args:
+          x: images ``(N, H, W, C)``, channels-last, or a single image ``(H, W, C)``.
+
+        Returns:
+          Logits ``(N, num_classes)``, or ``(num_classes,)`` for a single image.
+        """
+        single = self._check_input(x)
+        if single:
+            x = x[None]
+        x = nnx.max_pool(jax.nn.relu(self.conv1(x)), (2, 2), strides=(2, 2), padding="VALID")
+        x = nnx.max_pool(jax.nn.relu(self.conv2(x)), (2, 2), strides=(2, 2), padding="VALID")
+        x = x.reshape(x.shape[0], -1)  # (N, H, W, C) -> (N, H*W*C): JAX order, not torch's (C, H, W).
+        x = jax.nn.relu(self.fc1(x))
+        x = jax.nn.relu(self.fc2(x))
+        x = self.fc3(x)
+        return x[0] if single else x
+
+    def _check_input(self, x) -> bool:
+        """Raise a clear error for input LeNet cannot take; return True for a single image."""
+        size, c = self.image_size, self.in_channels
+        expected = f"(batch, {size}, {size}, {c}) or a single image ({size}, {size}, {c})"
+        shape = tuple(getattr(x, "shape", ()))
+        if len(shape) not in (3, 4):
+            raise ValueError(
+                f"LeNet expects channels-last input of shape {expected}; got rank {len(shape)} "
+                f"with shape {shape}."
+                + (f" Reshape it, e.g. x.reshape(-1, {size}, {size}, {c})." if len(shape) else "")
+            )
+        dtype = jnp.asarray(x).dtype if not hasattr(x, "dtype") else x.dtype
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(
+                f"LeNet expects floating-point images; got dtype {dtype}. "
+                "Convert first, e.g. x.astype(jnp.float32) / 255 for 8-bit pixels."
+            )
+        spatial, channels = shape[-3:-1], shape[-1]
+        if channels != c:
+            if shape[-3] == c and shape[-2:] == (size, size):
+                fix = "x.transpose(0, 2, 3, 1)" if len(shape) == 4 else "x.transpose(1, 2, 0)"
+                raise ValueError(
+                    f"LeNet expects channels-last input of shape {expected}; got {shape}, "
+                    f"which looks channels-first: use {fix}."
+                )
+            raise ValueError(
+                f"LeNet was built with in_channels={c}; got {channels} channels in the last axis "
+                f"of shape {shape}. Build LeNet(in_channels={channels}) or pass {c}-channel images."
+            )
+        if spatial != (size, size):
+            h, w = spatial
+            fix = f" or build LeNet(image_size={h}, ...)" if h == w else ""
+            pad = ""
+            if h <= size and w <= size:
+                ph, pw = size - h, size - w
+                batch_pad = "(0, 0), " if len(shape) == 4 else ""
+                pad = (
+                    f"pad it, e.g. jnp.pad(x, ({batch_pad}({ph // 2}, {ph - ph // 2}), "
+                    f"({pw // 2}, {pw - pw // 2}), (0, 0)))"
+                )
+            else:
+                pad = f"resize it to {size}x{size}"
+            raise ValueError(
+                f"LeNet was built for {size}x{size} images (image_size={size}); got {h}x{w} "
+                f"in shape {shape}: {pad}{fix}."
+            )
+        return len(shape) == 3

@@ -1,0 +1,65 @@
+"""A ``print(net)``-style summary of a model: layers, parameter shapes and counts."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from flax import nnx
+
+
+def _layer_line(layer) -> str:
+    if isinstance(layer, nnx.Conv):
+        ks = tuple(layer.kernel_size)
+        pad = layer.padding if isinstance(layer.padding, str) else tuple(layer.padding)
+        desc = (
+            f"Conv({layer.in_features} -> {layer.out_features}, kernel_size={ks}, "
+            f"strides={tuple(layer.strides or (1,) * len(ks))}, padding={pad})"
+        )
+    elif isinstance(layer, nnx.Linear):
+        desc = f"Linear({layer.in_features} -> {layer.out_features})"
+    elif isinstance(layer, nnx.Module):
+        return summary(layer, params=False)
+    else:
+        return f"{getattr(layer, '__name__', type(layer).__name__)}()"
+    shapes = "  ".join(
+        f"{name} {tuple(v.shape)}"
+        for name, v in (("kernel", layer.kernel), ("bias", getattr(layer, "bias", None)))
+        if v is not None
+    )
+    return f"{desc:<62}{shapes}"
+
+
+def _children(module: nnx.Module):
+    for name, value in vars(module).items():
+        if isinstance(value, nnx.List):  # nnx.Sequential keeps its children in a List.
+            for i, child in enumerate(value):
+                yield str(i), child
+        elif isinstance(value, nnx.Module) and not name.startswith("_"):
+            yield name, value
+
+
+def summary(model: nnx.Module, *, params: bool = True) -> str:
+    """Describe ``model`` the way ``print(net)`` does in PyTorch, with parameter shapes.
+
+    Args:
+      model: an ``nnx.Module``.
+      params: append the count of parameter arrays and values.
+
+    Returns:
+      A multi-line string such as::
+
+        LeNet(
+          (conv1): Conv(1 -> 6, kernel_size=(5, 5), strides=(1, 1), padding=VALID)  kernel (5, 5, 1, 6)  bias (6,)
+          ...
+        )
+    """
+    lines = [f"{type(model).__name__}("]
+    for name, child in _children(model):
+        body = _layer_line(child).replace("\n", "\n  ")
+        lines.append(f"  ({name}): {body}")
+    lines.append(")")
+    if params:
+        leaves = jax.tree.leaves(nnx.state(model, nnx.Param))
+        total = sum(int(np.prod(leaf.shape)) for leaf in leaves)
+        lines.append(f"{len(leaves)} parameter arrays, {total:,} values")
+    return "\n".join(lines)

@@ -1,0 +1,208 @@
+"""Jit-compiled train and eval steps over a model's split state, and a whole-loop ``lax.scan``.
+
+The PyTorch loop::
+
+    optimizer.zero_grad()
+    loss = criterion(model(x), y)
+    loss.backward()
+    optimizer.step()
+
+becomes ``loss = trainer.step(x, y)``. :class:`Trainer` splits the model once
+(``nnx.split``), flattens parameters, optimizer state and any other model state
+into one list of arrays, and jits a pure function over that list with the list
+donated, so XLA updates the buffers in place. Calling ``nnx.jit`` instead would
+walk the module graph in Python on every call (about 300 us on a tiny model,
+against 10 to 25 us for ``jax.jit`` over flat arrays). Nothing in a step reads a
+value back to the host: the returned loss is a device array, and converting it
+with ``float()`` is the caller's choice (and cost).
+
+Nothing here assumes a CPU: the arrays live on JAX's default device, so the
+same code runs on a GPU when a CUDA jaxlib is installed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+LossFn = Callable[..., Any]
+"""``loss_fn(model, *batch) -> loss`` (or ``(loss, aux)`` with ``has_aux=True``)."""
+
+
+class Trainer:
+    """Owns a model's state and optimizer state, and steps them with compiled code.
+
+    Args:
+      model: any ``nnx.Module``. Its ``nnx.Param`` variables are trained; other
+        state (if any) is carried through and updated from the forward pass.
+      optimizer: an ``optax.GradientTransformation``, e.g. ``jaxnets.optim.sgd(lr=0.01)``.
+      loss_fn: ``loss_fn(model, *batch)`` returning a scalar loss, written like
+        the body of a PyTorch loop: ``lambda m, x, y: mse_loss(m(x), y)``.
+      eval_fn: ``eval_fn(model, *batch)`` for :meth:`evaluate`; ``loss_fn`` when None.
+      has_aux: ``loss_fn`` returns ``(loss, aux)``; :meth:`step` then returns both.
+
+    The model you pass is never modified behind your back: the trainer works
+    on copies, and reading :attr:`model` writes the current weights into it.
+    """
+
+    def __init__(
+        self,
+        model: nnx.Module,
+        optimizer: optax.GradientTransformation,
+        loss_fn: LossFn,
+        *,
+        eval_fn: LossFn | None = None,
+        has_aux: bool = False,
+    ):
+        if not isinstance(model, nnx.Module):
+            raise TypeError(f"Trainer: `model` must be an nnx.Module; got {type(model).__name__}.")
+        if not isinstance(optimizer, optax.GradientTransformation):
+            raise TypeError(
+                "Trainer: `optimizer` must be an optax.GradientTransformation such as "
+                f"jaxnets.optim.sgd(lr=0.01); got {type(optimizer).__name__}."
+            )
+        self._model = model
+        self._tx = optimizer
+        self._loss_fn = loss_fn
+        self._eval_fn = eval_fn or loss_fn
+        self._has_aux = has_aux
+        self._graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        carry = (params, optimizer.init(params), rest)
+        leaves, self._treedef = jax.tree.flatten(carry)
+        # Copies: donation deletes the buffers it is given, and the caller's model
+        # must keep its own.
+        self._leaves = [jnp.array(leaf, copy=True) for leaf in leaves]
+        self.compilations = 0
+        """How many times a step or loop function was traced (= compiled)."""
+        self._step = jax.jit(self._step_impl, donate_argnums=0)
+        self._run = jax.jit(self._run_impl, donate_argnums=0, static_argnums=1)
+        self._evaluate = jax.jit(self._evaluate_impl)
+
+    # -- the pure functions that get compiled ---------------------------------
+
+    def _update(self, leaves, batch):
+        params, opt_state, rest = jax.tree.unflatten(self._treedef, leaves)
+
+        def loss_of(params):
+            model = nnx.merge(self._graphdef, params, rest)
+            out = self._loss_fn(model, *batch)
+            loss, aux = out if self._has_aux else (out, None)
+            return loss, (aux, nnx.state(model, nnx.Not(nnx.Param)))
+
+        (loss, (aux, rest)), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
+        updates, opt_state = self._tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return jax.tree.leaves((params, opt_state, rest)), loss, aux
+
+    def _step_impl(self, leaves, *batch):
+        self.compilations += 1
+        return self._update(leaves, batch)
+
+    def _run_impl(self, leaves, num_steps, batch, per_step):
+        self.compilations += 1
+
+        def body(leaves, xs):
+            leaves, loss, aux = self._update(leaves, batch + xs)
+            return leaves, (loss, aux)
+
+        return jax.lax.scan(body, leaves, per_step, length=num_steps)
+
+    def _evaluate_impl(self, leaves, *batch):
+        params, _, rest = jax.tree.unflatten(self._treedef, leaves)
+        return self._eval_fn(nnx.merge(self._graphdef, params, rest), *batch)
+
+    # -- the public, PyTorch-shaped API ---------------------------------------
+
+    def step(self, *batch):
+        """One optimizer step on ``batch``: forward, backward, update, all compiled.
+
+        Args:
+          *batch: arrays passed to ``loss_fn(model, *batch)``.
+
+        Returns:
+          The loss before the update (a device scalar; no host synchronisation),
+          or ``(loss, aux)`` when ``has_aux``.
+        """
+        self._leaves, loss, aux = self._step(self._leaves, *batch)
+        return (loss, aux) if self._has_aux else loss
+
+    def run(self, num_steps: int, *batch, per_step: tuple = ()):
+        """``num_steps`` optimizer steps as one compiled ``lax.scan``.
+
+        Args:
+          num_steps: number of steps (static: a new value compiles a new loop).
+          *batch: arrays passed unchanged to every step, e.g. the tutorial's fixed ``x, y``.
+          per_step: arrays with a leading axis of ``num_steps``, sliced per step
+            and passed after ``batch``: ``loss_fn(model, *batch, *per_step[t])``.
+            E.g. one PRNG key or one depth per step for ``DynamicNet``.
+
+        Returns:
+          The loss of every step, shape ``(num_steps,)`` (and the stacked aux
+          when ``has_aux``).
+        """
+        if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 1:
+            raise ValueError(f"Trainer.run: `num_steps` must be a positive int; got {num_steps!r}.")
+        per_step = tuple(per_step)
+        for i, xs in enumerate(jax.tree.leaves(per_step)):
+            if jnp.ndim(xs) == 0 or jnp.shape(xs)[0] != num_steps:
+                raise ValueError(
+                    f"Trainer.run: every `per_step` array needs a leading axis of num_steps={num_steps}; "
+                    f"array {i} has shape {jnp.shape(xs)}. Stack one entry per step, e.g. "
+                    "jax.random.split(key, num_steps)."
+                )
+        self._leaves, (losses, aux) = self._run(self._leaves, num_steps, batch, per_step)
+        return (losses, aux) if self._has_aux else losses
+
+    def evaluate(self, *batch):
+        """``eval_fn(model, *batch)`` with the current weights, compiled, without training."""
+        return self._evaluate(self._leaves, *batch)
+
+    @property
+    def params(self) -> nnx.State:
+        """The current parameters, as an ``nnx.State`` (a snapshot, safe to keep)."""
+        return self._carry()[0]
+
+    @property
+    def opt_state(self) -> optax.OptState:
+        """The current optimizer state (a snapshot, safe to keep)."""
+        return self._carry()[1]
+
+    @opt_state.setter
+    def opt_state(self, state: optax.OptState) -> None:
+        params, old, rest = self._carry()
+        self._leaves = self._checked_leaves((params, state, rest), what="optimizer state")
+
+    @property
+    def model(self) -> nnx.Module:
+        """The model you passed in, updated in place with the current weights and returned."""
+        params, _, rest = self._carry()
+        nnx.update(self._model, params, rest)
+        return self._model
+
+    def load_model(self, model: nnx.Module) -> None:
+        """Take the weights of ``model`` (same structure) as the current weights; keep the optimizer state."""
+        _, params, rest = nnx.split(model, nnx.Param, ...)
+        self._leaves = self._checked_leaves((params, self._carry()[1], rest), what="model")
+
+    def _carry(self):
+        # Copies, so that a snapshot survives the next step's donation.
+        return jax.tree.unflatten(self._treedef, [jnp.array(x, copy=True) for x in self._leaves])
+
+    def _checked_leaves(self, carry, *, what: str) -> list:
+        leaves, treedef = jax.tree.flatten(carry)
+        if treedef != self._treedef:
+            raise ValueError(
+                f"Trainer: the new {what} does not have the structure the trainer was built with.\n"
+                f"expected: {self._treedef}\ngot:      {treedef}"
+            )
+        for new, old in zip(leaves, self._leaves):
+            if jnp.shape(new) != old.shape or jnp.result_type(new) != old.dtype:
+                raise ValueError(
+                    f"Trainer: the new {what} has an array of shape {jnp.shape(new)} and dtype "
+                    f"{jnp.result_type(new)} where {old.shape} {old.dtype} was expected."
+                )
+        return [jnp.array(x, copy=True) for x in leaves]
