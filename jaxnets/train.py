@@ -173,7 +173,7 @@ class Trainer:
 
     @opt_state.setter
     def opt_state(self, state: optax.OptState) -> None:
-        params, old, rest = self._carry()
+        params, _, rest = self._carry()
         self._leaves = self._checked_leaves((params, state, rest), what="optimizer state")
 
     @property
@@ -193,16 +193,16 @@ class Trainer:
         return jax.tree.unflatten(self._treedef, [jnp.array(x, copy=True) for x in self._leaves])
 
     def _checked_leaves(self, carry, *, what: str) -> list:
-        leaves, treedef = jax.tree.flatten(carry)
+        path_leaves, treedef = jax.tree_util.tree_flatten_with_path(carry)
         if treedef != self._treedef:
             raise ValueError(
                 f"Trainer: the new {what} does not have the structure the trainer was built with.\n"
                 f"expected: {self._treedef}\ngot:      {treedef}"
             )
-        for new, old in zip(leaves, self._leaves):
+        for (path, new), old in zip(path_leaves, self._leaves):
             if jnp.shape(new) != old.shape or jnp.result_type(new) != old.dtype:
                 raise ValueError(
-                    f"Trainer: the new {what} has an array of shape {jnp.shape(new)} and dtype "
-                    f"{jnp.result_type(new)} where {old.shape} {old.dtype} was expected."
+                    f"Trainer: in the new {what}, {jax.tree_util.keystr(path[1:])} has shape "
+                    f"{jnp.shape(new)} and dtype {jnp.result_type(new)}; expected {old.shape} {old.dtype}."
                 )
-        return [jnp.array(x, copy=True) for x in leaves]
+        return [jnp.array(x, copy=True) for _, x in path_leaves]

@@ -7,3 +7,17 @@ def x64():
     """Run one test with 64-bit floats enabled, and restore the default afterwards."""
     with jax.enable_x64(True):
         yield
+
+
+@pytest.fixture
+def backend_compiles():
+    """A list that records every XLA compilation (by function name) while the test runs."""
+    seen: list[str] = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            seen.append(kwargs.get("fun_name", "?"))
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    yield seen
+    jax.monitoring.unregister_event_duration_listener(listener)

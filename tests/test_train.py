@@ -1,0 +1,186 @@
+"""Trainer: compiled steps that equal hand-computed updates, compile once and never sync with the host."""
+
+import jax
+import jax.extend
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+from tolerances import F64_ATOL, F64_RTOL
+
+import jaxnets
+from jaxnets.losses import mse_loss
+
+mse_sum = lambda m, x, y: mse_loss(m(x), y, reduction="sum")
+
+
+def close64(a, b):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=F64_RTOL, atol=F64_ATOL), a, b)
+
+
+def data(n=8, d_in=12, d_out=3, dtype=jnp.float32, seed=0):
+    kx, ky = jax.random.split(jax.random.key(seed))
+    return jax.random.normal(kx, (n, d_in), dtype), jax.random.normal(ky, (n, d_out), dtype)
+
+
+def test_trainer_step_equals_a_hand_computed_sgd_step_float64(x64):
+    model = jaxnets.TwoLayerNet(12, 6, 3, param_dtype=jnp.float64, rngs=nnx.Rngs(0))
+    x, y = data(dtype=jnp.float64)
+    graphdef, p0 = nnx.split(model, nnx.Param)
+    loss0, g0 = jax.value_and_grad(lambda p: mse_sum(nnx.merge(graphdef, p), x, y))(p0)
+    trainer = jaxnets.Trainer(model, jaxnets.optim.sgd(lr=0.01), mse_sum)
+    loss = trainer.step(x, y)
+    close64(loss, loss0)  # the loss before the update, like torch's loop
+    close64(nnx.to_pure_dict(trainer.params), jax.tree.map(lambda p, g: p - 0.01 * g, nnx.to_pure_dict(p0), nnx.to_pure_dict(g0)))
+
+
+def test_trainer_run_equals_repeated_steps_float64(x64):
+    make = lambda: jaxnets.TwoLayerNet(12, 6, 3, param_dtype=jnp.float64, rngs=nnx.Rngs(1))
+    x, y = data(dtype=jnp.float64)
+    stepped = jaxnets.Trainer(make(), jaxnets.optim.adam(lr=0.01), mse_sum)
+    losses = [stepped.step(x, y) for _ in range(20)]
+    scanned = jaxnets.Trainer(make(), jaxnets.optim.adam(lr=0.01), mse_sum)
+    close64(scanned.run(20, x, y), jnp.stack(losses))
+    close64(nnx.to_pure_dict(scanned.params), nnx.to_pure_dict(stepped.params))
+    close64(scanned.opt_state, stepped.opt_state)
+
+
+def test_trainer_compiles_once_across_many_steps(backend_compiles):
+    trainer = jaxnets.Trainer(jaxnets.LeNet(rngs=nnx.Rngs(0)), jaxnets.optim.sgd(lr=0.01, momentum=0.9),
+                              lambda m, x, y: jaxnets.losses.cross_entropy(m(x), y))  # fmt: skip
+    keys = jax.random.split(jax.random.key(0), 6)
+    backend_compiles.clear()
+    for k in keys:
+        trainer.step(jax.random.normal(k, (4, 32, 32, 1)), jax.random.randint(k, (4,), 0, 10))
+    assert trainer.compilations == 1
+    assert backend_compiles.count("jit(_step_impl)") == 1
+
+
+def test_trainer_dynamic_net_one_compilation_for_every_depth(backend_compiles):
+    net = jaxnets.DynamicNet(12, 8, 3, rngs=nnx.Rngs(0))
+    trainer = jaxnets.Trainer(net, jaxnets.optim.sgd(lr=1e-3, momentum=0.9),
+                              lambda m, x, y, d: mse_loss(m(x, d), y, reduction="sum"))  # fmt: skip
+    x, y = data()
+    for depth in [0, 1, 2, 3, 3, 0, 2]:
+        trainer.step(x, y, jnp.int32(depth))
+    assert trainer.compilations == 1
+    assert backend_compiles.count("jit(_step_impl)") == 1
+
+
+def test_trainer_dynamic_net_depth_drawn_from_a_key_inside_the_compiled_loop():
+    net = jaxnets.DynamicNet(12, 8, 3, rngs=nnx.Rngs(0))
+    trainer = jaxnets.Trainer(net, jaxnets.optim.sgd(lr=1e-3, momentum=0.9),
+                              lambda m, x, y, key: mse_loss(m(x, m.random_depth(key)), y, reduction="sum"))  # fmt: skip
+    x, y = data()
+    keys = jax.random.split(jax.random.key(0), 30)
+    losses = trainer.run(30, x, y, per_step=(keys,))
+    assert losses.shape == (30,) and trainer.compilations == 1
+    # the same keys give the same depths in plain Python: replay them step by step, eagerly
+    graphdef, params = nnx.split(jaxnets.DynamicNet(12, 8, 3, rngs=nnx.Rngs(0)), nnx.Param)
+    depths = [int(net.random_depth(k)) for k in keys[:3]]
+    tx = jaxnets.optim.sgd(lr=1e-3, momentum=0.9)
+    state = tx.init(params)
+    for t, d in enumerate(depths):
+        loss, g = jax.value_and_grad(lambda p: mse_loss(nnx.merge(graphdef, p)(x, d), y, reduction="sum"))(params)
+        np.testing.assert_allclose(loss, losses[t], rtol=1e-5)
+        updates, state = tx.update(g, state, params)
+        params = optax.apply_updates(params, updates)
+
+
+def _host_callbacks(jaxpr) -> list[str]:
+    found = []
+    for eqn in jaxpr.eqns:
+        if "callback" in eqn.primitive.name or eqn.primitive.name == "debug_print":
+            found.append(eqn.primitive.name)
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            found += _host_callbacks(sub)
+    return found
+
+
+@pytest.mark.parametrize("spy", [False, True], ids=["plain", "negative-control-with-debug-print"])
+def test_trainer_step_reads_nothing_back_to_the_host(spy):
+    # On the CPU a device-to-host transfer guard never fires (host and device share
+    # memory), so look for the only way a compiled step can talk to the host: a callback.
+    def loss_fn(m, x, y):
+        loss = mse_sum(m, x, y)
+        if spy:
+            jax.debug.print("loss {}", loss)
+        return loss
+
+    trainer = jaxnets.Trainer(jaxnets.TwoLayerNet(12, 6, 3, rngs=nnx.Rngs(0)), jaxnets.optim.adam(), loss_fn)
+    x, y = data()
+    jaxpr = jax.make_jaxpr(trainer._step_impl)(trainer._leaves, x, y).jaxpr
+    assert bool(_host_callbacks(jaxpr)) == spy
+    assert isinstance(trainer.step(x, y), jax.Array)
+
+
+def test_trainer_leaves_the_callers_model_intact_until_model_is_read():
+    model = jaxnets.TwoLayerNet(12, 6, 3, rngs=nnx.Rngs(0))
+    before = np.asarray(model.linear1.kernel[...])
+    trainer = jaxnets.Trainer(model, jaxnets.optim.sgd(lr=0.1), mse_sum)
+    x, y = data()
+    snapshot = trainer.params
+    for _ in range(3):
+        trainer.step(x, y)
+    np.testing.assert_array_equal(model.linear1.kernel[...], before)  # not donated, not deleted
+    np.testing.assert_array_equal(snapshot["linear1"]["kernel"][...], before)  # snapshots survive steps
+    assert trainer.model is model
+    assert not np.allclose(model.linear1.kernel[...], before)
+    trainer.step(x, y)
+    assert np.isfinite(np.asarray(model.linear1.kernel[...])).all()  # still readable after more steps
+
+
+def test_trainer_has_aux_and_evaluate():
+    x, y = data()
+    trainer = jaxnets.Trainer(
+        jaxnets.TwoLayerNet(12, 6, 3, rngs=nnx.Rngs(0)), jaxnets.optim.sgd(lr=0.01),
+        lambda m, x, y: (mse_sum(m, x, y), m(x)), eval_fn=lambda m, x: m(x), has_aux=True,
+    )  # fmt: skip
+    loss, out = trainer.step(x, y)
+    assert out.shape == (8, 3)
+    np.testing.assert_allclose(loss, jnp.sum((out - y) ** 2), rtol=1e-5)
+    losses, outs = trainer.run(4, x, y)
+    assert losses.shape == (4,) and outs.shape == (4, 8, 3)
+    assert trainer.evaluate(x).shape == (8, 3)
+
+
+def test_trainer_opt_state_round_trips_and_rejects_wrong_structure():
+    x, y = data()
+    a = jaxnets.Trainer(jaxnets.TwoLayerNet(12, 6, 3, rngs=nnx.Rngs(0)), jaxnets.optim.sgd(lr=0.01, momentum=0.9), mse_sum)
+    b = jaxnets.Trainer(jaxnets.TwoLayerNet(12, 6, 3, rngs=nnx.Rngs(0)), jaxnets.optim.sgd(lr=0.01, momentum=0.9), mse_sum)
+    for _ in range(3):
+        a.step(x, y)
+    b.load_model(a.model)
+    b.opt_state = a.opt_state
+    np.testing.assert_array_equal(a.step(x, y), b.step(x, y))
+    np.testing.assert_array_equal(a.params["linear2"]["bias"][...], b.params["linear2"]["bias"][...])
+    with pytest.raises(ValueError, match="does not have the structure"):
+        b.opt_state = jaxnets.optim.adam().init(b.params)
+    with pytest.raises(ValueError, match="does not have the structure"):
+        b.load_model(jaxnets.TwoLayerNet(12, 6, 3, rngs=nnx.Rngs(0)).linear1)
+    with pytest.raises(ValueError, match=r"\['linear1'\]\['bias'\].* has shape \(7,\) and dtype float32; expected \(6,\) float32"):
+        b.load_model(jaxnets.TwoLayerNet(12, 7, 3, rngs=nnx.Rngs(0)))
+
+
+@pytest.mark.parametrize(
+    "call,error,message",
+    [
+        (lambda: jaxnets.Trainer(object(), optax.sgd(0.1), mse_sum), TypeError, "must be an nnx.Module; got object"),
+        (lambda: jaxnets.Trainer(jaxnets.TwoLayerNet(2, 2, 2, rngs=nnx.Rngs(0)), "sgd", mse_sum), TypeError,
+         "optax.GradientTransformation such as jaxnets.optim.sgd"),
+    ],
+    ids=["model", "optimizer"],
+)  # fmt: skip
+def test_trainer_rejects_bad_arguments(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_trainer_run_rejects_bad_step_counts_and_per_step_arrays():
+    trainer = jaxnets.Trainer(jaxnets.TwoLayerNet(12, 6, 3, rngs=nnx.Rngs(0)), optax.sgd(0.1), mse_sum)
+    x, y = data()
+    with pytest.raises(ValueError, match="`num_steps` must be a positive int; got 0"):
+        trainer.run(0, x, y)
+    with pytest.raises(ValueError, match=r"leading axis of num_steps=5; array 0 has shape \(4,\)"):
+        trainer.run(5, x, per_step=(jnp.zeros((4,)),))
