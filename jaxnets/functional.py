@@ -16,6 +16,7 @@ relu = jax.nn.relu
 """``torch.relu`` / ``nn.ReLU``: gradient 0 at exactly 0."""
 
 
+@jax.jit  # a named sub-computation, so jaxnets.graph.op_chain shows "clamp_min"
 def clamp_min(x: jax.Array, min: float = 0.0) -> jax.Array:  # noqa: A002 - torch's argument name
     """``torch.clamp(x, min=min)``, with torch's gradient of 1 where ``x == min``.
 

@@ -47,7 +47,8 @@ def walkthrough(kernel_size: int = 5, *, random_target: bool = False, seed: int 
 
     Returns:
       A dict with the results, for tests: ``num_params``, ``conv1_kernel_shape``,
-      ``out``, ``loss``, ``chain``, ``bias_grad``, ``sgd_losses``, ``adam_losses``...
+      ``input``, ``out``, ``target``, ``loss``, ``chain``, ``bias_grad``,
+      ``sgd_losses``, ``adam_losses``...
     """
     k_in, k_cot, k_target = jax.random.split(jax.random.key(seed), 3)
     res: dict = {}
@@ -69,7 +70,7 @@ def walkthrough(kernel_size: int = 5, *, random_target: bool = False, seed: int 
 
     x = jax.random.normal(k_in, (1, 32, 32, 1))  # NHWC; torch's (1, 1, 32, 32) is NCHW.
     out = net(x)
-    res["out"] = np.asarray(out)
+    res["input"], res["out"] = x, np.asarray(out)
     _show("Forward pass on a random 32x32 image",
           "input = torch.randn(1, 1, 32, 32)\nout = net(input)",
           "input = jax.random.normal(key, (1, 32, 32, 1))\nout = net(input)",
@@ -99,7 +100,7 @@ def walkthrough(kernel_size: int = 5, *, random_target: bool = False, seed: int 
         return jax.jit(mse_loss)(nnx.merge(graphdef, p)(x), target)
 
     loss = loss_of(params)
-    res["loss"] = float(loss)
+    res["target"], res["loss"] = target, float(loss)
     _show("Loss function", f"{t_torch}\ncriterion = nn.MSELoss()\nloss = criterion(output, target)",
           f"{t_jax}\nloss = jaxnets.losses.mse_loss(net(input), target)", f"{float(loss):.4f}")
 
