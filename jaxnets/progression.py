@@ -28,6 +28,7 @@ import numpy as np
 from flax import nnx
 
 from . import optim
+from ._cache import enable_compilation_cache
 from ._dynamic import DynamicNet
 from ._two_layer import TwoLayerNet, two_layer_sequential
 from .losses import mse_loss
@@ -247,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed for data and weights (default: 0)")
     parser.add_argument("--every", type=int, default=100, help="print the loss every N steps (default: 100)")
     args = parser.parse_args(argv)
+    enable_compilation_cache()
     if args.steps < 1 or args.every < 1:
         parser.error(f"--steps and --every must be positive; got {args.steps} and {args.every}")
     data = make_data(args.seed)

@@ -16,6 +16,7 @@ import numpy as np
 from flax import nnx
 
 from . import optim
+from ._cache import enable_compilation_cache
 from ._lenet import LeNet
 from .graph import format_chain, op_chain
 from .losses import mse_loss
@@ -155,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed for weights and random inputs (default: 0)")
     parser.add_argument("--steps", type=int, default=5, help="optimizer steps to show (default: 5)")
     args = parser.parse_args(argv)
+    enable_compilation_cache()
     if args.steps < 1:
         parser.error(f"--steps must be positive; got {args.steps}")
     for k in args.kernel_size or (5, 3):

@@ -21,3 +21,9 @@ def backend_compiles():
     jax.monitoring.register_event_duration_secs_listener(listener)
     yield seen
     jax.monitoring.unregister_event_duration_listener(listener)
+
+
+@pytest.fixture(autouse=True)
+def no_persistent_compilation_cache(monkeypatch):
+    """Keep the command-line entry points from writing to ~/.cache during tests."""
+    monkeypatch.setenv("JAXNETS_CACHE_DIR", "")

@@ -88,11 +88,12 @@ def test_cli_dispatches_and_rejects_unknown_commands(capsys):
     assert "unknown command 'frobnicate'; expected one of tutorial, progression" in err
 
 
-def test_cli_runs_as_a_module_in_a_fresh_process():
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+def test_cli_runs_as_a_module_in_a_fresh_process_and_fills_the_compilation_cache(tmp_path):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAXNETS_CACHE_DIR": str(tmp_path / "xla")}
     proc = subprocess.run(
         [sys.executable, "-m", "jaxnets", "progression", "--stage", "2", "--steps", "100"],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "stage 2: jax.numpy, hand-written backward, jit" in proc.stdout and "  99 " in proc.stdout
+    assert any((tmp_path / "xla").iterdir())  # compiled programs were kept for the next run

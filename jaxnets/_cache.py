@@ -1,0 +1,35 @@
+"""The persistent XLA compilation cache that the command-line entry points switch on."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+
+
+def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | None:
+    """Keep compiled programs on disk so that a second run of a command skips compilation.
+
+    The directory is ``path``, else ``$JAXNETS_CACHE_DIR``, else
+    ``~/.cache/jaxnets/xla``. Setting ``JAXNETS_CACHE_DIR`` to an empty string
+    turns the cache off. Library users opt in by calling this themselves.
+
+    Returns:
+      The cache directory, or None when the cache is off.
+    """
+    if path is None:
+        path = os.environ.get("JAXNETS_CACHE_DIR", str(Path.home() / ".cache" / "jaxnets" / "xla"))
+    if not str(path):
+        return None
+    path = Path(path).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None  # a read-only home must not stop the command: it just compiles every time
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    # The default caches only programs that took over a second to compile; most
+    # of the tutorial's are smaller, and together they are most of its run time.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path
