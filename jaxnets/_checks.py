@@ -16,8 +16,7 @@ def check_features(model: str, x, in_features: int) -> None:
     dtype = getattr(x, "dtype", None) or jnp.asarray(x).dtype
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(
-            f"{model} expects floating-point input; got dtype {dtype}. "
-            "Convert it first, e.g. x.astype(jnp.float32)."
+            f"{model} expects floating-point input; got dtype {dtype}. Convert it first, e.g. x.astype(jnp.float32)."
         )
     if shape[-1] != in_features:
         raise ValueError(

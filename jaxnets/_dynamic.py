@@ -97,12 +97,13 @@ class DynamicNet(nnx.Module):
             return None
         shape = getattr(depth, "shape", ())
         dtype = getattr(depth, "dtype", None)
-        if shape != () or (dtype is not None and not jnp.issubdtype(dtype, jnp.integer)) or (
-            dtype is None and not isinstance(depth, int)
+        if (
+            shape != ()
+            or (dtype is not None and not jnp.issubdtype(dtype, jnp.integer))
+            or (dtype is None and not isinstance(depth, int))
         ):
             raise TypeError(
-                f"DynamicNet: `depth` must be an int in 0..{self.max_depth} or an integer scalar "
-                f"array; got {depth!r}."
+                f"DynamicNet: `depth` must be an int in 0..{self.max_depth} or an integer scalar array; got {depth!r}."
             )
         if not 0 <= int(depth) <= self.max_depth:
             raise ValueError(

@@ -12,7 +12,8 @@ dropping pure layout bookkeeping, so LeNet's MSE loss reads::
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 

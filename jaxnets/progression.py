@@ -145,7 +145,13 @@ def _sum_mse(model, x, y, *args):
 
 
 def sequential_manual(
-    steps: int = 500, lr: float = 1e-4, *, data: Data | None = None, seed: int = 0, model=None, dtype=jnp.float32
+    steps: int = 500,
+    lr: float = 1e-4,
+    *,
+    data: Data | None = None,
+    seed: int = 0,
+    model=None,
+    dtype=jnp.float32,
 ) -> np.ndarray:
     """Stage 4: :func:`jaxnets.two_layer_sequential`, ``MSELoss(reduction='sum')``, ``param -= lr * grad`` by hand.
 
@@ -177,7 +183,13 @@ def _trained(model, tx, steps, x, y, per_step=()) -> np.ndarray:
 
 
 def sequential_adam(
-    steps: int = 500, lr: float = 1e-4, *, data: Data | None = None, seed: int = 0, model=None, dtype=jnp.float32
+    steps: int = 500,
+    lr: float = 1e-4,
+    *,
+    data: Data | None = None,
+    seed: int = 0,
+    model=None,
+    dtype=jnp.float32,
 ) -> np.ndarray:
     """Stage 5: the Sequential model trained with :func:`jaxnets.optim.adam` (torch: ``optim.Adam``)."""
     x, y = _xy(data, seed, dtype)
@@ -186,7 +198,13 @@ def sequential_adam(
 
 
 def two_layer_sgd(
-    steps: int = 500, lr: float = 1e-4, *, data: Data | None = None, seed: int = 0, model=None, dtype=jnp.float32
+    steps: int = 500,
+    lr: float = 1e-4,
+    *,
+    data: Data | None = None,
+    seed: int = 0,
+    model=None,
+    dtype=jnp.float32,
 ) -> np.ndarray:
     """Stage 6: :class:`jaxnets.TwoLayerNet` trained with :func:`jaxnets.optim.sgd` (torch: custom ``nn.Module``)."""
     x, y = _xy(data, seed, dtype)
@@ -241,7 +259,10 @@ def main(argv: list[str] | None = None) -> int:
         description='Run the stages of "Learning PyTorch with examples" in JAX and print their losses.',
     )
     parser.add_argument(
-        "--stage", type=int, action="append", choices=sorted(STAGES),
+        "--stage",
+        type=int,
+        action="append",
+        choices=sorted(STAGES),
         help="stage to run; repeat for several (default: all seven)",
     )
     parser.add_argument("--steps", type=int, default=500, help="steps per stage (default: 500)")

@@ -22,7 +22,8 @@ same code runs on a GPU when a CUDA jaxlib is installed.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -199,7 +200,7 @@ class Trainer:
                 f"Trainer: the new {what} does not have the structure the trainer was built with.\n"
                 f"expected: {self._treedef}\ngot:      {treedef}"
             )
-        for (path, new), old in zip(path_leaves, self._leaves):
+        for (path, new), old in zip(path_leaves, self._leaves, strict=True):
             if jnp.shape(new) != old.shape or jnp.result_type(new) != old.dtype:
                 raise ValueError(
                     f"Trainer: in the new {what}, {jax.tree_util.keystr(path[1:])} has shape "

@@ -174,15 +174,25 @@ def test_two_layer_net_and_sequential_compute_the_same_function_from_the_same_in
     x = jax.random.normal(jax.random.key(0), (64, 1000))
     np.testing.assert_allclose(net(x), seq(x), rtol=F32_RTOL, atol=F32_ATOL)
     assert net(x).shape == (64, 10) and net(x[0]).shape == (10,)
-    paths = {tuple(p.key for p in path) for path, _ in jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(params_of(seq)))[0]}
-    assert paths == {("layers", 0, "kernel"), ("layers", 0, "bias"), ("layers", 2, "kernel"), ("layers", 2, "bias")}
+    paths = {
+        tuple(p.key for p in path)
+        for path, _ in jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(params_of(seq)))[0]
+    }
+    assert paths == {
+        ("layers", 0, "kernel"),
+        ("layers", 0, "bias"),
+        ("layers", 2, "kernel"),
+        ("layers", 2, "bias"),
+    }
 
 
 def test_two_layer_net_matches_numpy_in_float64(x64):
     net = jaxnets.TwoLayerNet(30, 20, 5, param_dtype=jnp.float64, rngs=nnx.Rngs(1))
     p = np_params(net)
     x = np.random.default_rng(0).standard_normal((7, 30))
-    want = np.maximum(x @ p["linear1"]["kernel"] + p["linear1"]["bias"], 0) @ p["linear2"]["kernel"] + p["linear2"]["bias"]
+    want = (
+        np.maximum(x @ p["linear1"]["kernel"] + p["linear1"]["bias"], 0) @ p["linear2"]["kernel"] + p["linear2"]["bias"]
+    )
     np.testing.assert_allclose(net(jnp.asarray(x)), want, rtol=F64_RTOL, atol=F64_ATOL)
 
 

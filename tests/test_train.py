@@ -32,7 +32,10 @@ def test_trainer_step_equals_a_hand_computed_sgd_step_float64(x64):
     trainer = jaxnets.Trainer(model, jaxnets.optim.sgd(lr=0.01), mse_sum)
     loss = trainer.step(x, y)
     close64(loss, loss0)  # the loss before the update, like torch's loop
-    close64(nnx.to_pure_dict(trainer.params), jax.tree.map(lambda p, g: p - 0.01 * g, nnx.to_pure_dict(p0), nnx.to_pure_dict(g0)))
+    close64(
+        nnx.to_pure_dict(trainer.params),
+        jax.tree.map(lambda p, g: p - 0.01 * g, nnx.to_pure_dict(p0), nnx.to_pure_dict(g0)),
+    )
 
 
 def test_trainer_run_equals_repeated_steps_float64(x64):
@@ -82,7 +85,7 @@ def test_trainer_dynamic_net_depth_drawn_from_a_key_inside_the_compiled_loop():
     tx = jaxnets.optim.sgd(lr=1e-3, momentum=0.9)
     state = tx.init(params)
     for t, d in enumerate(depths):
-        loss, g = jax.value_and_grad(lambda p: mse_loss(nnx.merge(graphdef, p)(x, d), y, reduction="sum"))(params)
+        loss, g = jax.value_and_grad(lambda p, d=d: mse_loss(nnx.merge(graphdef, p)(x, d), y, reduction="sum"))(params)
         np.testing.assert_allclose(loss, losses[t], rtol=1e-5)
         updates, state = tx.update(g, state, params)
         params = optax.apply_updates(params, updates)
@@ -147,8 +150,12 @@ def test_trainer_has_aux_and_evaluate():
 
 def test_trainer_opt_state_round_trips_and_rejects_wrong_structure():
     x, y = data()
-    a = jaxnets.Trainer(jaxnets.TwoLayerNet(12, 6, 3, rngs=nnx.Rngs(0)), jaxnets.optim.sgd(lr=0.01, momentum=0.9), mse_sum)
-    b = jaxnets.Trainer(jaxnets.TwoLayerNet(12, 6, 3, rngs=nnx.Rngs(0)), jaxnets.optim.sgd(lr=0.01, momentum=0.9), mse_sum)
+    a = jaxnets.Trainer(
+        jaxnets.TwoLayerNet(12, 6, 3, rngs=nnx.Rngs(0)), jaxnets.optim.sgd(lr=0.01, momentum=0.9), mse_sum
+    )
+    b = jaxnets.Trainer(
+        jaxnets.TwoLayerNet(12, 6, 3, rngs=nnx.Rngs(0)), jaxnets.optim.sgd(lr=0.01, momentum=0.9), mse_sum
+    )
     for _ in range(3):
         a.step(x, y)
     b.load_model(a.model)
@@ -159,7 +166,10 @@ def test_trainer_opt_state_round_trips_and_rejects_wrong_structure():
         b.opt_state = jaxnets.optim.adam().init(b.params)
     with pytest.raises(ValueError, match="does not have the structure"):
         b.load_model(jaxnets.TwoLayerNet(12, 6, 3, rngs=nnx.Rngs(0)).linear1)
-    with pytest.raises(ValueError, match=r"\['linear1'\]\['bias'\].* has shape \(7,\) and dtype float32; expected \(6,\) float32"):
+    with pytest.raises(
+        ValueError,
+        match=r"\['linear1'\]\['bias'\].* has shape \(7,\) and dtype float32; expected \(6,\) float32",
+    ):
         b.load_model(jaxnets.TwoLayerNet(12, 7, 3, rngs=nnx.Rngs(0)))
 
 

@@ -1,0 +1,46 @@
+"""Optimizers that take the same steps as ``torch.optim``, as optax transformations.
+
+Each function has the argument names and defaults of its ``torch.optim``
+counterpart (torch 2.x, single-tensor algorithm, ``maximize=False``) and returns
+an ``optax.GradientTransformation``. Where an optax alias already computes
+torch's update it is returned, configured to match; where none does (SGD
+dampening, AMSGrad, Adagrad) a small transform with torch-named state fills the
+gap. Use them like any optax optimizer::
+
+    optimizer = jaxnets.optim.sgd(lr=0.01, momentum=0.9)  # torch.optim.SGD(net.parameters(), ...)
+    opt_state = optimizer.init(params)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+
+or pass them to ``flax.nnx.Optimizer(model, optimizer, wrt=nnx.Param)``.
+Hyperparameters are Python or NumPy numbers. They are validated, choose the chain
+and are converted to Python floats (which JAX keeps weakly typed, so float32 and
+bfloat16 params keep their dtype) when the optimizer is built; they cannot be
+traced values, so ``optax.inject_hyperparams`` does not apply.
+"""
+
+from ._adagrad import TorchAdagradState as TorchAdagradState
+from ._adagrad import adagrad as adagrad
+from ._adagrad import scale_by_torch_adagrad as scale_by_torch_adagrad
+from ._adam import TorchAmsgradState as TorchAmsgradState
+from ._adam import adam as adam
+from ._adam import adamw as adamw
+from ._adam import scale_by_torch_amsgrad as scale_by_torch_amsgrad
+from ._rmsprop import rmsprop as rmsprop
+from ._sgd import DampenedTraceState as DampenedTraceState
+from ._sgd import dampened_trace as dampened_trace
+from ._sgd import sgd as sgd
+
+__all__ = [
+    "DampenedTraceState",
+    "TorchAdagradState",
+    "TorchAmsgradState",
+    "adagrad",
+    "adam",
+    "adamw",
+    "dampened_trace",
+    "rmsprop",
+    "scale_by_torch_adagrad",
+    "scale_by_torch_amsgrad",
+    "sgd",
+]
