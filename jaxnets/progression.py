@@ -175,8 +175,8 @@ def sequential_manual(
     return np.asarray(losses)
 
 
-def _trained(model, tx, steps, x, y, per_step=()) -> np.ndarray:
-    trainer = Trainer(model, tx, _sum_mse)
+def _trained(model, tx, steps, x, y, per_step=(), loss_fn=_sum_mse) -> np.ndarray:
+    trainer = Trainer(model, tx, loss_fn)
     losses = trainer.run(steps, x, y, per_step=per_step)
     trainer.model  # noqa: B018 - writes the trained weights back into `model`
     return np.asarray(losses)
@@ -231,15 +231,12 @@ def dynamic_sgd(
     """
     x, y = _xy(data, seed, dtype)
     model = model or DynamicNet(D_IN, H, D_OUT, param_dtype=dtype, rngs=nnx.Rngs(seed))
+    tx = optim.sgd(lr=lr, momentum=momentum)
     if depths is None:
         keys = jax.random.split(jax.random.key(seed), steps)
         loss_fn = lambda m, x, y, key: _sum_mse(m, x, y, m.random_depth(key))
-        trainer = Trainer(model, optim.sgd(lr=lr, momentum=momentum), loss_fn)
-        losses = trainer.run(steps, x, y, per_step=(keys,))
-        trainer.model  # noqa: B018 - writes the trained weights back into `model`
-        return np.asarray(losses)
-    depths = jnp.asarray(depths, jnp.int32)
-    return _trained(model, optim.sgd(lr=lr, momentum=momentum), steps, x, y, per_step=(depths,))
+        return _trained(model, tx, steps, x, y, per_step=(keys,), loss_fn=loss_fn)
+    return _trained(model, tx, steps, x, y, per_step=(jnp.asarray(depths, jnp.int32),))
 
 
 STAGES = {

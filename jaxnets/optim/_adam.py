@@ -78,9 +78,10 @@ def scale_by_torch_amsgrad(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _check_adam_args(
+def _adam_args(
     name: str, torch_name: str, lr: float, betas: tuple[float, float], eps: float, weight_decay: float
-) -> None:
+) -> tuple[float, float, float, float, float]:
+    """Validate Adam's arguments as torch does; return ``lr, b1, b2, eps, weight_decay`` as Python floats."""
     for arg, value in (("lr", lr), ("eps", eps), ("weight_decay", weight_decay)):
         if not 0.0 <= value:
             raise ValueError(
@@ -94,6 +95,8 @@ def _check_adam_args(
                 f"{name} got betas[{index}]={beta!r}; expected a value in [0, 1), as {torch_name} "
                 "does. Use e.g. betas=(0.9, 0.999)."
             )
+    # Python floats stay weakly typed: a NumPy float64 would promote float32 leaves under x64.
+    return float(lr), float(betas[0]), float(betas[1]), float(eps), float(weight_decay)
 
 
 def adam(
@@ -133,15 +136,7 @@ def adam(
     Raises:
       ValueError: for the arguments ``torch.optim.Adam`` rejects.
     """
-    _check_adam_args("adam", "torch.optim.Adam", lr, betas, eps, weight_decay)
-    # Python floats stay weakly typed: a NumPy float64 would promote float32 leaves under x64.
-    lr, b1, b2, eps, weight_decay = (
-        float(lr),
-        float(betas[0]),
-        float(betas[1]),
-        float(eps),
-        float(weight_decay),
-    )
+    lr, b1, b2, eps, weight_decay = _adam_args("adam", "torch.optim.Adam", lr, betas, eps, weight_decay)
     if amsgrad:
         core = optax.chain(scale_by_torch_amsgrad(b1, b2, eps), optax.scale_by_learning_rate(lr))
     else:
@@ -185,15 +180,7 @@ def adamw(
     Raises:
       ValueError: for the arguments ``torch.optim.AdamW`` rejects.
     """
-    _check_adam_args("adamw", "torch.optim.AdamW", lr, betas, eps, weight_decay)
-    # Python floats stay weakly typed: a NumPy float64 would promote float32 leaves under x64.
-    lr, b1, b2, eps, weight_decay = (
-        float(lr),
-        float(betas[0]),
-        float(betas[1]),
-        float(eps),
-        float(weight_decay),
-    )
+    lr, b1, b2, eps, weight_decay = _adam_args("adamw", "torch.optim.AdamW", lr, betas, eps, weight_decay)
     if amsgrad:
         return optax.chain(
             scale_by_torch_amsgrad(b1, b2, eps),
