@@ -20,12 +20,12 @@ progression: $(STAMP)
 	$(BIN)/python -m jaxnets.progression
 
 test: $(STAMP)
-	$(BIN)/ruff check jaxnets parity tests
+	$(BIN)/ruff check jaxnets tests $(wildcard parity)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check jaxnets parity tests
-	$(BIN)/ruff format --check jaxnets parity tests
+	$(BIN)/ruff check jaxnets tests $(wildcard parity)
+	$(BIN)/ruff format --check jaxnets tests $(wildcard parity)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
