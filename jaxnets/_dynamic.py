@@ -70,6 +70,25 @@ class DynamicNet(nnx.Module):
         """
         return jax.random.randint(key, (), 0, self.max_depth + 1)
 
+    def used_params(self, depth: int | jax.Array) -> nnx.State:
+        """Which parameters take part in ``net(x, depth)``: all, but ``middle_linear`` only when ``depth > 0``.
+
+        For ``Trainer(..., skip_unused=lambda m, x, y, d: m.used_params(d))``,
+        which reproduces torch's default ``zero_grad(set_to_none=True)``: on a
+        depth-0 step torch leaves ``middle_linear``'s gradient at None and its
+        optimizer skips it, so its momentum does not decay.
+
+        Returns:
+          An ``nnx.State`` of boolean scalars with the structure of the parameters.
+        """
+        used = jnp.asarray(depth) > 0
+        return nnx.State(
+            {
+                name: jax.tree.map(lambda _: used if name == "middle_linear" else jnp.asarray(True), layer)
+                for name, layer in nnx.state(self, nnx.Param).items()
+            }
+        )
+
     def __call__(self, x: jax.Array, depth: int | jax.Array) -> jax.Array:
         """Args: x: ``(..., in_features)``; depth: int or integer scalar. Returns: ``(..., out_features)``."""
         check_features("DynamicNet", x, self.in_features)

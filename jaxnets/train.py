@@ -34,6 +34,34 @@ LossFn = Callable[..., Any]
 """``loss_fn(model, *batch) -> loss`` (or ``(loss, aux)`` with ``has_aux=True``)."""
 
 
+def _skip(used, params, updates, new_opt_state, old_opt_state):
+    """Zero the updates of unused parameters and keep their old optimizer state."""
+    params_def = jax.tree.structure(params)
+    used_leaves = jax.tree.leaves(used)
+    if len(used_leaves) != params_def.num_leaves:
+        raise ValueError(
+            "Trainer: `skip_unused` must return one boolean per parameter, in the structure of "
+            f"nnx.state(model, nnx.Param); got {jax.tree.structure(used)}."
+        )
+    used = jax.tree.unflatten(params_def, used_leaves)
+    updates = jax.tree.map(lambda u, keep: jnp.where(keep, u, jnp.zeros_like(u)), updates, used)
+    per_param = lambda node: jax.tree.structure(node) == params_def
+    new_leaves, opt_def = jax.tree.flatten(new_opt_state, is_leaf=per_param)
+    old_leaves = opt_def.flatten_up_to(old_opt_state)
+    merged = []
+    for new, old in zip(new_leaves, old_leaves, strict=True):
+        if per_param(new):
+            merged.append(jax.tree.map(lambda n, o, keep: jnp.where(keep, n, o), new, old, used))
+        else:
+            raise ValueError(
+                "Trainer: `skip_unused` needs optimizer state kept per parameter, but this optimizer also "
+                f"keeps a shared value of shape {jnp.shape(new)} (e.g. Adam's step count). torch counts steps "
+                "per parameter, so a skipped parameter's count would differ. Use SGD or RMSprop, or drop "
+                "`skip_unused` (torch: zero_grad(set_to_none=False))."
+            )
+    return updates, jax.tree.unflatten(opt_def, merged)
+
+
 class Trainer:
     """Owns a model's state and optimizer state, and steps them with compiled code.
 
@@ -45,6 +73,17 @@ class Trainer:
         the body of a PyTorch loop: ``lambda m, x, y: mse_loss(m(x), y)``.
       eval_fn: ``eval_fn(model, *batch)`` for :meth:`evaluate`; ``loss_fn`` when None.
       has_aux: ``loss_fn`` returns ``(loss, aux)``; :meth:`step` then returns both.
+      skip_unused: ``skip_unused(model, *batch)`` returning, for every parameter,
+        a boolean scalar: True where the parameter takes part in the loss (the
+        structure of ``nnx.state(model, nnx.Param)``, e.g.
+        ``DynamicNet.used_params(depth)``). Parameters marked False are skipped
+        entirely, as torch's optimizers skip parameters whose ``.grad`` is None
+        after the default ``zero_grad(set_to_none=True)``: no update, no weight
+        decay, and their optimizer state is left as it was. Without it every
+        parameter is stepped, with a zero gradient where it took no part, as
+        torch does after ``zero_grad(set_to_none=False)``. Needs an optimizer
+        whose state is all per parameter (SGD, RMSprop): torch keeps a step
+        count per parameter, optax one for all.
 
     The model you pass is never modified behind your back: the trainer works
     on copies, and reading :attr:`model` writes the current weights into it.
@@ -58,6 +97,7 @@ class Trainer:
         *,
         eval_fn: LossFn | None = None,
         has_aux: bool = False,
+        skip_unused: Callable[..., Any] | None = None,
     ):
         if not isinstance(model, nnx.Module):
             raise TypeError(f"Trainer: `model` must be an nnx.Module; got {type(model).__name__}.")
@@ -71,6 +111,7 @@ class Trainer:
         self._loss_fn = loss_fn
         self._eval_fn = eval_fn or loss_fn
         self._has_aux = has_aux
+        self._skip_unused = skip_unused
         self._graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         carry = (params, optimizer.init(params), rest)
         leaves, self._treedef = jax.tree.flatten(carry)
@@ -94,9 +135,13 @@ class Trainer:
             loss, aux = out if self._has_aux else (out, None)
             return loss, (aux, nnx.state(model, nnx.Not(nnx.Param)))
 
-        (loss, (aux, rest)), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
-        updates, opt_state = self._tx.update(grads, opt_state, params)
+        (loss, (aux, new_rest)), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
+        updates, new_opt_state = self._tx.update(grads, opt_state, params)
+        if self._skip_unused is not None:
+            used = self._skip_unused(nnx.merge(self._graphdef, params, rest), *batch)
+            updates, new_opt_state = _skip(used, params, updates, new_opt_state, opt_state)
         params = optax.apply_updates(params, updates)
+        opt_state, rest = new_opt_state, new_rest
         return jax.tree.leaves((params, opt_state, rest)), loss, aux
 
     def _step_impl(self, leaves, *batch):

@@ -1,0 +1,120 @@
+"""Weights (and anything shaped like them: gradients, optimizer moments) between torch and jaxnets.
+
+Both directions copy: JAX can alias the CPU buffer of a NumPy array made from a
+torch tensor, and torch's in-place optimizer steps would then change the
+"copied" weights behind JAX's back. Both directions are strict: missing,
+unexpected and mis-shaped keys are reported together, and nothing is changed
+unless everything fits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+from flax import nnx
+
+from .layout import Entry, _params, layout
+
+
+class StateDictMismatch(ValueError):
+    """A state_dict that does not fit the model: lists every missing, unexpected and mis-shaped key."""
+
+
+def _numpy(value) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy().copy()
+    return np.array(value, copy=True)
+
+
+def _check_keys(entries: list[Entry], state_dict: Mapping, what: str) -> None:
+    expected = {e.torch_name: e for e in entries}
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    misshaped = [
+        f"{k}: got {tuple(np.shape(state_dict[k]))}, expected {expected[k].torch_shape}"
+        for k in expected
+        if k in state_dict and tuple(np.shape(state_dict[k])) != tuple(expected[k].torch_shape)
+    ]
+    if missing or unexpected or misshaped:
+        lines = [f"{what} does not fit the model; nothing was changed."]
+        if missing:
+            lines.append(f"  missing keys: {', '.join(missing)}")
+        if unexpected:
+            lines.append(f"  unexpected keys: {', '.join(unexpected)}")
+        if misshaped:
+            lines.append("  wrong shapes (torch layout): " + "; ".join(misshaped))
+        lines.append(f"  expected keys: {', '.join(expected)}")
+        raise StateDictMismatch("\n".join(lines))
+
+
+def state_from_torch(
+    state_dict: Mapping, template, *, flatten_shapes: dict | None = None, what: str = "the state_dict"
+) -> nnx.State:
+    """A torch-layout dict (tensors or arrays) as an ``nnx.State`` in jaxnets' layout.
+
+    Args:
+      state_dict: ``{torch_name: tensor or array}``, e.g. ``module.state_dict()``
+        or ``{n: p.grad for n, p in module.named_parameters()}``.
+      template: a jaxnets model or parameter state; gives structure and dtypes.
+      flatten_shapes: see :func:`parity.layout.layout`.
+
+    Returns:
+      A new ``nnx.State`` of the template's parameter structure, holding copies.
+
+    Raises:
+      StateDictMismatch: listing every missing, unexpected and mis-shaped key.
+    """
+    entries = layout(template, flatten_shapes=flatten_shapes)
+    _check_keys(entries, state_dict, what)
+    params = _params(template)
+    flat = dict(nnx.to_flat_state(params))
+    for e in entries:
+        variable = flat[e.jax_path]
+        variable = variable.replace(jnp.asarray(e.from_torch(_numpy(state_dict[e.torch_name])), variable[...].dtype))
+        flat[e.jax_path] = variable
+    return nnx.from_flat_state(list(flat.items()))
+
+
+def load_torch_state_dict(model: nnx.Module, state_dict: Mapping, *, flatten_shapes: dict | None = None) -> None:
+    """Copy a torch ``state_dict`` into a jaxnets model, in place (torch: ``load_state_dict(strict=True)``).
+
+    Args:
+      model: the jaxnets model to overwrite, e.g. ``jaxnets.LeNet(rngs=...)``.
+      state_dict: ``torch_module.state_dict()``, or the same keys with NumPy arrays.
+      flatten_shapes: see :func:`parity.layout.layout`.
+
+    Raises:
+      StateDictMismatch: listing every missing, unexpected and mis-shaped key;
+        the model is left unchanged.
+    """
+    if not isinstance(model, nnx.Module):
+        raise TypeError(f"load_torch_state_dict expects a jaxnets (nnx) model; got {type(model).__name__}.")
+    nnx.update(model, state_from_torch(state_dict, model, flatten_shapes=flatten_shapes))
+
+
+def to_torch_state_dict(model_or_state, *, flatten_shapes: dict | None = None) -> dict[str, torch.Tensor]:
+    """A dict of new torch tensors in PyTorch's layout and naming.
+
+    ``torch_module.load_state_dict(to_torch_state_dict(model), strict=True)``
+    accepts it. Works on any ``nnx.State`` of the model's parameter structure
+    too, such as gradients from ``jax.grad``.
+
+    Args:
+      model_or_state: a jaxnets model or an ``nnx.State`` of its parameters.
+      flatten_shapes: see :func:`parity.layout.layout`.
+
+    Returns:
+      ``{torch_name: tensor}`` in torch's parameter order; the tensors own their memory.
+    """
+    entries = layout(model_or_state, flatten_shapes=flatten_shapes)
+    flat = dict(nnx.to_flat_state(_params(model_or_state)))
+    out = {}
+    for e in entries:
+        value = flat[e.jax_path]
+        value = value[...] if isinstance(value, nnx.Variable) else value
+        out[e.torch_name] = torch.from_numpy(e.to_torch(jax.device_get(value)))
+    return out
