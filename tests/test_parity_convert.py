@@ -1,0 +1,223 @@
+"""parity's layout table: weights, gradients and optimizer state in both directions, copies, strict errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+from tolerances import F64_ATOL, F64_RTOL
+
+import jaxnets
+import parity
+from parity import torch_models as tm
+from parity.layout import layout
+
+torch.set_num_threads(1)  # torch and XLA share two cores in this process
+
+
+def pairs(kernel_size=5, image_size=32):
+    """(torch model, jaxnets model, example input in torch layout) for each architecture, float64."""
+    torch.manual_seed(0)
+    return {
+        "lenet": (
+            tm.Net(kernel_size=kernel_size, image_size=image_size).double(),
+            jaxnets.LeNet(kernel_size=kernel_size, image_size=image_size, param_dtype=jnp.float64, rngs=nnx.Rngs(0)),
+            torch.randn(3, 1, image_size, image_size, dtype=torch.float64),
+        ),
+        "two_layer": (
+            tm.TwoLayerNet(20, 8, 3).double(),
+            jaxnets.TwoLayerNet(20, 8, 3, param_dtype=jnp.float64, rngs=nnx.Rngs(0)),
+            torch.randn(5, 20, dtype=torch.float64),
+        ),
+        "sequential": (
+            tm.two_layer_sequential(20, 8, 3).double(),
+            jaxnets.two_layer_sequential(20, 8, 3, param_dtype=jnp.float64, rngs=nnx.Rngs(0)),
+            torch.randn(5, 20, dtype=torch.float64),
+        ),
+    }
+
+
+def jax_input(x: torch.Tensor):
+    return jnp.asarray(parity.to_nhwc(x.numpy()) if x.ndim == 4 else x.numpy().copy())
+
+
+@pytest.mark.parametrize(
+    "name,kernel_size,image_size",
+    [("lenet", 5, 32), ("lenet", 3, 32), ("lenet", 5, 28), ("two_layer", 5, 32), ("sequential", 5, 32)],
+    ids=["lenet-5x5", "lenet-3x3", "lenet-28px", "two_layer", "sequential"],
+)
+def test_convert_torch_to_jax_gives_the_same_outputs_and_back_the_same_weights(x64, name, kernel_size, image_size):
+    torch_model, jax_model, x = pairs(kernel_size, image_size)[name]
+    parity.load_torch_state_dict(jax_model, torch_model.state_dict())
+    want = torch_model(x).detach().numpy()
+    np.testing.assert_allclose(jax_model(jax_input(x)), want, rtol=F64_RTOL, atol=F64_ATOL)
+    back = parity.to_torch_state_dict(jax_model)
+    assert list(back) == [n for n, _ in torch_model.named_parameters()]  # torch's order
+    for key, value in torch_model.state_dict().items():
+        assert torch.equal(back[key], value)  # a permutation: exact
+    torch_model.load_state_dict(back, strict=True)
+
+
+def test_convert_fc1_needs_the_flatten_row_permutation(x64):
+    torch_model, jax_model, x = pairs()["lenet"]
+    sd = torch_model.state_dict()
+    parity.load_torch_state_dict(jax_model, sd)
+    right = np.asarray(jax_model(jax_input(x)))
+    # The naive port: transpose fc1 like any linear layer. The shapes fit ...
+    jax_model.fc1.kernel[...] = jnp.asarray(sd["fc1.weight"].numpy().T.copy())
+    wrong = np.asarray(jax_model(jax_input(x)))
+    want = torch_model(x).detach().numpy()
+    np.testing.assert_allclose(right, want, rtol=F64_RTOL, atol=F64_ATOL)
+    assert np.abs(wrong - want).max() > 1e-3 * np.abs(want).max()  # ... and the outputs are silently wrong
+    fc1 = next(e for e in layout(jax_model) if e.torch_name == "fc1.weight")
+    assert fc1.kind == "flatten_linear" and fc1.flatten_chw == (16, 5, 5)
+
+
+def test_convert_copies_so_torch_in_place_updates_do_not_reach_jax(x64):
+    torch_model, jax_model, x = pairs()["two_layer"]
+    parity.load_torch_state_dict(jax_model, torch_model.state_dict())
+    before = np.asarray(jax_model.linear1.bias[...]).copy()
+    opt = torch.optim.SGD(torch_model.parameters(), lr=1.0)
+    torch_model(x).sum().backward()
+    opt.step()  # in place on torch's buffers
+    with torch.no_grad():
+        torch_model.linear1.bias.mul_(-3.0)
+    np.testing.assert_array_equal(jax_model.linear1.bias[...], before)
+    out = parity.to_torch_state_dict(jax_model)
+    out["linear1.bias"].mul_(10.0)  # the returned tensors own their memory too
+    np.testing.assert_array_equal(jax_model.linear1.bias[...], before)
+
+
+def test_convert_accepts_numpy_values_and_casts_to_the_models_dtype(x64):
+    torch_model, _, x = pairs()["two_layer"]
+    jax_model = jaxnets.TwoLayerNet(20, 8, 3, rngs=nnx.Rngs(1))  # float32
+    parity.load_torch_state_dict(jax_model, {k: v.numpy() for k, v in torch_model.state_dict().items()})
+    assert jax_model.linear1.kernel[...].dtype == jnp.float32
+    np.testing.assert_allclose(jax_model(jnp.asarray(x.numpy(), jnp.float32)), torch_model(x).detach().numpy(), rtol=1e-5)
+
+
+def test_convert_reports_every_bad_key_at_once_and_changes_nothing(x64):
+    torch_model, jax_model, _ = pairs()["lenet"]
+    sd = dict(torch_model.state_dict())
+    del sd["fc3.bias"]
+    sd["fc4.weight"] = torch.zeros(3)
+    sd["conv1.weight"] = torch.zeros(6, 1, 3, 3)
+    before = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(jax_model, nnx.Param)))
+    with pytest.raises(parity.StateDictMismatch) as exc:
+        parity.load_torch_state_dict(jax_model, sd)
+    message = str(exc.value)
+    assert "nothing was changed" in message
+    assert "missing keys: fc3.bias" in message
+    assert "unexpected keys: fc4.weight" in message
+    assert "conv1.weight: got (6, 1, 3, 3), expected (6, 1, 5, 5)" in message
+    after = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(jax_model, nnx.Param)))
+    jax.tree.map(np.testing.assert_array_equal, after, before)
+
+
+def test_convert_gradients_through_the_same_table(x64):
+    torch_model, jax_model, x = pairs()["lenet"]
+    parity.load_torch_state_dict(jax_model, torch_model.state_dict())
+    target = torch.arange(1, 11, dtype=torch.float64)
+    torch.nn.functional.mse_loss(torch_model(x), target.expand(3, 10)).backward()
+    graphdef, params = nnx.split(jax_model, nnx.Param)
+    xj = jax_input(x)
+    grads = jax.grad(lambda p: jaxnets.losses.mse_loss(nnx.merge(graphdef, p)(xj), jnp.arange(1.0, 11.0)))(params)
+    for name, g in parity.to_torch_state_dict(grads).items():
+        want = dict(torch_model.named_parameters())[name].grad
+        np.testing.assert_allclose(g.numpy(), want.numpy(), rtol=F64_RTOL, atol=F64_ATOL, err_msg=name)
+
+
+def test_convert_rejects_non_square_flatten_without_flatten_shapes():
+    class Wide(nnx.Module):
+        def __init__(self, rngs):
+            self.conv1 = nnx.Conv(1, 4, (3, 3), padding="VALID", rngs=rngs)
+            self.fc1 = nnx.Linear(4 * 2 * 3, 5, rngs=rngs)
+
+    model = Wide(nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"not a square feature map; pass flatten_shapes=\{'fc1': \(C, H, W\)\}"):
+        layout(model)
+    entries = layout(model, flatten_shapes={"fc1": (4, 2, 3)})
+    assert entries[2].flatten_chw == (4, 2, 3)
+    kernel = np.arange(24 * 5.0).reshape(24, 5)
+    np.testing.assert_array_equal(entries[2].from_torch(entries[2].to_torch(kernel)), kernel)
+
+
+def test_convert_image_layout_helpers():
+    x = np.arange(2 * 3 * 4 * 5).reshape(2, 3, 4, 5)
+    assert parity.to_nhwc(x).shape == (2, 4, 5, 3)
+    np.testing.assert_array_equal(parity.to_nchw(parity.to_nhwc(x)), x)
+    with pytest.raises(ValueError, match=r"expects a batch of images \(N, C, H, W\); got shape \(3, 4, 5\)"):
+        parity.to_nhwc(x[0])
+
+
+# -- optimizer state ------------------------------------------------------------------------------
+
+OPTIMIZERS = {
+    "sgd-momentum": (lambda p: torch.optim.SGD(p, lr=1e-2, momentum=0.9), lambda: jaxnets.optim.sgd(1e-2, momentum=0.9)),
+    "sgd-nesterov-wd": (
+        lambda p: torch.optim.SGD(p, lr=1e-2, momentum=0.9, nesterov=True, weight_decay=0.1),
+        lambda: jaxnets.optim.sgd(1e-2, momentum=0.9, nesterov=True, weight_decay=0.1),
+    ),
+    "sgd-dampening": (
+        lambda p: torch.optim.SGD(p, lr=1e-2, momentum=0.9, dampening=0.5),
+        lambda: jaxnets.optim.sgd(1e-2, momentum=0.9, dampening=0.5),
+    ),
+    "adam": (lambda p: torch.optim.Adam(p, lr=1e-2), lambda: jaxnets.optim.adam(1e-2)),
+    "adam-amsgrad-wd": (
+        lambda p: torch.optim.Adam(p, lr=1e-2, amsgrad=True, weight_decay=0.1),
+        lambda: jaxnets.optim.adam(1e-2, amsgrad=True, weight_decay=0.1),
+    ),
+    "adamw": (lambda p: torch.optim.AdamW(p, lr=1e-2), lambda: jaxnets.optim.adamw(1e-2)),
+    "adagrad": (lambda p: torch.optim.Adagrad(p, lr=1e-2, lr_decay=0.1), lambda: jaxnets.optim.adagrad(1e-2, lr_decay=0.1)),
+}
+
+
+@pytest.mark.parametrize("opt_name", list(OPTIMIZERS))
+def test_optimizer_state_continues_a_torch_run_in_jax_and_back(x64, opt_name):
+    make_torch_opt, make_tx = OPTIMIZERS[opt_name]
+    torch_model, jax_model, x = pairs()["lenet"]
+    y = torch.randn(3, 10, dtype=torch.float64)
+    xj, yj = jax_input(x), jnp.asarray(y.numpy())
+    opt = make_torch_opt(torch_model.parameters())
+
+    def torch_step():
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(torch_model(x), y)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    for _ in range(3):
+        torch_step()
+    # torch -> JAX mid-run
+    parity.load_torch_state_dict(jax_model, torch_model.state_dict())
+    trainer = jaxnets.Trainer(jax_model, make_tx(), lambda m, x, y: jaxnets.losses.mse_loss(m(x), y))
+    trainer.opt_state = parity.optimizer_state_from_torch(opt, torch_model, trainer.opt_state)
+    torch_losses = [torch_step() for _ in range(4)]
+    jax_losses = [float(trainer.step(xj, yj)) for _ in range(4)]
+    np.testing.assert_allclose(jax_losses, torch_losses, rtol=F64_RTOL)
+    for name, value in parity.to_torch_state_dict(trainer.params).items():
+        np.testing.assert_allclose(value, torch_model.state_dict()[name], rtol=F64_RTOL, atol=F64_ATOL, err_msg=name)
+    # JAX -> torch: a fresh torch optimizer picks up where JAX is
+    opt = make_torch_opt(torch_model.parameters())
+    parity.load_optimizer_state_into_torch(trainer.opt_state, opt, torch_model)
+    torch_losses = [torch_step() for _ in range(3)]
+    jax_losses = [float(trainer.step(xj, yj)) for _ in range(3)]
+    np.testing.assert_allclose(jax_losses, torch_losses, rtol=F64_RTOL)
+    for name, value in parity.to_torch_state_dict(trainer.params).items():
+        np.testing.assert_allclose(value, torch_model.state_dict()[name], rtol=F64_RTOL, atol=F64_ATOL, err_msg=name)
+
+
+def test_optimizer_state_conversion_errors(x64):
+    torch_model, jax_model, _ = pairs()["two_layer"]
+    params = nnx.state(jax_model, nnx.Param)
+    opt = torch.optim.RMSprop(torch_model.parameters())
+    with pytest.raises(TypeError, match="cannot convert optimizer state of type ScaleByRmsState"):
+        parity.optimizer_state_from_torch(opt, torch_model, jaxnets.optim.rmsprop().init(params))
+    opt = torch.optim.Adam(torch_model.parameters())
+    torch_model(torch.randn(2, 20, dtype=torch.float64)).sum().backward()
+    torch_model.linear2.weight.grad = None  # linear2.weight is skipped, as torch does for a None grad
+    opt.step()
+    with pytest.raises(ValueError, match=r"different step counts \(linear1.weight: 1, linear1.bias: 1, linear2.weight: 0"):
+        parity.optimizer_state_from_torch(opt, torch_model, jaxnets.optim.adam().init(params))
