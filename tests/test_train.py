@@ -194,3 +194,44 @@ def test_trainer_run_rejects_bad_step_counts_and_per_step_arrays():
         trainer.run(0, x, y)
     with pytest.raises(ValueError, match=r"leading axis of num_steps=5; array 0 has shape \(4,\)"):
         trainer.run(5, x, per_step=(jnp.zeros((4,)),))
+
+
+def _dynamic_trainer(skip_unused):
+    net = jaxnets.DynamicNet(12, 8, 3, rngs=nnx.Rngs(0))
+    loss_fn = lambda m, x, y, d: mse_loss(m(x, d), y, reduction="sum")
+    skip = (lambda m, x, y, d: m.used_params(d)) if skip_unused else None
+    return jaxnets.Trainer(net, jaxnets.optim.sgd(lr=1e-3, momentum=0.9, weight_decay=0.1), loss_fn, skip_unused=skip)
+
+
+def test_trainer_skip_unused_leaves_unused_parameters_and_their_momentum_alone():
+    x, y = data()
+    skipping, stepping = _dynamic_trainer(True), _dynamic_trainer(False)
+    for trainer in (skipping, stepping):
+        trainer.step(x, y, jnp.int32(2))
+    before = skipping.params["middle_linear"]["kernel"][...]
+    momentum = skipping.opt_state[1][0].trace["middle_linear"]["kernel"][...]
+    for trainer in (skipping, stepping):
+        trainer.step(x, y, jnp.int32(0))  # middle_linear takes no part
+    # torch, set_to_none=True: no update, no weight decay, momentum buffer untouched
+    np.testing.assert_array_equal(skipping.params["middle_linear"]["kernel"][...], before)
+    np.testing.assert_array_equal(skipping.opt_state[1][0].trace["middle_linear"]["kernel"][...], momentum)
+    # torch, set_to_none=False: a zero gradient, but momentum and weight decay still move it
+    assert not np.allclose(stepping.params["middle_linear"]["kernel"][...], before)
+    # the layers that were used are stepped identically either way
+    np.testing.assert_array_equal(
+        skipping.params["output_linear"]["bias"][...], stepping.params["output_linear"]["bias"][...]
+    )
+    assert skipping.compilations == 1
+
+
+def test_trainer_skip_unused_refuses_optimizers_with_a_shared_step_count():
+    net = jaxnets.DynamicNet(12, 8, 3, rngs=nnx.Rngs(0))
+    trainer = jaxnets.Trainer(net, jaxnets.optim.adam(), lambda m, x, y, d: mse_loss(m(x, d), y),
+                              skip_unused=lambda m, x, y, d: m.used_params(d))  # fmt: skip
+    x, y = data()
+    with pytest.raises(ValueError, match=r"needs optimizer state kept per parameter.*Adam's step count"):
+        trainer.step(x, y, jnp.int32(0))
+    bad = jaxnets.Trainer(net, jaxnets.optim.sgd(0.1), lambda m, x, y: mse_loss(m(x, 1), y),
+                          skip_unused=lambda m, x, y: {"only": jnp.bool_(True)})  # fmt: skip
+    with pytest.raises(ValueError, match="must return one boolean per parameter"):
+        bad.step(x, y)
