@@ -70,7 +70,7 @@ class LeNet(nnx.Module):
             raise ValueError(
                 f"LeNet: `image_size={image_size}` is too small for `kernel_size={kernel_size}`: "
                 "two convolutions and 2x2 poolings leave no pixels. "
-                f"Use image_size >= {4 * kernel_size + 2} or a smaller kernel_size."
+                f"Use image_size >= {3 * kernel_size + 1} or a smaller kernel_size."
             )
         self.kernel_size = kernel_size
         self.image_size = image_size

@@ -115,7 +115,7 @@ def test_lenet_rejects_bad_input_with_a_clear_error(shape, dtype, message):
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        (dict(image_size=12), r"`image_size=12` is too small for `kernel_size=5`.*image_size >= 22"),
+        (dict(image_size=12), r"`image_size=12` is too small for `kernel_size=5`.*image_size >= 16"),
         (dict(kernel_size=0), r"`kernel_size` must be a positive int; got 0"),
         (dict(num_classes=2.5), r"`num_classes` must be a positive int; got 2.5"),
     ],
