@@ -82,9 +82,10 @@ class DynamicNet(nnx.Module):
           An ``nnx.State`` of boolean scalars with the structure of the parameters.
         """
         used = jnp.asarray(depth) > 0
+        always = jnp.asarray(True)
         return nnx.State(
             {
-                name: jax.tree.map(lambda _: used if name == "middle_linear" else jnp.asarray(True), layer)
+                name: jax.tree.map(lambda _, flag=(used if name == "middle_linear" else always): flag, layer)
                 for name, layer in nnx.state(self, nnx.Param).items()
             }
         )
