@@ -1,0 +1,12 @@
+"""The jit benchmark: PyTorch eager, torch.compile, jaxnets' jit step and jaxnets' whole-loop scan.
+
+Run ``python -m parity.bench`` (``--help`` for options). Each framework runs in
+its own process (torch and XLA in one process fight over the cores: torch's
+times grow tenfold), with the same thread count; every timing is a median of
+several repeats after a warm-up, synchronised with ``block_until_ready`` (JAX)
+or the step's own ``.item()``-free completion (torch eager is synchronous on
+the CPU). Compile time and the number of compilations are reported apart from
+step time, FLOPs per step come from XLA's cost analysis, and the machine's
+fp32 GEMM peak is measured in the same run so each row shows its fraction of
+the hardware limit.
+"""

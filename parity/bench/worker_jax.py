@@ -1,0 +1,243 @@
+"""The JAX half of the benchmark: jaxnets' jit step and whole-loop scan. Run by ``python -m parity.bench``."""
+
+from __future__ import annotations
+
+import os
+
+from .common import D_IN, D_OUT, LENET_BATCHES, H, N, emit, row, settings, worker_args
+
+ARGS = worker_args("python -m parity.bench.worker_jax")
+# Threads before jax is imported: XLA:CPU reads its flags once.
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + f" --xla_cpu_multi_thread_eigen={'true' if ARGS.threads > 1 else 'false'}"
+    f" intra_op_parallelism_threads={ARGS.threads}"
+)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from flax import nnx  # noqa: E402
+
+import jaxnets  # noqa: E402
+from jaxnets import progression  # noqa: E402
+from jaxnets.losses import cross_entropy, mse_loss  # noqa: E402
+
+from .timing import measure, timed  # noqa: E402
+
+CFG = settings(ARGS.quick)
+COMPILES: list[str] = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, duration, **kw: (
+        COMPILES.append(kw.get("fun_name", "?")) if event == "/jax/core/compile/backend_compile_duration" else None
+    )
+)
+
+
+def _flops(lowered) -> float | None:
+    cost = lowered.cost_analysis()
+    if isinstance(cost, list):  # older jax returned one dict per device
+        cost = cost[0] if cost else None
+    return float(cost["flops"]) if cost and "flops" in cost else None
+
+
+def gemm_peak() -> float:
+    """fp32 GEMM GFLOP/s of this process's XLA, square matrices."""
+    n = CFG["gemm_n"]
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    mm = jax.jit(lambda a, b: a @ b)
+    t = measure(lambda: mm(a, a), jax.block_until_ready, steps=1, repeats=max(CFG["repeats"], 10))
+    return 2 * n**3 / (t["min_us"] * 1e-6) / 1e9
+
+
+def _step_rows(workload: str, batch: int, trainer: jaxnets.Trainer, data: tuple, per_step=None) -> list[dict]:
+    """Rows for ``trainer.step`` and ``trainer.run``, with compile time, compilations and FLOPs."""
+    inner, loop = CFG["inner"], CFG["loop_steps"]
+    step_args = data + ((per_step[0],) if per_step is not None else ())
+    flops = _flops(trainer._step.lower(trainer._leaves, *step_args))
+    COMPILES.clear()
+    _, first = timed(lambda: jax.block_until_ready(trainer.step(*step_args)))
+
+    def steps():
+        for i in range(inner):
+            loss = trainer.step(*data, *((per_step[i % len(per_step)],) if per_step is not None else ()))
+        return loss
+
+    t = measure(steps, jax.block_until_ready, steps=inner, repeats=CFG["repeats"])
+    step_compiles = sum("_step_impl" in name for name in COMPILES)
+    rows = [
+        row(
+            workload,
+            batch,
+            "jaxnets-jit",
+            t,
+            flops=flops,
+            compile_s=max(first - t["median_us"] * 1e-6, 0.0),
+            compiles=step_compiles,
+        )  # fmt: skip
+    ]
+    xs = (per_step[:loop],) if per_step is not None else ()
+    COMPILES.clear()
+    _, first = timed(lambda: jax.block_until_ready(trainer.run(loop, *data, per_step=xs)))
+    t = measure(
+        lambda: trainer.run(loop, *data, per_step=xs), jax.block_until_ready, steps=loop, repeats=CFG["repeats"]
+    )
+    rows.append(
+        row(
+            workload,
+            batch,
+            "jaxnets-scan",
+            t,
+            flops=flops,
+            compile_s=max(first - t["median_us"] * 1e-6 * loop, 0.0),
+            compiles=sum("_run_impl" in name for name in COMPILES),
+        )  # fmt: skip
+    )
+    return rows
+
+
+def _bias_free_rows(workload: str, grad_fn) -> list[dict]:
+    """The hand-written and autograd stages: bias-free weights, lr 1e-6, plain SGD, as in the seed."""
+    d = progression.make_data(0)
+    x, y = jnp.asarray(d.x, jnp.float32), jnp.asarray(d.y, jnp.float32)
+    w = tuple(jnp.asarray(a, jnp.float32) for a in (d.w1, d.w2))
+    lr, inner, loop = 1e-6, CFG["inner"], CFG["loop_steps"]
+
+    def update(w, x, y):
+        loss, grads = grad_fn(w, x, y)
+        return jax.tree.map(lambda p, g: p - lr * g, w, grads), loss
+
+    step = jax.jit(update, donate_argnums=0)
+    run = jax.jit(lambda w, x, y: jax.lax.scan(lambda w, _: update(w, x, y), w, length=loop), donate_argnums=0)
+    flops = _flops(step.lower(w, x, y))
+    state = {"w": jax.tree.map(jnp.copy, w)}  # `w` itself stays intact for the first calls below
+    COMPILES.clear()
+
+    def steps():
+        for _ in range(inner):
+            state["w"], loss = step(state["w"], x, y)
+        return loss
+
+    _, first = timed(lambda: jax.block_until_ready(step(jax.tree.map(jnp.copy, w), x, y)))
+    t = measure(steps, jax.block_until_ready, steps=inner, repeats=CFG["repeats"])
+    rows = [row(workload, N, "jaxnets-jit", t, flops=flops, compile_s=max(first - t["median_us"] * 1e-6, 0.0),
+                compiles=sum("update" in n for n in COMPILES))]  # fmt: skip
+    COMPILES.clear()
+
+    def loop_once():
+        state["w"], losses = run(state["w"], x, y)
+        return losses
+
+    _, first = timed(lambda: jax.block_until_ready(run(jax.tree.map(jnp.copy, w), x, y)))
+    t = measure(loop_once, jax.block_until_ready, steps=loop, repeats=CFG["repeats"])
+    compile_s = max(first - t["median_us"] * 1e-6 * loop, 0.0)
+    compiles = sum("lambda" in n for n in COMPILES)
+    rows.append(row(workload, N, "jaxnets-scan", t, flops=flops, compile_s=compile_s, compiles=compiles))
+    return rows
+
+
+def _sum_mse(m, x, y, *args):
+    return mse_loss(m(x, *args), y, reduction="sum")
+
+
+def workloads() -> dict:
+    d = progression.make_data(0)
+    x, y = jnp.asarray(d.x, jnp.float32), jnp.asarray(d.y, jnp.float32)
+    keys = jax.random.split(jax.random.key(0), max(CFG["loop_steps"], CFG["inner"]))
+    dyn_loss = lambda m, x, y, key: _sum_mse(m, x, y, m.random_depth(key))
+    out = {
+        "two_layer_manual": lambda: _bias_free_rows("two_layer_manual", progression._manual_grads),
+        "two_layer_autograd": lambda: _bias_free_rows(
+            "two_layer_autograd", jax.value_and_grad(progression._bias_free_loss)
+        ),
+        "two_layer_adam": lambda: _step_rows(
+            "two_layer_adam",
+            N,
+            jaxnets.Trainer(
+                jaxnets.two_layer_sequential(D_IN, H, D_OUT, rngs=nnx.Rngs(0)), jaxnets.optim.adam(1e-4), _sum_mse
+            ),
+            (x, y),
+        ),  # fmt: skip
+        "two_layer_sgd": lambda: _step_rows(
+            "two_layer_sgd",
+            N,
+            jaxnets.Trainer(jaxnets.TwoLayerNet(D_IN, H, D_OUT, rngs=nnx.Rngs(0)), jaxnets.optim.sgd(1e-4), _sum_mse),
+            (x, y),
+        ),  # fmt: skip
+        "dynamic_net": lambda: _step_rows(
+            "dynamic_net",
+            N,
+            jaxnets.Trainer(
+                jaxnets.DynamicNet(D_IN, H, D_OUT, rngs=nnx.Rngs(0)), jaxnets.optim.sgd(1e-4, momentum=0.9), dyn_loss
+            ),
+            (x, y),
+            per_step=keys,
+        ),  # fmt: skip
+        "dispatch_tiny": lambda: _step_rows(
+            "dispatch_tiny",
+            2,
+            jaxnets.Trainer(jaxnets.TwoLayerNet(4, 4, 2, rngs=nnx.Rngs(0)), jaxnets.optim.sgd(1e-2), _sum_mse),
+            (jnp.ones((2, 4)), jnp.ones((2, 2))),
+        )[:1],  # fmt: skip
+    }
+    for b in LENET_BATCHES:
+        out[f"lenet_train@{b}"] = lambda b=b: _lenet_train(b)
+        out[f"lenet_forward@{b}"] = lambda b=b: _lenet_forward(b)
+    return out
+
+
+def _lenet_batch(b):
+    k1, k2 = jax.random.split(jax.random.key(b))
+    return jax.random.normal(k1, (b, 32, 32, 1)), jax.random.randint(k2, (b,), 0, 10)
+
+
+def _lenet_train(b):
+    net = jaxnets.LeNet(rngs=nnx.Rngs(0))
+    trainer = jaxnets.Trainer(net, jaxnets.optim.sgd(0.01), lambda m, x, y: cross_entropy(m(x), y))
+    return _step_rows("lenet_train", b, trainer, _lenet_batch(b))
+
+
+def _lenet_forward(b):
+    graphdef, state = nnx.split(jaxnets.LeNet(rngs=nnx.Rngs(0)))
+    fwd = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))
+    x, _ = _lenet_batch(b)
+    flops = _flops(fwd.lower(state, x))
+    leaves, treedef = jax.tree.flatten(state)
+    fwd_flat = jax.jit(lambda leaves, x: nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))(x))
+    COMPILES.clear()
+    _, first = timed(lambda: jax.block_until_ready(fwd_flat(leaves, x)))
+    inner = CFG["inner"]
+
+    def steps():
+        for _ in range(inner):
+            out = fwd_flat(leaves, x)
+        return out
+
+    t = measure(steps, jax.block_until_ready, steps=inner, repeats=CFG["repeats"])
+    return [row("lenet_forward", b, "jaxnets-jit", t, flops=flops, compile_s=max(first - t["median_us"] * 1e-6, 0.0),
+                compiles=len(COMPILES))]  # fmt: skip
+
+
+def main() -> None:
+    rows = []
+    for name, fn in workloads().items():
+        if ARGS.only in name:
+            rows.extend(fn())
+    emit(
+        {
+            "framework": "jax",
+            "versions": {
+                "jax": jax.__version__,
+                "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
+                "flax": nnx.__name__ and __import__("flax").__version__,
+                "numpy": np.__version__,
+            },  # fmt: skip
+            "device": str(jax.devices()[0]),
+            "threads": ARGS.threads,
+            "gemm_gflops": gemm_peak(),
+            "rows": rows,
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
