@@ -1,0 +1,68 @@
+"""parity.bench --quick: the JSON's shape, not its speed (timings here are too noisy for timed tests)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from parity.bench.__main__ import format_table
+
+REQUIRED = {"workload": str, "batch": int, "impl": str, "median_us": float}
+OPTIONAL = {"flops": float, "compile_s": float, "compiles": int}
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    env = {**os.environ, "JAXNETS_CACHE_DIR": ""}
+    proc = subprocess.run(
+        [sys.executable, "-m", "parity.bench", "--quick", "--json", str(out / "b.json"), "--plot", str(out / "b.png")],
+        capture_output=True, text=True, env=env, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((out / "b.json").read_text()), proc.stdout, out / "b.png"
+
+
+def test_bench_quick_json_has_the_documented_shape(quick):
+    doc, _, _ = quick
+    assert isinstance(doc["machine"]["gemm_peak_gflops"], float) and doc["machine"]["gemm_peak_gflops"] > 0
+    assert doc["rows"]
+    for r in doc["rows"]:
+        for key, kind in REQUIRED.items():
+            assert isinstance(r[key], kind), (key, r)
+        for key, kind in OPTIONAL.items():
+            assert r[key] is None or isinstance(r[key], kind), (key, r)
+        assert r["median_us"] > 0 and r["min_us"] <= r["median_us"] <= r["max_us"]
+
+
+def test_bench_quick_covers_every_workload_and_both_frameworks(quick):
+    doc, _, _ = quick
+    got = {(r["workload"], r["batch"], r["impl"]) for r in doc["rows"]}
+    two_layer = ["two_layer_manual", "two_layer_autograd", "two_layer_adam", "two_layer_sgd", "dynamic_net"]
+    for workload in two_layer:
+        for impl in ("torch-eager", "jaxnets-jit", "jaxnets-scan"):
+            assert (workload, 64, impl) in got
+    for batch in (1, 64, 256):
+        for impl in ("torch-eager", "jaxnets-jit"):
+            assert ("lenet_train", batch, impl) in got and ("lenet_forward", batch, impl) in got
+        assert ("lenet_train", batch, "jaxnets-scan") in got
+
+
+def test_bench_quick_counts_one_compilation_per_jax_step_and_reports_flops(quick):
+    doc, _, _ = quick
+    for r in doc["rows"]:
+        if r["impl"].startswith("jaxnets"):
+            assert r["compiles"] == 1, r
+            assert r["flops"] > 0 and r["compile_s"] >= 0
+    two_layer = next(r for r in doc["rows"] if r["workload"] == "two_layer_manual" and r["impl"] == "jaxnets-jit")
+    # forward 2*64*(1000*100 + 100*10), backward twice that: about 26 MFLOP, as the issue says
+    assert 24e6 < two_layer["flops"] < 28e6
+
+
+def test_bench_quick_prints_a_table_and_writes_a_png(quick):
+    doc, stdout, png = quick
+    assert "fp32 GEMM peak" in stdout and "jaxnets-scan" in stdout and "torch-eager" in stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert format_table(doc).splitlines()[0] == stdout.splitlines()[0]
