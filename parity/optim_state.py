@@ -149,4 +149,3 @@ def optimizer_state_from_torch(torch_optimizer, torch_module, template, *, flatt
         return type(node)(**{f: values.get(f, getattr(node, f)) for f in node._fields})
 
     return convert(template)
-

@@ -1,0 +1,290 @@
+"""parity.checks: every row of the matrix passes, broken ports make rows fail, the command line works.
+
+The whole matrix runs once for this module (about a minute on two cores); the
+row tests read its results. The property-based cases draw random sizes, seeds
+and learning rates and check forward, gradients, VJP and one optimizer step in
+float64 at 1e-12.
+"""
+
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+import parity
+from parity import checks, precision
+from parity.__main__ import main
+
+torch.set_num_threads(1)  # torch and XLA share two cores in this process
+
+# Fixed examples, no shrinking (each example compiles; shrinking a LeNet failure took minutes): the report
+# names the failing example, and its sizes reproduce it.
+BOUNDED = settings(
+    max_examples=10,
+    deadline=None,
+    derandomize=True,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+def normalised_lr(family: str, lr: float) -> float:
+    """SGD keeps ``lr``; Adam, RMSprop and Adagrad get ``lr / 100``.
+
+    They divide by ``sqrt(v) + eps``, which amplifies the rounding of a gradient
+    entry near ``eps`` up to ``lr / eps``-fold (see parity.precision): one LeNet
+    RMSprop step at lr 0.06 differed by 1.2e-12 in float64 from that alone.
+    """
+    return lr if family == "sgd" else lr / 100
+
+
+@pytest.fixture(scope="module")
+def matrix() -> dict[str, checks.Result]:
+    """Every row of ``python -m parity``, run once for the module."""
+    return {row.id: row for row in checks.run()}
+
+
+def assert_rows_pass(rows):
+    assert rows, "no rows were produced"
+    failed = [r for r in rows if not r.passed]
+    assert not failed, "\n".join(r.describe() for r in failed)
+
+
+# -- the matrix ---------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("row_id", checks.row_ids())
+def test_matrix_row_passes(matrix, row_id):
+    row = matrix[row_id]
+    assert row.passed, row.describe()
+
+
+def test_matrix_covers_every_model_check_dtype_and_optimizer_option():
+    ids = checks.row_ids()
+    assert len(ids) == len(set(ids))
+    for model in ("lenet5", "lenet3", "two_layer", "sequential", "dynamic"):
+        for check in ("forward", "grad", "vjp"):
+            for dtype in ("float32", "float64"):
+                assert f"{model}/{check}/{dtype}" in ids
+    for config in checks.optimizer_configs():
+        for kind in ("step", "trajectory"):
+            for dtype in ("float32", "float64"):
+                assert f"two_layer/{kind}/{config.name}/{dtype}" in ids
+    options = {(c.family, k) for c in checks.optimizer_configs() for k, _ in c.options}
+    assert options >= {
+        ("sgd", "momentum"), ("sgd", "nesterov"), ("sgd", "dampening"), ("sgd", "weight_decay"),
+        ("adam", "weight_decay"), ("adam", "amsgrad"), ("adamw", "amsgrad"),
+        ("rmsprop", "momentum"), ("rmsprop", "centered"), ("rmsprop", "weight_decay"),
+        ("adagrad", "lr_decay"), ("adagrad", "weight_decay"), ("adagrad", "initial_accumulator_value"),
+    }  # fmt: skip
+    assert any(c.options == (("centered", True), ("momentum", 0.9)) for c in checks.optimizer_configs())
+    for name in ("sgd", "adam"):
+        assert f"lenet5/trajectory/{name}/float32" in ids and f"lenet5/trajectory/{name}/float64" in ids
+    for stage in ("stage4 sequential_manual", "stage5 sequential_adam", "stage6 two_layer_sgd"):
+        assert any(i.endswith(f"trajectory/{stage}/float64") for i in ids)
+    assert "dynamic/semantics differ/float64" in ids
+
+
+def test_matrix_float64_rows_are_held_to_1e_12(matrix):
+    for row in matrix.values():
+        if row.dtype == "float64" and not row.must_differ:
+            assert row.tol == precision.F64_RTOL == 1e-12, row.id
+
+
+def test_matrix_reports_errors_per_torch_parameter_name(matrix):
+    assert list(matrix["lenet5/grad/float64"].per_param) == [
+        "conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias",
+        "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "fc3.weight", "fc3.bias",
+    ]  # fmt: skip
+    assert list(matrix["sequential/trajectory/stage5 sequential_adam/float64"].per_param) == [
+        "0.weight",
+        "0.bias",
+        "2.weight",
+        "2.bias",
+    ]
+    dynamic = matrix["dynamic/forward/float64"]
+    assert {f"output (depth {d})" for d in range(4)} <= set(dynamic.other)
+
+
+def test_matrix_stages_run_the_seeds_500_steps_in_float64(matrix):
+    for row_id in [
+        "bias_free/trajectory/stage1 numpy/float64",
+        "bias_free/trajectory/stage2 manual/float64",
+        "bias_free/trajectory/stage3 autograd/float64",
+        "sequential/trajectory/stage4 sequential_manual/float64",
+        "sequential/trajectory/stage5 sequential_adam/float64",
+        "two_layer/trajectory/stage6 two_layer_sgd/float64",
+        "dynamic/trajectory/stage7 dynamic_sgd, set_to_none=False/float64",
+        "dynamic/trajectory/skip_unused, set_to_none=True/float64",
+    ]:
+        curves = matrix[row_id].curves
+        assert len(curves["torch"]) == len(curves["jax"]) == 500, row_id
+        assert curves["torch"][-1] < curves["torch"][0], row_id  # it trained
+
+
+# -- DynamicNet: the two zero_grad semantics must differ on the shared schedule ------------------
+
+
+def test_depth_schedule_skips_middle_linear_after_momentum_built_up():
+    depths = checks.depth_schedule(seed=0)
+    assert depths[0] > 0  # middle_linear gets a gradient, so a momentum buffer
+    assert (depths[1:] == 0).sum() >= 50
+    assert set(np.unique(depths)) == {0, 1, 2, 3}
+
+
+def test_dynamic_semantics_differ_and_each_port_matches_only_its_own(matrix):
+    row = matrix["dynamic/semantics differ/float64"]
+    assert row.passed and row.must_differ, row.describe()
+    assert row.max_rel > 1e3 * precision.DISTINCT_RTOL  # not a close call
+    assert row.per_param["middle_linear.weight (torch)"][1] > precision.DISTINCT_RTOL
+    curves = row.curves
+    # Each JAX run matches the torch run of its own semantics (the two trajectory rows) ...
+    for own in ("dynamic/trajectory/stage7 dynamic_sgd, set_to_none=False/float64",
+                "dynamic/trajectory/skip_unused, set_to_none=True/float64"):  # fmt: skip
+        assert matrix[own].passed, matrix[own].describe()
+    # ... and would fail against the other one.
+    for jax_curve, torch_curve in [("jax", "torch, set_to_none=False"), ("jax, plain Trainer", "torch")]:
+        assert precision.errors(curves[jax_curve], curves[torch_curve])[1] > 1e3 * precision.F64_RTOL
+
+
+# -- a check that cannot fail is a defect ---------------------------------------------------------
+
+
+def load_without_fc1_permutation(model, state_dict):
+    """The naive port: transpose fc1 like any linear layer (shapes fit, outputs are wrong)."""
+    parity.load_torch_state_dict(model, state_dict)
+    model.fc1.kernel[...] = jnp.asarray(np.asarray(state_dict["fc1.weight"]).T, model.fc1.kernel[...].dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_forward_grad_vjp_fail_without_the_fc1_permutation(dtype):
+    job = checks.forward_job([checks.lenet(5)], dtype, load=load_without_fc1_permutation)
+    rows = checks.run_jobs([job])
+    assert [r.check for r in rows] == ["forward", "grad", "vjp"]
+    for row in rows:
+        assert not row.passed, row.describe()
+        assert row.max_rel > 1e3 * row.tol
+    assert rows[1].per_param["fc1.weight"][1] > 1e-3  # the gradient of the mis-ported layer is off
+
+
+WRONG_OPTIONS = {
+    "nesterov-dropped": checks.OptimConfig("sgd", 3e-4, (("momentum", 0.9), ("nesterov", True)), (("momentum", 0.9),)),
+    "dampening-dropped": checks.OptimConfig("sgd", 3e-4, (("momentum", 0.9), ("dampening", 0.5)), (("momentum", 0.9),)),
+    "weight_decay-dropped": checks.OptimConfig("sgd", 3e-4, (("weight_decay", 0.1),), ()),
+    "amsgrad-dropped": checks.OptimConfig("adam", 3e-3, (("amsgrad", True),), ()),
+    "centered-dropped": checks.OptimConfig("rmsprop", 3e-4, (("centered", True),), ()),
+    "lr_decay-dropped": checks.OptimConfig("adagrad", 1e-2, (("lr_decay", 0.1),), ()),
+    "adamw-weight_decay-defaulted": checks.OptimConfig("adamw", 3e-3, (("weight_decay", 0.1),), ()),
+}
+
+
+@pytest.mark.parametrize("config", list(WRONG_OPTIONS.values()), ids=list(WRONG_OPTIONS))
+def test_optimizer_trajectory_fails_for_a_wrong_option(config):
+    (row,) = checks.run_jobs(
+        [checks.optimizer_job([(checks.optimizer_model(), config)], "float64", select=lambda i: "trajectory" in i)]
+    )
+    assert not row.passed, row.describe()
+
+
+def test_a_crashing_check_is_a_failed_row():
+    def broken_load(model, state_dict):
+        raise RuntimeError("no weights today")
+
+    rows = checks.run_jobs([checks.forward_job([checks.two_layer(8, 5, 4, 3)], "float64", load=broken_load)])
+    assert [r.passed for r in rows] == [False] * 3
+    assert "no weights today" in rows[0].note
+
+
+# -- property-based: random sizes, seeds and learning rates, float64 at 1e-12 --------------------
+
+
+def run_rows(job_list):
+    return checks.run_jobs([j for j in job_list if j is not None])  # the two jobs compile side by side
+
+
+@settings(BOUNDED, max_examples=8)  # each LeNet example compiles two programs for its new shapes
+@given(
+    kernel_size=st.sampled_from([3, 5]),
+    extra=st.integers(0, 18),
+    batch=st.integers(1, 4),
+    seed=st.integers(0, 2**16),
+    lr=st.floats(1e-4, 1e-1),
+    family=st.sampled_from(["sgd", "adam", "rmsprop", "adagrad"]),
+)
+def test_property_lenet_forward_grad_vjp_and_one_step_in_float64(kernel_size, extra, batch, seed, lr, family):
+    spec = checks.lenet(kernel_size, image_size=3 * kernel_size + 1 + extra, batch=batch)
+    config = checks.OptimConfig(family, normalised_lr(family, lr))
+    step = checks.optimizer_job([(spec, config)], "float64", steps=1, seed=seed, select=lambda i: "/step/" in i)
+    assert_rows_pass(run_rows([checks.forward_job([spec], "float64", seed=seed), step]))
+
+
+@BOUNDED
+@given(
+    make=st.sampled_from([checks.two_layer, checks.sequential, checks.dynamic]),
+    n=st.integers(1, 16),
+    d_in=st.integers(1, 64),
+    hidden=st.integers(1, 32),
+    d_out=st.integers(1, 8),
+    seed=st.integers(0, 2**16),
+    lr=st.floats(1e-4, 1e-1),
+    config=st.sampled_from(checks.optimizer_configs()),
+)
+def test_property_dense_nets_forward_grad_vjp_and_one_step_in_float64(make, n, d_in, hidden, d_out, seed, lr, config):
+    spec = make(n, d_in, hidden, d_out)
+    config = checks.OptimConfig(config.family, normalised_lr(config.family, lr), config.options)
+    step = checks.optimizer_job([(spec, config)], "float64", steps=1, seed=seed, select=lambda i: "/step/" in i)
+    assert_rows_pass(run_rows([checks.forward_job([spec], "float64", seed=seed), step]))
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+def test_cli_writes_json_and_a_png(tmp_path, capsys):
+    out_json, out_png = tmp_path / "parity.json", tmp_path / "curves.png"
+    only = ["lenet3/forward/float64", "two_layer/trajectory/adam/float32", "two_layer/trajectory/sgd(momentum=0.9)/"]
+    argv = [a for s in only for a in ("--only", s)] + ["--json", str(out_json), "--plot", str(out_png)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "lenet3" in printed and "PASS" in printed and "4 checks: 4 passed, 0 failed" in printed
+    doc = json.loads(out_json.read_text())
+    assert doc["summary"]["total"] == doc["summary"]["passed"] == 4 and doc["summary"]["failed"] == 0
+    assert {"jax", "torch", "python"} <= set(doc["versions"])
+    ids = [r["id"] for r in doc["results"]]
+    assert "lenet3/forward/float64" in ids and "two_layer/trajectory/adam/float32" in ids
+    for r in doc["results"]:
+        assert set(r) >= {"model", "check", "dtype", "max_abs", "max_rel", "tol", "passed", "per_param", "other"}
+        assert r["passed"] is True and r["max_rel"] <= r["tol"]
+    adam = next(r for r in doc["results"] if r["id"] == "two_layer/trajectory/adam/float32")
+    assert list(adam["per_param"]) == ["linear1.weight", "linear1.bias", "linear2.weight", "linear2.bias"]
+    assert set(adam["per_param"]["linear1.weight"]) == {"max_abs", "max_rel"}
+    png = out_png.read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+    import matplotlib.image
+
+    assert matplotlib.image.imread(out_png).ndim == 3
+
+
+def test_cli_exits_1_and_prints_the_errors_when_a_check_fails(monkeypatch, capsys):
+    monkeypatch.setattr(precision, "tolerance", lambda dtype, check: -1.0)  # nothing can pass
+    assert main(["--only", "two_layer/forward/float64"]) == 1
+    printed = capsys.readouterr().out
+    assert "FAIL" in printed and "1 checks: 0 passed, 1 failed" in printed
+    assert "array output: max_abs" in printed
+
+
+def test_cli_help_list_and_bad_only(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    help_text = capsys.readouterr().out
+    assert "--json FILE" in help_text and "(default: 0)" in help_text and "(default: all rows)" in help_text
+    assert main(["--list"]) == 0
+    assert capsys.readouterr().out.splitlines() == checks.row_ids()
+    with pytest.raises(SystemExit) as exc:
+        main(["--only", "no such row"])
+    assert exc.value.code == 2
