@@ -94,7 +94,9 @@ def test_convert_accepts_numpy_values_and_casts_to_the_models_dtype(x64):
     jax_model = jaxnets.TwoLayerNet(20, 8, 3, rngs=nnx.Rngs(1))  # float32
     parity.load_torch_state_dict(jax_model, {k: v.numpy() for k, v in torch_model.state_dict().items()})
     assert jax_model.linear1.kernel[...].dtype == jnp.float32
-    np.testing.assert_allclose(jax_model(jnp.asarray(x.numpy(), jnp.float32)), torch_model(x).detach().numpy(), rtol=1e-5)
+    np.testing.assert_allclose(
+        jax_model(jnp.asarray(x.numpy(), jnp.float32)), torch_model(x).detach().numpy(), rtol=1e-5
+    )
 
 
 def test_convert_reports_every_bad_key_at_once_and_changes_nothing(x64):
@@ -154,7 +156,10 @@ def test_convert_image_layout_helpers():
 # -- optimizer state ------------------------------------------------------------------------------
 
 OPTIMIZERS = {
-    "sgd-momentum": (lambda p: torch.optim.SGD(p, lr=1e-2, momentum=0.9), lambda: jaxnets.optim.sgd(1e-2, momentum=0.9)),
+    "sgd-momentum": (
+        lambda p: torch.optim.SGD(p, lr=1e-2, momentum=0.9),
+        lambda: jaxnets.optim.sgd(1e-2, momentum=0.9),
+    ),
     "sgd-nesterov-wd": (
         lambda p: torch.optim.SGD(p, lr=1e-2, momentum=0.9, nesterov=True, weight_decay=0.1),
         lambda: jaxnets.optim.sgd(1e-2, momentum=0.9, nesterov=True, weight_decay=0.1),
@@ -169,7 +174,10 @@ OPTIMIZERS = {
         lambda: jaxnets.optim.adam(1e-2, amsgrad=True, weight_decay=0.1),
     ),
     "adamw": (lambda p: torch.optim.AdamW(p, lr=1e-2), lambda: jaxnets.optim.adamw(1e-2)),
-    "adagrad": (lambda p: torch.optim.Adagrad(p, lr=1e-2, lr_decay=0.1), lambda: jaxnets.optim.adagrad(1e-2, lr_decay=0.1)),
+    "adagrad": (
+        lambda p: torch.optim.Adagrad(p, lr=1e-2, lr_decay=0.1),
+        lambda: jaxnets.optim.adagrad(1e-2, lr_decay=0.1),
+    ),
 }
 
 
@@ -219,5 +227,7 @@ def test_optimizer_state_conversion_errors(x64):
     torch_model(torch.randn(2, 20, dtype=torch.float64)).sum().backward()
     torch_model.linear2.weight.grad = None  # linear2.weight is skipped, as torch does for a None grad
     opt.step()
-    with pytest.raises(ValueError, match=r"different step counts \(linear1.weight: 1, linear1.bias: 1, linear2.weight: 0"):
+    with pytest.raises(
+        ValueError, match=r"different step counts \(linear1.weight: 1, linear1.bias: 1, linear2.weight: 0"
+    ):
         parity.optimizer_state_from_torch(opt, torch_model, jaxnets.optim.adam().init(params))
