@@ -5,9 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint progression clean
+.PHONY: demo test lint progression parity bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+# Package __init__ files too: an editable install made before a package existed does not see it.
+$(STAMP): pyproject.toml constraints.txt $(wildcard */__init__.py)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[torch,test,plot]"
 	touch $(STAMP)
@@ -17,6 +18,12 @@ demo: $(STAMP)
 
 progression: $(STAMP)
 	$(BIN)/python -m jaxnets.progression
+
+parity: $(STAMP)
+	$(BIN)/python -m parity
+
+bench: $(STAMP)
+	$(BIN)/python -m parity.bench --json bench.json --plot bench.png
 
 test: $(STAMP)
 	$(BIN)/ruff check jaxnets tests $(wildcard parity)
