@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ._fastconv import FastConv
+
 
 def torch_kernel_init() -> nnx.Initializer:
     """PyTorch's default weight initialisation, ``kaiming_uniform_(a=sqrt(5))``.
@@ -100,9 +102,24 @@ def conv(
     kernel_init: nnx.Initializer | None = None,
     bias_init: nnx.Initializer | None = None,
     param_dtype=jnp.float32,
+    fast: bool = False,
     rngs: nnx.Rngs,
 ) -> nnx.Conv:
-    """``nnx.Conv`` with ``torch.nn.Conv2d``'s padding (0, i.e. VALID), stride 1 and init."""
+    """``nnx.Conv`` with ``torch.nn.Conv2d``'s padding (0, i.e. VALID), stride 1 and init.
+
+    With ``fast=True`` a :class:`~jaxnets._fastconv.FastConv`: the same parameters
+    and initialisation, a different computation.
+    """
+    if fast:
+        return FastConv(
+            in_channels,
+            out_channels,
+            kernel_size,
+            kernel_init=kernel_init or torch_kernel_init(),
+            bias_init=bias_init or torch_bias_init(in_channels * kernel_size * kernel_size),
+            param_dtype=param_dtype,
+            rngs=rngs,
+        )
     return nnx.Conv(
         in_channels,
         out_channels,

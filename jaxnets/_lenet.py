@@ -6,7 +6,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from . import _init
+from . import _fastconv, _init
+
+IMPLS = ("fast", "lax")
 
 
 def _pooled_size(size: int, kernel_size: int) -> int:
@@ -42,6 +44,23 @@ class LeNet(nnx.Module):
       bias_init: initialiser for every bias; PyTorch's default (which depends
         on each layer's fan-in) when None.
       param_dtype: dtype of the parameters (float64 needs ``jax_enable_x64``).
+      impl: how the convolutions and poolings are computed; both give the same
+        function and gradients (float64 results agree to about 1e-15) from the
+        same parameters, so weights and checkpoints move freely between them.
+
+        - ``"fast"`` (the default): :class:`~jaxnets._fastconv.FastConv` layers
+          and :func:`~jaxnets._fastconv.max_pool2d` on batch-last chunks of at
+          most 64 images: ``conv1`` as shifted multiply-adds, ``conv2`` as
+          im2col and one matrix product, backward passes as matrix products,
+          max-pool gradients sent to the first maximum of each window as torch
+          does. On a 2-core CPU it trains 2.5 to 5 times faster than ``"lax"``
+          at batches of 1, 64 and 256, and evaluates 1.5 to 4 times faster;
+          XLA:CPU's own convolutions and pooling gradients are slow at these
+          shapes, and no XLA flag fixes that.
+        - ``"lax"``: ``nnx.Conv`` (``lax.conv_general_dilated``) and
+          ``nnx.max_pool`` (``lax.reduce_window``), one library op per layer;
+          the reference, and the better choice on a GPU, where cuDNN runs
+          these convolutions well and the fast path's chunks run one after another.
       rngs: random streams for initialisation.
     """
 
@@ -55,8 +74,11 @@ class LeNet(nnx.Module):
         kernel_init: nnx.Initializer | None = None,
         bias_init: nnx.Initializer | None = None,
         param_dtype=jnp.float32,
+        impl: str = "fast",
         rngs: nnx.Rngs,
     ):
+        if impl not in IMPLS:
+            raise ValueError(f"LeNet: `impl` must be one of {', '.join(map(repr, IMPLS))}; got {impl!r}.")
         for name, value in [
             ("kernel_size", kernel_size),
             ("image_size", image_size),
@@ -76,9 +98,10 @@ class LeNet(nnx.Module):
         self.image_size = image_size
         self.in_channels = in_channels
         self.num_classes = num_classes
+        self.impl = impl
         inits = dict(kernel_init=kernel_init, bias_init=bias_init, param_dtype=param_dtype, rngs=rngs)
-        self.conv1 = _init.conv(in_channels, 6, kernel_size, **inits)
-        self.conv2 = _init.conv(6, 16, kernel_size, **inits)
+        self.conv1 = _init.conv(in_channels, 6, kernel_size, fast=impl == "fast", **inits)
+        self.conv2 = _init.conv(6, 16, kernel_size, fast=impl == "fast", **inits)
         self.fc1 = _init.linear(n_flat, 120, **inits)
         self.fc2 = _init.linear(120, 84, **inits)
         self.fc3 = _init.linear(84, num_classes, **inits)
@@ -95,13 +118,35 @@ class LeNet(nnx.Module):
         single = self._check_input(x)
         if single:
             x = x[None]
-        x = nnx.max_pool(jax.nn.relu(self.conv1(x)), (2, 2), strides=(2, 2), padding="VALID")
-        x = nnx.max_pool(jax.nn.relu(self.conv2(x)), (2, 2), strides=(2, 2), padding="VALID")
+        x = self._fast_features(x) if self.impl == "fast" else self._lax_features(x)
         x = x.reshape(x.shape[0], -1)  # (N, H, W, C) -> (N, H*W*C): JAX order, not torch's (C, H, W).
         x = jax.nn.relu(self.fc1(x))
         x = jax.nn.relu(self.fc2(x))
         x = self.fc3(x)
         return x[0] if single else x
+
+    def _lax_features(self, x: jax.Array) -> jax.Array:
+        x = nnx.max_pool(jax.nn.relu(self.conv1(x)), (2, 2), strides=(2, 2), padding="VALID")
+        return nnx.max_pool(jax.nn.relu(self.conv2(x)), (2, 2), strides=(2, 2), padding="VALID")
+
+    def _fast_features(self, x: jax.Array) -> jax.Array:
+        k1, b1, x = self.conv1.promoted_params(x)
+        k2, b2 = self.conv2.promoted_params()
+        p1, p2 = self.conv1.precision, self.conv2.precision
+
+        def features(x):  # (B, H, W, C) -> (B, s, s, 16), one chunk of B images
+            x = _fastconv.to_batch_last(x)  # (B, H, W, C) -> (C, H, W, B)
+            x = _fastconv.max_pool2d(jax.nn.relu(_fastconv.conv2d(x, k1, b1, precision=p1)))
+            x = _fastconv.max_pool2d(jax.nn.relu(_fastconv.conv2d(x, k2, b2, precision=p2)))
+            return _fastconv.from_batch_last(x)
+
+        chunks = _fastconv.chunks(x)  # (N, H, W, C) -> (K, B, H, W, C)
+        if chunks.shape[0] == 1:
+            return features(x)
+        # Recomputing each chunk's forward in the backward loop keeps its intermediates
+        # local to the loop body; stacked residuals would be read through dynamic slices.
+        y = jax.lax.map(jax.checkpoint(features), chunks)
+        return y.reshape(-1, *y.shape[2:])[: x.shape[0]]
 
     def _check_input(self, x) -> bool:
         """Raise a clear error for input LeNet cannot take; return True for a single image."""

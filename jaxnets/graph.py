@@ -22,7 +22,8 @@ _NAMES = {
     "dot_general": "linear",
     "reduce_window_max": "max_pool2d",
 }
-_LAYOUT = {"reshape", "broadcast_in_dim", "convert_element_type", "squeeze", "expand_dims"}
+# Pure layout bookkeeping, e.g. LeNet(impl="fast") moving the batch axis last and back.
+_LAYOUT = {"reshape", "broadcast_in_dim", "convert_element_type", "squeeze", "expand_dims", "transpose"}
 _WITH_BIAS = {"conv2d", "linear"}
 
 

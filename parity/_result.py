@@ -15,7 +15,7 @@ class Result:
     """One row of the matrix.
 
     Attributes:
-      model: ``lenet5``, ``lenet3``, ``two_layer``, ``sequential``, ``dynamic``
+      model: ``lenet5``, ``lenet3``, ``lenet5_lax``, ``two_layer``, ``sequential``, ``dynamic``
         or ``bias_free`` (seed 004's stages 1 to 3, weights ``w1, w2`` without biases).
       check: e.g. ``forward``, ``grad``, ``step/adam(amsgrad=True)``.
       dtype: ``float32`` or ``float64``.

@@ -131,12 +131,20 @@ class ModelSpec:
         return module(x) if depth is None else module(x, depth)
 
 
-def lenet(kernel_size: int = 5, image_size: int = 32, batch: int = 4, name: str | None = None) -> ModelSpec:
-    """LeNet ``Net`` (seeds 000 to 002: ``kernel_size=5``; seed 003: 3), MSE against ``arange(1, 11)``."""
+def lenet(
+    kernel_size: int = 5, image_size: int = 32, batch: int = 4, name: str | None = None, impl: str = "fast"
+) -> ModelSpec:
+    """LeNet ``Net`` (seeds 000 to 002: ``kernel_size=5``; seed 003: 3), MSE against ``arange(1, 11)``.
+
+    ``impl`` picks ``jaxnets.LeNet``'s computation: ``"fast"`` (the default) or the
+    ``"lax"`` reference; the row name gets a ``_lax`` suffix for the latter.
+    """
     return ModelSpec(
-        name or f"lenet{kernel_size}",
+        name or f"lenet{kernel_size}" + ("" if impl == "fast" else f"_{impl}"),
         lambda: tm.Net(kernel_size=kernel_size, image_size=image_size),
-        lambda dt: jaxnets.LeNet(kernel_size=kernel_size, image_size=image_size, param_dtype=dt, rngs=nnx.Rngs(0)),
+        lambda dt: jaxnets.LeNet(
+            kernel_size=kernel_size, image_size=image_size, param_dtype=dt, impl=impl, rngs=nnx.Rngs(0)
+        ),
         (batch, 1, image_size, image_size),
         10,
         "mean",
@@ -182,8 +190,14 @@ def dynamic(n=progression.N, d_in=progression.D_IN, hidden=progression.H, d_out=
 
 
 def model_specs() -> list[ModelSpec]:
-    """The five models of the matrix, at the tutorials' sizes."""
-    return [lenet(5), lenet(3), two_layer(), sequential(), dynamic()]
+    """The five models of the matrix at the tutorials' sizes, plus LeNet on the ``lax`` reference path.
+
+    ``jaxnets.LeNet`` computes its convolutions and poolings with the fast
+    rewrites by default; ``lenet5_lax`` runs the same checks on
+    ``impl="lax"`` (``lax.conv_general_dilated`` and ``reduce_window``), so the
+    matrix proves both paths equal to torch, hence to each other.
+    """
+    return [lenet(5), lenet(3), lenet(5, impl="lax"), two_layer(), sequential(), dynamic()]
 
 
 # -- optimizers ------------------------------------------------------------------------------------

@@ -67,7 +67,7 @@ def test_matrix_row_passes(matrix, row_id):
 def test_matrix_covers_every_model_check_dtype_and_optimizer_option():
     ids = checks.row_ids()
     assert len(ids) == len(set(ids))
-    for model in ("lenet5", "lenet3", "two_layer", "sequential", "dynamic"):
+    for model in ("lenet5", "lenet3", "lenet5_lax", "two_layer", "sequential", "dynamic"):
         for check in ("forward", "grad", "vjp"):
             for dtype in ("float32", "float64"):
                 assert f"{model}/{check}/{dtype}" in ids

@@ -1,0 +1,351 @@
+"""Convolution and 2x2 max-pooling for LeNet-sized layers, built from ops XLA:CPU runs fast.
+
+XLA:CPU's ``lax.conv_general_dilated`` and the gradient of a ``reduce_window``
+max-pool are slow at LeNet's shapes (1 to 16 channels, 32x32 to 10x10 maps), and
+no XLA flag fixes that. The same functions, from primitives XLA:CPU is good at:
+
+- a convolution with few taps (``kh * kw * C`` up to 27, e.g. LeNet's ``conv1``
+  on one channel) as ``kh * kw * C`` shifted multiply-adds, one elementwise loop;
+- any other as im2col (one gather) and one matrix product;
+- the backward passes as matrix products too (custom VJPs), and the 2x2 max-pool
+  as a reshape and a max whose VJP sends each window's cotangent to its first
+  maximal element in row-major order: the element ``torch.nn.functional.max_pool2d``
+  picks, so gradients stay exact when a window holds ties (after a ReLU, every
+  window of negative pre-activations is a tie of zeros).
+
+The functions work in a batch-last layout ``(C, H, W, N)``: the batch is the
+contiguous axis, so the shifted slices are contiguous copies and the arithmetic
+vectorises over images. :class:`FastConv` wraps them behind ``nnx.Conv``'s
+channels-last interface, with exactly ``nnx.Conv``'s parameters.
+
+Two choices below only make sense for XLA:CPU's fusion heuristics, and cost a
+copy elsewhere: :func:`_materialize` and the 64-image chunks of :func:`chunks`.
+Nothing else assumes a CPU.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax import lax
+
+SHIFT_MAX_TAPS = 27
+"""Convolutions with at most this many taps (``kh * kw * in_channels``) use shifted multiply-adds."""
+
+CHUNK = 64
+"""Largest number of images :func:`chunks` puts in one chunk."""
+
+
+def _materialize(x: jax.Array) -> jax.Array:
+    # An identity gather along the first axis longer than 1 (XLA drops a gather
+    # along a unit axis). XLA:CPU fuses cheap elementwise producers into every
+    # consumer, so a 25-tap sum read by the four corners of every pooling window,
+    # or a column-to-image sum read by every tap, is recomputed once per read.
+    # XLA:CPU counts a gather as expensive and does not fuse it into a loop that
+    # reads its elements more than once: it is computed once and stored.
+    axis = next((i for i, size in enumerate(x.shape) if size > 1), None)
+    if axis is None:
+        return x
+    return x[(slice(None),) * axis + (np.arange(x.shape[axis]),)]
+
+
+def to_batch_last(x: jax.Array) -> jax.Array:
+    """Images ``(N, H, W, C)`` -> ``(C, H, W, N)``, the layout of :func:`conv2d` and :func:`max_pool2d`."""
+    xt = x.transpose(3, 1, 2, 0)
+    return _materialize(xt) if x.shape[0] > 1 else xt  # one transposing copy; a single image needs none
+
+
+def from_batch_last(x: jax.Array) -> jax.Array:
+    """Feature maps ``(C, H, W, N)`` -> ``(N, H, W, C)``."""
+    return x.transpose(3, 1, 2, 0)
+
+
+def chunks(x: jax.Array, size: int | None = None) -> jax.Array:
+    """Images ``(N, ...)`` -> ``(K, B, ...)``: K chunks of B <= ``size`` (default :data:`CHUNK`) images, zero-padded.
+
+    Per-chunk intermediates stay in cache, and XLA:CPU's buffers for a whole step
+    stay small enough to be reused instead of being freshly page-faulted at every
+    call (which costs more than the arithmetic from about 200 images on).
+    """
+    n = x.shape[0]
+    k = -(-n // (size or CHUNK))
+    b = -(-n // k)
+    if k * b != n:
+        x = jnp.pad(x, ((0, k * b - n),) + ((0, 0),) * (x.ndim - 1))
+    return x.reshape(k, b, *x.shape[1:])
+
+
+# -- convolution ------------------------------------------------------------------------------
+
+
+def _im2col(x: jax.Array, kh: int, kw: int) -> jax.Array:
+    # (C, H, W, N) -> (kh*kw*C, Ho, Wo, N), rows in (a, b, c) order, the order of
+    # kernel.reshape(kh*kw*C, O) for an HWIO kernel. One gather, materialised.
+    c, h, w, n = x.shape
+    ho, wo = h - kh + 1, w - kw + 1
+    taps = np.arange(kh)[:, None] * w + np.arange(kw)[None, :]  # (kh, kw)
+    pixels = np.arange(ho)[:, None] * w + np.arange(wo)[None, :]  # (Ho, Wo)
+    idx = (taps.reshape(-1, 1) + pixels.reshape(1, -1)).astype(np.int32)  # (kh*kw, Ho*Wo)
+    patches = x.reshape(c, h * w, n)[:, idx]  # (C, kh*kw, Ho*Wo, N)
+    return patches.transpose(1, 0, 2, 3).reshape(kh * kw * c, ho, wo, n)
+
+
+def _col2im(d: jax.Array, c: int, h: int, w: int) -> jax.Array:
+    # The adjoint of _im2col: (kh*kw*C, Ho, Wo, N) -> (C, H, W, N), each tap added
+    # back at its offset.
+    _, ho, wo, n = d.shape
+    kh, kw = h - ho + 1, w - wo + 1
+    d = d.reshape(kh, kw, c, ho, wo, n)
+    out = None
+    for a in range(kh):
+        for b in range(kw):
+            tap = jnp.pad(d[a, b], ((0, 0), (a, kh - 1 - a), (b, kw - 1 - b), (0, 0)))
+            out = tap if out is None else out + tap
+    return _materialize(out)
+
+
+def _shifted_sum(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    # sum over (a, b, c) of x[c, a:a+Ho, b:b+Wo, :] * kernel[a, b, c, :]: (C, H, W, N) -> (O, Ho, Wo, N)
+    kh, kw, c_in, _ = kernel.shape
+    _, h, w, _ = x.shape
+    ho, wo = h - kh + 1, w - kw + 1
+    out = None
+    for a in range(kh):
+        for b in range(kw):
+            for c in range(c_in):
+                term = x[c : c + 1, a : a + ho, b : b + wo] * kernel[a, b, c][:, None, None, None]
+                out = term if out is None else out + term
+    return out
+
+
+def _contract(lhs: jax.Array, g: jax.Array, precision) -> jax.Array:
+    # (K, Ho, Wo, N) x (O, Ho, Wo, N) -> (K, O), summing over pixels and images.
+    return lax.dot_general(lhs, g, (((1, 2, 3), (1, 2, 3)), ((), ())), precision=precision)
+
+
+def _shifted_kernel_grad(x: jax.Array, g: jax.Array, kh: int, kw: int, precision) -> jax.Array:
+    # dkernel[a, b, c, o] = sum over (i, j, n) of x[c, i+a, j+b, n] g[o, i, j, n]. The kw
+    # column shifts are materialised once (kw copies of x, not kh*kw), then each row
+    # shift a is one matrix product.
+    c_in = x.shape[0]
+    c_out, ho, wo, _ = g.shape
+    cols = jnp.concatenate([x[:, :, b : b + wo] for b in range(kw)])  # (kw*C, H, Wo, N), rows (b, c)
+    return jnp.stack([_contract(cols[:, a : a + ho], g, precision) for a in range(kh)]).reshape(kh, kw, c_in, c_out)
+
+
+def _im2col_kernel_grad(x: jax.Array, g: jax.Array, kh: int, kw: int, precision) -> jax.Array:
+    return _contract(_im2col(x, kh, kw), g, precision).reshape(kh, kw, x.shape[0], g.shape[0])
+
+
+def _uses_shifts(kernel_shape) -> bool:
+    kh, kw, c_in, _ = kernel_shape
+    return kh * kw * c_in <= SHIFT_MAX_TAPS
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _conv(x, kernel, bias, precision):
+    return _conv_fwd(x, kernel, bias, precision)[0]
+
+
+def _conv_fwd(x, kernel, bias, precision):
+    kh, kw, c_in, c_out = kernel.shape
+    if _uses_shifts(kernel.shape):
+        # x is read kh*kw times; for a batch (not one image) it is usually a fused transpose.
+        y = _shifted_sum(_materialize(x) if x.shape[-1] > 1 else x, kernel)
+    else:
+        w = kernel.reshape(kh * kw * c_in, c_out)
+        y = lax.dot_general(w, _im2col(x, kh, kw), (((0,), (0,)), ((), ())), precision=precision)
+    if bias is not None:
+        y = y + bias[:, None, None, None]
+    return _materialize(y), (x, kernel, bias is not None)
+
+
+def _conv_bwd(precision, res, g):
+    x, kernel, has_bias = res
+    kh, kw, c_in, c_out = kernel.shape
+    # Both may reach here as fused expressions (a ReLU's mask, a slice of a scan's
+    # stacked residuals); each is read several times below.
+    x, g = _materialize(x), _materialize(g)
+    kernel_grad = _shifted_kernel_grad if _uses_shifts(kernel.shape) else _im2col_kernel_grad
+    dkernel = kernel_grad(x, g, kh, kw, precision)
+    w = kernel.reshape(kh * kw * c_in, c_out)
+    dx = _col2im(lax.dot_general(w, g, (((1,), (0,)), ((), ())), precision=precision), c_in, x.shape[1], x.shape[2])
+    dbias = g.sum(axis=(1, 2, 3)) if has_bias else None
+    return dx, dkernel.astype(kernel.dtype), dbias
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+@functools.partial(jax.jit, static_argnames="precision")  # named, so jaxnets.graph.op_chain shows "conv2d"
+def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, precision=None) -> jax.Array:
+    """VALID, stride-1 2-D convolution (cross-correlation) of batch-last feature maps.
+
+    PyTorch counterpart: ``torch.nn.functional.conv2d(x, weight, bias)`` with its
+    default stride 1 and padding 0. The same function as ``lax.conv_general_dilated``
+    with ``padding="VALID"``; only the order of the floating-point sums differs.
+
+    Args:
+      x: feature maps ``(C, H, W, N)``, batch last.
+      kernel: ``(kh, kw, C, O)`` (HWIO, ``nnx.Conv``'s layout).
+      bias: ``(O,)``, or None.
+      precision: passed to the matrix products (``lax.Precision``), as ``nnx.Conv`` does.
+
+    Returns:
+      ``(O, H - kh + 1, W - kw + 1, N)``.
+    """
+    if x.ndim != 4 or kernel.ndim != 4 or x.shape[0] != kernel.shape[2]:
+        raise ValueError(
+            f"conv2d expects batch-last maps (C, H, W, N) and an HWIO kernel (kh, kw, C, O) with the same C; "
+            f"got {x.shape} and {kernel.shape}."
+        )
+    return _conv(x, kernel, bias, precision)
+
+
+# -- max-pooling ------------------------------------------------------------------------------
+
+
+def _windows(x: jax.Array) -> jax.Array:
+    # (C, H, W, N) -> (C, H//2, 2, W//2, 2, N); an odd last row or column is dropped, as torch floors.
+    c, h, w, n = x.shape
+    return x[:, : h // 2 * 2, : w // 2 * 2].reshape(c, h // 2, 2, w // 2, 2, n)
+
+
+@jax.custom_vjp
+def _pool(x):
+    return _windows(x).max(axis=(2, 4))
+
+
+def _pool_fwd(x):
+    y = _pool(x)
+    return y, (x, y)
+
+
+def _pool_bwd(res, g):
+    x, y = res
+    c, h, w, n = x.shape
+    x6 = _windows(_materialize(x))
+    hit = x6 == y[:, :, None, :, None, :]  # every maximal element of each window
+    # Keep only the first hit in row-major window order (0,0), (0,1), (1,0), (1,1).
+    order = 2 * lax.broadcasted_iota(jnp.int32, (1, 1, 2, 1, 2, 1), 2) + lax.broadcasted_iota(
+        jnp.int32, (1, 1, 2, 1, 2, 1), 4
+    )
+    first, second, third = hit[:, :, :1, :, :1], hit[:, :, :1, :, 1:], hit[:, :, 1:, :, :1]
+    earlier = ((order > 0) & first) | ((order > 1) & second) | ((order > 2) & third)
+    dx = jnp.where(hit & ~earlier, g[:, :, None, :, None, :], jnp.zeros((), g.dtype))
+    dx = dx.reshape(c, y.shape[1] * 2, y.shape[2] * 2, n)
+    dx = jnp.pad(dx, ((0, 0), (0, h - dx.shape[1]), (0, w - dx.shape[2]), (0, 0)))
+    return (_materialize(dx),)
+
+
+_pool.defvjp(_pool_fwd, _pool_bwd)
+
+
+@jax.jit  # named, so jaxnets.graph.op_chain shows "max_pool2d"
+def max_pool2d(x: jax.Array) -> jax.Array:
+    """2x2 max-pooling with stride 2 of batch-last feature maps, with torch's gradient at ties.
+
+    PyTorch counterpart: ``torch.nn.functional.max_pool2d(x, 2)``; odd sizes are
+    floored. The gradient of each window goes to its first maximal element in
+    row-major order, as in torch (and in ``lax.reduce_window``'s gradient), so
+    windows of equal values (zeros after a ReLU, constant image regions) get
+    exactly torch's gradient. A window holding a NaN pools to NaN and passes no
+    gradient.
+
+    Args:
+      x: feature maps ``(C, H, W, N)``, batch last.
+
+    Returns:
+      ``(C, H // 2, W // 2, N)``.
+    """
+    if x.ndim != 4:
+        raise ValueError(f"max_pool2d expects batch-last maps (C, H, W, N); got shape {x.shape}.")
+    return _pool(x)
+
+
+# -- the layer --------------------------------------------------------------------------------
+
+
+class FastConv(nnx.Conv):
+    """``nnx.Conv`` with VALID padding and stride 1, computed by :func:`conv2d`.
+
+    The parameters are ``nnx.Conv``'s, created by ``nnx.Conv.__init__`` itself:
+    ``kernel`` ``(kh, kw, in, out)`` and ``bias`` ``(out,)``, the same
+    initialisers drawn in the same order, so a checkpoint, a weight port or a
+    ``parity`` layout entry cannot tell the two apart. Only the forward differs:
+    shifted multiply-adds or im2col and a matrix product instead of
+    ``lax.conv_general_dilated`` (see the module docstring).
+
+    Args:
+      in_features: input channels.
+      out_features: output channels.
+      kernel_size: side of the square kernel, or ``(kh, kw)``.
+      use_bias: add a bias.
+      dtype: computation dtype, as in ``nnx.Conv`` (promoted from the inputs when None).
+      param_dtype: parameter dtype.
+      precision: precision of the matrix products.
+      kernel_init: kernel initialiser (``nnx.Conv``'s default when None).
+      bias_init: bias initialiser (``nnx.Conv``'s default when None).
+      rngs: random streams for initialisation.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        kernel_size: int | tuple[int, int],
+        *,
+        use_bias: bool = True,
+        dtype=None,
+        param_dtype=jnp.float32,
+        precision=None,
+        kernel_init: nnx.Initializer | None = None,
+        bias_init: nnx.Initializer | None = None,
+        rngs: nnx.Rngs,
+    ):
+        kernel_size = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        if len(kernel_size) != 2:
+            raise ValueError(f"FastConv is 2-D: `kernel_size` must be an int or (kh, kw); got {kernel_size!r}.")
+        inits = {"kernel_init": kernel_init, "bias_init": bias_init}
+        super().__init__(
+            in_features,
+            out_features,
+            kernel_size,
+            strides=(1, 1),
+            padding="VALID",
+            use_bias=use_bias,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            precision=precision,
+            rngs=rngs,
+            **{k: v for k, v in inits.items() if v is not None},
+        )
+
+    def promoted_params(self, *inputs: jax.Array) -> tuple:
+        """``(kernel, bias, *inputs)`` promoted to one dtype the way ``nnx.Conv`` promotes them."""
+        bias = self.bias[...] if self.bias is not None else None
+        return self.promote_dtype((self.kernel[...], bias, *inputs), dtype=self.dtype)
+
+    def batch_last(self, x: jax.Array) -> jax.Array:
+        """The convolution of batch-last maps ``(C, H, W, N)`` -> ``(O, Ho, Wo, N)``."""
+        kernel, bias, x = self.promoted_params(x)
+        return conv2d(x, kernel, bias, precision=self.precision)
+
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        """The convolution of channels-last images, like ``nnx.Conv``.
+
+        Args:
+          inputs: ``(*batch, H, W, C)``; any number of leading batch axes, including none.
+
+        Returns:
+          ``(*batch, H - kh + 1, W - kw + 1, out_features)``.
+        """
+        if inputs.ndim < 3:
+            raise ValueError(f"FastConv expects channels-last images (..., H, W, C); got shape {inputs.shape}.")
+        batch, (h, w, c) = inputs.shape[:-3], inputs.shape[-3:]
+        y = from_batch_last(self.batch_last(to_batch_last(inputs.reshape(-1, h, w, c))))
+        return y.reshape(*batch, *y.shape[1:])

@@ -1,0 +1,235 @@
+"""LeNet(impl="fast") and its layers against the lax reference and torch: values, gradients, ties, shapes, errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from flax import nnx
+from tolerances import F32_RTOL, F64_RTOL
+
+import jaxnets
+from jaxnets import _fastconv
+from jaxnets.losses import cross_entropy
+
+torch.set_num_threads(1)  # torch and XLA share two cores in this process
+
+
+def rel_err(a, b) -> float:
+    """Norm-wise relative error max|a - b| / max|b| over all leaves of two pytrees."""
+    a, b = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert len(a) == len(b)
+    num = max(
+        float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)))) for x, y in zip(a, b, strict=True)
+    )
+    return num / max(float(np.max(np.abs(np.asarray(y, np.float64)))) for y in b)
+
+
+def images(kind: str, shape, dtype) -> jax.Array:
+    """Random images, or images full of ties: constant blocks and a coarse grid of values."""
+    x = np.random.default_rng(0).standard_normal(shape)
+    if kind == "ties":
+        x = np.round(x)  # most 2x2 windows of conv outputs on flat regions tie
+        x[..., 4:20, 6:22, :] = 0.5  # a constant block: every window inside it is a tie
+        x[..., 24:, :, :] = 0.0
+    return jnp.asarray(x, dtype)
+
+
+def fast_and_lax(dtype=jnp.float32, **kwargs):
+    make = lambda impl: jaxnets.LeNet(**kwargs, param_dtype=dtype, impl=impl, rngs=nnx.Rngs(0))
+    return make("fast"), make("lax")
+
+
+def value_and_grads(model, x):
+    """The logits and the gradients of a loss that weighs every logit differently, for params and input."""
+    graphdef, params = nnx.split(model, nnx.Param)
+    weights = jnp.linspace(-1.0, 2.0, model.num_classes, dtype=x.dtype)
+
+    def loss(params, x):
+        return jnp.sum(jnp.tanh(nnx.merge(graphdef, params)(x)) * weights)
+
+    return model(x), jax.grad(loss, argnums=(0, 1))(params, x)
+
+
+CONFIGS = [(5, 32, 1), (3, 32, 1), (5, 28, 3), (3, 28, 3)]
+CONFIG_IDS = ["5x5-32px-gray", "3x3-32px-gray", "5x5-28px-rgb", "3x3-28px-rgb"]
+
+
+# -- LeNet: fast against lax ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["random", "ties"])
+@pytest.mark.parametrize("kernel_size,image_size,in_channels", CONFIGS, ids=CONFIG_IDS)
+def test_lenet_fast_matches_lax_values_and_gradients_in_float64(x64, kernel_size, image_size, in_channels, kind):
+    fast, lax_ = fast_and_lax(jnp.float64, kernel_size=kernel_size, image_size=image_size, in_channels=in_channels)
+    x = images(kind, (3, image_size, image_size, in_channels), jnp.float64)
+    got, want = value_and_grads(fast, x), value_and_grads(lax_, x)
+    assert rel_err(got[0], want[0]) <= F64_RTOL
+    assert rel_err(got[1][0], want[1][0]) <= F64_RTOL  # parameters
+    assert rel_err(got[1][1], want[1][1]) <= F64_RTOL  # input
+    assert float(jnp.max(jnp.abs(got[1][0]["conv1"]["kernel"][...]))) > 0  # a gradient reached conv1
+
+
+@pytest.mark.parametrize("kind", ["random", "ties"])
+def test_lenet_fast_matches_lax_in_float32(kind):
+    fast, lax_ = fast_and_lax(jnp.float32)
+    x = images(kind, (8, 32, 32, 1), jnp.float32)
+    got, want = value_and_grads(fast, x), value_and_grads(lax_, x)
+    assert rel_err(got[0], want[0]) <= F32_RTOL
+    assert rel_err(got[1], want[1]) <= F32_RTOL
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(32, 32, 1), (1, 32, 32, 1), (130, 32, 32, 1)],
+    ids=["single-image", "batch-1", "3-chunks-padded"],
+)
+def test_lenet_fast_matches_lax_for_single_images_and_chunked_batches(x64, shape):
+    fast, lax_ = fast_and_lax(jnp.float64)
+    x = images("ties", shape, jnp.float64)
+    got, want = value_and_grads(fast, x), value_and_grads(lax_, x)
+    assert got[0].shape == want[0].shape == shape[:-3] + (10,)
+    assert rel_err(got[0], want[0]) <= F64_RTOL
+    assert rel_err(got[1], want[1]) <= F64_RTOL
+
+
+def test_lenet_impls_share_parameters_and_checkpoints():
+    fast, lax_ = fast_and_lax()
+    fast_params, lax_params = nnx.state(fast, nnx.Param), nnx.state(lax_, nnx.Param)
+    assert jax.tree.structure(nnx.to_pure_dict(fast_params)) == jax.tree.structure(nnx.to_pure_dict(lax_params))
+    for a, b in zip(jax.tree.leaves(fast_params), jax.tree.leaves(lax_params), strict=True):
+        np.testing.assert_array_equal(a, b)  # same names, shapes, init and values
+    assert isinstance(fast.conv1, nnx.Conv) and isinstance(fast.conv1, _fastconv.FastConv)
+    nnx.update(lax_, jax.tree.map(lambda a: a + 1, fast_params))  # a fast checkpoint loads into lax
+    x = images("random", (2, 32, 32, 1), jnp.float32)
+    nnx.update(fast, nnx.state(lax_, nnx.Param))
+    assert rel_err(fast(x), lax_(x)) <= F32_RTOL
+
+
+def test_lenet_rejects_an_unknown_impl():
+    with pytest.raises(ValueError, match=r"`impl` must be one of 'fast', 'lax'; got 'cudnn'"):
+        jaxnets.LeNet(impl="cudnn", rngs=nnx.Rngs(0))
+
+
+def test_lenet_fast_trainer_steps_without_recompiling():
+    model = jaxnets.LeNet(rngs=nnx.Rngs(0))
+    trainer = jaxnets.Trainer(model, jaxnets.optim.sgd(lr=0.01), lambda m, x, y: cross_entropy(m(x), y))
+    x = images("random", (70, 32, 32, 1), jnp.float32)  # two chunks
+    y = jnp.arange(70) % 10
+    losses = [float(trainer.step(x, y)) for _ in range(4)]
+    assert trainer.compilations == 1
+    assert losses[-1] < losses[0]
+
+
+# -- the layers ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "in_channels,kernel_size", [(1, 5), (3, 3), (6, 5)], ids=["shifts-1ch", "shifts-3ch", "im2col"]
+)
+def test_fast_conv_matches_nnx_conv_with_the_same_parameters(x64, in_channels, kernel_size):
+    # nnx.Conv reads an int kernel_size as a 1-D kernel: give it (k, k).
+    make = lambda cls: cls(
+        in_channels, 4, (kernel_size, kernel_size), **({} if cls is _fastconv.FastConv else {"padding": "VALID"}),
+        param_dtype=jnp.float64, rngs=nnx.Rngs(1),
+    )  # fmt: skip
+    fast, ref = make(_fastconv.FastConv), make(nnx.Conv)
+    np.testing.assert_array_equal(fast.kernel[...], ref.kernel[...])
+    np.testing.assert_array_equal(fast.bias[...], ref.bias[...])
+    x = images("ties", (2, 3, 14, 14, in_channels), jnp.float64)  # two leading batch axes
+
+    def grads(layer):
+        graphdef, params = nnx.split(layer, nnx.Param)
+        loss = lambda p, x: jnp.sum(jnp.sin(nnx.merge(graphdef, p)(x)))
+        return jax.grad(loss, argnums=(0, 1))(params, x)
+
+    assert fast(x).shape == ref(x).shape == (2, 3, 15 - kernel_size, 15 - kernel_size, 4)
+    assert rel_err(fast(x), ref(x)) <= F64_RTOL
+    assert rel_err(fast(x[0, 0]), ref(x[0, 0])) <= F64_RTOL  # a single image
+    assert rel_err(grads(fast), grads(ref)) <= F64_RTOL
+
+
+def test_max_pool2d_sends_a_tied_gradient_to_the_first_maximum_in_row_major_order(x64):
+    windows = np.array(
+        [
+            [[1, 1], [0, 0]],  # (0, 0) and (0, 1) tie -> (0, 0)
+            [[0, 1], [1, 0]],  # (0, 1) and (1, 0) tie -> (0, 1)
+            [[0, 0], [1, 1]],  # (1, 0) and (1, 1) tie -> (1, 0)
+            [[2, 2], [2, 2]],  # all tie -> (0, 0)
+            [[0, 0], [0, 3]],  # no tie -> (1, 1)
+        ],
+        np.float64,
+    )
+    x = jnp.asarray(windows.reshape(1, 5, 2, 2).transpose(0, 2, 1, 3).reshape(1, 2, 10, 1))  # (C, H, W, N)
+    g = jnp.asarray([1.0, 2.0, 3.0, 4.0, 5.0]).reshape(1, 1, 5, 1)
+    y, vjp = jax.vjp(_fastconv.max_pool2d, x)
+    np.testing.assert_array_equal(y[0, 0, :, 0], [1, 1, 1, 2, 3])
+    dx = np.asarray(vjp(g)[0])[0, :, :, 0].reshape(2, 5, 2).transpose(1, 0, 2)  # back to one 2x2 window per row
+    expected = np.zeros((5, 2, 2))
+    for k, (i, j) in enumerate([(0, 0), (0, 1), (1, 0), (0, 0), (1, 1)]):
+        expected[k, i, j] = k + 1
+    np.testing.assert_array_equal(dx, expected)
+
+
+def test_max_pool2d_floors_odd_sizes_and_passes_no_gradient_to_the_dropped_edge():
+    x = images("random", (2, 5, 7, 3), jnp.float32)
+    y, vjp = jax.vjp(_fastconv.max_pool2d, x)
+    assert y.shape == (2, 2, 3, 3)
+    dx = vjp(jnp.ones_like(y))[0]
+    assert dx.shape == x.shape
+    assert not np.any(dx[:, 4]) and not np.any(dx[:, :, 6])
+    assert float(dx.sum()) == y.size  # one maximum per window
+
+
+def test_conv2d_and_max_pool2d_reject_wrong_ranks_and_channels():
+    with pytest.raises(ValueError, match=r"conv2d expects batch-last maps .* got \(3, 8, 8, 2\) and \(5, 5, 1, 6\)"):
+        _fastconv.conv2d(jnp.zeros((3, 8, 8, 2)), jnp.zeros((5, 5, 1, 6)))
+    with pytest.raises(ValueError, match=r"max_pool2d expects batch-last maps \(C, H, W, N\); got shape \(8, 8\)"):
+        _fastconv.max_pool2d(jnp.zeros((8, 8)))
+
+
+# -- against torch -------------------------------------------------------------------------------
+
+
+def test_fast_conv_relu_pool_gradients_equal_torchs_in_float64_with_ties(x64):
+    # torch's F.conv2d -> F.relu -> F.max_pool2d, both convolutions of LeNet, on tied inputs.
+    rng = np.random.default_rng(3)
+    x = np.asarray(images("ties", (4, 32, 32, 1), jnp.float64))  # (N, H, W, C)
+    # Weights on a grid of 1/64 and inputs of integers and halves: every sum in both
+    # convolutions is exact in float64, whatever order a framework adds in, so a window
+    # that ties in one framework ties in the other. (With rounded sums, a constant
+    # region's outputs differ in the last bit from pixel to pixel, differently in each
+    # framework, and each then picks a different "first" maximum.)
+    dyadic = lambda a: np.round(a * 64) / 64
+    w1, w2 = dyadic(rng.standard_normal((5, 5, 1, 6)) / 5), dyadic(rng.standard_normal((5, 5, 6, 16)) / 12)  # HWIO
+    b1, b2 = dyadic(rng.standard_normal(6) / 5), dyadic(rng.standard_normal(16) / 12)
+    b1[0] = -10.0  # channel 0 is all ReLU zeros: every pooling window ties
+    r = rng.standard_normal((4, 16, 5, 5))  # cotangent, (N, C, H, W)
+
+    tx, tw1, tw2, tb1, tb2 = (
+        torch.tensor(a, requires_grad=True)
+        for a in (x.transpose(0, 3, 1, 2), w1.transpose(3, 2, 0, 1), w2.transpose(3, 2, 0, 1), b1, b2)
+    )  # NHWC -> NCHW, HWIO -> OIHW
+    t = F.max_pool2d(F.relu(F.conv2d(tx, tw1, tb1)), 2)
+    t = F.max_pool2d(F.relu(F.conv2d(t, tw2, tb2)), 2)
+    (t * torch.tensor(r)).sum().backward()
+
+    def jax_loss(x, w1, b1, w2, b2):
+        h = _fastconv.to_batch_last(x)  # (N, H, W, C) -> (C, H, W, N)
+        h = _fastconv.max_pool2d(jax.nn.relu(_fastconv.conv2d(h, w1, b1)))
+        h = _fastconv.max_pool2d(jax.nn.relu(_fastconv.conv2d(h, w2, b2)))
+        return jnp.sum(h * jnp.asarray(r.transpose(1, 2, 3, 0)))  # (N, C, H, W) -> (C, H, W, N)
+
+    grads = jax.grad(jax_loss, argnums=(0, 1, 2, 3, 4))(*map(jnp.asarray, (x, w1, b1, w2, b2)))
+    assert rel_err(grads[0], tx.grad.numpy().transpose(0, 2, 3, 1)) <= F64_RTOL
+    assert rel_err(grads[1], tw1.grad.numpy().transpose(2, 3, 1, 0)) <= F64_RTOL
+    assert rel_err(grads[2], tb1.grad.numpy()) <= F64_RTOL
+    assert rel_err(grads[3], tw2.grad.numpy().transpose(2, 3, 1, 0)) <= F64_RTOL
+    assert rel_err(grads[4], tb2.grad.numpy()) <= F64_RTOL
+    assert float(tb1.grad[0]) == 0.0 and float(grads[2][0]) == 0.0  # the tied channel passes nothing
+    # The inputs do produce exact ties of nonzero values (the constant block), not only zeros.
+    a1 = F.relu(F.conv2d(tx, tw1, tb1)).detach().numpy()[:, 1:]  # (N, 5, 28, 28)
+    windows = a1.reshape(4, 5, 14, 2, 14, 2).transpose(0, 1, 2, 4, 3, 5).reshape(4, 5, 14, 14, 4)
+    nonzero_ties = (np.sum(windows == windows.max(-1, keepdims=True), -1) > 1) & (windows.max(-1) > 0)
+    assert nonzero_ties.sum() > 100
