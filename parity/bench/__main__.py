@@ -11,7 +11,51 @@ import sys
 import time
 from pathlib import Path
 
-IMPLS = ("torch-eager", "torch-compile", "jaxnets-jit", "jaxnets-scan")
+IMPLS = ("torch-eager", "torch-compile", "jaxnets-jit", "jaxnets-scan", "jaxnets-lax")
+"""``jaxnets-lax``: LeNet's jit step on ``impl="lax"`` (``lax.conv``), the reference the default rewrites beat."""
+
+TWO_LAYER = ("two_layer_manual", "two_layer_autograd", "two_layer_adam", "two_layer_sgd")
+
+
+def targets(rows: list[dict]) -> list[dict]:
+    """The issue's CPU targets, checked against this run's rows (ratios measured in the same run).
+
+    Returns:
+      One ``{"target", "value", "met"}`` per target; ``met`` is None when a row is missing.
+    """
+
+    def find(workload, batch, impl):
+        return next((r for r in rows if (r["workload"], r["batch"], r["impl"]) == (workload, batch, impl)
+                     and "median_us" in r), None)  # fmt: skip
+
+    def best(workload, batch):  # the faster of the jit step and the whole-loop scan
+        found = [r for impl in ("jaxnets-jit", "jaxnets-scan") if (r := find(workload, batch, impl))]
+        return max(found, key=lambda r: r["speedup_vs_torch_eager"] or 0) if found else None
+
+    out = []
+
+    def check(name, r, key, bound, above=True, fmt="{:.2f}x"):
+        value = r.get(key) if r else None
+        met = None if value is None else (value >= bound if above else value <= bound)
+        out.append({"target": name, "value": None if value is None else fmt.format(value), "met": met})
+
+    for w in TWO_LAYER:
+        r = best(w, 64)
+        check(f"{w}: >= 2x torch eager", r, "speedup_vs_torch_eager", 2.0)
+        check(f"{w}: >= 60% of GEMM peak", r, "peak_fraction", 0.6, fmt="{:.0%}")
+    for w in ("lenet_train", "lenet_forward"):
+        for b, bound in ((1, 5.0), (64, 2.0), (256, 2.0)):
+            check(f"{w}@{b}: >= {bound:g}x torch eager", find(w, b, "jaxnets-jit"), "speedup_vs_torch_eager", bound)
+    r = best("dynamic_net", 64)
+    check("dynamic_net: >= 2x torch eager", r, "speedup_vs_torch_eager", 2.0)
+    check("dynamic_net: 1 compilation", r, "compiles", 1, above=False, fmt="{}")
+    check("dispatch: jit step on a tiny model <= 15 us", find("dispatch_tiny", 2, "jaxnets-jit"), "median_us", 15.0,
+          above=False, fmt="{:.1f} us")  # fmt: skip
+    compile_rows = [r for r in rows if r["impl"] in ("jaxnets-jit", "jaxnets-lax") and r.get("compile_s") is not None]
+    worst = max(compile_rows, key=lambda r: r["compile_s"], default=None)
+    label = f" ({worst['workload']}@{worst['batch']})" if worst else ""
+    check(f"compile time per model <= 1.5 s, worst{label}", worst, "compile_s", 1.5, above=False, fmt="{:.2f} s")
+    return out
 
 
 def _run_worker(module: str, args: argparse.Namespace) -> dict:
@@ -57,6 +101,7 @@ def collect(args: argparse.Namespace) -> dict:
             r["gflops"] = r["flops"] / (r["median_us"] * 1e-6) / 1e9 if r.get("flops") else None
             r["peak_fraction"] = r["gflops"] / peak if r["gflops"] else None
     return {
+        "targets": targets(rows),
         "machine": {
             "cpu": _cpu_model(),
             "cores": os.cpu_count(),
@@ -67,6 +112,7 @@ def collect(args: argparse.Namespace) -> dict:
             "gemm_gflops": {r["framework"]: r["gemm_gflops"] for r in results},
             "versions": {k: v for r in results for k, v in r["versions"].items()},
             "jax_device": next(r["device"] for r in results if r["framework"] == "jax"),
+            "torch_device": next(r.get("device") for r in results if r["framework"] == "torch"),
             "quick": args.quick,
         },
         "rows": rows,
@@ -81,7 +127,7 @@ def format_table(doc: dict) -> str:
         f"{m['gemm_peak_gflops']:.1f} GFLOP/s (max of torch and XLA, measured in this run)"
     )
     cols = f"{'workload':<20}{'batch':>6}  {'impl':<14}{'median us':>12}{'spread %':>10}{'vs eager':>10}"
-    cols += f"{'GFLOP/s':>9}{'% peak':>8}{'compile s':>11}{'compiles':>10}"
+    cols += f"{'GFLOP/s':>9}{'% peak':>8}{'compile s':>11}{'compiles':>10}{'kernels':>9}"
     lines = [head, "", cols, "-" * len(cols)]
     order = {impl: i for i, impl in enumerate(IMPLS)}
     for r in sorted(doc["rows"], key=lambda r: (r["workload"], r["batch"], order.get(r["impl"], 9))):
@@ -97,7 +143,12 @@ def format_table(doc: dict) -> str:
             f"{fmt(r['speedup_vs_torch_eager'], '>9.2f') + 'x':>10}{fmt(r['gflops'], '>9.1f'):>9}"
             f"{fmt(r['peak_fraction'] and 100 * r['peak_fraction'], '>7.0f'):>8}"
             f"{fmt(r['compile_s'], '>10.2f'):>11}{fmt(r['compiles'], '>9'):>10}"
+            f"{fmt(r.get('kernels_per_step'), '>8'):>9}"
         )
+    lines += ["", "targets" + (" (--quick: a smoke run, not a measurement)" if m.get("quick") else "")]
+    for t in doc.get("targets", []):
+        verdict = {True: "met", False: "MISSED", None: "not run"}[t["met"]]
+        lines.append(f"  {verdict:<8}{t['target']:<58}{t['value'] or '-':>10}")
     return "\n".join(lines)
 
 
@@ -116,7 +167,8 @@ def plot(doc: dict, path: str) -> None:
         for key in keys:
             r = next((r for r in doc["rows"] if (r["workload"], r["batch"]) == key and r["impl"] == impl), None)
             values.append(r["speedup_vs_torch_eager"] if r and r.get("speedup_vs_torch_eager") else 0)
-        ax.bar([k + (i - 1.5) * width for k in range(len(keys))], values, width, label=impl)
+        offset = (i - (len(IMPLS) - 1) / 2) * width
+        ax.bar([k + offset for k in range(len(keys))], values, width, label=impl)
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_yscale("log")
     ax.set_ylabel("speed-up over PyTorch eager (higher is better)")

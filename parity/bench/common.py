@@ -39,6 +39,7 @@ def row(workload: str, batch: int, impl: str, timing: dict, **extra) -> dict:
         "flops": extra.pop("flops", None),
         "compile_s": extra.pop("compile_s", None),
         "compiles": extra.pop("compiles", None),
+        "kernels_per_step": extra.pop("kernels_per_step", None),
         **extra,
     }
 

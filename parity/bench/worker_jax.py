@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 from .common import D_IN, D_OUT, LENET_BATCHES, H, N, emit, row, settings, worker_args
 
@@ -24,6 +25,9 @@ from jaxnets.losses import cross_entropy, mse_loss  # noqa: E402
 
 from .timing import measure, timed  # noqa: E402
 
+# IEEE fp32 matmuls and convolutions, as torch with TF32 off: on a GPU the default
+# would use TF32 or bf16 passes; on the CPU this changes nothing.
+jax.config.update("jax_default_matmul_precision", "highest")
 CFG = settings(ARGS.quick)
 COMPILES: list[str] = []
 jax.monitoring.register_event_duration_secs_listener(
@@ -40,6 +44,32 @@ def _flops(lowered) -> float | None:
     return float(cost["flops"]) if cost and "flops" in cost else None
 
 
+# Entry-computation instructions that launch no kernel: they only name, bundle or
+# reinterpret buffers.
+_NO_KERNEL = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast", "after-all", "opt-barrier"}
+
+
+def kernels(lowered) -> int:
+    """Kernels the compiled step launches: the top-level instructions of XLA's optimized program.
+
+    On a GPU each is one kernel launch (a fusion, a cuBLAS or cuDNN custom call, a
+    copy); on the CPU each is one loop nest or library call. A ``while`` or
+    ``conditional`` counts once here, though its body launches kernels of its own.
+    """
+    text = lowered.compile().as_text()
+    entry = text[text.index("\nENTRY ") :]
+    body = entry[entry.index("{") + 1 : entry.index("\n}")]
+    ops = []
+    for line in body.splitlines():
+        if " = " not in line:
+            continue
+        # "f32[64,10]{1,0} fusion(%a), ..." or "(f32[], f32[4]) tuple(...)": the first word followed by "("
+        op = re.search(r"\s([a-z][\w-]*)\(", " " + line.split(" = ", 1)[1])
+        if op:
+            ops.append(op.group(1))
+    return sum(op not in _NO_KERNEL for op in ops)
+
+
 def gemm_peak() -> float:
     """fp32 GEMM GFLOP/s of this process's XLA, square matrices."""
     n = CFG["gemm_n"]
@@ -49,11 +79,12 @@ def gemm_peak() -> float:
     return 2 * n**3 / (t["min_us"] * 1e-6) / 1e9
 
 
-def _step_rows(workload: str, batch: int, trainer: jaxnets.Trainer, data: tuple, per_step=None) -> list[dict]:
-    """Rows for ``trainer.step`` and ``trainer.run``, with compile time, compilations and FLOPs."""
+def _step_rows(
+    workload: str, batch: int, trainer: jaxnets.Trainer, data: tuple, per_step=None, scan: bool = True
+) -> list[dict]:
+    """Rows for ``trainer.step`` and (with ``scan``) ``trainer.run``: time, compile time, compilations, FLOPs."""
     inner, loop = CFG["inner"], CFG["loop_steps"]
     step_args = data + ((per_step[0],) if per_step is not None else ())
-    flops = _flops(trainer._step.lower(trainer._leaves, *step_args))
     COMPILES.clear()
     _, first = timed(lambda: jax.block_until_ready(trainer.step(*step_args)))
 
@@ -64,6 +95,9 @@ def _step_rows(workload: str, batch: int, trainer: jaxnets.Trainer, data: tuple,
 
     t = measure(steps, jax.block_until_ready, steps=inner, repeats=CFG["repeats"])
     step_compiles = sum("_step_impl" in name for name in COMPILES)
+    # Lowered again only now, so that the first call above paid for tracing and compiling.
+    lowered = trainer._step.lower(trainer._leaves, *step_args)
+    flops, launches = _flops(lowered), kernels(lowered)
     rows = [
         row(
             workload,
@@ -73,8 +107,11 @@ def _step_rows(workload: str, batch: int, trainer: jaxnets.Trainer, data: tuple,
             flops=flops,
             compile_s=max(first - t["median_us"] * 1e-6, 0.0),
             compiles=step_compiles,
+            kernels_per_step=launches,
         )  # fmt: skip
     ]
+    if not scan:
+        return rows
     xs = (per_step[:loop],) if per_step is not None else ()
     COMPILES.clear()
     _, first = timed(lambda: jax.block_until_ready(trainer.run(loop, *data, per_step=xs)))
@@ -108,7 +145,6 @@ def _bias_free_rows(workload: str, grad_fn) -> list[dict]:
 
     step = jax.jit(update, donate_argnums=0)
     run = jax.jit(lambda w, x, y: jax.lax.scan(lambda w, _: update(w, x, y), w, length=loop), donate_argnums=0)
-    flops = _flops(step.lower(w, x, y))
     state = {"w": jax.tree.map(jnp.copy, w)}  # `w` itself stays intact for the first calls below
     COMPILES.clear()
 
@@ -119,8 +155,10 @@ def _bias_free_rows(workload: str, grad_fn) -> list[dict]:
 
     _, first = timed(lambda: jax.block_until_ready(step(jax.tree.map(jnp.copy, w), x, y)))
     t = measure(steps, jax.block_until_ready, steps=inner, repeats=CFG["repeats"])
+    lowered = step.lower(w, x, y)  # after the first call, which paid for tracing and compiling
+    flops, launches = _flops(lowered), kernels(lowered)
     rows = [row(workload, N, "jaxnets-jit", t, flops=flops, compile_s=max(first - t["median_us"] * 1e-6, 0.0),
-                compiles=sum("update" in n for n in COMPILES))]  # fmt: skip
+                compiles=sum("update" in n for n in COMPILES), kernels_per_step=launches)]  # fmt: skip
     COMPILES.clear()
 
     def loop_once():
@@ -191,16 +229,30 @@ def _lenet_batch(b):
 
 
 def _lenet_train(b):
-    net = jaxnets.LeNet(rngs=nnx.Rngs(0))
-    trainer = jaxnets.Trainer(net, jaxnets.optim.sgd(0.01), lambda m, x, y: cross_entropy(m(x), y))
-    return _step_rows("lenet_train", b, trainer, _lenet_batch(b))
+    def trainer(impl):
+        net = jaxnets.LeNet(impl=impl, rngs=nnx.Rngs(0))
+        return jaxnets.Trainer(net, jaxnets.optim.sgd(0.01), lambda m, x, y: cross_entropy(m(x), y))
+
+    rows = _step_rows("lenet_train", b, trainer("fast"), _lenet_batch(b))
+    # The lax.conv reference path, to show what the default's rewrites buy (jit step only).
+    lax_row = _step_rows("lenet_train", b, trainer("lax"), _lenet_batch(b), scan=False)[0]
+    return rows + [{**lax_row, "impl": "jaxnets-lax"}]
 
 
 def _lenet_forward(b):
-    graphdef, state = nnx.split(jaxnets.LeNet(rngs=nnx.Rngs(0)))
+    return [
+        {**row, "impl": "jaxnets-jit" if impl == "fast" else "jaxnets-lax"}
+        for impl in ("fast", "lax")
+        for row in _lenet_forward_rows(b, impl)
+    ]
+
+
+def _lenet_forward_rows(b, impl):
+    graphdef, state = nnx.split(jaxnets.LeNet(impl=impl, rngs=nnx.Rngs(0)))
     fwd = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))
     x, _ = _lenet_batch(b)
-    flops = _flops(fwd.lower(state, x))
+    lowered = fwd.lower(state, x)
+    flops, launches = _flops(lowered), kernels(lowered)
     leaves, treedef = jax.tree.flatten(state)
     fwd_flat = jax.jit(lambda leaves, x: nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))(x))
     COMPILES.clear()
@@ -214,7 +266,7 @@ def _lenet_forward(b):
 
     t = measure(steps, jax.block_until_ready, steps=inner, repeats=CFG["repeats"])
     return [row("lenet_forward", b, "jaxnets-jit", t, flops=flops, compile_s=max(first - t["median_us"] * 1e-6, 0.0),
-                compiles=len(COMPILES))]  # fmt: skip
+                compiles=len(COMPILES), kernels_per_step=launches)]  # fmt: skip
 
 
 def main() -> None:

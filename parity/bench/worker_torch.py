@@ -20,18 +20,41 @@ CFG = settings(ARGS.quick)
 torch.set_num_threads(ARGS.threads)
 torch.manual_seed(0)
 random.seed(0)
+# The same script on a GPU: tensors and models on DEVICE, and IEEE fp32 (no TF32),
+# as the JAX worker asks of XLA. Not run on this project's CPU-only machines.
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+torch.backends.cuda.matmul.allow_tf32 = False
+torch.backends.cudnn.allow_tf32 = False
+
+
+def _sync(result):
+    """Wait for queued GPU work (CUDA runs asynchronously); nothing to wait for on the CPU."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+    return result
+
+
+def _kernels(step) -> int | None:
+    """CUDA kernels one call of ``step`` launches, counted by the profiler; None on the CPU."""
+    if DEVICE.type != "cuda":
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        _sync(step())
+    return sum(e.device_type == torch.autograd.DeviceType.CUDA for e in prof.events())
 
 
 def gemm_peak() -> float:
     n = CFG["gemm_n"]
-    a = torch.randn(n, n)
-    t = measure(lambda: torch.mm(a, a), lambda r: r, steps=1, repeats=max(CFG["repeats"], 10))
+    a = torch.randn(n, n, device=DEVICE)
+    t = measure(lambda: torch.mm(a, a), _sync, steps=1, repeats=max(CFG["repeats"], 10))
     return 2 * n**3 / (t["min_us"] * 1e-6) / 1e9
 
 
 def _data():
     d = progression.make_data(0)
-    return (torch.tensor(a, dtype=torch.float32) for a in (d.x, d.y, d.w1, d.w2))
+    return (torch.tensor(a, dtype=torch.float32, device=DEVICE) for a in (d.x, d.y, d.w1, d.w2))
 
 
 def _steps(step, inner):
@@ -46,17 +69,18 @@ def _steps(step, inner):
 def _eager_and_compiled(workload: str, batch: int, make_step) -> list[dict]:
     """Rows for a step run eagerly and, unless --quick, under torch.compile (compile time apart)."""
     inner = CFG["inner"]
-    rows = [row(workload, batch, "torch-eager", measure(_steps(make_step(False), inner), lambda r: r, steps=inner,
-                                                        repeats=CFG["repeats"]))]  # fmt: skip
+    eager = make_step(False)
+    t = measure(_steps(eager, inner), _sync, steps=inner, repeats=CFG["repeats"])
+    rows = [row(workload, batch, "torch-eager", t, kernels_per_step=_kernels(eager))]
     if not ARGS.quick:
         try:
             torch._dynamo.reset()
             step = make_step(True)
-            _, first = timed(step)
-            t = measure(_steps(step, inner), lambda r: r, steps=inner, repeats=CFG["repeats"])
+            _, first = timed(lambda: _sync(step()))
+            t = measure(_steps(step, inner), _sync, steps=inner, repeats=CFG["repeats"])
             graphs = torch._dynamo.utils.counters["stats"].get("unique_graphs")
             rows.append(row(workload, batch, "torch-compile", t, compile_s=max(first - t["median_us"] * 1e-6, 0.0),
-                            compiles=graphs))  # fmt: skip
+                            compiles=graphs, kernels_per_step=_kernels(step)))  # fmt: skip
         except Exception as exc:  # torch.compile is not available everywhere (no compiler, unsupported op)
             rows.append({"workload": workload, "batch": batch, "impl": "torch-compile", "error": repr(exc)[:300]})
     return rows
@@ -124,28 +148,28 @@ def _optim_step(model, optimizer, x, y, compiled, depth_fn=None):
 
 def two_layer_adam(compiled: bool):
     x, y, _, _ = _data()
-    model = tm.two_layer_sequential(D_IN, H, D_OUT)
+    model = tm.two_layer_sequential(D_IN, H, D_OUT).to(DEVICE)
     return _optim_step(model, torch.optim.Adam(model.parameters(), lr=1e-4), x, y, compiled)
 
 
 def two_layer_sgd(compiled: bool):
     x, y, _, _ = _data()
-    model = tm.TwoLayerNet(D_IN, H, D_OUT)
+    model = tm.TwoLayerNet(D_IN, H, D_OUT).to(DEVICE)
     return _optim_step(model, torch.optim.SGD(model.parameters(), lr=1e-4), x, y, compiled)
 
 
 def dynamic_net(compiled: bool):
     x, y, _, _ = _data()
-    model = tm.DynamicNet(D_IN, H, D_OUT)
+    model = tm.DynamicNet(D_IN, H, D_OUT).to(DEVICE)
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
     return _optim_step(model, opt, x, y, compiled, depth_fn=lambda: random.randint(0, 3))
 
 
 def lenet_train(batch: int):
     def make(compiled: bool):
-        model = tm.Net()
+        model = tm.Net().to(DEVICE)
         opt = torch.optim.SGD(model.parameters(), lr=0.01)
-        x, y = torch.randn(batch, 1, 32, 32), torch.randint(0, 10, (batch,))
+        x, y = torch.randn(batch, 1, 32, 32, device=DEVICE), torch.randint(0, 10, (batch,), device=DEVICE)
         fwd = torch.compile(model) if compiled else model
 
         def step():
@@ -162,8 +186,8 @@ def lenet_train(batch: int):
 
 def lenet_forward(batch: int):
     def make(compiled: bool):
-        model = tm.Net()
-        x = torch.randn(batch, 1, 32, 32)
+        model = tm.Net().to(DEVICE)
+        x = torch.randn(batch, 1, 32, 32, device=DEVICE)
         fwd = torch.compile(model) if compiled else model
 
         def step():
@@ -176,10 +200,9 @@ def lenet_forward(batch: int):
 
 
 def dispatch_tiny(compiled: bool):
-    model = tm.TwoLayerNet(4, 4, 2)
-    return _optim_step(
-        model, torch.optim.SGD(model.parameters(), lr=1e-2), torch.ones(2, 4), torch.ones(2, 2), compiled
-    )
+    model = tm.TwoLayerNet(4, 4, 2).to(DEVICE)
+    x, y = torch.ones(2, 4, device=DEVICE), torch.ones(2, 2, device=DEVICE)
+    return _optim_step(model, torch.optim.SGD(model.parameters(), lr=1e-2), x, y, compiled)
 
 
 def main() -> None:
@@ -204,6 +227,7 @@ def main() -> None:
             "framework": "torch",
             "versions": {"torch": torch.__version__, "numpy": np.__version__},
             "threads": torch.get_num_threads(),
+            "device": str(DEVICE),
             "gemm_gflops": gemm_peak(),
             "seconds": time.perf_counter() - start,
             "rows": rows,
