@@ -1,8 +1,9 @@
 """The one layout table between PyTorch and jaxnets: names, shapes and transposes.
 
-Every conversion in ``parity`` (weights, gradients, optimizer state) goes
-through :func:`layout`, which lists, in PyTorch's parameter order, one
-:class:`Entry` per parameter:
+Every conversion between the frameworks goes through :func:`layout`: weight
+files in :mod:`jaxnets.exchange`, and weights, gradients and optimizer state in
+``parity`` (which re-exports this module as ``parity.layout``). It lists, in
+PyTorch's parameter order, one :class:`Entry` per parameter:
 
 =====================  ======================  ==========================================
 PyTorch                jaxnets (Flax NNX)      rule
@@ -18,11 +19,16 @@ PyTorch                jaxnets (Flax NNX)      rule
 =====================  ======================  ==========================================
 
 Inputs are NCHW in torch and NHWC here: :func:`to_nhwc` and :func:`to_nchw`.
+:func:`check_state_dict` checks a whole ``state_dict`` against the table and
+raises one :class:`StateDictMismatch` listing everything that does not fit.
+
+This module imports NumPy and Flax only, never torch.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,31 +59,37 @@ class Entry:
 
     def to_torch(self, a) -> np.ndarray:
         """A jaxnets-layout array (or anything NumPy reads) in PyTorch's layout, as a new NumPy array."""
-        a = np.array(a, copy=True)
+        a = np.asarray(a)
         if self.kind == "conv":
-            return np.ascontiguousarray(a.transpose(3, 2, 0, 1))  # (kh, kw, I, O) -> (O, I, kh, kw)
+            return _owned(a.transpose(3, 2, 0, 1))  # (kh, kw, I, O) -> (O, I, kh, kw)
         if self.kind == "linear":
-            return np.ascontiguousarray(a.T)  # (in, out) -> (out, in)
+            return _owned(a.T)  # (in, out) -> (out, in)
         if self.kind == "flatten_linear":
             c, h, w = self.flatten_chw
             out = a.shape[1]
             # rows (h, w, c) -> columns (c, h, w): (H*W*C, out) -> (H, W, C, out) -> (out, C, H, W)
-            return np.ascontiguousarray(a.reshape(h, w, c, out).transpose(3, 2, 0, 1).reshape(out, c * h * w))
-        return a
+            return _owned(a.reshape(h, w, c, out).transpose(3, 2, 0, 1).reshape(out, c * h * w))
+        return _owned(a)
 
     def from_torch(self, t) -> np.ndarray:
         """A PyTorch-layout array (a NumPy copy of a tensor) in jaxnets' layout, as a new NumPy array."""
-        t = np.array(t, copy=True)
+        t = np.asarray(t)
         if self.kind == "conv":
-            return np.ascontiguousarray(t.transpose(2, 3, 1, 0))  # (O, I, kh, kw) -> (kh, kw, I, O)
+            return _owned(t.transpose(2, 3, 1, 0))  # (O, I, kh, kw) -> (kh, kw, I, O)
         if self.kind == "linear":
-            return np.ascontiguousarray(t.T)
+            return _owned(t.T)
         if self.kind == "flatten_linear":
             c, h, w = self.flatten_chw
             out = t.shape[0]
             # (out, C*H*W) -> (out, C, H, W) -> (H, W, C, out) -> (H*W*C, out)
-            return np.ascontiguousarray(t.reshape(out, c, h, w).transpose(2, 3, 1, 0).reshape(h * w * c, out))
-        return t
+            return _owned(t.reshape(out, c, h, w).transpose(2, 3, 1, 0).reshape(h * w * c, out))
+        return _owned(t)
+
+
+def _owned(a: np.ndarray) -> np.ndarray:
+    # A C-ordered copy with canonical strides: np.ascontiguousarray keeps odd strides on axes of size 1
+    # (e.g. C = 1 after a transpose), which torch.from_numpy passes on and ops such as .view() then reject.
+    return np.array(a, order="C", copy=True)
 
 
 def _torch_name(path: tuple) -> str:
@@ -95,7 +107,7 @@ def _params(model_or_state) -> nnx.State:
     if isinstance(model_or_state, nnx.State):
         return model_or_state
     raise TypeError(
-        f"parity expects an nnx.Module or an nnx.State of its parameters; got {type(model_or_state).__name__}."
+        f"expected a jaxnets (nnx) model or an nnx.State of its parameters; got {type(model_or_state).__name__}."
     )
 
 
@@ -128,7 +140,7 @@ def layout(model_or_state, *, flatten_shapes: dict[str, tuple[int, int, int]] | 
     for path, value in flat:
         if path[-1] not in _LEAF_NAMES:
             raise ValueError(
-                f"parity does not know how to map the parameter {'/'.join(map(str, path))!r} to PyTorch: "
+                f"the layout table does not know how to map the parameter {'/'.join(map(str, path))!r} to PyTorch: "
                 f"it maps kernels and biases of nnx.Linear and nnx.Conv (leaf names {sorted(_LEAF_NAMES)})."
             )
         layers.setdefault(path[:-1], {})[path[-1]] = _shape(value)
@@ -153,7 +165,9 @@ def layout(model_or_state, *, flatten_shapes: dict[str, tuple[int, int, int]] | 
                         )
                     kind, flattened = "flatten_linear", True
             else:
-                raise ValueError(f"parity maps 2-D (linear) and 4-D (2-D conv) kernels; {name} has shape {kernel}.")
+                raise ValueError(
+                    f"the layout table maps 2-D (linear) and 4-D (2-D conv) kernels; {name} has shape {kernel}."
+                )
             entries.append(Entry(f"{name}.weight", layer + ("kernel",), kind, kernel, torch_shape, chw))
         if "bias" in leaves:
             entries.append(Entry(f"{name}.bias", layer + ("bias",), "bias", leaves["bias"], leaves["bias"]))
@@ -170,17 +184,61 @@ def _square_chw(name: str, features: int, channels: int) -> tuple[int, int, int]
     return channels, side, side
 
 
+class StateDictMismatch(ValueError):
+    """A state_dict that does not fit the model: lists every missing, unexpected and mis-shaped key."""
+
+
+def check_state_dict(
+    entries: Sequence[Entry],
+    state_dict: Mapping,
+    what: str = "the state_dict",
+    *,
+    more_problems: Sequence[str] = (),
+) -> None:
+    """Raise one :class:`StateDictMismatch` unless ``state_dict`` has exactly the table's keys and torch shapes.
+
+    Args:
+      entries: the model's table, from :func:`layout`.
+      state_dict: ``{torch_name: array or tensor}``; only keys and shapes are read.
+      what: how the message names the state_dict, e.g. ``"weights file 'w.pt'"``.
+      more_problems: further lines to report in the same error (e.g. wrong dtypes).
+
+    Raises:
+      StateDictMismatch: listing every missing, unexpected and mis-shaped key,
+        the extra problems, and the expected keys.
+    """
+    expected = {e.torch_name: e for e in entries}
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    misshaped = [
+        f"{k}: got {tuple(np.shape(state_dict[k]))}, expected {expected[k].torch_shape}"
+        for k in expected
+        if k in state_dict and tuple(np.shape(state_dict[k])) != tuple(expected[k].torch_shape)
+    ]
+    if missing or unexpected or misshaped or more_problems:
+        lines = [f"{what} does not fit the model; nothing was changed."]
+        if missing:
+            lines.append(f"  missing keys: {', '.join(missing)}")
+        if unexpected:
+            lines.append(f"  unexpected keys: {', '.join(map(str, unexpected))}")
+        if misshaped:
+            lines.append("  wrong shapes (torch layout): " + "; ".join(misshaped))
+        lines += [f"  {problem}" for problem in more_problems]
+        lines.append(f"  expected keys: {', '.join(expected)}")
+        raise StateDictMismatch("\n".join(lines))
+
+
 def to_nhwc(x) -> np.ndarray:
     """Images ``(N, C, H, W)`` (torch) -> ``(N, H, W, C)`` (jaxnets), as a new NumPy array."""
-    x = np.array(x, copy=True)
+    x = np.asarray(x)
     if x.ndim != 4:
         raise ValueError(f"to_nhwc expects a batch of images (N, C, H, W); got shape {x.shape}.")
-    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    return _owned(x.transpose(0, 2, 3, 1))
 
 
 def to_nchw(x) -> np.ndarray:
     """Images ``(N, H, W, C)`` (jaxnets) -> ``(N, C, H, W)`` (torch), as a new NumPy array."""
-    x = np.array(x, copy=True)
+    x = np.asarray(x)
     if x.ndim != 4:
         raise ValueError(f"to_nchw expects a batch of images (N, H, W, C); got shape {x.shape}.")
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    return _owned(x.transpose(0, 3, 1, 2))

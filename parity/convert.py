@@ -17,38 +17,15 @@ import numpy as np
 import torch
 from flax import nnx
 
-from .layout import Entry, _params, layout
+from .layout import StateDictMismatch, _params, check_state_dict, layout
 
-
-class StateDictMismatch(ValueError):
-    """A state_dict that does not fit the model: lists every missing, unexpected and mis-shaped key."""
+__all__ = ["StateDictMismatch", "load_torch_state_dict", "state_from_torch", "to_torch_state_dict"]
 
 
 def _numpy(value) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         return value.detach().cpu().numpy().copy()
     return np.array(value, copy=True)
-
-
-def _check_keys(entries: list[Entry], state_dict: Mapping, what: str) -> None:
-    expected = {e.torch_name: e for e in entries}
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    misshaped = [
-        f"{k}: got {tuple(np.shape(state_dict[k]))}, expected {expected[k].torch_shape}"
-        for k in expected
-        if k in state_dict and tuple(np.shape(state_dict[k])) != tuple(expected[k].torch_shape)
-    ]
-    if missing or unexpected or misshaped:
-        lines = [f"{what} does not fit the model; nothing was changed."]
-        if missing:
-            lines.append(f"  missing keys: {', '.join(missing)}")
-        if unexpected:
-            lines.append(f"  unexpected keys: {', '.join(unexpected)}")
-        if misshaped:
-            lines.append("  wrong shapes (torch layout): " + "; ".join(misshaped))
-        lines.append(f"  expected keys: {', '.join(expected)}")
-        raise StateDictMismatch("\n".join(lines))
 
 
 def state_from_torch(
@@ -60,7 +37,7 @@ def state_from_torch(
       state_dict: ``{torch_name: tensor or array}``, e.g. ``module.state_dict()``
         or ``{n: p.grad for n, p in module.named_parameters()}``.
       template: a jaxnets model or parameter state; gives structure and dtypes.
-      flatten_shapes: see :func:`parity.layout.layout`.
+      flatten_shapes: see :func:`jaxnets.torch_layout.layout`.
 
     Returns:
       A new ``nnx.State`` of the template's parameter structure, holding copies.
@@ -69,7 +46,7 @@ def state_from_torch(
       StateDictMismatch: listing every missing, unexpected and mis-shaped key.
     """
     entries = layout(template, flatten_shapes=flatten_shapes)
-    _check_keys(entries, state_dict, what)
+    check_state_dict(entries, state_dict, what)
     params = _params(template)
     flat = dict(nnx.to_flat_state(params))
     for e in entries:
@@ -85,7 +62,7 @@ def load_torch_state_dict(model: nnx.Module, state_dict: Mapping, *, flatten_sha
     Args:
       model: the jaxnets model to overwrite, e.g. ``jaxnets.LeNet(rngs=...)``.
       state_dict: ``torch_module.state_dict()``, or the same keys with NumPy arrays.
-      flatten_shapes: see :func:`parity.layout.layout`.
+      flatten_shapes: see :func:`jaxnets.torch_layout.layout`.
 
     Raises:
       StateDictMismatch: listing every missing, unexpected and mis-shaped key;
@@ -105,7 +82,7 @@ def to_torch_state_dict(model_or_state, *, flatten_shapes: dict | None = None) -
 
     Args:
       model_or_state: a jaxnets model or an ``nnx.State`` of its parameters.
-      flatten_shapes: see :func:`parity.layout.layout`.
+      flatten_shapes: see :func:`jaxnets.torch_layout.layout`.
 
     Returns:
       ``{torch_name: tensor}`` in torch's parameter order; the tensors own their memory.

@@ -1,0 +1,416 @@
+"""Weight files shared with PyTorch, without pickle: safetensors both ways, and PyTorch ``.pt`` state_dicts in.
+
+Files hold PyTorch's names and layouts, so either framework loads them with its
+own strict loader: ``state_dict`` keys (``conv1.weight``, ``0.bias``), OIHW
+convolution weights, ``(out, in)`` linear weights, and ``fc1``'s columns in
+torch's (C, H, W) flatten order (:mod:`jaxnets.torch_layout` holds the rules)::
+
+    # jaxnets -> PyTorch
+    jaxnets.exchange.save_safetensors(model, "lenet.safetensors")
+    net.load_state_dict(safetensors.torch.load_file("lenet.safetensors"), strict=True)
+
+    # PyTorch -> jaxnets
+    torch.save(net.state_dict(), "net.pt")  # or safetensors.torch.save_file(net.state_dict(), "net.safetensors")
+    jaxnets.exchange.load_weights(model, "net.pt")
+
+Safety: a safetensors file is a JSON header and raw arrays; reading it runs no
+code. A ``.pt`` file is a pickle, read only with
+``torch.load(path, weights_only=True, map_location="cpu")``, whose restricted
+unpickler accepts tensors and plain containers and refuses everything else
+(a whole pickled ``nn.Module``, or any object whose unpickling would run code)
+before running any of it. torch is imported only to read a ``.pt`` file;
+importing this module never imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from safetensors import SafetensorError, safe_open
+from safetensors import numpy as safetensors_numpy
+
+from .torch_layout import StateDictMismatch, _params, check_state_dict, layout
+
+__all__ = [
+    "StateDictMismatch",
+    "WeightsFileError",
+    "load_torch_arrays",
+    "load_weights",
+    "read_metadata",
+    "read_weights",
+    "save_safetensors",
+    "to_torch_arrays",
+]
+
+SAFETENSORS_SUFFIXES = (".safetensors",)
+TORCH_SUFFIXES = (".pt", ".pth")
+FORMATS = ("safetensors", "torch")
+CASTINGS = ("safe", "same_kind")
+WRAPPER_KEYS = ("state_dict", "model_state_dict")  # checkpoint dicts that hold a state_dict under one of these keys
+
+
+class WeightsFileError(ValueError):
+    """A weights file that cannot be read: corrupt, truncated, refused as unsafe, or not a state_dict."""
+
+
+def to_torch_arrays(model_or_state, *, flatten_shapes: dict | None = None) -> dict[str, np.ndarray]:
+    """The parameters under PyTorch's ``state_dict`` names, in PyTorch's layouts, as new NumPy arrays.
+
+    Args:
+      model_or_state: a jaxnets model, or an ``nnx.State`` of its parameter
+        structure (e.g. gradients from ``jax.grad``).
+      flatten_shapes: ``(C, H, W)`` per flattening linear layer whose feature
+        map is not square; see :func:`jaxnets.torch_layout.layout`.
+
+    Returns:
+      ``{torch_name: array}`` in torch's parameter order (``named_parameters()``),
+      each array C-contiguous, owning its memory, in the parameter's dtype;
+      ``{k: torch.from_numpy(v) for k, v in arrays.items()}`` is a state_dict
+      that ``load_state_dict(strict=True)`` accepts.
+    """
+    entries = layout(model_or_state, flatten_shapes=flatten_shapes)
+    flat = dict(nnx.to_flat_state(_params(model_or_state)))
+    out = {}
+    for e in entries:
+        value = flat[e.jax_path]
+        value = value[...] if isinstance(value, nnx.Variable) else value
+        out[e.torch_name] = np.ascontiguousarray(e.to_torch(jax.device_get(value)))
+    return out
+
+
+def _dtype_problems(entries, arrays: Mapping, dtypes: dict, casting: str) -> list[str]:
+    """One report line for the arrays whose dtype does not cast to the parameter's under ``casting``."""
+    bad = []
+    for e in entries:
+        if e.torch_name in arrays:
+            src = np.asarray(arrays[e.torch_name]).dtype
+            if not np.can_cast(src, dtypes[e.torch_name], casting=casting):
+                bad.append(f"{e.torch_name} {src} -> {dtypes[e.torch_name]}")
+    if not bad:
+        return []
+    fix = "pass casting='same_kind' to round them" if casting == "safe" else "convert them to floating point first"
+    return [
+        f"dtypes that do not cast to the model's under casting={casting!r}: {'; '.join(bad)} "
+        f"({fix}, or build the model with a matching param_dtype)"
+    ]
+
+
+def load_torch_arrays(
+    model: nnx.Module,
+    arrays: Mapping[str, np.ndarray],
+    *,
+    casting: str = "safe",
+    flatten_shapes: dict | None = None,
+    what: str = "the weights",
+) -> None:
+    """Copy torch-layout arrays into a jaxnets model, in place (torch: ``load_state_dict(strict=True)``).
+
+    Strict like torch: every parameter must be present with its torch shape and
+    nothing else may be; all problems are reported in one error, and the model
+    is changed only when everything fits. The model keeps its parameter dtypes:
+    an array is cast to its parameter's dtype when ``np.can_cast`` allows it
+    under ``casting``. The default, ``"safe"``, casts only losslessly (float16
+    or bfloat16 -> float32, float32 -> float64); ``"same_kind"`` also rounds
+    (float64 -> float32), as torch's ``load_state_dict`` does silently.
+
+    Args:
+      model: the jaxnets model to overwrite, e.g. ``jaxnets.LeNet(rngs=nnx.Rngs(0))``.
+      arrays: ``{torch_name: array}`` in PyTorch's layout, e.g. from
+        :func:`read_weights` or ``{k: v.numpy() for k, v in net.state_dict().items()}``.
+        The values are copied, never aliased.
+      casting: ``"safe"`` or ``"same_kind"``, as in ``np.can_cast``.
+      flatten_shapes: see :func:`jaxnets.torch_layout.layout`.
+      what: how error messages name ``arrays``, e.g. ``"weights file 'w.pt'"``.
+
+    Raises:
+      StateDictMismatch: listing every missing, unexpected and mis-shaped key
+        and every dtype that does not cast; the model is unchanged.
+      TypeError: ``model`` is not an nnx model or ``arrays`` not a mapping.
+    """
+    if not isinstance(model, nnx.Module):
+        raise TypeError(f"load_torch_arrays expects a jaxnets (nnx) model; got {type(model).__name__}.")
+    if not isinstance(arrays, Mapping):
+        raise TypeError(
+            f"load_torch_arrays expects a mapping {{torch_name: array}}, such as a state_dict; "
+            f"got {type(arrays).__name__}."
+        )
+    if casting not in CASTINGS:
+        raise ValueError(
+            f"load_torch_arrays: `casting` must be one of {', '.join(map(repr, CASTINGS))}; got {casting!r}."
+        )
+    entries = layout(model, flatten_shapes=flatten_shapes)
+    flat = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
+    dtypes = {e.torch_name: flat[e.jax_path][...].dtype for e in entries}
+    check_state_dict(entries, arrays, what, more_problems=_dtype_problems(entries, arrays, dtypes, casting))
+    for e in entries:
+        value = np.asarray(arrays[e.torch_name]).astype(dtypes[e.torch_name], casting=casting)  # a copy
+        flat[e.jax_path] = flat[e.jax_path].replace(jnp.asarray(e.from_torch(value)))
+    nnx.update(model, nnx.from_flat_state(list(flat.items())))
+
+
+def _check_metadata(metadata) -> dict[str, str]:
+    if not isinstance(metadata, Mapping):
+        raise TypeError(f"save_safetensors: `metadata` must be a dict of str to str; got {type(metadata).__name__}.")
+    bad = [f"{k!r}: {type(v).__name__}" for k, v in metadata.items() if not (isinstance(k, str) and isinstance(v, str))]
+    if bad:
+        raise TypeError(
+            f"save_safetensors: `metadata` must map str to str; got {', '.join(bad)}. "
+            "Encode other values as text first, e.g. json.dumps(config)."
+        )
+    return dict(metadata)
+
+
+def save_safetensors(
+    model_or_state, path: str | os.PathLike, metadata: Mapping[str, str] | None = None, *, flatten_shapes=None
+) -> Path:
+    """Write the parameters in PyTorch's names and layouts to a safetensors file, atomically.
+
+    The file is written next to ``path`` under a temporary name and then
+    renamed over it (``os.replace``), so ``path`` holds either its old content
+    or the complete new file, never a partial one; on any error the temporary
+    file is removed. PyTorch reads it with
+    ``net.load_state_dict(safetensors.torch.load_file(path), strict=True)``.
+
+    Args:
+      model_or_state: a jaxnets model or an ``nnx.State`` of its parameters.
+      path: the file to write, conventionally ``*.safetensors`` (what
+        :func:`load_weights` recognises); its directory must exist.
+      metadata: text to store in the header, str to str (e.g. the model's
+        configuration as JSON); read it back with :func:`read_metadata`. The
+        header always has ``"format": "pt"``, the safetensors convention for
+        torch-layout files, unless ``metadata`` sets it.
+      flatten_shapes: see :func:`jaxnets.torch_layout.layout`.
+
+    Returns:
+      ``path`` as a ``Path``.
+    """
+    meta = {"format": "pt", **_check_metadata(metadata if metadata is not None else {})}
+    arrays = to_torch_arrays(model_or_state, flatten_shapes=flatten_shapes)
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"save_safetensors: {str(path)!r} is a directory; give a file name, "
+            f"e.g. {str(path / 'weights.safetensors')!r}."
+        )
+    if not path.parent.is_dir():
+        raise FileNotFoundError(
+            f"save_safetensors: the directory {str(path.parent)!r} does not exist; create it first."
+        )
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    try:
+        safetensors_numpy.save_file(arrays, tmp, metadata=meta)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())  # the data is on disk before the rename makes it visible
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _format_of(path: Path, format: str | None) -> str:
+    if format is not None:
+        if format not in FORMATS:
+            raise ValueError(f"`format` must be one of {', '.join(map(repr, FORMATS))} or None; got {format!r}.")
+        return format
+    suffix = path.suffix.lower()
+    if suffix in SAFETENSORS_SUFFIXES:
+        return "safetensors"
+    if suffix in TORCH_SUFFIXES:
+        return "torch"
+    raise ValueError(
+        f"cannot tell the format of {str(path)!r} from its suffix {suffix!r}: expected "
+        f"{', '.join(SAFETENSORS_SUFFIXES + TORCH_SUFFIXES)}. "
+        "Rename it, or pass format='safetensors' or format='torch'."
+    )
+
+
+def _check_file(path: Path) -> None:
+    if path.is_dir():
+        raise IsADirectoryError(f"{str(path)!r} is a directory, not a weights file.")
+    if not path.exists():
+        raise FileNotFoundError(f"no weights file {str(path)!r}.")
+
+
+def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    try:
+        return safetensors_numpy.load_file(path)
+    except (SafetensorError, ValueError) as e:
+        raise WeightsFileError(f"{str(path)!r} is not a readable safetensors file (corrupt or truncated?): {e}") from e
+
+
+def _refused_global(message: str) -> str | None:
+    """The global that torch's restricted unpickler refused (e.g. ``posix.mkdir``), or None if it refused none."""
+    found = re.search(r"GLOBAL (\S+?)\.?(?:\s|$)", message)
+    return found.group(1) if found else None
+
+
+def _gist(message: str) -> str:
+    """The informative line of a torch.load error: the last one, skipping the pointer to torch's docs."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith("Check the documentation")]
+    return lines[-1] if lines else ""
+
+
+def _torch_to_numpy(tensor, name: str, path: Path) -> np.ndarray:
+    import torch
+
+    tensor = tensor.detach().cpu()
+    try:
+        if tensor.dtype == torch.bfloat16:  # NumPy has no bfloat16; ml_dtypes' (jnp.bfloat16) has the same bits
+            return tensor.contiguous().view(torch.int16).numpy().view(np.dtype(jnp.bfloat16)).copy()
+        return tensor.resolve_conj().resolve_neg().numpy().copy()
+    except (TypeError, RuntimeError) as e:
+        raise WeightsFileError(
+            f"{str(path)!r}: the tensor {name!r} ({tensor.dtype}, layout {tensor.layout}) has no NumPy form: {e}"
+        ) from e
+
+
+def _read_torch(path: Path) -> dict[str, np.ndarray]:
+    try:
+        import torch
+    except ImportError as e:
+        raise ImportError(
+            f"reading the PyTorch file {str(path)!r} needs torch: pip install torch. Safetensors files need "
+            "nothing more; convert it where torch is installed with "
+            "safetensors.torch.save_file(torch.load(path, weights_only=True), 'weights.safetensors')."
+        ) from e
+    try:
+        obj = torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as e:
+        refused = _refused_global(str(e))
+        if refused is None:
+            raise WeightsFileError(
+                f"{str(path)!r} is not a readable PyTorch file (corrupt, truncated, or not written by torch.save): "
+                f"{_gist(str(e))}"
+            ) from e
+        raise WeightsFileError(
+            f"refused to load {str(path)!r}: it holds Python objects other than tensors (GLOBAL {refused}), such as "
+            "a whole pickled nn.Module, and jaxnets reads .pt files only with torch.load(weights_only=True), which "
+            "runs no code from the file. Save the weights alone: torch.save(model.state_dict(), path) or "
+            "safetensors.torch.save_file(model.state_dict(), 'weights.safetensors')."
+        ) from e
+    except (RuntimeError, EOFError, KeyError, ValueError, IndexError, AttributeError) as e:
+        raise WeightsFileError(
+            f"{str(path)!r} is not a readable PyTorch file (corrupt, truncated, or not written by torch.save): "
+            f"{type(e).__name__}: {_gist(str(e)) or '(no message)'}"
+        ) from e
+    return _state_dict_arrays(obj, path)
+
+
+def _state_dict_arrays(obj, path: Path) -> dict[str, np.ndarray]:
+    """The ``{name: array}`` of a loaded ``.pt`` object: a flat dict of tensors, or one under a wrapper key."""
+    import torch
+
+    if isinstance(obj, Mapping):
+        wrapped = [k for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)]
+        if wrapped:
+            obj = obj[wrapped[0]]
+    if not isinstance(obj, Mapping):
+        raise WeightsFileError(
+            f"{str(path)!r} holds a {type(obj).__name__}, not a state_dict (a dict of tensors); "
+            "save one with torch.save(model.state_dict(), path)."
+        )
+    bad = [f"{k!r} ({type(v).__name__})" for k, v in obj.items() if not (isinstance(k, str) and torch.is_tensor(v))]
+    if bad:
+        raise WeightsFileError(
+            f"{str(path)!r} is not a flat state_dict: entries that are not tensors: {', '.join(bad)}. Expected "
+            f"{{name: tensor}} as from model.state_dict(), or a checkpoint dict holding one under "
+            f"{' or '.join(map(repr, WRAPPER_KEYS))}."
+        )
+    return {k: _torch_to_numpy(v, k, path) for k, v in obj.items()}
+
+
+def read_weights(path: str | os.PathLike, *, format: str | None = None) -> dict[str, np.ndarray]:
+    """The ``{torch_name: array}`` of a safetensors file or a PyTorch ``.pt``/``.pth`` state_dict.
+
+    A ``.pt`` file may hold a state_dict (``torch.save(model.state_dict(), path)``)
+    or a checkpoint dict with one under ``"state_dict"`` or ``"model_state_dict"``
+    (other entries, such as an epoch or optimizer state, are then ignored).
+    It is read only with ``torch.load(path, weights_only=True, map_location="cpu")``;
+    torch is imported for that and only for that.
+
+    Args:
+      path: a ``*.safetensors``, ``*.pt`` or ``*.pth`` file.
+      format: ``"safetensors"`` or ``"torch"`` for other names; from the suffix when None.
+
+    Returns:
+      ``{torch_name: array}`` in the file's order and dtypes; the arrays own their memory.
+
+    Raises:
+      WeightsFileError: the file is corrupt or truncated, holds pickled objects
+        other than tensors (refused before any of their code runs), or is not a
+        dict of tensors.
+      ImportError: a ``.pt`` file and no torch installed.
+      FileNotFoundError, IsADirectoryError: no such file.
+    """
+    path = Path(path)
+    kind = _format_of(path, format)
+    _check_file(path)
+    return _read_safetensors(path) if kind == "safetensors" else _read_torch(path)
+
+
+def load_weights(
+    model: nnx.Module,
+    path: str | os.PathLike,
+    *,
+    format: str | None = None,
+    casting: str = "safe",
+    flatten_shapes: dict | None = None,
+) -> None:
+    """Load a safetensors file or a PyTorch ``.pt``/``.pth`` state_dict into a jaxnets model, in place.
+
+    :func:`read_weights` then :func:`load_torch_arrays`: strict, and the model
+    is unchanged unless every key, shape and dtype fits.
+
+    Args:
+      model: the jaxnets model to overwrite; it must have the file's architecture
+        (e.g. ``LeNet(kernel_size=3)`` for weights of the 3x3 net).
+      path: a ``*.safetensors``, ``*.pt`` or ``*.pth`` file in PyTorch's names and layouts.
+      format: ``"safetensors"`` or ``"torch"`` for other names; from the suffix when None.
+      casting: dtype rule, see :func:`load_torch_arrays` (default: lossless casts only).
+      flatten_shapes: see :func:`jaxnets.torch_layout.layout`.
+
+    Raises:
+      StateDictMismatch: the file does not fit the model (every bad key listed).
+      WeightsFileError: see :func:`read_weights`.
+    """
+    if not isinstance(model, nnx.Module):
+        raise TypeError(f"load_weights expects a jaxnets (nnx) model; got {type(model).__name__}.")
+    arrays = read_weights(path, format=format)
+    load_torch_arrays(
+        model, arrays, casting=casting, flatten_shapes=flatten_shapes, what=f"the weights file {str(path)!r}"
+    )
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The text metadata in a safetensors file's header (as written by :func:`save_safetensors`).
+
+    Args:
+      path: a safetensors file.
+
+    Returns:
+      ``{key: value}``, empty when the file has none.
+
+    Raises:
+      WeightsFileError: the file is not a readable safetensors file.
+      ValueError: a PyTorch file, which has no metadata.
+    """
+    path = Path(path)
+    if path.suffix.lower() in TORCH_SUFFIXES:
+        raise ValueError(f"{str(path)!r} is a PyTorch file; only safetensors files carry metadata.")
+    _check_file(path)
+    try:
+        with safe_open(path, framework="numpy") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, ValueError) as e:
+        raise WeightsFileError(f"{str(path)!r} is not a readable safetensors file (corrupt or truncated?): {e}") from e

@@ -1,0 +1,12 @@
+"""The layout table, re-exported: it lives in :mod:`jaxnets.torch_layout` so that jaxnets can read torch weights.
+
+``parity.layout`` keeps working for existing code; new code may import either.
+"""
+
+from jaxnets.torch_layout import Entry as Entry
+from jaxnets.torch_layout import StateDictMismatch as StateDictMismatch
+from jaxnets.torch_layout import _params as _params
+from jaxnets.torch_layout import check_state_dict as check_state_dict
+from jaxnets.torch_layout import layout as layout
+from jaxnets.torch_layout import to_nchw as to_nchw
+from jaxnets.torch_layout import to_nhwc as to_nhwc
