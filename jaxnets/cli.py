@@ -1,14 +1,237 @@
-"""The ``jaxnets`` command: ``jaxnets tutorial``, ``jaxnets progression``."""
+"""The ``jaxnets`` command: the tutorials, and training LeNet on real digits.
+
+``jaxnets tutorial`` and ``jaxnets progression`` walk through the two PyTorch
+tutorials; ``train``, ``evaluate``, ``predict``, ``export`` and ``import`` train
+LeNet on handwritten digits and move its weights to and from PyTorch (see
+:mod:`jaxnets.training` and :mod:`jaxnets.exchange`). Every command turns the
+persistent XLA compilation cache on (``JAXNETS_CACHE_DIR``; empty disables it).
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
+from pathlib import Path
+
+import numpy as np
 
 from . import progression, tutorial
+from ._cache import enable_compilation_cache
+
+
+def _train(argv: list[str]) -> int:
+    from . import training
+
+    defaults = training.TrainConfig()
+    p = argparse.ArgumentParser(
+        prog="jaxnets train",
+        description="Train LeNet on real handwritten digits, with a checkpoint per epoch, metrics and curves.",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="run directory: checkpoints/, metrics.json, curves.png")
+    p.add_argument("--model", choices=training.MODELS, help=f"the network (default: {defaults.model})")
+    p.add_argument(
+        "--data",
+        metavar="SPEC",
+        help="'digits' (scikit-learn's 1,797 8x8 digits, no download) or 'mnist:DIR' (MNIST's IDX files in DIR); "
+        f"default: {defaults.data}",
+    )
+    p.add_argument("--optimizer", choices=tuple(training.OPTIMIZERS), help=f"default: {defaults.optimizer}")
+    defaults_lr = ", ".join(f"{k} {v[2]:g}" for k, v in training.OPTIMIZERS.items())
+    p.add_argument("--lr", type=float, help=f"learning rate (default per optimizer: {defaults_lr})")
+    p.add_argument("--epochs", type=int, help=f"default: {defaults.epochs}")
+    p.add_argument("--batch-size", type=int, help=f"default: {defaults.batch_size}")
+    p.add_argument("--seed", type=int, help=f"initial weights and batch order (default: {defaults.seed})")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal anyway)")
+    args = p.parse_args(argv)
+    given = {k: getattr(args, k) for k in ("model", "data", "optimizer", "lr", "epochs", "batch_size", "seed")}
+    given = {k: v for k, v in given.items() if v is not None}
+    try:
+        if args.resume and Path(args.out, training.CHECKPOINTS).is_dir():
+            given = {**training.saved_config(Path(args.out)), **given}  # the run's settings, unless overridden
+        config = training.TrainConfig(**given)
+    except ValueError as e:
+        p.error(str(e))
+    enable_compilation_cache()
+    progress = False if args.no_progress else None  # None: a bar when stderr is a terminal
+    training.train(config, args.out, resume=args.resume, overwrite=args.overwrite, progress=progress)
+    return 0
+
+
+def _default_figure(source: Path, name: str) -> Path:
+    return (source if source.is_dir() else source.parent) / name
+
+
+def _evaluate(argv: list[str]) -> int:
+    from . import data, training
+
+    p = argparse.ArgumentParser(
+        prog="jaxnets evaluate",
+        description="Accuracy and confusion matrix of a trained LeNet on a data set or on IDX files.",
+    )
+    p.add_argument("source", help="a run directory (jaxnets train --out) or a .safetensors/.pt weights file")
+    p.add_argument("--data", metavar="SPEC", help="'digits' or 'mnist:DIR' (default: the run's data, else digits)")
+    p.add_argument("--split", choices=("test", "train"), default="test", help="which part of --data (default: test)")
+    p.add_argument("--images", metavar="IDX", help="an IDX images file (e.g. t10k-images-idx3-ubyte.gz) instead")
+    p.add_argument("--labels", metavar="IDX", help="the IDX labels file that goes with --images")
+    p.add_argument("--checkpoint", type=int, metavar="EPOCH", help="a checkpoint other than the latest")
+    p.add_argument("--confusion", metavar="PNG", help="where to write the confusion matrix (default: beside source)")
+    p.add_argument("--json", metavar="FILE", help="also write the scores and the confusion matrix as JSON")
+    args = p.parse_args(argv)
+    if bool(args.images) != bool(args.labels):
+        p.error("--images and --labels go together: give both IDX files, or neither and use --data.")
+    if args.images and args.data:
+        p.error("give either --data or --images/--labels, not both.")
+    enable_compilation_cache()
+    model, info = training.load_model(args.source, step=args.checkpoint)
+    if args.images:
+        chosen = data.from_idx(args.images, args.labels)
+        images, labels, name = chosen.images, chosen.labels, Path(args.images).name
+    else:
+        spec = args.data or (info.get("config") or {}).get("data") or "digits"
+        train_set, test_set = data.load(spec)
+        chosen = test_set if args.split == "test" else train_set
+        images, labels, name = chosen.images, chosen.labels, f"{spec} ({args.split})"
+    s = training.scores(training.logits(model, images), labels)
+    matrix = training.confusion_matrix(training.logits(model, images).argmax(-1), labels, model.num_classes)
+    figure = Path(args.confusion) if args.confusion else _default_figure(Path(args.source), "confusion.png")
+    title = f"{Path(args.source).name}" + (f", epoch {info['epoch']}" if info.get("epoch") else "") + f" on {name}"
+    training.plot_confusion(matrix, figure, title=f"{title}: {100 * s['accuracy']:.2f}% correct")
+    print(f"{title}: accuracy {100 * s['accuracy']:.2f}% ({s['correct']}/{s['total']}), loss {s['loss']:.4f}")
+    print(f"confusion matrix: {figure}")
+    if args.json:
+        training.write_json(Path(args.json), {**s, "data": name, "confusion": matrix.tolist(), **info})
+    return 0
+
+
+def _looks_like_idx(path: Path) -> bool:
+    with path.open("rb") as f:
+        head = f.read(4)
+    return head[:2] == b"\x1f\x8b" or (len(head) == 4 and head[:2] == b"\0\0" and head[2] in range(0x08, 0x0F))
+
+
+def _predict(argv: list[str]) -> int:
+    from . import data, training
+
+    p = argparse.ArgumentParser(
+        prog="jaxnets predict",
+        description="Predict the digit in image files, .npy arrays or an IDX images file with a trained LeNet.",
+    )
+    p.add_argument("source", help="a run directory (jaxnets train --out) or a .safetensors/.pt weights file")
+    p.add_argument("inputs", nargs="+", help="image files (PNG, JPEG, ...), .npy files, or one IDX images file")
+    p.add_argument("--labels", metavar="IDX", help="IDX labels for the inputs: also print accuracy and a confusion PNG")
+    p.add_argument(
+        "--invert",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="dark digits on a light background must be inverted to MNIST's white on black (default: auto)",
+    )
+    p.add_argument("--checkpoint", type=int, metavar="EPOCH", help="a checkpoint other than the latest")
+    p.add_argument("--confusion", metavar="PNG", help="confusion matrix PNG with --labels (default: beside source)")
+    p.add_argument("--json", metavar="FILE", help="write the predictions (and scores) as JSON")
+    args = p.parse_args(argv)
+    enable_compilation_cache()
+    model, info = training.load_model(args.source, step=args.checkpoint)
+    paths = [Path(x) for x in args.inputs]
+    for path in paths:
+        if not path.is_file():
+            p.error(f"input {path} is not a file.")
+    if len(paths) == 1 and _looks_like_idx(paths[0]):
+        images, names = data.idx_images(paths[0]), None
+    else:
+        invert = {"auto": "auto", "yes": True, "no": False}[args.invert]
+        images, names = data.read_images(paths, invert=invert, image_size=model.image_size), [p.name for p in paths]
+    out = training.logits(model, images)
+    probs = np.exp(out - out.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    predicted = out.argmax(-1)
+    if names is None or len(names) != len(predicted):  # an IDX file, or .npy files of several images
+        names = [f"{paths[0].name}[{i}]" for i in range(len(predicted))] if len(paths) == 1 else None
+        names = names or [f"input[{i}]" for i in range(len(predicted))]
+    shown = len(predicted) if len(predicted) <= 50 else 20
+    for name, k, prob in list(zip(names, predicted, probs, strict=True))[:shown]:
+        print(f"{name}: {k} ({100 * prob[k]:.1f}%)")
+    if shown < len(predicted):
+        print(f"... {len(predicted) - shown} more (use --json FILE for all)")
+    doc = {"predictions": [{"input": n, "label": int(k), "probability": float(pr[k])}
+                           for n, k, pr in zip(names, predicted, probs, strict=True)], **info}  # fmt: skip
+    if args.labels:
+        labels = data.idx_labels(args.labels)
+        if len(labels) != len(predicted):
+            p.error(f"{args.labels} holds {len(labels)} labels for {len(predicted)} inputs.")
+        s = training.scores(out, labels)
+        matrix = training.confusion_matrix(predicted, labels, model.num_classes)
+        figure = Path(args.confusion) if args.confusion else _default_figure(Path(args.source), "confusion.png")
+        training.plot_confusion(matrix, figure, title=f"{paths[0].name}: {100 * s['accuracy']:.2f}% correct")
+        print(f"accuracy {100 * s['accuracy']:.2f}% ({s['correct']}/{s['total']}); confusion matrix: {figure}")
+        doc |= {**s, "confusion": matrix.tolist()}
+    if args.json:
+        training.write_json(Path(args.json), doc)
+    return 0
+
+
+def _export(argv: list[str]) -> int:
+    from . import exchange, training
+
+    p = argparse.ArgumentParser(
+        prog="jaxnets export",
+        description="Write a trained LeNet's weights in PyTorch's names and layouts (the seed's Net loads them "
+        "with load_state_dict(strict=True)).",
+    )
+    p.add_argument("source", help="a run directory (jaxnets train --out)")
+    p.add_argument("--format", choices=("torch",), default="torch", help="PyTorch layout (the only one so far)")
+    p.add_argument("--output", required=True, metavar="FILE.safetensors", help="the file to write")
+    p.add_argument("--checkpoint", type=int, metavar="EPOCH", help="a checkpoint other than the latest")
+    args = p.parse_args(argv)
+    if not args.output.endswith(".safetensors"):
+        p.error(f"--output must end in .safetensors (no pickle is written); got {args.output!r}.")
+    model, info = training.load_model(args.source, step=args.checkpoint)
+    metadata = {"format": "pt", "jaxnets_model": json.dumps(training.model_spec(model))}
+    if info.get("epoch") is not None:
+        metadata["epoch"] = str(info["epoch"])
+    path = exchange.save_safetensors(model, args.output, metadata=metadata)
+    print(f"wrote {path}: {', '.join(exchange.to_torch_arrays(model))}")
+    print("PyTorch: net.load_state_dict(safetensors.torch.load_file(path), strict=True)")
+    return 0
+
+
+def _import(argv: list[str]) -> int:
+    from . import checkpoint, training
+
+    p = argparse.ArgumentParser(
+        prog="jaxnets import",
+        description="Bring PyTorch LeNet weights (.safetensors, or a .pt state_dict read with "
+        "torch.load(weights_only=True)) into a jaxnets run directory, for evaluate, predict and export.",
+    )
+    p.add_argument("weights", help="a .safetensors file or a .pt/.pth state_dict of the tutorial's Net")
+    p.add_argument("--out", required=True, metavar="DIR", help="the run directory to create")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    if training.holds_run(out) and not args.overwrite:
+        p.error(f"{out} already holds a run; pass --overwrite to replace it, or choose another --out.")
+    model, _ = training.load_model(args.weights)
+    if args.overwrite:
+        training.remove_run(out)
+    meta = {"model": training.model_spec(model), "epoch": 0, "config": None, "history": [],
+            "imported_from": str(Path(args.weights).resolve())}  # fmt: skip
+    from flax import nnx
+
+    checkpoint.save(out / training.CHECKPOINTS, 0, {"params": nnx.to_pure_dict(nnx.state(model, nnx.Param))}, meta)
+    print(f"imported {args.weights} into {out} ({training.model_spec(model)})")
+    return 0
+
 
 COMMANDS = {
     "tutorial": (tutorial.main, 'walk through the "Neural Networks" tutorial (LeNet) in JAX'),
     "progression": (progression.main, 'run the seven stages of "Learning PyTorch with examples"'),
+    "train": (_train, "train LeNet on real digits (scikit-learn's digits or MNIST)"),
+    "evaluate": (_evaluate, "accuracy and confusion matrix of a trained model"),
+    "predict": (_predict, "predict digits in image, .npy or IDX files"),
+    "export": (_export, "write trained weights for PyTorch (safetensors)"),
+    "import": (_import, "bring PyTorch weights (.safetensors or .pt) into a run directory"),
 }
 
 
@@ -29,4 +252,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"jaxnets: unknown command {name!r}; expected one of {', '.join(COMMANDS)}.\n", file=sys.stderr)
         print(_usage(), file=sys.stderr)
         return 2
-    return COMMANDS[name][0](rest)
+    from . import checkpoint, data, exchange, training
+
+    expected = (training.TrainingError, data.DataError, checkpoint.CheckpointError, exchange.WeightsFileError)
+    try:
+        return COMMANDS[name][0](rest)
+    except (*expected, FileNotFoundError, ValueError) as e:
+        # Errors about the user's files and settings: the message says what and how to fix it; no traceback.
+        print(f"jaxnets {name}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\njaxnets {name}: interrupted; checkpoints written so far are complete.", file=sys.stderr)
+        return 130

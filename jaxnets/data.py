@@ -473,33 +473,67 @@ def mnist(directory: str | os.PathLike, split: str = "train") -> Dataset:
         )
     images_path = _find_mnist_file(directory, split, "images")
     labels_path = _find_mnist_file(directory, split, "labels")
-    images, labels = read_idx(images_path), read_idx(labels_path)
+    return from_idx(images_path, labels_path, name=f"mnist/{split}")
+
+
+def idx_images(path: str | os.PathLike) -> np.ndarray:
+    """MNIST-style images from an IDX file, as LeNet takes them: float32 ``(N, 32, 32, 1)`` in [0, 1].
+
+    Pixels are divided by 255; 28x28 images get a 2-pixel black border, 32x32
+    ones are taken as they are.
+
+    Raises:
+      DataError: a corrupt file, or images that are not 3-D unsigned bytes of 28x28 or 32x32.
+    """
+    images_path = Path(path)
+    images = read_idx(images_path)
     if images.ndim != 3 or images.dtype != np.uint8:
         raise DataError(
             f"{images_path}: expected unsigned-byte images (N, 28, 28); got {images.dtype} of shape {images.shape}."
-        )
-    if labels.ndim != 1 or labels.dtype != np.uint8:
-        raise DataError(
-            f"{labels_path}: expected unsigned-byte labels (N,); got {labels.dtype} of shape {labels.shape}."
         )
     if images.shape[1:] not in ((28, 28), (IMAGE_SIZE, IMAGE_SIZE)):
         raise DataError(
             f"{images_path}: expected 28x28 images (padded to 32x32 here) or 32x32; "
             f"got {images.shape[1]}x{images.shape[2]}."
         )
+    out = np.zeros((len(images), IMAGE_SIZE, IMAGE_SIZE, 1), np.float32)
+    m = (IMAGE_SIZE - images.shape[1]) // 2
+    # (N, 28, 28) uint8 -> the centre of (N, 32, 32, 1) float32, without a float copy of the whole set.
+    np.divide(images, np.float32(255), out=out[:, m : IMAGE_SIZE - m, m : IMAGE_SIZE - m, 0])
+    return out
+
+
+def idx_labels(path: str | os.PathLike) -> np.ndarray:
+    """Digit labels from an IDX file: int32 ``(N,)`` in 0..9.
+
+    Raises:
+      DataError: a corrupt file, labels that are not 1-D unsigned bytes, or a label above 9.
+    """
+    labels_path = Path(path)
+    labels = read_idx(labels_path)
+    if labels.ndim != 1 or labels.dtype != np.uint8:
+        raise DataError(
+            f"{labels_path}: expected unsigned-byte labels (N,); got {labels.dtype} of shape {labels.shape}."
+        )
+    if labels.size and labels.max() >= NUM_CLASSES:
+        bad = int(np.argmax(labels >= NUM_CLASSES))
+        raise DataError(f"{labels_path}: labels must be 0..9; label {bad:,} is {labels[bad]}.")
+    return labels.astype(np.int32)
+
+
+def from_idx(images_path: str | os.PathLike, labels_path: str | os.PathLike, name: str | None = None) -> Dataset:
+    """A :class:`Dataset` from an IDX images file and its IDX labels file (see :func:`idx_images`, :func:`idx_labels`).
+
+    Raises:
+      DataError: as :func:`idx_images` and :func:`idx_labels`, or image and label counts that differ.
+    """
+    images, labels = idx_images(images_path), idx_labels(labels_path)
     if len(images) != len(labels):
         raise DataError(
             f"{images_path} holds {len(images):,} images but {labels_path} holds {len(labels):,} labels; "
             "they must come from the same split."
         )
-    if labels.size and labels.max() >= NUM_CLASSES:
-        bad = int(np.argmax(labels >= NUM_CLASSES))
-        raise DataError(f"{labels_path}: labels must be 0..9; label {bad:,} is {labels[bad]}.")
-    out = np.zeros((len(images), IMAGE_SIZE, IMAGE_SIZE, 1), np.float32)
-    m = (IMAGE_SIZE - images.shape[1]) // 2
-    # (N, 28, 28) uint8 -> the centre of (N, 32, 32, 1) float32, without a float copy of the whole set.
-    np.divide(images, np.float32(255), out=out[:, m : IMAGE_SIZE - m, m : IMAGE_SIZE - m, 0])
-    return Dataset(out, labels.astype(np.int32), f"mnist/{split}")
+    return Dataset(images, labels, name or Path(images_path).name)
 
 
 # -- data-set specs ------------------------------------------------------------

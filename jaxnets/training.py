@@ -1,0 +1,536 @@
+"""Training LeNet on real handwritten digits: the library behind ``jaxnets train``, ``evaluate`` and ``predict``.
+
+A run lives in one directory::
+
+    RUN_DIR/
+      checkpoints/<epoch>/   one orbax checkpoint per epoch: parameters, optimizer
+                             state, and as metadata the config, the model and the
+                             history so far (jaxnets.checkpoint)
+      metrics.json           config, per-epoch history, final ``test_accuracy``
+                             (a fraction in [0, 1]), status
+      curves.png             loss and accuracy per epoch
+
+Every random choice comes from the seed: the initial weights from
+``nnx.Rngs(seed)``, epoch ``e``'s batch order from
+``jax.random.fold_in(jax.random.key(seed), e)``. A run resumed from the
+checkpoint of epoch ``e`` therefore replays exactly the steps an uninterrupted
+run takes after epoch ``e``, with the same compiled program, and ends
+bit-identical to it.
+
+The loop is :class:`jaxnets.Trainer`'s compiled step; the training images are
+put on the device once, and each step gathers its batch there from an index
+array.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from . import checkpoint, data, optim
+from ._lenet import LeNet
+from .losses import cross_entropy
+from .train import Trainer
+
+MODELS = ("lenet",)
+
+OPTIMIZERS: dict[str, tuple[Callable, dict, float]] = {
+    # name: (jaxnets.optim factory, fixed options, default learning rate)
+    "sgd": (optim.sgd, {"momentum": 0.9}, 0.01),
+    "adam": (optim.adam, {}, 1e-3),
+    "adamw": (optim.adamw, {}, 1e-3),
+    "rmsprop": (optim.rmsprop, {}, 1e-3),
+    "adagrad": (optim.adagrad, {}, 1e-2),
+}
+"""The ``--optimizer`` choices: torch-equivalent optimizers from :mod:`jaxnets.optim`, their options and default lr."""
+
+CHECKPOINTS = "checkpoints"
+METRICS = "metrics.json"
+CURVES = "curves.png"
+_RUN_FILES = (CHECKPOINTS, METRICS, CURVES)
+
+EVAL_BATCH = 500
+"""Images per compiled evaluation call; the last batch is padded to this size, so one program serves every size."""
+
+
+class TrainingError(RuntimeError):
+    """A run cannot start or continue: an occupied output directory, a mismatched resume, a non-finite loss."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What a run trains, on what, and how. Its defaults reach about 99% test accuracy on ``digits``.
+
+    Attributes:
+      model: ``"lenet"``: the tutorial's ``Net`` (:class:`jaxnets.LeNet`, 5x5 kernels).
+      data: ``"digits"`` or ``"mnist:DIR"`` (see :func:`jaxnets.data.load`).
+      optimizer: a key of :data:`OPTIMIZERS`.
+      lr: learning rate; None for the optimizer's default in :data:`OPTIMIZERS`.
+      epochs: passes over the training set.
+      batch_size: images per step. The last incomplete batch of each epoch is
+        dropped (a different one each epoch), so every step has one shape and
+        compiles once.
+      seed: seeds the initial weights and every epoch's batch order.
+    """
+
+    model: str = "lenet"
+    data: str = "digits"
+    optimizer: str = "adam"
+    lr: float | None = None
+    epochs: int = 40
+    batch_size: int = 32
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {', '.join(MODELS)}; got {self.model!r}.")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}.")
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0; got {self.seed!r}.")
+        if self.lr is not None and not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number; got {self.lr!r}.")
+
+    @property
+    def learning_rate(self) -> float:
+        """``lr``, or the optimizer's default."""
+        return float(self.lr) if self.lr is not None else OPTIMIZERS[self.optimizer][2]
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# -- models and optimizers ------------------------------------------------------------------------
+
+
+def model_spec(model: LeNet) -> dict:
+    """The JSON description of ``model`` that :func:`build_model` rebuilds it from."""
+    return {
+        "model": "lenet",
+        "kernel_size": model.kernel_size,
+        "image_size": model.image_size,
+        "in_channels": model.in_channels,
+        "num_classes": model.num_classes,
+    }
+
+
+def build_model(spec: dict | None = None, *, seed: int = 0) -> LeNet:
+    """A LeNet from a :func:`model_spec` dict (the tutorial's ``Net`` when None)."""
+    spec = dict(spec or {"model": "lenet"})
+    kind = spec.pop("model", "lenet")
+    if kind not in MODELS:
+        raise ValueError(f"unknown model {kind!r} in the model description; expected one of {', '.join(MODELS)}.")
+    return LeNet(**spec, rngs=nnx.Rngs(seed))
+
+
+def build_optimizer(name: str, lr: float):
+    """The ``--optimizer`` ``name`` with learning rate ``lr``, as an optax transformation."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {name!r}.")
+    factory, options, _ = OPTIMIZERS[name]
+    return factory(lr, **options)
+
+
+def _loss_and_correct(model, images, labels, idx):
+    logits = model(images[idx])
+    y = labels[idx]
+    return cross_entropy(logits, y), jnp.sum(jnp.argmax(logits, axis=-1) == y)
+
+
+def logits(model: nnx.Module, images: np.ndarray, batch_size: int = EVAL_BATCH) -> np.ndarray:
+    """The model's outputs for ``images`` ``(N, H, W, C)``, computed in padded batches of one compiled shape."""
+    graphdef, state = nnx.split(model)
+    apply = _compiled_apply(graphdef)
+    out = []
+    for start in range(0, len(images), batch_size):
+        chunk = np.asarray(images[start : start + batch_size])
+        pad = batch_size - len(chunk) if len(images) > batch_size else 0
+        if pad:
+            chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+        out.append(np.asarray(apply(state, jnp.asarray(chunk)))[: len(chunk) - pad])
+    num_classes = getattr(model, "num_classes", 10)
+    return np.concatenate(out) if out else np.zeros((0, num_classes), np.float32)
+
+
+_APPLY_CACHE: dict = {}
+
+
+def _compiled_apply(graphdef):
+    if graphdef not in _APPLY_CACHE:
+        _APPLY_CACHE[graphdef] = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x))
+    return _APPLY_CACHE[graphdef]
+
+
+def scores(out: np.ndarray, labels: np.ndarray) -> dict:
+    """Mean cross-entropy, accuracy (a fraction) and the number correct, from logits and labels."""
+    labels = np.asarray(labels)
+    if len(labels) == 0:
+        return {"loss": float("nan"), "accuracy": float("nan"), "correct": 0, "total": 0}
+    shifted = out - out.max(axis=-1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    loss = float(-log_probs[np.arange(len(labels)), labels].mean())
+    correct = int(np.sum(out.argmax(axis=-1) == labels))
+    return {"loss": loss, "accuracy": correct / len(labels), "correct": correct, "total": len(labels)}
+
+
+def confusion_matrix(predicted: np.ndarray, labels: np.ndarray, num_classes: int = 10) -> np.ndarray:
+    """``m[true, predicted]`` counts."""
+    m = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(m, (np.asarray(labels), np.asarray(predicted)), 1)
+    return m
+
+
+# -- files, written so that a crash never leaves half a file ---------------------------------------
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` to a temporary file beside ``path``, then rename it over ``path``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: Path, doc: dict) -> None:
+    _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(doc, indent=1) + "\n"))
+
+
+def plot_curves(history: list[dict], path: Path, title: str = "") -> None:
+    """Loss and accuracy per epoch, train and test, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
+    ax_loss.plot(epochs, [h["test_loss"] for h in history], "s-", label="test")
+    ax_loss.set_yscale("log")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax_acc.plot(epochs, [100 * h["train_accuracy"] for h in history], "o-", label="train")
+    ax_acc.plot(epochs, [100 * h["test_accuracy"] for h in history], "s-", label="test")
+    ax_acc.set(xlabel="epoch", ylabel="%", title="accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    plt.close(fig)
+
+
+def plot_confusion(matrix: np.ndarray, path: Path, title: str = "") -> None:
+    """A confusion matrix (rows: true label, columns: predicted) as a PNG, counts written in the cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = matrix.shape[0]
+    fig, ax = plt.subplots(figsize=(6, 5.4))
+    im = ax.imshow(matrix, cmap="Blues")
+    for i in range(n):
+        for j in range(n):
+            if matrix[i, j]:
+                color = "white" if matrix[i, j] > matrix.max() / 2 else "black"
+                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7, color=color)
+    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true label", title=title)
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    plt.close(fig)
+
+
+# -- a run ------------------------------------------------------------------------------------------
+
+
+def holds_run(out: Path) -> bool:
+    """Whether ``out`` already holds a run (checkpoints or metrics)."""
+    return any((out / name).exists() for name in (CHECKPOINTS, METRICS))
+
+
+def _prepare(out: Path, *, resume: bool, overwrite: bool) -> None:
+    if resume and overwrite:
+        raise TrainingError("--resume and --overwrite contradict each other: pick one.")
+    if out.exists() and not out.is_dir():
+        raise TrainingError(f"output {out} is a file, not a directory: choose another --out.")
+    if resume:
+        ckpt_dir = out / CHECKPOINTS
+        if not ckpt_dir.is_dir() or checkpoint.latest_step(ckpt_dir) is None:
+            raise TrainingError(f"nothing to resume in {out}: it holds no checkpoint. Start the run without --resume.")
+        return
+    if holds_run(out):
+        if not overwrite:
+            raise TrainingError(
+                f"{out} already holds a run ({', '.join(n for n in _RUN_FILES if (out / n).exists())}). "
+                "Pass --resume to continue it, --overwrite to replace it, or choose another --out."
+            )
+        remove_run(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def remove_run(out: Path) -> None:
+    """Delete the run in ``out``: what a run writes, and nothing else (other files there are the user's)."""
+    for name in _RUN_FILES:
+        path = Path(out) / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def _check_resumable(saved: dict, config: TrainConfig, where: Path) -> None:
+    """A resumed run must train the same thing the same way; only ``epochs`` may grow."""
+    differ = [
+        f"{k}: {saved.get(k)!r} in the run, {v!r} now"
+        for k, v in config.to_json().items()
+        if k != "epochs" and saved.get(k) != v
+    ]
+    if differ:
+        raise TrainingError(
+            f"cannot resume {where} with other settings ({'; '.join(differ)}). Resume with the run's settings "
+            "(or leave them out: `jaxnets train --out DIR --resume` reads them from the run), or start a new run."
+        )
+
+
+def saved_config(out: Path) -> dict:
+    """The config of the run in ``out``, from its latest checkpoint."""
+    return checkpoint.read_metadata(Path(out) / CHECKPOINTS)["config"]
+
+
+class _Progress:
+    """A progress bar with the live loss on a terminal; nothing when output is not a terminal (CI, logs)."""
+
+    def __init__(self, total: int, desc: str, enabled: bool | None):
+        from tqdm.auto import tqdm
+
+        # tqdm's disable=None: off when stderr is not a terminal.
+        self.bar = tqdm(
+            total=total, desc=desc, unit="step", leave=False, disable=None if enabled is None else not enabled
+        )
+
+    def update(self, loss: float | None) -> None:
+        self.bar.update(1)
+        if loss is not None:
+            self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def train(
+    config: TrainConfig,
+    out: str | os.PathLike,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Train ``config`` into the run directory ``out``; return the metrics written to ``out/metrics.json``.
+
+    Args:
+      config: what to train (see :class:`TrainConfig`).
+      out: the run directory; created if missing.
+      resume: continue the run in ``out`` from its last checkpoint. ``config``
+        must match the run's except ``epochs``, which may grow.
+      overwrite: replace the run in ``out`` (its checkpoints, metrics and curves;
+        other files are left alone).
+      progress: show a progress bar with the live loss (None: when stderr is a terminal).
+      log: called with one line per epoch and a final summary.
+
+    Raises:
+      TrainingError: ``out`` already holds a run (without ``resume`` or
+        ``overwrite``), a resume with other settings, or a non-finite loss (the
+        message names the step; the last good checkpoint stays).
+    """
+    out = Path(out)
+    _prepare(out, resume=resume, overwrite=overwrite)
+    train_set, test_set = data.load(config.data)
+    model = build_model({"model": config.model, "image_size": train_set.images.shape[1]}, seed=config.seed)
+    trainer = Trainer(model, build_optimizer(config.optimizer, config.learning_rate), _loss_and_correct, has_aux=True)
+    history: list[dict] = []
+    start_epoch = 0
+    ckpt_dir = out / CHECKPOINTS
+    if resume:
+        like = {"params": nnx.to_pure_dict(trainer.params), "opt_state": trainer.opt_state}
+        state, meta = checkpoint.restore(ckpt_dir, like=like)
+        _check_resumable(meta["config"], config, out)
+        _set_params(model, state["params"])
+        trainer.load_model(model)
+        trainer.opt_state = state["opt_state"]
+        history, start_epoch = list(meta["history"]), int(meta["epoch"])
+        log(f"resuming {out} after epoch {start_epoch} of {config.epochs}")
+        if start_epoch >= config.epochs:
+            log(f"the run already has {start_epoch} epochs; pass a larger --epochs to train on")
+    images, labels = jnp.asarray(train_set.images), jnp.asarray(train_set.labels)
+    key = jax.random.key(config.seed)
+    steps_per_epoch = data.num_batches(len(train_set), config.batch_size, drop_last=True)
+    if steps_per_epoch == 0:
+        raise TrainingError(
+            f"--batch-size {config.batch_size} is larger than the {len(train_set)} training images: "
+            "nothing to train on. Use a smaller batch size."
+        )
+    metrics = {"config": config.to_json(), "model": model_spec(model), "data": {"train": len(train_set),
+               "test": len(test_set)}, "status": "running"}  # fmt: skip
+    elapsed = sum(h["seconds"] for h in history)
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        t0 = time.perf_counter()
+        bar = _Progress(steps_per_epoch, f"epoch {epoch}/{config.epochs}", progress)
+        losses, correct = [], []
+        try:
+            order = data.batches(jax.random.fold_in(key, epoch), len(train_set), config.batch_size, drop_last=True)
+            for i, idx in enumerate(order):
+                loss, hits = trainer.step(images, labels, jnp.asarray(idx))
+                losses.append(loss)
+                correct.append(hits)
+                shown = None
+                if i % 10 == 0 or i == steps_per_epoch - 1:  # reading the loss waits for the step: not every step
+                    shown = float(loss)
+                    if not math.isfinite(shown):
+                        break
+                bar.update(shown)
+        finally:
+            bar.close()
+        step_losses = np.asarray(jnp.stack(losses))
+        bad = np.flatnonzero(~np.isfinite(step_losses))
+        if bad.size:
+            step = (epoch - 1) * steps_per_epoch + int(bad[0]) + 1
+            metrics |= {"status": f"stopped: non-finite loss at step {step}", "history": history}
+            write_json(out / METRICS, metrics)
+            last = checkpoint.latest_step(ckpt_dir) if ckpt_dir.is_dir() else None
+            kept = f"the last good checkpoint is epoch {last} in {ckpt_dir}" if last else "no checkpoint was written"
+            raise TrainingError(
+                f"the loss became {step_losses[bad[0]]} at step {step} (epoch {epoch}, batch {int(bad[0]) + 1}); "
+                f"training stopped and {kept}. Lower --lr (now {config.learning_rate:g}) or change --optimizer."
+            )
+        trainer_model = trainer.model
+        test = scores(logits(trainer_model, test_set.images), test_set.labels)
+        seconds = time.perf_counter() - t0
+        elapsed += seconds
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": float(step_losses.mean()),
+                "train_accuracy": int(np.asarray(jnp.stack(correct)).sum()) / (steps_per_epoch * config.batch_size),
+                "test_loss": test["loss"],
+                "test_accuracy": test["accuracy"],
+                "seconds": seconds,
+            }
+        )
+        state = {"params": nnx.to_pure_dict(trainer.params), "opt_state": trainer.opt_state}
+        meta = {"config": config.to_json(), "model": model_spec(model), "epoch": epoch, "history": history}
+        checkpoint.save(ckpt_dir, epoch, state, meta)
+        metrics |= {"history": history, "epochs_completed": epoch, "test_accuracy": test["accuracy"],
+                    "train_seconds": elapsed}  # fmt: skip
+        write_json(out / METRICS, metrics)
+        plot_curves(
+            history, out / CURVES, title=f"LeNet on {config.data}, {config.optimizer} lr {config.learning_rate:g}"
+        )
+        h = history[-1]
+        log(
+            f"epoch {epoch:>3}/{config.epochs}  loss {h['train_loss']:.4f}  train acc {100 * h['train_accuracy']:5.1f}%"
+            f"  test loss {h['test_loss']:.4f}  test acc {100 * h['test_accuracy']:5.1f}%  ({seconds:.1f} s)"
+        )
+    metrics |= {"status": "complete", "history": history, "epochs_completed": len(history) and history[-1]["epoch"]}
+    if history:
+        metrics["test_accuracy"] = history[-1]["test_accuracy"]
+    write_json(out / METRICS, metrics)
+    if history:
+        last = history[-1]
+        log(
+            f"test accuracy {100 * last['test_accuracy']:.2f}% ({round(last['test_accuracy'] * len(test_set))}/"
+            f"{len(test_set)}) after {last['epoch']} epochs, {elapsed:.1f} s of training; run in {out}"
+        )
+    return metrics
+
+
+# -- using a trained model --------------------------------------------------------------------------
+
+
+def load_model(source: str | os.PathLike, *, step: int | None = None) -> tuple[LeNet, dict]:
+    """A trained LeNet from a run directory, its ``checkpoints`` directory, or a weights file.
+
+    Args:
+      source: a run directory (``jaxnets train --out``), a checkpoints
+        directory, or a ``.safetensors``/``.pt`` file in PyTorch's layout
+        (see :mod:`jaxnets.exchange`; the architecture is read off the weights).
+      step: the checkpoint's epoch; the latest when None.
+
+    Returns:
+      ``(model, info)``: ``info`` holds ``"source"``, and for checkpoints
+      ``"epoch"`` and ``"config"``.
+    """
+    from . import exchange
+
+    path = Path(source)
+    if path.is_file():
+        model = model_from_weights(exchange.read_weights(path))
+        exchange.load_weights(model, path)
+        return model, {"source": str(path)}
+    ckpt_dir = path / CHECKPOINTS if (path / CHECKPOINTS).is_dir() else path
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: give a run directory (jaxnets train --out) or a weights file.")
+    meta = checkpoint.read_metadata(ckpt_dir, step)
+    model = build_model(meta["model"])
+    state, _ = checkpoint.restore(ckpt_dir, step)
+    _set_params(model, state["params"])
+    return model, {"source": str(path), "epoch": meta.get("epoch"), "config": meta.get("config")}
+
+
+def _set_params(model: nnx.Module, pure: dict) -> None:
+    """Write a pure dict of parameters (as :func:`nnx.to_pure_dict` makes) into ``model``, shapes checked."""
+    params = nnx.state(model, nnx.Param)
+    want = {
+        jax.tree_util.keystr(p): np.shape(v) for p, v in jax.tree_util.tree_leaves_with_path(nnx.to_pure_dict(params))
+    }
+    got = {jax.tree_util.keystr(p): np.shape(v) for p, v in jax.tree_util.tree_leaves_with_path(pure)}
+    if want != got:
+        diff = sorted(
+            f"{k}: {got.get(k)} saved, {want.get(k)} expected"
+            for k in set(want) | set(got)
+            if want.get(k) != got.get(k)
+        )
+        raise ValueError(f"the saved parameters do not fit this model: {'; '.join(diff)}.")
+    nnx.replace_by_pure_dict(params, jax.tree.map(jnp.asarray, pure))
+    nnx.update(model, params)
+
+
+def model_from_weights(arrays: dict) -> LeNet:
+    """An untrained LeNet shaped to hold ``arrays`` (a torch-layout ``Net`` state_dict as NumPy arrays)."""
+    try:
+        conv1, fc1, fc3 = arrays["conv1.weight"], arrays["fc1.weight"], arrays["fc3.weight"]
+    except KeyError as e:
+        raise ValueError(
+            f"these weights are not a LeNet `Net` state_dict: no {e.args[0]!r} (keys: {', '.join(sorted(arrays))})."
+        ) from None
+    kernel_size, in_channels = int(conv1.shape[2]), int(conv1.shape[1])
+    side = math.isqrt(fc1.shape[1] // 16)
+    # The smallest image whose two conv+pool stages leave `side` (32 for the tutorial's 5x5 net).
+    candidates = [s for s in range(4, 257) if ((s - kernel_size + 1) // 2 - kernel_size + 1) // 2 == side]
+    image_size = 32 if 32 in candidates else (candidates[0] if candidates else 32)
+    spec = {"model": "lenet", "kernel_size": kernel_size, "image_size": image_size, "in_channels": in_channels,
+            "num_classes": int(fc3.shape[0])}  # fmt: skip
+    return build_model(spec)
