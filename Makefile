@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint progression parity bench clean
+.PHONY: demo train test lint progression parity bench clean
 
 # Package __init__ files too: an editable install made before a package existed does not see it.
 $(STAMP): pyproject.toml constraints.txt $(wildcard */__init__.py)
@@ -15,6 +15,11 @@ $(STAMP): pyproject.toml constraints.txt $(wildcard */__init__.py)
 
 demo: $(STAMP)
 	$(BIN)/python -m jaxnets.tutorial
+
+# LeNet on scikit-learn's handwritten digits; RUN=runs/digits by default (make train RUN=other).
+RUN ?= runs/digits
+train: $(STAMP)
+	$(BIN)/jaxnets train --out $(RUN) --overwrite
 
 progression: $(STAMP)
 	$(BIN)/python -m jaxnets.progression
