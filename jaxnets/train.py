@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from . import distributed
+
 LossFn = Callable[..., Any]
 """``loss_fn(model, *batch) -> loss`` (or ``(loss, aux)`` with ``has_aux=True``)."""
 
@@ -73,6 +75,15 @@ class Trainer:
         the body of a PyTorch loop: ``lambda m, x, y: mse_loss(m(x), y)``.
       eval_fn: ``eval_fn(model, *batch)`` for :meth:`evaluate`; ``loss_fn`` when None.
       has_aux: ``loss_fn`` returns ``(loss, aux)``; :meth:`step` then returns both.
+      mesh: train data-parallel over this mesh's devices
+        (:func:`jaxnets.distributed.mesh`): parameters, optimizer state and
+        other model state are replicated on every device, and batches passed
+        to :meth:`step` should be split along the mesh's ``"data"`` axis with
+        :meth:`shard` (arrays every example shares, such as a whole data set
+        that ``loss_fn`` indexes, with :meth:`replicate`). XLA averages the
+        gradients over devices; the result is the single-device step's, up to
+        the order of floating-point sums. None (the default): JAX's default
+        device, no sharding.
       skip_unused: ``skip_unused(model, *batch)`` returning, for every parameter,
         a boolean scalar: True where the parameter takes part in the loss (the
         structure of ``nnx.state(model, nnx.Param)``, e.g.
@@ -98,6 +109,7 @@ class Trainer:
         eval_fn: LossFn | None = None,
         has_aux: bool = False,
         skip_unused: Callable[..., Any] | None = None,
+        mesh: jax.sharding.Mesh | None = None,
     ):
         if not isinstance(model, nnx.Module):
             raise TypeError(f"Trainer: `model` must be an nnx.Module; got {type(model).__name__}.")
@@ -117,12 +129,15 @@ class Trainer:
         leaves, self._treedef = jax.tree.flatten(carry)
         # Copies: donation deletes the buffers it is given, and the caller's model
         # must keep its own.
-        self._leaves = [jnp.array(leaf, copy=True) for leaf in leaves]
+        self.mesh = mesh
+        self._leaves = self._placed([jnp.array(leaf, copy=True) for leaf in leaves])
         self.compilations = 0
         """How many times a step or loop function was traced (= compiled)."""
-        self._step = jax.jit(self._step_impl, donate_argnums=0)
-        self._run = jax.jit(self._run_impl, donate_argnums=0, static_argnums=1)
-        self._evaluate = jax.jit(self._evaluate_impl)
+        # On a mesh every output (state, loss, aux) is replicated: each device holds the same values.
+        out = {} if mesh is None else {"out_shardings": distributed.replicated(mesh)}
+        self._step = jax.jit(self._step_impl, donate_argnums=0, **out)
+        self._run = jax.jit(self._run_impl, donate_argnums=0, static_argnums=1, **out)
+        self._evaluate = jax.jit(self._evaluate_impl, **out)
 
     # -- the pure functions that get compiled ---------------------------------
 
@@ -234,6 +249,19 @@ class Trainer:
         _, params, rest = nnx.split(model, nnx.Param, ...)
         self._leaves = self._checked_leaves((params, self._carry()[1], rest), what="model")
 
+    def shard(self, *arrays):
+        """Split each array's leading (batch) axis over the mesh's devices; the arrays themselves without a mesh."""
+        if self.mesh is None:
+            return arrays[0] if len(arrays) == 1 else arrays
+        return distributed.shard_batch(self.mesh, *arrays)
+
+    def replicate(self, tree):
+        """A copy of every array in ``tree`` on every device of the mesh; ``tree`` itself without a mesh."""
+        return tree if self.mesh is None else distributed.replicate(self.mesh, tree)
+
+    def _placed(self, leaves: list) -> list:
+        return leaves if self.mesh is None else distributed.replicate(self.mesh, leaves)
+
     def _carry(self):
         # Copies, so that a snapshot survives the next step's donation.
         return jax.tree.unflatten(self._treedef, [jnp.array(x, copy=True) for x in self._leaves])
@@ -251,4 +279,4 @@ class Trainer:
                     f"Trainer: in the new {what}, {jax.tree_util.keystr(path[1:])} has shape "
                     f"{jnp.shape(new)} and dtype {jnp.result_type(new)}; expected {old.shape} {old.dtype}."
                 )
-        return [jnp.array(x, copy=True) for _, x in path_leaves]
+        return self._placed([jnp.array(x, copy=True) for _, x in path_leaves])
