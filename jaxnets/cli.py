@@ -94,8 +94,9 @@ def _evaluate(argv: list[str]) -> int:
         train_set, test_set = data.load(spec)
         chosen = test_set if args.split == "test" else train_set
         images, labels, name = chosen.images, chosen.labels, f"{spec} ({args.split})"
-    s = training.scores(training.logits(model, images), labels)
-    matrix = training.confusion_matrix(training.logits(model, images).argmax(-1), labels, model.num_classes)
+    out = training.logits(model, images)
+    s = training.scores(out, labels)
+    matrix = training.confusion_matrix(out.argmax(-1), labels, model.num_classes)
     figure = Path(args.confusion) if args.confusion else _default_figure(Path(args.source), "confusion.png")
     title = f"{Path(args.source).name}" + (f", epoch {info['epoch']}" if info.get("epoch") else "") + f" on {name}"
     training.plot_confusion(matrix, figure, title=f"{title}: {100 * s['accuracy']:.2f}% correct")

@@ -8,7 +8,8 @@ A run lives in one directory::
                              history so far (jaxnets.checkpoint)
       metrics.json           config, per-epoch history, final ``test_accuracy``
                              (a fraction in [0, 1]), status
-      curves.png             loss and accuracy per epoch
+      curves.png             loss and accuracy per epoch (redrawn after the last
+                             epoch, and during a run at most every CURVES_EVERY s)
 
 Every random choice comes from the seed: the initial weights from
 ``nnx.Rngs(seed)``, epoch ``e``'s batch order from
@@ -61,6 +62,9 @@ CHECKPOINTS = "checkpoints"
 METRICS = "metrics.json"
 CURVES = "curves.png"
 _RUN_FILES = (CHECKPOINTS, METRICS, CURVES)
+
+CURVES_EVERY = 10.0
+"""Seconds between redraws of ``curves.png`` during a run: a redraw takes about 0.3 s, more than a digits epoch."""
 
 EVAL_BATCH = 500
 """Images per compiled evaluation call; the last batch is padded to this size, so one program serves every size."""
@@ -272,8 +276,15 @@ def holds_run(out: Path) -> bool:
 
 
 def _prepare(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse an output directory that would lose or mix up a run; delete nothing.
+
+    :func:`train` removes an overwritten run only once the new run's data and settings have passed their checks.
+    """
     if resume and overwrite:
-        raise TrainingError("--resume and --overwrite contradict each other: pick one.")
+        raise TrainingError(
+            f"--resume and --overwrite contradict each other for {out}: pass --resume to continue the run there, "
+            "or --overwrite to replace it, not both."
+        )
     if out.exists() and not out.is_dir():
         raise TrainingError(f"output {out} is a file, not a directory: choose another --out.")
     if resume:
@@ -287,8 +298,6 @@ def _prepare(out: Path, *, resume: bool, overwrite: bool) -> None:
                 f"{out} already holds a run ({', '.join(n for n in _RUN_FILES if (out / n).exists())}). "
                 "Pass --resume to continue it, --overwrite to replace it, or choose another --out."
             )
-        remove_run(out)
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def remove_run(out: Path) -> None:
@@ -301,12 +310,24 @@ def remove_run(out: Path) -> None:
             path.unlink()
 
 
-def _check_resumable(saved: dict, config: TrainConfig, where: Path) -> None:
+def _effective(config: dict) -> dict:
+    """``config`` with ``lr`` resolved to the optimizer's default when None, so that equal rates compare equal."""
+    lr = config.get("lr")
+    if lr is None and config.get("optimizer") in OPTIMIZERS:
+        lr = OPTIMIZERS[config["optimizer"]][2]
+    return {**config, "lr": lr}
+
+
+def _check_resumable(saved: dict | None, config: TrainConfig, where: Path) -> None:
     """A resumed run must train the same thing the same way; only ``epochs`` may grow."""
+    if saved is None:
+        raise TrainingError(
+            f"cannot resume {where}: it holds imported weights (jaxnets import), not a training run, so there is "
+            "no optimizer state to continue from. Start a new run with another --out."
+        )
+    saved, now = _effective(saved), _effective(config.to_json())
     differ = [
-        f"{k}: {saved.get(k)!r} in the run, {v!r} now"
-        for k, v in config.to_json().items()
-        if k != "epochs" and saved.get(k) != v
+        f"{k}: {saved.get(k)!r} in the run, {v!r} now" for k, v in now.items() if k != "epochs" and saved.get(k) != v
     ]
     if differ:
         raise TrainingError(
@@ -316,8 +337,8 @@ def _check_resumable(saved: dict, config: TrainConfig, where: Path) -> None:
 
 
 def saved_config(out: Path) -> dict:
-    """The config of the run in ``out``, from its latest checkpoint."""
-    return checkpoint.read_metadata(Path(out) / CHECKPOINTS)["config"]
+    """The config of the run in ``out``, from its latest checkpoint; ``{}`` for imported weights, which have none."""
+    return checkpoint.read_metadata(Path(out) / CHECKPOINTS).get("config") or {}
 
 
 class _Progress:
@@ -369,15 +390,25 @@ def train(
     out = Path(out)
     _prepare(out, resume=resume, overwrite=overwrite)
     train_set, test_set = data.load(config.data)
+    steps_per_epoch = data.num_batches(len(train_set), config.batch_size, drop_last=True)
+    if steps_per_epoch == 0:
+        raise TrainingError(
+            f"--batch-size {config.batch_size} is larger than the {len(train_set)} training images: "
+            "nothing to train on. Use a smaller batch size."
+        )
+    if overwrite:
+        remove_run(out)  # only now: a bad --data or --batch-size must not cost the old run
+    out.mkdir(parents=True, exist_ok=True)
     model = build_model({"model": config.model, "image_size": train_set.images.shape[1]}, seed=config.seed)
     trainer = Trainer(model, build_optimizer(config.optimizer, config.learning_rate), _loss_and_correct, has_aux=True)
     history: list[dict] = []
     start_epoch = 0
     ckpt_dir = out / CHECKPOINTS
     if resume:
+        # Settings first: another optimizer's state would not fit `like`, and its error would not say why.
+        _check_resumable(checkpoint.read_metadata(ckpt_dir).get("config"), config, out)
         like = {"params": nnx.to_pure_dict(trainer.params), "opt_state": trainer.opt_state}
         state, meta = checkpoint.restore(ckpt_dir, like=like)
-        _check_resumable(meta["config"], config, out)
         _set_params(model, state["params"])
         trainer.load_model(model)
         trainer.opt_state = state["opt_state"]
@@ -387,15 +418,10 @@ def train(
             log(f"the run already has {start_epoch} epochs; pass a larger --epochs to train on")
     images, labels = jnp.asarray(train_set.images), jnp.asarray(train_set.labels)
     key = jax.random.key(config.seed)
-    steps_per_epoch = data.num_batches(len(train_set), config.batch_size, drop_last=True)
-    if steps_per_epoch == 0:
-        raise TrainingError(
-            f"--batch-size {config.batch_size} is larger than the {len(train_set)} training images: "
-            "nothing to train on. Use a smaller batch size."
-        )
     metrics = {"config": config.to_json(), "model": model_spec(model), "data": {"train": len(train_set),
                "test": len(test_set)}, "status": "running"}  # fmt: skip
     elapsed = sum(h["seconds"] for h in history)
+    drawn = -math.inf  # when curves.png was last drawn
     for epoch in range(start_epoch + 1, config.epochs + 1):
         t0 = time.perf_counter()
         bar = _Progress(steps_per_epoch, f"epoch {epoch}/{config.epochs}", progress)
@@ -446,15 +472,17 @@ def train(
         metrics |= {"history": history, "epochs_completed": epoch, "test_accuracy": test["accuracy"],
                     "train_seconds": elapsed}  # fmt: skip
         write_json(out / METRICS, metrics)
-        plot_curves(
-            history, out / CURVES, title=f"LeNet on {config.data}, {config.optimizer} lr {config.learning_rate:g}"
-        )
+        if epoch == config.epochs or time.perf_counter() - drawn >= CURVES_EVERY:
+            title = f"LeNet on {config.data}, {config.optimizer} lr {config.learning_rate:g}"
+            plot_curves(history, out / CURVES, title=title)
+            drawn = time.perf_counter()
         h = history[-1]
         log(
             f"epoch {epoch:>3}/{config.epochs}  loss {h['train_loss']:.4f}  train acc {100 * h['train_accuracy']:5.1f}%"
             f"  test loss {h['test_loss']:.4f}  test acc {100 * h['test_accuracy']:5.1f}%  ({seconds:.1f} s)"
         )
-    metrics |= {"status": "complete", "history": history, "epochs_completed": len(history) and history[-1]["epoch"]}
+    metrics |= {"status": "complete", "history": history, "epochs_completed": len(history) and history[-1]["epoch"],
+                "train_seconds": elapsed}  # fmt: skip
     if history:
         metrics["test_accuracy"] = history[-1]["test_accuracy"]
     write_json(out / METRICS, metrics)
