@@ -1,16 +1,22 @@
 """parity.bench --quick: the JSON's shape, not its speed (timings here are too noisy for timed tests)."""
 
+import argparse
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+from tolerances import F32_RTOL
 
-from parity.bench.__main__ import format_table, targets
+import parity.bench.__main__ as bench
+from parity.bench.__main__ import format_table, parse_devices, targets
+from parity.bench.common import row
 
 REQUIRED = {"workload": str, "batch": int, "impl": str, "median_us": float}
 OPTIONAL = {"flops": float, "compile_s": float, "compiles": int, "kernels_per_step": int}
+DP_REQUIRED = {"devices": int, "images_per_s": float, "threads_per_device": int, "steps": int,
+               "first_loss": float, "final_loss": float}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +31,7 @@ def quick(tmp_path_factory):
     return json.loads((out / "b.json").read_text()), proc.stdout, out / "b.png"
 
 
+@pytest.mark.slow
 def test_bench_quick_json_has_the_documented_shape(quick):
     doc, _, _ = quick
     assert isinstance(doc["machine"]["gemm_peak_gflops"], float) and doc["machine"]["gemm_peak_gflops"] > 0
@@ -37,6 +44,7 @@ def test_bench_quick_json_has_the_documented_shape(quick):
         assert r["median_us"] > 0 and r["min_us"] <= r["median_us"] <= r["max_us"]
 
 
+@pytest.mark.slow
 def test_bench_quick_covers_every_workload_and_both_frameworks(quick):
     doc, _, _ = quick
     got = {(r["workload"], r["batch"], r["impl"]) for r in doc["rows"]}
@@ -51,6 +59,7 @@ def test_bench_quick_covers_every_workload_and_both_frameworks(quick):
         assert ("lenet_train", batch, "jaxnets-lax") in got and ("lenet_forward", batch, "jaxnets-lax") in got
 
 
+@pytest.mark.slow
 def test_bench_quick_counts_one_compilation_per_jax_step_and_reports_flops(quick):
     doc, _, _ = quick
     for r in doc["rows"]:
@@ -62,6 +71,7 @@ def test_bench_quick_counts_one_compilation_per_jax_step_and_reports_flops(quick
     assert 24e6 < two_layer["flops"] < 28e6
 
 
+@pytest.mark.slow
 def test_bench_quick_prints_a_table_and_writes_a_png(quick):
     doc, stdout, png = quick
     assert "fp32 GEMM peak" in stdout and "jaxnets-scan" in stdout and "torch-eager" in stdout
@@ -69,6 +79,7 @@ def test_bench_quick_prints_a_table_and_writes_a_png(quick):
     assert format_table(doc).splitlines()[0] == stdout.splitlines()[0]
 
 
+@pytest.mark.slow
 def test_bench_quick_counts_kernels_of_every_jax_step(quick):
     doc, _, _ = quick
     for r in doc["rows"]:
@@ -78,6 +89,7 @@ def test_bench_quick_counts_kernels_of_every_jax_step(quick):
     assert all(r["kernels_per_step"] is None for r in doc["rows"] if r["impl"] == "torch-eager")
 
 
+@pytest.mark.slow
 def test_bench_quick_checks_every_target_of_the_issue(quick):
     doc, stdout, _ = quick
     names = [t["target"] for t in doc["targets"]]
@@ -106,3 +118,126 @@ def test_targets_judge_the_rows_they_are_given():
     assert got["dynamic_net: 1 compilation"] is True
     assert got["dispatch: jit step on a tiny model <= 15 us"] is False
     assert got["compile time per model <= 1.5 s, worst (lenet_train@64)"] is False
+
+
+def _dp_rows(doc):
+    return sorted((r for r in doc["rows"] if r["impl"] == "jaxnets-dp"), key=lambda r: r["devices"])
+
+
+@pytest.mark.slow
+def test_bench_quick_has_data_parallel_rows_for_1_2_and_4_devices(quick):
+    doc, _, _ = quick
+    rows = _dp_rows(doc)
+    assert [r["devices"] for r in rows] == [1, 2, 4]
+    jit64 = next(r for r in doc["rows"] if (r["workload"], r["batch"], r["impl"]) == ("lenet_train", 64, "jaxnets-jit"))
+    for r in rows:
+        for key, kind in DP_REQUIRED.items():
+            assert isinstance(r[key], kind), (key, r)
+        assert (r["workload"], r["batch"]) == ("lenet_train_dp", 64)  # --quick: global batch 64
+        assert r["compiles"] == 1 and r["compile_s"] >= 0, r
+        assert r["images_per_s"] > 0
+        assert r["images_per_s"] == pytest.approx(64 / (r["median_us"] * 1e-6))
+        assert r["flops"] == jit64["flops"]  # the cost of the global step: the same math as one device's
+        assert r["kernels_per_step"] >= 3
+        assert r["threads_per_device"] == max(1, doc["machine"]["threads"] // r["devices"])
+    assert rows[0]["scaling_vs_1_device"] == 1.0
+    assert rows[2]["scaling_vs_1_device"] == pytest.approx(rows[2]["images_per_s"] / rows[0]["images_per_s"])
+
+
+@pytest.mark.slow
+def test_bench_quick_data_parallel_losses_agree_on_1_2_and_4_devices(quick):
+    doc, _, _ = quick
+    rows = _dp_rows(doc)
+    one = rows[0]
+    # The same start and the same steps on every device count; the loss must have moved,
+    # or agreeing would prove nothing about the gradient all-reduce.
+    assert {r["steps"] for r in rows} == {one["steps"]} and one["steps"] > 1
+    assert one["final_loss"] < one["first_loss"] - 1e-3
+    for r in rows[1:]:
+        assert r["first_loss"] == pytest.approx(one["first_loss"], rel=F32_RTOL), r
+        assert r["final_loss"] == pytest.approx(one["final_loss"], rel=F32_RTOL), r
+    assert doc["data_parallel"]["final_loss_max_rel_diff"] <= F32_RTOL
+
+
+@pytest.mark.slow
+def test_bench_quick_says_cpu_devices_are_simulated(quick):
+    doc, stdout, _ = quick
+    section = doc["data_parallel"]
+    assert section["platform"] == "cpu" and section["simulated"] is True
+    assert section["devices"] == [1, 2, 4] and section["skipped"] == [] and section["batch"] == 64
+    assert "simulated" in section["note"] and "not a speed-up" in section["note"]
+    assert section["note"] in stdout
+    assert "data parallel: lenet_train_dp" in stdout and "vs 1 dev" in stdout and "images/s" in stdout
+    assert format_table(doc).count("\n       4          16 ") == 1  # the 4-device line: 16 examples per device
+
+
+def _fake_worker(calls):
+    def run(module, args, extra=(), env=None):
+        n = int(extra[1])
+        calls.append((n, env))
+        timing = {"median_us": 640e3 / n, "min_us": 600e3 / n, "max_us": 700e3 / n, "repeats": 3}
+        r = row("lenet_train_dp", 64, "jaxnets-dp", timing, compile_s=0.5, compiles=1, kernels_per_step=70)
+        r.update(devices=n, images_per_s=100.0 * n, threads_per_device=1, steps=13, first_loss=2.3)
+        return {"rows": [{**r, "final_loss": 2.0 + 1e-7 * n}]}
+
+    return run
+
+
+def test_data_parallel_simulates_every_count_on_a_cpu(monkeypatch):
+    calls = []
+    monkeypatch.setattr(bench, "_run_worker", _fake_worker(calls))
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_thunk_runtime=true")
+    args = argparse.Namespace(devices=[1, 2, 4], only="", quick=True, threads=2)
+    rows, section = bench._data_parallel(args, {"platform": "cpu", "device_count": 1})
+    assert [n for n, _ in calls] == [1, 2, 4]
+    for n, env in calls:  # the caller's flags kept, the simulated count appended
+        assert env["XLA_FLAGS"] == f"--xla_cpu_use_thunk_runtime=true --xla_force_host_platform_device_count={n}"
+    assert [r["scaling_vs_1_device"] for r in rows] == [1.0, 2.0, 4.0]
+    assert section["simulated"] is True and section["skipped"] == [] and "not a speed-up" in section["note"]
+    assert section["final_loss_max_rel_diff"] == pytest.approx(3e-7 / (2.0 + 1e-7), rel=1e-3)
+
+
+def test_data_parallel_skips_counts_beyond_the_visible_accelerators(monkeypatch):
+    calls = []
+    monkeypatch.setattr(bench, "_run_worker", _fake_worker(calls))
+    args = argparse.Namespace(devices=[1, 2, 4], only="", quick=False, threads=2)
+    rows, section = bench._data_parallel(args, {"platform": "gpu", "device_count": 2})
+    assert [n for n, _ in calls] == [1, 2] and all(env == {} for _, env in calls)  # no simulation flag on a GPU
+    assert section["devices"] == [1, 2] and section["skipped"] == [4] and section["simulated"] is False
+    assert "Skipped 4 device(s): only 2 gpu device(s) visible" in section["note"]
+    assert "Skipped 4 device(s)" in "\n".join(bench._data_parallel_table({"rows": rows, "data_parallel": section}))
+
+
+def test_data_parallel_is_not_run_when_only_names_another_workload(monkeypatch):
+    calls = []
+    monkeypatch.setattr(bench, "_run_worker", _fake_worker(calls))
+    args = argparse.Namespace(devices=[1, 2, 4], only="two_layer", quick=True, threads=2)
+    rows, section = bench._data_parallel(args, {"platform": "cpu", "device_count": 1})
+    assert calls == [] and rows == [] and section["devices"] == [] and section["note"].startswith("Not run")
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("1,2,4", [1, 2, 4]), ("8", [8]), (" 4, 1 ", [4, 1]), ("", [])],
+    ids=["default", "one", "spaces", "none"],
+)
+def test_parse_devices_reads_comma_separated_counts(text, expected):
+    assert parse_devices(text) == expected
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--devices", "1,two"], "--devices takes positive integers separated by commas, e.g. 1,2,4; got '1,two'"),
+        (["--devices", "0"], "--devices takes positive integers"),
+        (["--devices", "2,2"], "--devices lists 2 twice ('2,2'); give each device count once"),
+        (["--devices", "1,3", "--quick"], "--devices 3: the global batch of 64 cannot be split evenly over 3 devices"),
+    ],
+    ids=["not-a-number", "zero", "twice", "uneven-split"],
+)
+def test_bench_refuses_bad_device_counts_before_running_anything(argv, message, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "collect", lambda args: pytest.fail("collect ran despite a bad --devices"))
+    with pytest.raises(SystemExit) as exc:
+        bench.main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err

@@ -1,4 +1,10 @@
-"""``python -m parity.bench``: time PyTorch and jaxnets side by side, each in its own process."""
+"""``python -m parity.bench``: time PyTorch and jaxnets side by side, each in its own process.
+
+Then a data-parallel section times LeNet's train step on
+``Trainer(mesh=jaxnets.distributed.mesh(n))`` for each n in ``--devices``, one
+process per n (simulated devices on a CPU, where the rows show correctness,
+not speed-up).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from .common import DP_IMPL, DP_WORKLOAD, settings
 
 IMPLS = ("torch-eager", "torch-compile", "jaxnets-jit", "jaxnets-scan", "jaxnets-lax")
 """``jaxnets-lax``: LeNet's jit step on ``impl="lax"`` (``lax.conv``), the reference the default rewrites beat."""
@@ -58,20 +66,100 @@ def targets(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _run_worker(module: str, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, "-m", module, "--threads", str(args.threads), "--only", args.only]
+def _run_worker(module: str, args: argparse.Namespace, extra: tuple[str, ...] = (), env: dict | None = None) -> dict:
+    """Run one worker process and return the JSON document it printed last.
+
+    Args:
+      module: the worker, e.g. ``"parity.bench.worker_jax"``.
+      args: the benchmark's options (threads, quick, only, timeout).
+      extra: more command-line arguments for the worker, e.g. ``("--dp", "4")``.
+      env: environment variables to set on top of this process's.
+    """
+    cmd = [sys.executable, "-m", module, "--threads", str(args.threads), "--only", args.only, *extra]
     if args.quick:
         cmd.append("--quick")
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads), **(env or {})}
     env.pop("JAX_ENABLE_X64", None)
-    print(f"running {module} ...", file=sys.stderr, flush=True)
+    name = " ".join([module, *extra])
+    print(f"running {name} ...", file=sys.stderr, flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
     if proc.returncode != 0:
-        raise SystemExit(f"parity.bench: {module} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        raise SystemExit(f"parity.bench: {name} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if not lines:
-        raise SystemExit(f"parity.bench: {module} printed no result:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+        raise SystemExit(f"parity.bench: {name} printed no result:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     return json.loads(lines[-1])
+
+
+def parse_devices(text: str) -> list[int]:
+    """``"1,2,4"`` -> ``[1, 2, 4]``: the device counts of the data-parallel section (empty: none).
+
+    Raises:
+      ValueError: a count that is not a positive integer, or one given twice.
+    """
+    counts = []
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        if not part.isdigit() or int(part) < 1:
+            raise ValueError(f"--devices takes positive integers separated by commas, e.g. 1,2,4; got {text!r}")
+        if int(part) in counts:
+            raise ValueError(f"--devices lists {part} twice ({text!r}); give each device count once")
+        counts.append(int(part))
+    return counts
+
+
+def _data_parallel(args: argparse.Namespace, jax_result: dict) -> tuple[list[dict], dict]:
+    """The data-parallel section: one ``worker_jax --dp N`` process per device count in ``args.devices``.
+
+    On a CPU the N devices are simulated (``--xla_force_host_platform_device_count``,
+    set before XLA starts, hence one process per count); on an accelerator the
+    counts beyond the visible devices are skipped with a note.
+
+    Returns:
+      The rows and the JSON document's ``data_parallel`` entry.
+    """
+    platform, visible = jax_result["platform"], jax_result["device_count"]
+    simulated = platform == "cpu"
+    wanted = args.devices if args.only in DP_WORKLOAD else []
+    run = wanted if simulated else [n for n in wanted if n <= visible]
+    skipped = [n for n in wanted if n not in run]
+    rows = []
+    for n in run:
+        env = {}
+        if simulated:
+            flags = os.environ.get("XLA_FLAGS", "")
+            env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+        result = _run_worker("parity.bench.worker_jax", args, ("--dp", str(n)), env)
+        rows.extend(result["rows"])
+    for r in rows:
+        one = next((o for o in rows if o["devices"] == 1 and o["batch"] == r["batch"]), None)
+        r["scaling_vs_1_device"] = r["images_per_s"] / one["images_per_s"] if one else None
+    finals = {r["devices"]: r["final_loss"] for r in rows}
+    base = finals[min(finals)] if finals else None
+    if simulated:
+        note = (
+            f"On a CPU the devices are simulated (XLA_FLAGS=--xla_force_host_platform_device_count=N): they share "
+            f"the same {os.cpu_count()} cores and {args.threads} threads, so these rows show the data-parallel code "
+            "path and its correctness, not a speed-up."
+        )
+    else:
+        note = f"{visible} {platform} device(s) visible: images/s over 1 device is the data-parallel speed-up."
+    if skipped:
+        note += f" Skipped {', '.join(map(str, skipped))} device(s): only {visible} {platform} device(s) visible."
+    if not wanted:
+        note = "Not run (--devices is empty, or --only excludes " + DP_WORKLOAD + ")."
+    section = {
+        "platform": platform,
+        "simulated": simulated,
+        "devices": run,
+        "skipped": skipped,
+        "batch": settings(args.quick)["dp_batch"],
+        "threads": args.threads,
+        "final_loss_max_rel_diff": max((abs(f - base) / abs(base) for f in finals.values()), default=None),
+        "note": note,
+    }
+    return rows, section
 
 
 def _cpu_model() -> str:
@@ -88,8 +176,9 @@ def collect(args: argparse.Namespace) -> dict:
     """Run both workers and merge their rows into the benchmark's JSON document."""
     start = time.perf_counter()
     results = [_run_worker("parity.bench.worker_torch", args), _run_worker("parity.bench.worker_jax", args)]
+    dp_rows, dp_section = _data_parallel(args, results[1])
     peak = max(r["gemm_gflops"] for r in results)
-    rows = [r for result in results for r in result["rows"]]
+    rows = [r for result in results for r in result["rows"]] + dp_rows
     flops = {(r["workload"], r["batch"]): r["flops"] for r in rows if r.get("flops")}
     eager = {(r["workload"], r["batch"]): r["median_us"] for r in rows if r["impl"] == "torch-eager"}
     for r in rows:
@@ -116,6 +205,7 @@ def collect(args: argparse.Namespace) -> dict:
             "quick": args.quick,
         },
         "rows": rows,
+        "data_parallel": dp_section,
         "seconds": time.perf_counter() - start,
     }
 
@@ -130,7 +220,8 @@ def format_table(doc: dict) -> str:
     cols += f"{'GFLOP/s':>9}{'% peak':>8}{'compile s':>11}{'compiles':>10}{'kernels':>9}"
     lines = [head, "", cols, "-" * len(cols)]
     order = {impl: i for i, impl in enumerate(IMPLS)}
-    for r in sorted(doc["rows"], key=lambda r: (r["workload"], r["batch"], order.get(r["impl"], 9))):
+    single = [r for r in doc["rows"] if r["impl"] != DP_IMPL]
+    for r in sorted(single, key=lambda r: (r["workload"], r["batch"], order.get(r["impl"], 9))):
         if "median_us" not in r:
             lines.append(
                 f"{r['workload']:<20}{r['batch']:>6}  {r['impl']:<14}  unavailable: {r.get('error', '?')[:60]}"
@@ -145,6 +236,7 @@ def format_table(doc: dict) -> str:
             f"{fmt(r['compile_s'], '>10.2f'):>11}{fmt(r['compiles'], '>9'):>10}"
             f"{fmt(r.get('kernels_per_step'), '>8'):>9}"
         )
+    lines += _data_parallel_table(doc)
     lines += ["", "targets" + (" (--quick: a smoke run, not a measurement)" if m.get("quick") else "")]
     for t in doc.get("targets", []):
         verdict = {True: "met", False: "MISSED", None: "not run"}[t["met"]]
@@ -152,20 +244,57 @@ def format_table(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def _data_parallel_table(doc: dict) -> list[str]:
+    """The data-parallel section of the table: one line per device count, then the losses and the note."""
+    section = doc.get("data_parallel")
+    if not section:
+        return []
+    rows = sorted((r for r in doc["rows"] if r["impl"] == DP_IMPL), key=lambda r: r["devices"])
+    lines = ["", f"data parallel: {DP_WORKLOAD}, {DP_IMPL} = Trainer(mesh=jaxnets.distributed.mesh(n)), "
+             f"global batch {section['batch']} split over n devices ({section['platform']})"]  # fmt: skip
+    if rows:
+        cols = f"{'devices':>8}{'per device':>12}{'median us':>12}{'spread %':>10}{'images/s':>11}{'vs 1 dev':>10}"
+        cols += f"{'compile s':>11}{'compiles':>10}{'kernels':>9}{'threads/dev':>13}{'final loss':>13}"
+        lines += [cols, "-" * len(cols)]
+    for r in rows:
+        spread = 100 * (r["max_us"] - r["min_us"]) / r["median_us"]
+        scaling = f"{r['scaling_vs_1_device']:.2f}x" if r.get("scaling_vs_1_device") is not None else "-"
+        lines.append(
+            f"{r['devices']:>8}{r['batch'] // r['devices']:>12}{r['median_us']:>12.1f}{spread:>10.0f}"
+            f"{r['images_per_s']:>11.0f}{scaling:>10}{r['compile_s']:>11.2f}{r['compiles']:>10}"
+            f"{r['kernels_per_step'] if r['kernels_per_step'] is not None else '-':>9}"
+            f"{r['threads_per_device']:>13}{r['final_loss']:>13.7f}"
+        )
+    if len(rows) > 1:
+        lines.append(
+            f"final loss after {rows[0]['steps']} steps from the same weights and batch: largest relative difference "
+            f"from {rows[0]['devices']} device(s) {section['final_loss_max_rel_diff']:.1e} "
+            "(only float32 rounding may differ: the gradient sums run in another order)"
+        )
+    lines.append(section["note"])
+    return lines
+
+
 def plot(doc: dict, path: str) -> None:
+    """A PNG of the speed-ups over PyTorch eager, and of the data-parallel images/s when that section ran."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = sorted({(r["workload"], r["batch"]) for r in doc["rows"]})
+    single = [r for r in doc["rows"] if r["impl"] != DP_IMPL]
+    dp = sorted((r for r in doc["rows"] if r["impl"] == DP_IMPL and "median_us" in r), key=lambda r: r["devices"])
+    keys = sorted({(r["workload"], r["batch"]) for r in single})
     labels = [f"{w}\n@{b}" for w, b in keys]
-    fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(keys)), 4.5))
+    width_ratios = [max(8, 0.9 * len(keys))] + ([max(2.5, 0.8 * len(dp))] if dp else [])
+    fig, axes = plt.subplots(1, len(width_ratios), figsize=(sum(width_ratios), 4.5), squeeze=False,
+                             gridspec_kw={"width_ratios": width_ratios})  # fmt: skip
+    ax = axes[0][0]
     width = 0.8 / len(IMPLS)
     for i, impl in enumerate(IMPLS):
         values = []
         for key in keys:
-            r = next((r for r in doc["rows"] if (r["workload"], r["batch"]) == key and r["impl"] == impl), None)
+            r = next((r for r in single if (r["workload"], r["batch"]) == key and r["impl"] == impl), None)
             values.append(r["speedup_vs_torch_eager"] if r and r.get("speedup_vs_torch_eager") else 0)
         offset = (i - (len(IMPLS) - 1) / 2) * width
         ax.bar([k + offset for k in range(len(keys))], values, width, label=impl)
@@ -175,9 +304,23 @@ def plot(doc: dict, path: str) -> None:
     ax.set_xticks(range(len(keys)), labels, fontsize=7, rotation=30, ha="right")
     ax.legend(fontsize=8)
     ax.set_title(f"parity.bench on {doc['machine']['cpu']} ({doc['machine']['threads']} threads)", fontsize=9)
+    if dp:
+        _plot_data_parallel(axes[0][1], dp, doc["data_parallel"])
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _plot_data_parallel(ax, rows: list[dict], section: dict) -> None:
+    ax.bar([str(r["devices"]) for r in rows], [r["images_per_s"] for r in rows], color="tab:gray")
+    for i, r in enumerate(rows):
+        if r.get("scaling_vs_1_device") is not None:
+            ax.annotate(
+                f"{r['scaling_vs_1_device']:.2f}x", (i, r["images_per_s"]), ha="center", va="bottom", fontsize=7
+            )
+    ax.set_xlabel("devices" + (" (simulated: same cores)" if section["simulated"] else ""))
+    ax.set_ylabel("images/s (higher is better)")
+    ax.set_title(f"{DP_WORKLOAD}, global batch {section['batch']}", fontsize=9)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,10 +332,27 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=os.cpu_count() or 1, help="threads for each framework (default: all cores)"
     )
     parser.add_argument("--only", default="", help="run only workloads whose name contains this (default: all)")
-    parser.add_argument("--timeout", type=float, default=1800, help="seconds per framework (default: 1800)")
+    parser.add_argument(
+        "--devices",
+        default="1,2,4",
+        help=f"device counts for the data-parallel section ({DP_WORKLOAD}), comma-separated; on a CPU they are "
+        "simulated, on an accelerator counts beyond the visible devices are skipped; '' skips the section "
+        "(default: 1,2,4)",
+    )
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per worker process (default: 1800)")
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error(f"--threads must be at least 1; got {args.threads}")
+    try:
+        args.devices = parse_devices(args.devices)
+    except ValueError as exc:
+        parser.error(str(exc))
+    batch = settings(args.quick)["dp_batch"]
+    if uneven := [n for n in args.devices if batch % n]:
+        parser.error(
+            f"--devices {','.join(map(str, uneven))}: the global batch of {batch} cannot be split evenly over "
+            f"{' or '.join(map(str, uneven))} devices; use counts that divide {batch} (e.g. 1,2,4,8)"
+        )
     doc = collect(args)
     print(format_table(doc))
     if args.json:

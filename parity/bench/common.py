@@ -10,21 +10,52 @@ import sys
 N, D_IN, H, D_OUT = 64, 1000, 100, 10  # "Learning PyTorch with examples"
 LENET_BATCHES = (1, 64, 256)
 LOOP_STEPS = 500  # the tutorials' loops
+DP_WORKLOAD, DP_IMPL = "lenet_train_dp", "jaxnets-dp"
+"""The data-parallel section's rows: LeNet's train step on ``Trainer(mesh=jaxnets.distributed.mesh(n))``."""
+DP_BATCH = 256  # global batch, split evenly over the devices
 
 
-def worker_args(prog: str) -> argparse.Namespace:
+def worker_args(prog: str, *, data_parallel: bool = False) -> argparse.Namespace:
+    """The worker's command line; ``data_parallel`` adds ``--dp N`` (the JAX worker's data-parallel mode)."""
     parser = argparse.ArgumentParser(prog=prog, description="One framework's half of parity.bench.")
     parser.add_argument("--quick", action="store_true", help="few repeats, short loops, no torch.compile")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="intra-op threads")
     parser.add_argument("--only", default="", help="run only workloads whose name contains this")
-    return parser.parse_args()
+    if data_parallel:
+        parser.add_argument(
+            "--dp",
+            type=int,
+            metavar="N",
+            help=f"run only {DP_WORKLOAD}, data-parallel over the first N devices (on a CPU, start the worker "
+            "with XLA_FLAGS=--xla_force_host_platform_device_count=N to simulate them)",
+        )
+    args = parser.parse_args()
+    if args.threads < 1:
+        parser.error(f"--threads must be at least 1; got {args.threads}")
+    if getattr(args, "dp", None) is not None and args.dp < 1:
+        parser.error(f"--dp must be at least 1 device; got {args.dp}")
+    return args
 
 
 def settings(quick: bool) -> dict:
     """Repeats and loop lengths: ``--quick`` is a smoke run, not a measurement."""
     if quick:
-        return {"repeats": 3, "inner": 3, "loop_steps": 20, "gemm_n": 512}
-    return {"repeats": 7, "inner": 20, "loop_steps": LOOP_STEPS, "gemm_n": 1024}
+        return {"repeats": 3, "inner": 3, "loop_steps": 20, "gemm_n": 512, "dp_batch": 64}
+    return {"repeats": 7, "inner": 20, "loop_steps": LOOP_STEPS, "gemm_n": 1024, "dp_batch": DP_BATCH}
+
+
+def threads_per_device(threads: int, devices: int) -> int:
+    """Intra-op threads each of ``devices`` devices gets when they share ``threads`` threads (at least 1).
+
+    XLA:CPU gives all the devices of a process one intra-op thread pool, of
+    ``PJRT_NPROC`` threads but never fewer than the devices (every device's
+    program must be running for their all-reduce to meet). The data-parallel
+    rows therefore all get the same ``threads`` in total: up to ``threads``
+    devices split them, and beyond that each device has one thread and the
+    devices take turns on the cores. One op spreads over several threads
+    (``--xla_cpu_multi_thread_eigen``) only when its device has more than one.
+    """
+    return max(1, threads // devices)
 
 
 def row(workload: str, batch: int, impl: str, timing: dict, **extra) -> dict:

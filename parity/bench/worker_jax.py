@@ -1,17 +1,38 @@
-"""The JAX half of the benchmark: jaxnets' jit step and whole-loop scan. Run by ``python -m parity.bench``."""
+"""The JAX half of the benchmark: jaxnets' jit step and whole-loop scan. Run by ``python -m parity.bench``.
+
+With ``--dp N`` it runs only the data-parallel section instead: LeNet's train
+step on ``Trainer(mesh=jaxnets.distributed.mesh(N))``, one row per process
+(the device count of a process is fixed when XLA starts).
+"""
 
 from __future__ import annotations
 
 import os
 import re
 
-from .common import D_IN, D_OUT, LENET_BATCHES, H, N, emit, row, settings, worker_args
+from .common import (
+    D_IN,
+    D_OUT,
+    DP_IMPL,
+    DP_WORKLOAD,
+    LENET_BATCHES,
+    H,
+    N,
+    emit,
+    row,
+    settings,
+    threads_per_device,
+    worker_args,
+)
 
-ARGS = worker_args("python -m parity.bench.worker_jax")
-# Threads before jax is imported: XLA:CPU reads its flags once.
+ARGS = worker_args("python -m parity.bench.worker_jax", data_parallel=True)
+# Threads before jax is imported: XLA:CPU reads its settings once. PJRT_NPROC sizes the
+# intra-op pool (default: every core; XLA_FLAGS has no flag for it), which all devices
+# of the process share; multi-threaded Eigen lets one op use several of its threads.
+_OP_THREADS = ARGS.threads if ARGS.dp is None else threads_per_device(ARGS.threads, ARGS.dp)
+os.environ["PJRT_NPROC"] = str(ARGS.threads)
 os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + f" --xla_cpu_multi_thread_eigen={'true' if ARGS.threads > 1 else 'false'}"
-    f" intra_op_parallelism_threads={ARGS.threads}"
+    os.environ.get("XLA_FLAGS", "") + f" --xla_cpu_multi_thread_eigen={'true' if _OP_THREADS > 1 else 'false'}"
 )
 
 import jax  # noqa: E402
@@ -20,7 +41,7 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 import jaxnets  # noqa: E402
-from jaxnets import progression  # noqa: E402
+from jaxnets import distributed, progression  # noqa: E402
 from jaxnets.losses import cross_entropy, mse_loss  # noqa: E402
 
 from .timing import measure, timed  # noqa: E402
@@ -228,10 +249,13 @@ def _lenet_batch(b):
     return jax.random.normal(k1, (b, 32, 32, 1)), jax.random.randint(k2, (b,), 0, 10)
 
 
+def _lenet_loss(m, x, y):
+    return cross_entropy(m(x), y)
+
+
 def _lenet_train(b):
     def trainer(impl):
-        net = jaxnets.LeNet(impl=impl, rngs=nnx.Rngs(0))
-        return jaxnets.Trainer(net, jaxnets.optim.sgd(0.01), lambda m, x, y: cross_entropy(m(x), y))
+        return jaxnets.Trainer(jaxnets.LeNet(impl=impl, rngs=nnx.Rngs(0)), jaxnets.optim.sgd(0.01), _lenet_loss)
 
     rows = _step_rows("lenet_train", b, trainer("fast"), _lenet_batch(b))
     # The lax.conv reference path, to show what the default's rewrites buy (jit step only).
@@ -269,7 +293,70 @@ def _lenet_forward_rows(b, impl):
                 compiles=len(COMPILES), kernels_per_step=launches)]  # fmt: skip
 
 
+def _lenet_train_dp(devices: int) -> dict:
+    """The row of LeNet's train step, data-parallel over the first ``devices`` devices.
+
+    The global batch (``settings()["dp_batch"]``) is split evenly over the
+    devices with ``trainer.shard``; weights and optimizer state are replicated
+    and XLA averages the gradients. Every device count starts from the same
+    weights and batch and takes the same steps, so the losses the row reports
+    must agree across device counts up to float32 rounding (the gradient sums
+    run in another order): ``first_loss`` (before any update), ``final_loss``
+    (the last timed step's, after ``steps - 1`` updates) and ``steps``.
+    ``images_per_s`` counts the global batch.
+    """
+    batch = CFG["dp_batch"]
+    mesh = distributed.mesh(devices)
+    trainer = jaxnets.Trainer(jaxnets.LeNet(rngs=nnx.Rngs(0)), jaxnets.optim.sgd(0.01), _lenet_loss, mesh=mesh)
+    data = trainer.shard(*_lenet_batch(batch))
+    losses = []
+    step = trainer.step
+
+    def recorded_step(*batch):  # every step the timing takes, in order: device scalars, read after timing
+        loss = step(*batch)
+        losses.append(loss)
+        return loss
+
+    trainer.step = recorded_step
+    timed_row = _step_rows(DP_WORKLOAD, batch, trainer, data, scan=False)[0]
+    return {
+        **timed_row,
+        "impl": DP_IMPL,
+        "devices": devices,
+        "images_per_s": batch / (timed_row["median_us"] * 1e-6),
+        "threads_per_device": _OP_THREADS,
+        "steps": len(losses),
+        "first_loss": float(losses[0]),
+        "final_loss": float(losses[-1]),
+    }
+
+
+def _versions() -> dict:
+    return {
+        "jax": jax.__version__,
+        "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
+        "flax": nnx.__name__ and __import__("flax").__version__,
+        "numpy": np.__version__,
+    }
+
+
+def _placement() -> dict:
+    """Where the worker ran: the platform and how many devices it saw (the parent decides what to simulate)."""
+    return {"device": str(jax.devices()[0]), "platform": jax.devices()[0].platform, "device_count": jax.device_count()}
+
+
 def main() -> None:
+    if ARGS.dp is not None:
+        emit(
+            {
+                "framework": "jax",
+                "versions": _versions(),
+                **_placement(),
+                "threads": ARGS.threads,
+                "rows": [_lenet_train_dp(ARGS.dp)],
+            }
+        )
+        return
     rows = []
     for name, fn in workloads().items():
         if ARGS.only in name:
@@ -277,13 +364,8 @@ def main() -> None:
     emit(
         {
             "framework": "jax",
-            "versions": {
-                "jax": jax.__version__,
-                "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
-                "flax": nnx.__name__ and __import__("flax").__version__,
-                "numpy": np.__version__,
-            },  # fmt: skip
-            "device": str(jax.devices()[0]),
+            "versions": _versions(),
+            **_placement(),
             "threads": ARGS.threads,
             "gemm_gflops": gemm_peak(),
             "rows": rows,
