@@ -35,6 +35,7 @@ def quick(tmp_path_factory):
 def test_bench_quick_json_has_the_documented_shape(quick):
     doc, _, _ = quick
     assert isinstance(doc["machine"]["gemm_peak_gflops"], float) and doc["machine"]["gemm_peak_gflops"] > 0
+    assert isinstance(doc["machine"]["two_layer_gemm_gflops"], float) and doc["machine"]["two_layer_gemm_gflops"] > 0
     assert doc["rows"]
     for r in doc["rows"]:
         for key, kind in REQUIRED.items():

@@ -100,6 +100,30 @@ def gemm_peak() -> float:
     return 2 * n**3 / (t["min_us"] * 1e-6) / 1e9
 
 
+def two_layer_gemm() -> float:
+    """GFLOP/s of the two-layer step's five matrix products alone, at the tutorial's shapes.
+
+    The forward ``x @ w1`` (64x1000 @ 1000x100) and ``h @ w2``, and the backward
+    ``h.T @ g``, ``g @ w2.T`` and ``x.T @ gh``, chained in one jitted function with
+    nothing else: what the two-layer loops could reach if everything but their
+    matrix products were free. Set against :func:`gemm_peak` (large square
+    matrices), it shows how much of the peak these small, skinny shapes allow.
+    """
+    keys = jax.random.split(jax.random.key(0), 4)
+    x, w1 = jax.random.normal(keys[0], (N, D_IN)), jax.random.normal(keys[1], (D_IN, H))
+    w2, g = jax.random.normal(keys[2], (H, D_OUT)), jax.random.normal(keys[3], (N, D_OUT))
+
+    def products(x, w1, w2, g):
+        h = x @ w1
+        gh = g @ w2.T
+        return h @ w2, h.T @ g, x.T @ gh
+
+    mm = jax.jit(products)
+    flops = 2 * (N * D_IN * H + N * H * D_OUT + H * N * D_OUT + N * D_OUT * H + D_IN * N * H)
+    t = measure(lambda: mm(x, w1, w2, g), jax.block_until_ready, steps=1, repeats=max(CFG["repeats"], 10))
+    return flops / (t["min_us"] * 1e-6) / 1e9
+
+
 def _step_rows(
     workload: str, batch: int, trainer: jaxnets.Trainer, data: tuple, per_step=None, scan: bool = True
 ) -> list[dict]:
@@ -368,6 +392,7 @@ def main() -> None:
             **_placement(),
             "threads": ARGS.threads,
             "gemm_gflops": gemm_peak(),
+            "two_layer_gemm_gflops": two_layer_gemm(),
             "rows": rows,
         }
     )
