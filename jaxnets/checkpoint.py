@@ -26,6 +26,13 @@ damage. Typical use, one checkpoint per epoch::
     checkpoint.save(run_dir / "checkpoints", epoch, state, {"epoch": epoch, "model": config})
     ...
     state, meta = checkpoint.restore(run_dir / "checkpoints", like=fresh_state)  # the latest step
+
+In a multi-process run (``jax.distributed``), every call is local to the
+process that makes it: orbax's cross-process barriers are off (each process is
+its own primary host and only active process), so one process saves (``jaxnets
+train`` saves from process 0) while any process may read. Arrays are written
+from host copies, so a saved array must be replicated or held whole by the
+saving process; the directory must be on a filesystem the readers share.
 """
 
 from __future__ import annotations
@@ -177,7 +184,16 @@ def _as_numpy(name: str, leaf) -> np.ndarray:
             f"checkpoint.save: state leaf {name} is a {type(leaf).__name__}; every leaf must be a jax or numpy "
             "array (or numpy scalar). Wrap numbers with np.asarray(...), or put them into `metadata`."
         )
-    array = np.asarray(leaf)
+    try:
+        array = np.asarray(leaf)
+    except RuntimeError as error:
+        if not isinstance(leaf, jax.Array) or leaf.is_fully_addressable:
+            raise
+        raise ValueError(
+            f"checkpoint.save: state leaf {name} is split over devices of other processes "
+            f"({leaf.sharding}), so this process cannot read it whole. Save replicated arrays (as "
+            "jaxnets.Trainer keeps its state), or gather it first (jax.experimental.multihost_utils.process_allgather)."
+        ) from error
     if array.dtype == object:
         raise TypeError(f"checkpoint.save: state leaf {name} has dtype object; only numeric arrays can be saved.")
     if array.size == 0:
@@ -251,6 +267,33 @@ def _orbax_call():
         sys.unraisablehook = previous
 
 
+# -- orbax, one process at a time ------------------------------------------------
+
+
+def _this_process() -> ocp.options.MultiprocessingOptions:
+    """orbax's options for a call made by this process alone.
+
+    By default orbax expects every process of a multi-process run to call it
+    together and meets them at barriers; a save from process 0 alone would wait
+    there for ever. Making this process orbax's primary host and its only
+    active process turns the barriers off. One process: orbax's defaults.
+    """
+    if jax.process_count() == 1:
+        return ocp.options.MultiprocessingOptions()
+    index = jax.process_index()
+    return ocp.options.MultiprocessingOptions(primary_host=index, active_processes={index})
+
+
+def _handlers() -> dict:
+    """A handler per item, with :func:`_this_process`'s options (default-built ones would use orbax's defaults)."""
+    options = _this_process()
+    return {
+        "state": ocp.StandardCheckpointHandler(multiprocessing_options=options),
+        "metadata": ocp.JsonCheckpointHandler(multiprocessing_options=options),
+        "manifest": ocp.JsonCheckpointHandler(multiprocessing_options=options),
+    }
+
+
 # -- save --------------------------------------------------------------------------
 
 
@@ -306,6 +349,9 @@ def save(directory, step: int, state, metadata: dict | None = None, *, keep: int
         raise TypeError(f"checkpoint.save: `metadata` must be a dict; got {type(metadata).__name__}.")
     _check_json(metadata)
     manifest = _manifest(state)
+    if jax.process_count() > 1:
+        # orbax would otherwise write each array's shards from the processes that hold them, at barriers.
+        state = jax.tree.map(lambda leaf: np.asarray(leaf) if isinstance(leaf, jax.Array) else leaf, state)
 
     steps = all_steps(path)
     if steps and step <= steps[-1]:
@@ -322,6 +368,8 @@ def save(directory, step: int, state, metadata: dict | None = None, *, keep: int
         cleanup_tmp_directories=True,
         save_root_metadata=False,
         lightweight_initialize=True,
+        create=False,  # made above; orbax cannot create it with `active_processes` set
+        multiprocessing_options=_this_process(),
     )
     args = ocp.args.Composite(
         state=ocp.args.StandardSave(state),
@@ -329,7 +377,7 @@ def save(directory, step: int, state, metadata: dict | None = None, *, keep: int
         manifest=ocp.args.JsonSave(manifest),
     )
     try:
-        with _orbax_call(), ocp.CheckpointManager(path, item_names=_ITEMS, options=options) as manager:
+        with _orbax_call(), ocp.CheckpointManager(path, item_handlers=_handlers(), options=options) as manager:
             manager.save(step, args=args, force=True)
             manager.wait_until_finished()
     except Exception as error:
@@ -350,10 +398,15 @@ def save(directory, step: int, state, metadata: dict | None = None, *, keep: int
 def _reader() -> ocp.Checkpointer:
     """An orbax reader of one step directory that knows the handler of each of its items."""
     registry = ocp.DefaultCheckpointHandlerRegistry()
-    registry.add("state", ocp.args.StandardRestore)
-    registry.add("metadata", ocp.args.JsonRestore)
-    registry.add("manifest", ocp.args.JsonRestore)
-    return ocp.Checkpointer(ocp.CompositeCheckpointHandler(handler_registry=registry))
+    handlers = _handlers()
+    registry.add("state", ocp.args.StandardRestore, handlers["state"])
+    registry.add("metadata", ocp.args.JsonRestore, handlers["metadata"])
+    registry.add("manifest", ocp.args.JsonRestore, handlers["manifest"])
+    options = _this_process()
+    composite = ocp.CompositeCheckpointHandler(
+        handler_registry=registry, composite_options=ocp.CompositeOptions(multiprocessing_options=options)
+    )
+    return ocp.Checkpointer(composite, multiprocessing_options=options)
 
 
 def _summary(error: BaseException) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import progression, tutorial
+from . import distributed, progression, tutorial
 from ._cache import enable_compilation_cache
 
 
@@ -45,7 +45,41 @@ def _train(argv: list[str]) -> int:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal anyway)")
+    parallel = p.add_argument_group(
+        "data-parallel training",
+        "The batch is split over the devices, the weights are replicated, XLA averages the gradients. On a CPU, "
+        "simulate N devices with XLA_FLAGS=--xla_force_host_platform_device_count=N.",
+    )
+    parallel.add_argument(
+        "--devices",
+        type=int,
+        metavar="N",
+        help="train on the first N devices; --batch-size must be a multiple of N (default: every visible device)",
+    )
+    parallel.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help=f"several processes (hosts): process 0's address and a free port, the same in every process "
+        f"(default: ${distributed.ENV['coordinator_address']}; none: one process)",
+    )
+    parallel.add_argument(
+        "--num-processes",
+        type=int,
+        metavar="N",
+        help=f"how many processes take part (default: ${distributed.ENV['num_processes']})",
+    )
+    parallel.add_argument(
+        "--process-id",
+        type=int,
+        metavar="I",
+        help=f"this process's rank, 0 to N-1; process 0 prints and writes the run (default: "
+        f"${distributed.ENV['process_id']})",
+    )
     args = p.parse_args(argv)
+    if args.devices is not None and args.devices < 1:
+        p.error(f"--devices must be at least 1; got {args.devices}.")
+    # Before anything touches a device: JAX fixes the set of devices when it first uses one.
+    distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     given = {k: getattr(args, k) for k in ("model", "data", "optimizer", "lr", "epochs", "batch_size", "seed")}
     given = {k: v for k, v in given.items() if v is not None}
     try:
@@ -56,7 +90,9 @@ def _train(argv: list[str]) -> int:
         p.error(str(e))
     enable_compilation_cache()
     progress = False if args.no_progress else None  # None: a bar when stderr is a terminal
-    training.train(config, args.out, resume=args.resume, overwrite=args.overwrite, progress=progress)
+    training.train(
+        config, args.out, resume=args.resume, overwrite=args.overwrite, progress=progress, devices=args.devices
+    )
     return 0
 
 

@@ -144,10 +144,18 @@ def initialize(
       given (a single process: nothing to do).
 
     Raises:
-      ValueError: a coordinator without the number of processes or this process's id.
+      ValueError: a coordinator without the number of processes or this
+        process's id, or those without a coordinator.
     """
     coordinator_address = coordinator_address or os.environ.get(ENV["coordinator_address"]) or None
     if coordinator_address is None:
+        given = [f"--{k.replace('_', '-')} {v}" for k, v in (("num_processes", num_processes),
+                 ("process_id", process_id)) if v is not None]  # fmt: skip
+        if given:
+            raise ValueError(
+                f"{' and '.join(given)} without a coordinator: pass --coordinator HOST:PORT as well (process 0's "
+                f"host and a free port, the same in every process; or set {ENV['coordinator_address']})."
+            )
         return False
     values = {"num_processes": num_processes, "process_id": process_id}
     for name, value in list(values.items()):

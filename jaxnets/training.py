@@ -21,6 +21,21 @@ bit-identical to it.
 The loop is :class:`jaxnets.Trainer`'s compiled step; the training images are
 put on the device once, and each step gathers its batch there from an index
 array.
+
+Data-parallel: with ``devices`` > 1 (by default every visible device) the
+trainer runs over a ``jax.sharding`` mesh (:mod:`jaxnets.distributed`). The
+data set and the state are replicated on every device, each step's index
+array is split along the mesh's ``"data"`` axis, so each device gathers and
+computes its share of the batch, and XLA averages the gradients with an
+all-reduce. The result is the one-device run's up to the order of
+floating-point sums; one device runs exactly as without a mesh. The device
+count is recorded in ``metrics.json`` and per epoch in the history, not in the
+config: a run may be resumed on another number of devices, and then differs
+from an uninterrupted run only by rounding. In a multi-process run
+(``jax.distributed``, see :func:`jaxnets.distributed.initialize`) every process
+runs this loop on the same data and seed; only process 0 prints and writes
+checkpoints, ``metrics.json`` and ``curves.png``, so ``out`` must be a directory
+every process sees (the same path on a shared filesystem).
 """
 
 from __future__ import annotations
@@ -41,7 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from . import checkpoint, data, optim
+from . import checkpoint, data, distributed, optim
 from ._lenet import LeNet
 from .losses import cross_entropy
 from .train import Trainer
@@ -159,8 +174,13 @@ def _loss_and_correct(model, images, labels, idx):
 
 
 def logits(model: nnx.Module, images: np.ndarray, batch_size: int = EVAL_BATCH) -> np.ndarray:
-    """The model's outputs for ``images`` ``(N, H, W, C)``, computed in padded batches of one compiled shape."""
+    """The model's outputs for ``images`` ``(N, H, W, C)``, computed in padded batches of one compiled shape.
+
+    Weights living on several devices (a data-parallel :class:`Trainer`'s, replicated on a mesh, possibly of
+    several processes) are copied to this process's default device first: evaluation runs there, on one device.
+    """
     graphdef, state = nnx.split(model)
+    state = jax.tree.map(_on_one_device, state)
     apply = _compiled_apply(graphdef)
     out = []
     for start in range(0, len(images), batch_size):
@@ -171,6 +191,13 @@ def logits(model: nnx.Module, images: np.ndarray, batch_size: int = EVAL_BATCH) 
         out.append(np.asarray(apply(state, jnp.asarray(chunk)))[: len(chunk) - pad])
     num_classes = getattr(model, "num_classes", 10)
     return np.concatenate(out) if out else np.zeros((0, num_classes), np.float32)
+
+
+def _on_one_device(x):
+    """``x`` itself if it lives on one device; else a host copy (it must be replicated) put on the default device."""
+    if isinstance(x, jax.Array) and len(x.sharding.device_set) > 1:
+        return jax.device_put(np.asarray(x))
+    return x
 
 
 _APPLY_CACHE: dict = {}
@@ -361,6 +388,24 @@ class _Progress:
         self.bar.close()
 
 
+def _mesh(devices: int | None, batch_size: int) -> jax.sharding.Mesh | None:
+    """The mesh of ``devices`` devices (None: every visible one), or None for one device: no mesh at all."""
+    if devices is not None and (isinstance(devices, bool) or not isinstance(devices, int) or devices < 1):
+        raise ValueError(f"--devices must be a positive integer (or left out for every device); got {devices!r}.")
+    mesh = distributed.mesh(devices)
+    n = mesh.devices.size
+    if batch_size % n:
+        below = batch_size // n * n
+        examples = f"{below} or {below + n}" if below else f"{n}"
+        fewer = max(d for d in range(1, n + 1) if batch_size % d == 0)
+        other = "" if jax.process_count() > 1 else f", or --devices {fewer}"
+        raise TrainingError(
+            f"--batch-size {batch_size} cannot be split evenly over {n} devices: each device takes an equal share "
+            f"of every batch. Use a batch size that is a multiple of {n} (e.g. {examples}){other}."
+        )
+    return mesh if n > 1 else None
+
+
 def train(
     config: TrainConfig,
     out: str | os.PathLike,
@@ -369,6 +414,7 @@ def train(
     overwrite: bool = False,
     progress: bool | None = None,
     log: Callable[[str], None] = print,
+    devices: int | None = None,
 ) -> dict:
     """Train ``config`` into the run directory ``out``; return the metrics written to ``out/metrics.json``.
 
@@ -380,14 +426,26 @@ def train(
       overwrite: replace the run in ``out`` (its checkpoints, metrics and curves;
         other files are left alone).
       progress: show a progress bar with the live loss (None: when stderr is a terminal).
-      log: called with one line per epoch and a final summary.
+      log: called with one line per epoch and a final summary (in process 0 only).
+      devices: train data-parallel over this many devices (the first of
+        ``jax.devices()``); None for every visible device, of every process.
+        ``config.batch_size`` must be a multiple of it. With one device there
+        is no mesh: the run is exactly the single-device one.
 
     Raises:
       TrainingError: ``out`` already holds a run (without ``resume`` or
-        ``overwrite``), a resume with other settings, or a non-finite loss (the
-        message names the step; the last good checkpoint stays).
+        ``overwrite``), a resume with other settings, a batch size the number
+        of devices does not divide, or a non-finite loss (the message names the
+        step; the last good checkpoint stays).
+      ValueError: more devices asked for than are visible (the message says how
+        to simulate CPU devices).
     """
     out = Path(out)
+    mesh = _mesh(devices, config.batch_size)  # before anything is read or written: bad settings destroy nothing
+    num_devices = 1 if mesh is None else mesh.devices.size
+    primary = jax.process_index() == 0  # the one process that prints and writes
+    if not primary:
+        log, progress = (lambda line: None), False
     _prepare(out, resume=resume, overwrite=overwrite)
     train_set, test_set = data.load(config.data)
     steps_per_epoch = data.num_batches(len(train_set), config.batch_size, drop_last=True)
@@ -396,18 +454,21 @@ def train(
             f"--batch-size {config.batch_size} is larger than the {len(train_set)} training images: "
             "nothing to train on. Use a smaller batch size."
         )
-    if overwrite:
-        remove_run(out)  # only now: a bad --data or --batch-size must not cost the old run
-    out.mkdir(parents=True, exist_ok=True)
+    if primary:
+        if overwrite:
+            remove_run(out)  # only now: a bad --data or --batch-size must not cost the old run
+        out.mkdir(parents=True, exist_ok=True)
     model = build_model({"model": config.model, "image_size": train_set.images.shape[1]}, seed=config.seed)
-    trainer = Trainer(model, build_optimizer(config.optimizer, config.learning_rate), _loss_and_correct, has_aux=True)
+    optimizer = build_optimizer(config.optimizer, config.learning_rate)
+    trainer = Trainer(model, optimizer, _loss_and_correct, has_aux=True, mesh=mesh)
     history: list[dict] = []
     start_epoch = 0
     ckpt_dir = out / CHECKPOINTS
     if resume:
         # Settings first: another optimizer's state would not fit `like`, and its error would not say why.
         _check_resumable(checkpoint.read_metadata(ckpt_dir).get("config"), config, out)
-        like = {"params": nnx.to_pure_dict(trainer.params), "opt_state": trainer.opt_state}
+        # Host copies: restored values go back to the trainer's devices through load_model and opt_state.
+        like = jax.tree.map(np.asarray, {"params": nnx.to_pure_dict(trainer.params), "opt_state": trainer.opt_state})
         state, meta = checkpoint.restore(ckpt_dir, like=like)
         _set_params(model, state["params"])
         trainer.load_model(model)
@@ -416,10 +477,16 @@ def train(
         log(f"resuming {out} after epoch {start_epoch} of {config.epochs}")
         if start_epoch >= config.epochs:
             log(f"the run already has {start_epoch} epochs; pass a larger --epochs to train on")
-    images, labels = jnp.asarray(train_set.images), jnp.asarray(train_set.labels)
+    if mesh is None:
+        images, labels = jnp.asarray(train_set.images), jnp.asarray(train_set.labels)
+    else:  # the whole data set on every device; each step's indices are split over them
+        images, labels = trainer.replicate((train_set.images, train_set.labels))
+        log(f"data-parallel over {num_devices} {mesh.devices.flat[0].platform} devices"
+            + (f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""))  # fmt: skip
     key = jax.random.key(config.seed)
     metrics = {"config": config.to_json(), "model": model_spec(model), "data": {"train": len(train_set),
-               "test": len(test_set)}, "status": "running"}  # fmt: skip
+               "test": len(test_set)}, "devices": num_devices, "processes": jax.process_count(),
+               "status": "running"}  # fmt: skip
     elapsed = sum(h["seconds"] for h in history)
     drawn = -math.inf  # when curves.png was last drawn
     for epoch in range(start_epoch + 1, config.epochs + 1):
@@ -429,7 +496,7 @@ def train(
         try:
             order = data.batches(jax.random.fold_in(key, epoch), len(train_set), config.batch_size, drop_last=True)
             for i, idx in enumerate(order):
-                loss, hits = trainer.step(images, labels, jnp.asarray(idx))
+                loss, hits = trainer.step(images, labels, jnp.asarray(idx) if mesh is None else trainer.shard(idx))
                 losses.append(loss)
                 correct.append(hits)
                 shown = None
@@ -445,7 +512,8 @@ def train(
         if bad.size:
             step = (epoch - 1) * steps_per_epoch + int(bad[0]) + 1
             metrics |= {"status": f"stopped: non-finite loss at step {step}", "history": history}
-            write_json(out / METRICS, metrics)
+            if primary:
+                write_json(out / METRICS, metrics)
             last = checkpoint.latest_step(ckpt_dir) if ckpt_dir.is_dir() else None
             kept = f"the last good checkpoint is epoch {last} in {ckpt_dir}" if last else "no checkpoint was written"
             raise TrainingError(
@@ -464,15 +532,17 @@ def train(
                 "test_loss": test["loss"],
                 "test_accuracy": test["accuracy"],
                 "seconds": seconds,
+                "devices": num_devices,
             }
         )
         state = {"params": nnx.to_pure_dict(trainer.params), "opt_state": trainer.opt_state}
         meta = {"config": config.to_json(), "model": model_spec(model), "epoch": epoch, "history": history}
-        checkpoint.save(ckpt_dir, epoch, state, meta)
         metrics |= {"history": history, "epochs_completed": epoch, "test_accuracy": test["accuracy"],
                     "train_seconds": elapsed}  # fmt: skip
-        write_json(out / METRICS, metrics)
-        if epoch == config.epochs or time.perf_counter() - drawn >= CURVES_EVERY:
+        if primary:
+            checkpoint.save(ckpt_dir, epoch, state, meta)
+            write_json(out / METRICS, metrics)
+        if primary and (epoch == config.epochs or time.perf_counter() - drawn >= CURVES_EVERY):
             title = f"LeNet on {config.data}, {config.optimizer} lr {config.learning_rate:g}"
             plot_curves(history, out / CURVES, title=title)
             drawn = time.perf_counter()
@@ -485,7 +555,8 @@ def train(
                 "train_seconds": elapsed}  # fmt: skip
     if history:
         metrics["test_accuracy"] = history[-1]["test_accuracy"]
-    write_json(out / METRICS, metrics)
+    if primary:
+        write_json(out / METRICS, metrics)
     if history:
         last = history[-1]
         log(
