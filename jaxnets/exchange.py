@@ -18,16 +18,19 @@ code. A ``.pt`` file is a pickle, read only with
 ``torch.load(path, weights_only=True, map_location="cpu")``, whose restricted
 unpickler accepts tensors and plain containers and refuses everything else
 (a whole pickled ``nn.Module``, or any object whose unpickling would run code)
-before running any of it. torch is imported only to read a ``.pt`` file;
-importing this module never imports it.
+before running any of it. jaxnets never imports torch: a ``.pt`` file is read
+by :mod:`parity.torch_files` in a child process, which hands the tensors back
+as a temporary safetensors file.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 import re
 import secrets
+import subprocess
+import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -248,86 +251,40 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
         raise WeightsFileError(f"{str(path)!r} is not a readable safetensors file (corrupt or truncated?): {e}") from e
 
 
-def _refused_global(message: str) -> str | None:
-    """The global that torch's restricted unpickler refused (e.g. ``posix.mkdir``), or None if it refused none."""
-    found = re.search(r"GLOBAL (\S+?)\.?(?:\s|$)", message)
-    return found.group(1) if found else None
+PT_READER = "parity.torch_files"
+"""The module that reads ``.pt`` files, in a child process: ``python -m parity.torch_files SRC DST``."""
 
-
-def _gist(message: str) -> str:
-    """The informative line of a torch.load error: the last one, skipping the pointer to torch's docs."""
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    lines = [line for line in lines if not line.startswith("Check the documentation")]
-    return lines[-1] if lines else ""
-
-
-def _torch_to_numpy(tensor, name: str, path: Path) -> np.ndarray:
-    import torch
-
-    tensor = tensor.detach().cpu()
-    try:
-        if tensor.dtype == torch.bfloat16:  # NumPy has no bfloat16; ml_dtypes' (jnp.bfloat16) has the same bits
-            return tensor.contiguous().view(torch.int16).numpy().view(np.dtype(jnp.bfloat16)).copy()
-        return tensor.resolve_conj().resolve_neg().numpy().copy()
-    except (TypeError, RuntimeError) as e:
-        raise WeightsFileError(
-            f"{str(path)!r}: the tensor {name!r} ({tensor.dtype}, layout {tensor.layout}) has no NumPy form: {e}"
-        ) from e
+_BAD_FILE = 3  # its exit code for a file it read and refused
 
 
 def _read_torch(path: Path) -> dict[str, np.ndarray]:
-    try:
-        import torch
-    except ImportError as e:
-        raise ImportError(
-            f"reading the PyTorch file {str(path)!r} needs torch: pip install torch. Safetensors files need "
-            "nothing more; convert it where torch is installed with "
-            "safetensors.torch.save_file(torch.load(path, weights_only=True), 'weights.safetensors')."
-        ) from e
-    try:
-        obj = torch.load(path, weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError as e:
-        refused = _refused_global(str(e))
-        if refused is None:
+    """Read a ``.pt`` state_dict without importing torch here: :data:`PT_READER` converts it in a child process.
+
+    The child (part of the ``parity`` package, which may import torch) reads the
+    file with ``torch.load(weights_only=True)`` and writes the tensors to a
+    temporary safetensors file, read back here. jaxnets itself never imports torch.
+    """
+    with tempfile.TemporaryDirectory(prefix="jaxnets-pt-") as tmp:
+        out = Path(tmp) / "weights.safetensors"
+        proc = subprocess.run(
+            [sys.executable, "-m", PT_READER, str(path), str(out)], capture_output=True, text=True, check=False
+        )
+        error = subprocess.CalledProcessError(proc.returncode, proc.args, proc.stdout, proc.stderr)
+        message = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit code {proc.returncode}"
+        if proc.returncode != 0 and re.search(r"(ModuleNotFound|Import)Error: No module named '?torch", proc.stderr):
+            raise ImportError(
+                f"reading the PyTorch file {str(path)!r} needs torch: pip install torch. Safetensors files need "
+                "nothing more; convert it where torch is installed with "
+                "safetensors.torch.save_file(torch.load(path, weights_only=True), 'weights.safetensors')."
+            ) from error
+        if proc.returncode == _BAD_FILE:
+            raise WeightsFileError(message) from error
+        if proc.returncode != 0:
             raise WeightsFileError(
-                f"{str(path)!r} is not a readable PyTorch file (corrupt, truncated, or not written by torch.save): "
-                f"{_gist(str(e))}"
-            ) from e
-        raise WeightsFileError(
-            f"refused to load {str(path)!r}: it holds Python objects other than tensors (GLOBAL {refused}), such as "
-            "a whole pickled nn.Module, and jaxnets reads .pt files only with torch.load(weights_only=True), which "
-            "runs no code from the file. Save the weights alone: torch.save(model.state_dict(), path) or "
-            "safetensors.torch.save_file(model.state_dict(), 'weights.safetensors')."
-        ) from e
-    except (RuntimeError, EOFError, KeyError, ValueError, IndexError, AttributeError) as e:
-        raise WeightsFileError(
-            f"{str(path)!r} is not a readable PyTorch file (corrupt, truncated, or not written by torch.save): "
-            f"{type(e).__name__}: {_gist(str(e)) or '(no message)'}"
-        ) from e
-    return _state_dict_arrays(obj, path)
-
-
-def _state_dict_arrays(obj, path: Path) -> dict[str, np.ndarray]:
-    """The ``{name: array}`` of a loaded ``.pt`` object: a flat dict of tensors, or one under a wrapper key."""
-    import torch
-
-    if isinstance(obj, Mapping):
-        wrapped = [k for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)]
-        if wrapped:
-            obj = obj[wrapped[0]]
-    if not isinstance(obj, Mapping):
-        raise WeightsFileError(
-            f"{str(path)!r} holds a {type(obj).__name__}, not a state_dict (a dict of tensors); "
-            "save one with torch.save(model.state_dict(), path)."
-        )
-    bad = [f"{k!r} ({type(v).__name__})" for k, v in obj.items() if not (isinstance(k, str) and torch.is_tensor(v))]
-    if bad:
-        raise WeightsFileError(
-            f"{str(path)!r} is not a flat state_dict: entries that are not tensors: {', '.join(bad)}. Expected "
-            f"{{name: tensor}} as from model.state_dict(), or a checkpoint dict holding one under "
-            f"{' or '.join(map(repr, WRAPPER_KEYS))}."
-        )
-    return {k: _torch_to_numpy(v, k, path) for k, v in obj.items()}
+                f"could not read the PyTorch file {str(path)!r}: `python -m {PT_READER}` failed "
+                f"({message}). Is jaxnets installed with its parity package (pip install -e '.[torch]')?"
+            ) from error
+        return _read_safetensors(out)
 
 
 def read_weights(path: str | os.PathLike, *, format: str | None = None) -> dict[str, np.ndarray]:
@@ -336,8 +293,9 @@ def read_weights(path: str | os.PathLike, *, format: str | None = None) -> dict[
     A ``.pt`` file may hold a state_dict (``torch.save(model.state_dict(), path)``)
     or a checkpoint dict with one under ``"state_dict"`` or ``"model_state_dict"``
     (other entries, such as an epoch or optimizer state, are then ignored).
-    It is read only with ``torch.load(path, weights_only=True, map_location="cpu")``;
-    torch is imported for that and only for that.
+    It is read only with ``torch.load(path, weights_only=True, map_location="cpu")``,
+    in a child process running :mod:`parity.torch_files` (about 2 s for torch to
+    start): this process never imports torch.
 
     Args:
       path: a ``*.safetensors``, ``*.pt`` or ``*.pth`` file.

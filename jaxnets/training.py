@@ -586,8 +586,9 @@ def load_model(source: str | os.PathLike, *, step: int | None = None) -> tuple[L
 
     path = Path(source)
     if path.is_file():
-        model = model_from_weights(exchange.read_weights(path))
-        exchange.load_weights(model, path)
+        arrays = exchange.read_weights(path)  # read once: a .pt file costs a child process with torch
+        model = model_from_weights(arrays)
+        exchange.load_torch_arrays(model, arrays, what=f"the weights file {str(path)!r}")
         return model, {"source": str(path)}
     ckpt_dir = path / CHECKPOINTS if (path / CHECKPOINTS).is_dir() else path
     if not path.exists():

@@ -316,6 +316,12 @@ def test_pt_without_torch_says_pip_install_torch(tmp_path, monkeypatch):
     torch.save(net.state_dict(), tmp_path / "w.pt")
     safetensors.torch.save_file(net.state_dict(), tmp_path / "w.safetensors")
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now fails as if it were not installed
+    # ... here and in the child process that reads .pt files (parity.torch_files): a `torch` package
+    # first on its path that fails to import, as a missing one would.
+    fake = tmp_path / "no_torch" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('No module named torch')\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(fake.parent), os.environ.get("PYTHONPATH", "")]))
     with pytest.raises(ImportError, match="needs torch: pip install torch"):
         exchange.read_weights(tmp_path / "w.pt")
     assert set(exchange.read_weights(tmp_path / "w.safetensors")) == set(net.state_dict())
