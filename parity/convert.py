@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
 from flax import nnx
+
+from jaxnets.exchange import to_torch_arrays
 
 from .layout import StateDictMismatch, _params, check_state_dict, layout
 
@@ -87,11 +88,5 @@ def to_torch_state_dict(model_or_state, *, flatten_shapes: dict | None = None) -
     Returns:
       ``{torch_name: tensor}`` in torch's parameter order; the tensors own their memory.
     """
-    entries = layout(model_or_state, flatten_shapes=flatten_shapes)
-    flat = dict(nnx.to_flat_state(_params(model_or_state)))
-    out = {}
-    for e in entries:
-        value = flat[e.jax_path]
-        value = value[...] if isinstance(value, nnx.Variable) else value
-        out[e.torch_name] = torch.from_numpy(e.to_torch(jax.device_get(value)))
-    return out
+    arrays = to_torch_arrays(model_or_state, flatten_shapes=flatten_shapes)  # new arrays: tensors may share them
+    return {name: torch.from_numpy(a) for name, a in arrays.items()}
