@@ -250,14 +250,15 @@ class Trainer:
         self._leaves = self._checked_leaves((params, self._carry()[1], rest), what="model")
 
     def shard(self, *arrays):
-        """Split each array's leading (batch) axis over the mesh's devices; the arrays themselves without a mesh."""
+        """Split each array's leading (batch) axis over the mesh's devices; without a mesh, put them on the device."""
         if self.mesh is None:
-            return arrays[0] if len(arrays) == 1 else arrays
+            out = tuple(jax.device_put(a) for a in arrays)
+            return out[0] if len(out) == 1 else out
         return distributed.shard_batch(self.mesh, *arrays)
 
     def replicate(self, tree):
-        """A copy of every array in ``tree`` on every device of the mesh; ``tree`` itself without a mesh."""
-        return tree if self.mesh is None else distributed.replicate(self.mesh, tree)
+        """A copy of every array in ``tree`` on every device of the mesh; without a mesh, on the one device."""
+        return jax.device_put(tree) if self.mesh is None else distributed.replicate(self.mesh, tree)
 
     def _placed(self, leaves: list) -> list:
         return leaves if self.mesh is None else distributed.replicate(self.mesh, leaves)

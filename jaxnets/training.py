@@ -475,10 +475,9 @@ def train(
         log(f"resuming {out} after epoch {start_epoch} of {config.epochs}")
         if start_epoch >= config.epochs:
             log(f"the run already has {start_epoch} epochs; pass a larger --epochs to train on")
-    if mesh is None:
-        images, labels = jnp.asarray(train_set.images), jnp.asarray(train_set.labels)
-    else:  # the whole data set on every device; each step's indices are split over them
-        images, labels = trainer.replicate((train_set.images, train_set.labels))
+    # The whole data set on every device, once; each step's indices are split over the devices.
+    images, labels = trainer.replicate((train_set.images, train_set.labels))
+    if mesh is not None:
         log(f"data-parallel over {num_devices} {mesh.devices.flat[0].platform} devices"
             + (f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""))  # fmt: skip
     key = jax.random.key(config.seed)
@@ -494,7 +493,7 @@ def train(
         try:
             order = data.batches(jax.random.fold_in(key, epoch), len(train_set), config.batch_size, drop_last=True)
             for i, idx in enumerate(order):
-                loss, hits = trainer.step(images, labels, jnp.asarray(idx) if mesh is None else trainer.shard(idx))
+                loss, hits = trainer.step(images, labels, trainer.shard(idx))
                 losses.append(loss)
                 correct.append(hits)
                 shown = None

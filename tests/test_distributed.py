@@ -45,7 +45,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -110,7 +109,7 @@ def train_steps(name: str, dtype: str, opt: str, mesh=None):
     model, batch, loss_fn = model_and_batch(name, dtype)
     trainer = jaxnets.Trainer(model, optimizer(opt), loss_fn, mesh=mesh)
     before = flat(nnx.to_pure_dict(trainer.params))
-    batch = trainer.shard(*batch) if mesh is not None else tuple(jnp.asarray(a) for a in batch)
+    batch = trainer.shard(*batch)
     for _ in range(STEPS):
         trainer.step(*batch)
     return before, flat(nnx.to_pure_dict(trainer.params)), trainer, batch
