@@ -27,7 +27,7 @@ check                     what is compared
 
 Everything runs in float64 (``jax.enable_x64`` scoped to the check, ``torch.double``)
 and in float32. :func:`run` overlaps the two frameworks: JAX compiles and runs in
-two worker threads while torch runs in the caller's thread (see :func:`run_jobs`).
+one worker thread while torch runs in the caller's thread (see :func:`run_jobs`).
 ``python -m parity`` prints the table; :func:`row_ids` lists the rows without
 running them.
 """
@@ -583,13 +583,16 @@ def run_jobs(
     job_list: list[Job],
     *,
     overlap: bool = True,
-    jax_threads: int = 2,
+    jax_threads: int = 1,
 ) -> list[Result]:
     """Run jobs: JAX halves in ``jax_threads`` worker threads while the torch halves run here.
 
     XLA compiles on the thread that asks, one core per compilation, and most of
-    the matrix's JAX time is compilation; torch runs one thread. Two JAX
-    workers and torch keep two cores busy. A job that raises gives FAIL rows.
+    the matrix's JAX time is compilation; torch runs one thread, so one JAX
+    worker and torch keep two cores busy. One JAX worker by default: tracing
+    ``jax.custom_vjp`` functions (LeNet's fast convolutions) from two threads at
+    once raced inside JAX once ("StoreException: Store empty"), and a second
+    worker saved under 10% of the matrix's time. A job that raises gives FAIL rows.
 
     Args:
       job_list: e.g. :func:`jobs`, or single jobs such as :func:`forward_job`.

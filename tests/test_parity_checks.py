@@ -204,7 +204,7 @@ def test_a_crashing_check_is_a_failed_row():
 
 
 def run_rows(job_list):
-    return checks.run_jobs([j for j in job_list if j is not None])  # the two jobs compile side by side
+    return checks.run_jobs([j for j in job_list if j is not None])  # JAX halves in a worker, torch's here
 
 
 @settings(BOUNDED, max_examples=8)  # each LeNet example compiles two programs for its new shapes
