@@ -56,7 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from . import checkpoint, data, distributed, optim
+from . import checkpoint, data, distributed, inference, optim
 from ._lenet import LeNet
 from .losses import cross_entropy
 from .train import Trainer
@@ -82,7 +82,9 @@ CURVES_EVERY = 10.0
 """Seconds between redraws of ``curves.png`` during a run: a redraw takes about 0.3 s, more than a digits epoch."""
 
 EVAL_BATCH = 500
-"""Images per compiled evaluation call; the last batch is padded to this size, so one program serves every size."""
+"""Images per evaluation batch; the last batch of a larger set is padded to this size, so one program serves."""
+EVAL_GROUP = 16
+"""Batches of EVAL_BATCH images that :func:`logits` evaluates per compiled loop (one dispatch)."""
 
 
 class TrainingError(RuntimeError):
@@ -174,23 +176,34 @@ def _loss_and_correct(model, images, labels, idx):
 
 
 def logits(model: nnx.Module, images: np.ndarray, batch_size: int = EVAL_BATCH) -> np.ndarray:
-    """The model's outputs for ``images`` ``(N, H, W, C)``, computed in padded batches of one compiled shape.
+    """The model's outputs for ``images`` ``(N, H, W, C)``.
+
+    Up to ``batch_size`` images run as one batch of their own shape; more run in
+    padded batches of ``batch_size``, up to :data:`EVAL_GROUP` of them per
+    compiled loop (:func:`jaxnets.inference.forward_batches`).
 
     Weights living on several devices (a data-parallel :class:`Trainer`'s, replicated on a mesh, possibly of
     several processes) are copied to this process's default device first: evaluation runs there, on one device.
     """
     graphdef, state = nnx.split(model)
     state = jax.tree.map(_on_one_device, state)
-    apply = _compiled_apply(graphdef)
+    n = len(images)
+    if n == 0:
+        return np.zeros((0, getattr(model, "num_classes", 10)), np.float32)
+    if n <= batch_size:
+        return np.asarray(inference.forward(graphdef)(state, jnp.asarray(images)))
     out = []
-    for start in range(0, len(images), batch_size):
-        chunk = np.asarray(images[start : start + batch_size])
-        pad = batch_size - len(chunk) if len(images) > batch_size else 0
+    group_size = batch_size * EVAL_GROUP
+    for start in range(0, n, group_size):
+        group = np.asarray(images[start : start + group_size])
+        k = -(-len(group) // batch_size)
+        pad = k * batch_size - len(group)
         if pad:
-            chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-        out.append(np.asarray(apply(state, jnp.asarray(chunk)))[: len(chunk) - pad])
-    num_classes = getattr(model, "num_classes", 10)
-    return np.concatenate(out) if out else np.zeros((0, num_classes), np.float32)
+            group = np.concatenate([group, np.zeros((pad, *group.shape[1:]), group.dtype)])
+        batches = jnp.asarray(group.reshape(k, batch_size, *group.shape[1:]))  # (K*B, ...) -> (K, B, ...)
+        scores_ = np.asarray(inference.forward_batches(graphdef)(state, batches))
+        out.append(scores_.reshape(k * batch_size, *scores_.shape[2:])[: k * batch_size - pad])
+    return np.concatenate(out)
 
 
 def _on_one_device(x):
@@ -198,15 +211,6 @@ def _on_one_device(x):
     if isinstance(x, jax.Array) and len(x.sharding.device_set) > 1:
         return jax.device_put(np.asarray(x))
     return x
-
-
-_APPLY_CACHE: dict = {}
-
-
-def _compiled_apply(graphdef):
-    if graphdef not in _APPLY_CACHE:
-        _APPLY_CACHE[graphdef] = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x))
-    return _APPLY_CACHE[graphdef]
 
 
 def scores(out: np.ndarray, labels: np.ndarray) -> dict:

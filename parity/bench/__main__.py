@@ -36,7 +36,7 @@ def targets(rows: list[dict]) -> list[dict]:
         return next((r for r in rows if (r["workload"], r["batch"], r["impl"]) == (workload, batch, impl)
                      and "median_us" in r), None)  # fmt: skip
 
-    def best(workload, batch):  # the faster of the jit step and the whole-loop scan (the forward has only the jit)
+    def best(workload, batch):  # the faster of the jit call and the whole-loop scan
         found = [r for impl in ("jaxnets-jit", "jaxnets-scan") if (r := find(workload, batch, impl))]
         return max(found, key=lambda r: r["speedup_vs_torch_eager"] or 0) if found else None
 

@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 import jaxnets  # noqa: E402
-from jaxnets import distributed, progression  # noqa: E402
+from jaxnets import distributed, inference, progression  # noqa: E402
 from jaxnets.losses import cross_entropy, mse_loss  # noqa: E402
 
 from .timing import measure, timed  # noqa: E402
@@ -50,6 +50,8 @@ from .timing import measure, timed  # noqa: E402
 # would use TF32 or bf16 passes; on the CPU this changes nothing.
 jax.config.update("jax_default_matmul_precision", "highest")
 CFG = settings(ARGS.quick)
+FORWARD_LOOP_IMAGES = 16384
+"""At most this many images (64 MB) in the forward pass's whole-loop variant: its batches are all distinct."""
 COMPILES: list[str] = []
 jax.monitoring.register_event_duration_secs_listener(
     lambda event, duration, **kw: (
@@ -297,7 +299,7 @@ def _lenet_train(b):
 
 def _lenet_forward(b):
     return [
-        {**row, "impl": "jaxnets-jit" if impl == "fast" else "jaxnets-lax"}
+        {**row, "impl": "jaxnets-lax"} if impl == "lax" else row
         for impl in ("fast", "lax")
         for row in _lenet_forward_rows(b, impl)
     ]
@@ -321,8 +323,21 @@ def _lenet_forward_rows(b, impl):
         return out
 
     t = measure(steps, jax.block_until_ready, steps=inner, repeats=CFG["repeats"])
-    return [row("lenet_forward", b, "jaxnets-jit", t, flops=flops, compile_s=max(first - t["median_us"] * 1e-6, 0.0),
+    rows = [row("lenet_forward", b, "jaxnets-jit", t, flops=flops, compile_s=max(first - t["median_us"] * 1e-6, 0.0),
                 compiles=len(COMPILES), kernels_per_step=launches)]  # fmt: skip
+    if impl != "fast":
+        return rows
+    # The whole-loop variant: jaxnets.inference.forward_batches, the forward pass of `loop` distinct
+    # batches in one compiled lax.map (distinct, so XLA cannot hoist the work out of the loop).
+    loop = min(CFG["loop_steps"], max(4, FORWARD_LOOP_IMAGES // b))
+    xs = jax.random.normal(jax.random.key(b + 1), (loop, *x.shape))
+    run = inference.forward_batches(graphdef)
+    COMPILES.clear()
+    _, first = timed(lambda: jax.block_until_ready(run(state, xs)))
+    t = measure(lambda: run(state, xs), jax.block_until_ready, steps=loop, repeats=CFG["repeats"])
+    rows.append(row("lenet_forward", b, "jaxnets-scan", t, flops=flops,
+                    compile_s=max(first - t["median_us"] * 1e-6 * loop, 0.0), compiles=len(COMPILES)))  # fmt: skip
+    return rows
 
 
 def _lenet_train_dp(devices: int) -> dict:
