@@ -242,3 +242,28 @@ def test_bench_refuses_bad_device_counts_before_running_anything(argv, message, 
         bench.main(argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_bench_refuses_zero_rounds_before_running_anything(capsys, monkeypatch):
+    monkeypatch.setattr(bench, "collect", lambda args: pytest.fail("collect ran despite --rounds 0"))
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--rounds", "0"])
+    assert exc.value.code == 2
+    assert "--rounds must be at least 1; got 0" in capsys.readouterr().err
+
+
+def test_merge_rounds_takes_the_median_of_the_rounds_and_their_extremes():
+    def doc(us, lo, hi, compile_s, gemm):
+        return {"framework": "jax", "gemm_gflops": gemm, "rows": [
+            {"workload": "w", "batch": 1, "impl": "jaxnets-jit", "median_us": us, "min_us": lo, "max_us": hi,
+             "compile_s": compile_s, "compiles": 1},
+            {"workload": "w", "batch": 1, "impl": "jaxnets-scan", "median_us": 2 * us, "min_us": 2 * lo,
+             "max_us": 2 * hi, "compile_s": None, "compiles": 1},
+        ]}  # fmt: skip
+
+    merged = bench.merge_rounds([doc(10, 9, 12, 0.5, 100), doc(30, 25, 40, 0.7, 300), doc(20, 18, 21, 0.6, 200)])
+    jit, scan = merged["rows"]
+    assert (jit["median_us"], jit["min_us"], jit["max_us"], jit["compile_s"], jit["rounds"]) == (20, 9, 40, 0.6, 3)
+    assert (scan["median_us"], scan["min_us"], scan["max_us"], scan["compile_s"]) == (40, 18, 80, None)
+    assert merged["gemm_gflops"] == 300 and merged["rounds"] == 3  # the hardware's best round
+    assert bench.merge_rounds([doc(10, 9, 12, 0.5, 100)])["rows"][0]["median_us"] == 10
