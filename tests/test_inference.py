@@ -5,13 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from tolerances import F32_ATOL, F32_RTOL
 
 import jaxnets
 from jaxnets import inference, training
-
-# float32 forward passes of the same batch compiled as one program or inside a loop: XLA may pick
-# other kernels (other summation orders) for each, so they agree to rounding, not bit for bit.
-F32_ATOL = 1e-5
 
 
 def _images(n, seed=0):
@@ -33,7 +30,7 @@ def test_apply_batches_equals_one_forward_per_batch(make, shape):
     out = inference.apply_batches(model, xs)
     assert out.shape[:2] == (5, 3)
     for k in range(5):
-        np.testing.assert_allclose(out[k], model(xs[k]), atol=F32_ATOL, rtol=0)
+        np.testing.assert_allclose(out[k], model(xs[k]), atol=F32_ATOL, rtol=F32_RTOL)
 
 
 def test_forward_batches_compiles_once_per_shape_and_structure():
@@ -66,4 +63,4 @@ def test_logits_in_groups_of_padded_batches_equal_one_forward(monkeypatch, n):
     out = training.logits(model, images, batch_size=10)
     assert out.shape == (n, 10)
     if n:
-        np.testing.assert_allclose(out, model(jnp.asarray(images)), atol=F32_ATOL, rtol=0)
+        np.testing.assert_allclose(out, model(jnp.asarray(images)), atol=F32_ATOL, rtol=F32_RTOL)
