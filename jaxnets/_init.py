@@ -110,24 +110,13 @@ def conv(
     With ``fast=True`` a :class:`~jaxnets._fastconv.FastConv`: the same parameters
     and initialisation, a different computation.
     """
-    if fast:
-        return FastConv(
-            in_channels,
-            out_channels,
-            kernel_size,
-            kernel_init=kernel_init or torch_kernel_init(),
-            bias_init=bias_init or torch_bias_init(in_channels * kernel_size * kernel_size),
-            param_dtype=param_dtype,
-            rngs=rngs,
-        )
-    return nnx.Conv(
-        in_channels,
-        out_channels,
-        kernel_size=(kernel_size, kernel_size),
-        strides=(1, 1),
-        padding="VALID",  # nnx defaults to "SAME"; torch's default padding is 0.
+    params = dict(
         kernel_init=kernel_init or torch_kernel_init(),
         bias_init=bias_init or torch_bias_init(in_channels * kernel_size * kernel_size),
         param_dtype=param_dtype,
         rngs=rngs,
     )
+    if fast:
+        return FastConv(in_channels, out_channels, kernel_size, **params)  # always VALID, stride 1
+    # nnx defaults to padding "SAME"; torch's default padding is 0.
+    return nnx.Conv(in_channels, out_channels, (kernel_size, kernel_size), strides=(1, 1), padding="VALID", **params)

@@ -130,7 +130,7 @@ class Trainer:
         # Copies: donation deletes the buffers it is given, and the caller's model
         # must keep its own.
         self.mesh = mesh
-        self._leaves = self._placed([jnp.array(leaf, copy=True) for leaf in leaves])
+        self._leaves = self.replicate([jnp.array(leaf, copy=True) for leaf in leaves])
         self.compilations = 0
         """How many times a step or loop function was traced (= compiled)."""
         # On a mesh every output (state, loss, aux) is replicated: each device holds the same values.
@@ -260,9 +260,6 @@ class Trainer:
         """A copy of every array in ``tree`` on every device of the mesh; without a mesh, on the one device."""
         return jax.device_put(tree) if self.mesh is None else distributed.replicate(self.mesh, tree)
 
-    def _placed(self, leaves: list) -> list:
-        return leaves if self.mesh is None else distributed.replicate(self.mesh, leaves)
-
     def _carry(self):
         # Copies, so that a snapshot survives the next step's donation.
         return jax.tree.unflatten(self._treedef, [jnp.array(x, copy=True) for x in self._leaves])
@@ -280,4 +277,4 @@ class Trainer:
                     f"Trainer: in the new {what}, {jax.tree_util.keystr(path[1:])} has shape "
                     f"{jnp.shape(new)} and dtype {jnp.result_type(new)}; expected {old.shape} {old.dtype}."
                 )
-        return self._placed([jnp.array(x, copy=True) for _, x in path_leaves])
+        return self.replicate([jnp.array(x, copy=True) for _, x in path_leaves])

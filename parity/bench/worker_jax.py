@@ -134,57 +134,48 @@ def two_layer_gemm() -> float:
     return flops / (t["min_us"] * 1e-6) / 1e9
 
 
+def _timed_row(workload, batch, impl, first, run, *, steps, first_steps=1, counts=lambda name: True, **extra):
+    """One row: ``first()`` traces and compiles, then ``run()`` (``steps`` steps per call) is timed.
+
+    ``compile_s`` is the first call's time less ``first_steps`` steps at the
+    timed median; ``compiles`` counts the XLA compilations, during both, of
+    the functions whose name ``counts`` accepts.
+    """
+    COMPILES.clear()
+    _, first_s = timed(lambda: jax.block_until_ready(first()))
+    t = measure(run, jax.block_until_ready, steps=steps, repeats=CFG["repeats"])
+    compile_s = max(first_s - t["median_us"] * 1e-6 * first_steps, 0.0)
+    return row(workload, batch, impl, t, compile_s=compile_s, compiles=sum(map(counts, COMPILES)), **extra)
+
+
+def _cost(jitted, *args) -> dict:
+    """FLOPs and kernels per call of ``jitted`` on ``args``; call it after the timed first call, which compiled."""
+    lowered = jitted.lower(*args)
+    return {"flops": _flops(lowered), "kernels_per_step": kernels(lowered)}
+
+
 def _step_rows(
     workload: str, batch: int, trainer: jaxnets.Trainer, data: tuple, per_step=None, scan: bool = True
 ) -> list[dict]:
     """Rows for ``trainer.step`` and (with ``scan``) ``trainer.run``: time, compile time, compilations, FLOPs."""
     inner, loop = CFG["inner"], CFG["loop_steps"]
     step_args = data + ((per_step[0],) if per_step is not None else ())
-    COMPILES.clear()
-    _, first = timed(lambda: jax.block_until_ready(trainer.step(*step_args)))
 
     def steps():
         for i in range(inner):
             loss = trainer.step(*data, *((per_step[i % len(per_step)],) if per_step is not None else ()))
         return loss
 
-    t = measure(steps, jax.block_until_ready, steps=inner, repeats=CFG["repeats"])
-    step_compiles = sum("_step_impl" in name for name in COMPILES)
-    # Lowered again only now, so that the first call above paid for tracing and compiling.
-    lowered = trainer._step.lower(trainer._leaves, *step_args)
-    flops, launches = _flops(lowered), kernels(lowered)
-    rows = [
-        row(
-            workload,
-            batch,
-            "jaxnets-jit",
-            t,
-            flops=flops,
-            compile_s=max(first - t["median_us"] * 1e-6, 0.0),
-            compiles=step_compiles,
-            kernels_per_step=launches,
-        )  # fmt: skip
-    ]
+    jit_row = _timed_row(workload, batch, "jaxnets-jit", lambda: trainer.step(*step_args), steps, steps=inner,
+                         counts=lambda name: "_step_impl" in name)  # fmt: skip
+    jit_row |= _cost(trainer._step, trainer._leaves, *step_args)
     if not scan:
-        return rows
+        return [jit_row]
     xs = (per_step[:loop],) if per_step is not None else ()
-    COMPILES.clear()
-    _, first = timed(lambda: jax.block_until_ready(trainer.run(loop, *data, per_step=xs)))
-    t = measure(
-        lambda: trainer.run(loop, *data, per_step=xs), jax.block_until_ready, steps=loop, repeats=CFG["repeats"]
-    )
-    rows.append(
-        row(
-            workload,
-            batch,
-            "jaxnets-scan",
-            t,
-            flops=flops,
-            compile_s=max(first - t["median_us"] * 1e-6 * loop, 0.0),
-            compiles=sum("_run_impl" in name for name in COMPILES),
-        )  # fmt: skip
-    )
-    return rows
+    run = lambda: trainer.run(loop, *data, per_step=xs)  # noqa: E731
+    scan_row = _timed_row(workload, batch, "jaxnets-scan", run, run, steps=loop, first_steps=loop,
+                          counts=lambda name: "_run_impl" in name, flops=jit_row["flops"])  # fmt: skip
+    return [jit_row, scan_row]
 
 
 def _bias_free_rows(workload: str, grad_fn) -> list[dict]:
@@ -201,31 +192,23 @@ def _bias_free_rows(workload: str, grad_fn) -> list[dict]:
     step = jax.jit(update, donate_argnums=0)
     run = jax.jit(lambda w, x, y: jax.lax.scan(lambda w, _: update(w, x, y), w, length=loop), donate_argnums=0)
     state = {"w": jax.tree.map(jnp.copy, w)}  # `w` itself stays intact for the first calls below
-    COMPILES.clear()
 
     def steps():
         for _ in range(inner):
             state["w"], loss = step(state["w"], x, y)
         return loss
 
-    _, first = timed(lambda: jax.block_until_ready(step(jax.tree.map(jnp.copy, w), x, y)))
-    t = measure(steps, jax.block_until_ready, steps=inner, repeats=CFG["repeats"])
-    lowered = step.lower(w, x, y)  # after the first call, which paid for tracing and compiling
-    flops, launches = _flops(lowered), kernels(lowered)
-    rows = [row(workload, N, "jaxnets-jit", t, flops=flops, compile_s=max(first - t["median_us"] * 1e-6, 0.0),
-                compiles=sum("update" in n for n in COMPILES), kernels_per_step=launches)]  # fmt: skip
-    COMPILES.clear()
-
     def loop_once():
         state["w"], losses = run(state["w"], x, y)
         return losses
 
-    _, first = timed(lambda: jax.block_until_ready(run(jax.tree.map(jnp.copy, w), x, y)))
-    t = measure(loop_once, jax.block_until_ready, steps=loop, repeats=CFG["repeats"])
-    compile_s = max(first - t["median_us"] * 1e-6 * loop, 0.0)
-    compiles = sum("lambda" in n for n in COMPILES)
-    rows.append(row(workload, N, "jaxnets-scan", t, flops=flops, compile_s=compile_s, compiles=compiles))
-    return rows
+    jit_row = _timed_row(workload, N, "jaxnets-jit", lambda: step(jax.tree.map(jnp.copy, w), x, y), steps,
+                         steps=inner, counts=lambda name: "update" in name)  # fmt: skip
+    jit_row |= _cost(step, w, x, y)
+    first_loop = lambda: run(jax.tree.map(jnp.copy, w), x, y)  # noqa: E731
+    scan_row = _timed_row(workload, N, "jaxnets-scan", first_loop, loop_once, steps=loop, first_steps=loop,
+                          counts=lambda name: "lambda" in name, flops=jit_row["flops"])  # fmt: skip
+    return [jit_row, scan_row]
 
 
 def _sum_mse(m, x, y, *args):
@@ -307,14 +290,10 @@ def _lenet_forward(b):
 
 def _lenet_forward_rows(b, impl):
     graphdef, state = nnx.split(jaxnets.LeNet(impl=impl, rngs=nnx.Rngs(0)))
-    fwd = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))
     x, _ = _lenet_batch(b)
-    lowered = fwd.lower(state, x)
-    flops, launches = _flops(lowered), kernels(lowered)
+    # Over the flat list of arrays, as Trainer.step is: an nnx.State argument costs more Python per call.
     leaves, treedef = jax.tree.flatten(state)
     fwd_flat = jax.jit(lambda leaves, x: nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))(x))
-    COMPILES.clear()
-    _, first = timed(lambda: jax.block_until_ready(fwd_flat(leaves, x)))
     inner = CFG["inner"]
 
     def steps():
@@ -322,22 +301,18 @@ def _lenet_forward_rows(b, impl):
             out = fwd_flat(leaves, x)
         return out
 
-    t = measure(steps, jax.block_until_ready, steps=inner, repeats=CFG["repeats"])
-    rows = [row("lenet_forward", b, "jaxnets-jit", t, flops=flops, compile_s=max(first - t["median_us"] * 1e-6, 0.0),
-                compiles=len(COMPILES), kernels_per_step=launches)]  # fmt: skip
+    jit_row = _timed_row("lenet_forward", b, "jaxnets-jit", lambda: fwd_flat(leaves, x), steps, steps=inner)
+    jit_row |= _cost(fwd_flat, leaves, x)
     if impl != "fast":
-        return rows
+        return [jit_row]
     # The whole-loop variant: jaxnets.inference.forward_batches, the forward pass of `loop` distinct
     # batches in one compiled lax.map (distinct, so XLA cannot hoist the work out of the loop).
     loop = min(CFG["loop_steps"], max(4, FORWARD_LOOP_IMAGES // b))
     xs = jax.random.normal(jax.random.key(b + 1), (loop, *x.shape))
     run = inference.forward_batches(graphdef)
-    COMPILES.clear()
-    _, first = timed(lambda: jax.block_until_ready(run(state, xs)))
-    t = measure(lambda: run(state, xs), jax.block_until_ready, steps=loop, repeats=CFG["repeats"])
-    rows.append(row("lenet_forward", b, "jaxnets-scan", t, flops=flops,
-                    compile_s=max(first - t["median_us"] * 1e-6 * loop, 0.0), compiles=len(COMPILES)))  # fmt: skip
-    return rows
+    scan_row = _timed_row("lenet_forward", b, "jaxnets-scan", lambda: run(state, xs), lambda: run(state, xs),
+                          steps=loop, first_steps=loop, flops=jit_row["flops"])  # fmt: skip
+    return [jit_row, scan_row]
 
 
 def _lenet_train_dp(devices: int) -> dict:
