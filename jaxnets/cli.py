@@ -96,8 +96,21 @@ def _train(argv: list[str]) -> int:
     return 0
 
 
-def _default_figure(source: Path, name: str) -> Path:
-    return (source if source.is_dir() else source.parent) / name
+def _score(model, out: np.ndarray, labels: np.ndarray, args: argparse.Namespace, title: str):
+    """Scores and confusion matrix of the logits ``out``, the matrix drawn to ``--confusion`` (default: beside source).
+
+    Returns:
+      ``(scores, matrix, figure path)``.
+    """
+    from . import training
+
+    s = training.scores(out, labels)
+    matrix = training.confusion_matrix(out.argmax(-1), labels, model.num_classes)
+    source = Path(args.source)
+    beside = source if source.is_dir() else source.parent
+    figure = Path(args.confusion) if args.confusion else beside / "confusion.png"
+    training.plot_confusion(matrix, figure, title=f"{title}: {100 * s['accuracy']:.2f}% correct")
+    return s, matrix, figure
 
 
 def _evaluate(argv: list[str]) -> int:
@@ -131,11 +144,8 @@ def _evaluate(argv: list[str]) -> int:
         chosen = test_set if args.split == "test" else train_set
         images, labels, name = chosen.images, chosen.labels, f"{spec} ({args.split})"
     out = training.logits(model, images)
-    s = training.scores(out, labels)
-    matrix = training.confusion_matrix(out.argmax(-1), labels, model.num_classes)
-    figure = Path(args.confusion) if args.confusion else _default_figure(Path(args.source), "confusion.png")
     title = f"{Path(args.source).name}" + (f", epoch {info['epoch']}" if info.get("epoch") else "") + f" on {name}"
-    training.plot_confusion(matrix, figure, title=f"{title}: {100 * s['accuracy']:.2f}% correct")
+    s, matrix, figure = _score(model, out, labels, args, title)
     print(f"{title}: accuracy {100 * s['accuracy']:.2f}% ({s['correct']}/{s['total']}), loss {s['loss']:.4f}")
     print(f"confusion matrix: {figure}")
     if args.json:
@@ -198,10 +208,7 @@ def _predict(argv: list[str]) -> int:
         labels = data.idx_labels(args.labels)
         if len(labels) != len(predicted):
             p.error(f"{args.labels} holds {len(labels)} labels for {len(predicted)} inputs.")
-        s = training.scores(out, labels)
-        matrix = training.confusion_matrix(predicted, labels, model.num_classes)
-        figure = Path(args.confusion) if args.confusion else _default_figure(Path(args.source), "confusion.png")
-        training.plot_confusion(matrix, figure, title=f"{paths[0].name}: {100 * s['accuracy']:.2f}% correct")
+        s, matrix, figure = _score(model, out, labels, args, paths[0].name)
         print(f"accuracy {100 * s['accuracy']:.2f}% ({s['correct']}/{s['total']}); confusion matrix: {figure}")
         doc |= {**s, "confusion": matrix.tolist()}
     if args.json:

@@ -536,7 +536,8 @@ def train(
                 "devices": num_devices,
             }
         )
-        state = {"params": nnx.to_pure_dict(trainer.params), "opt_state": trainer.opt_state}
+        # trainer_model already holds a copy of the parameters: no second copy from trainer.params.
+        state = {"params": nnx.to_pure_dict(nnx.state(trainer_model, nnx.Param)), "opt_state": trainer.opt_state}
         meta = {"config": config.to_json(), "model": model_spec(model), "epoch": epoch, "history": history}
         metrics |= {"history": history, "epochs_completed": epoch, "test_accuracy": test["accuracy"],
                     "train_seconds": elapsed}  # fmt: skip
