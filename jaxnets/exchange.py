@@ -86,7 +86,7 @@ def to_torch_arrays(model_or_state, *, flatten_shapes: dict | None = None) -> di
     for e in entries:
         value = flat[e.jax_path]
         value = value[...] if isinstance(value, nnx.Variable) else value
-        out[e.torch_name] = np.ascontiguousarray(e.to_torch(jax.device_get(value)))
+        out[e.torch_name] = e.to_torch(jax.device_get(value))  # an owned C-ordered copy
     return out
 
 
@@ -105,6 +105,57 @@ def _dtype_problems(entries, arrays: Mapping, dtypes: dict, casting: str) -> lis
         f"dtypes that do not cast to the model's under casting={casting!r}: {'; '.join(bad)} "
         f"({fix}, or build the model with a matching param_dtype)"
     ]
+
+
+def _check_arrays(fn: str, arrays, casting: str) -> None:
+    if not isinstance(arrays, Mapping):
+        raise TypeError(
+            f"{fn} expects a mapping {{torch_name: array}}, such as a state_dict; got {type(arrays).__name__}."
+        )
+    if casting not in CASTINGS:
+        raise ValueError(f"{fn}: `casting` must be one of {', '.join(map(repr, CASTINGS))}; got {casting!r}.")
+
+
+def state_from_torch_arrays(
+    template,
+    arrays: Mapping[str, np.ndarray],
+    *,
+    casting: str = "safe",
+    flatten_shapes: dict | None = None,
+    what: str = "the weights",
+) -> nnx.State:
+    """Torch-layout arrays as a new ``nnx.State`` shaped like ``template``'s parameters.
+
+    The loader behind :func:`load_torch_arrays`, for anything shaped like the
+    parameters: weights, gradients, optimizer moments. Strict as torch's
+    ``load_state_dict(strict=True)``, with every problem reported in one error;
+    each array is cast to its template entry's dtype under ``casting`` (see
+    :func:`load_torch_arrays`).
+
+    Args:
+      template: a jaxnets model, or an ``nnx.State`` of its parameters (e.g. an
+        optimizer moment); gives the structure, the shapes and the dtypes.
+      arrays: ``{torch_name: array}`` in PyTorch's layout; copied, never aliased.
+      casting: ``"safe"`` or ``"same_kind"``, as in ``np.can_cast``.
+      flatten_shapes: see :func:`jaxnets.torch_layout.layout`.
+      what: how error messages name ``arrays``.
+
+    Returns:
+      A new ``nnx.State``; ``template`` is not changed.
+
+    Raises:
+      StateDictMismatch: listing every missing, unexpected and mis-shaped key
+        and every dtype that does not cast.
+    """
+    _check_arrays("state_from_torch_arrays", arrays, casting)
+    entries = layout(template, flatten_shapes=flatten_shapes)
+    flat = dict(nnx.to_flat_state(_params(template)))
+    dtypes = {e.torch_name: flat[e.jax_path][...].dtype for e in entries}
+    check_state_dict(entries, arrays, what, more_problems=_dtype_problems(entries, arrays, dtypes, casting))
+    for e in entries:
+        value = np.asarray(arrays[e.torch_name]).astype(dtypes[e.torch_name], casting=casting, copy=False)
+        flat[e.jax_path] = flat[e.jax_path].replace(jnp.asarray(e.from_torch(value)))  # from_torch copies
+    return nnx.from_flat_state(list(flat.items()))
 
 
 def load_torch_arrays(
@@ -141,23 +192,9 @@ def load_torch_arrays(
     """
     if not isinstance(model, nnx.Module):
         raise TypeError(f"load_torch_arrays expects a jaxnets (nnx) model; got {type(model).__name__}.")
-    if not isinstance(arrays, Mapping):
-        raise TypeError(
-            f"load_torch_arrays expects a mapping {{torch_name: array}}, such as a state_dict; "
-            f"got {type(arrays).__name__}."
-        )
-    if casting not in CASTINGS:
-        raise ValueError(
-            f"load_torch_arrays: `casting` must be one of {', '.join(map(repr, CASTINGS))}; got {casting!r}."
-        )
-    entries = layout(model, flatten_shapes=flatten_shapes)
-    flat = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
-    dtypes = {e.torch_name: flat[e.jax_path][...].dtype for e in entries}
-    check_state_dict(entries, arrays, what, more_problems=_dtype_problems(entries, arrays, dtypes, casting))
-    for e in entries:
-        value = np.asarray(arrays[e.torch_name]).astype(dtypes[e.torch_name], casting=casting)  # a copy
-        flat[e.jax_path] = flat[e.jax_path].replace(jnp.asarray(e.from_torch(value)))
-    nnx.update(model, nnx.from_flat_state(list(flat.items())))
+    _check_arrays("load_torch_arrays", arrays, casting)
+    state = state_from_torch_arrays(model, arrays, casting=casting, flatten_shapes=flatten_shapes, what=what)
+    nnx.update(model, state)
 
 
 def _check_metadata(metadata) -> dict[str, str]:

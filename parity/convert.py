@@ -11,28 +11,31 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import jax.numpy as jnp
 import numpy as np
 import torch
 from flax import nnx
 
-from jaxnets.exchange import to_torch_arrays
+from jaxnets.exchange import state_from_torch_arrays, to_torch_arrays
 
-from .layout import StateDictMismatch, _params, check_state_dict, layout
+from .layout import StateDictMismatch
 
 __all__ = ["StateDictMismatch", "load_torch_state_dict", "state_from_torch", "to_torch_state_dict"]
 
 
 def _numpy(value) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy().copy()
-    return np.array(value, copy=True)
+    # No copy here: state_from_torch_arrays copies every value before it returns.
+    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
 
 
 def state_from_torch(
     state_dict: Mapping, template, *, flatten_shapes: dict | None = None, what: str = "the state_dict"
 ) -> nnx.State:
     """A torch-layout dict (tensors or arrays) as an ``nnx.State`` in jaxnets' layout.
+
+    :func:`jaxnets.exchange.state_from_torch_arrays` for torch tensors too, with
+    ``casting="same_kind"``: values are rounded to the template's dtypes (e.g.
+    a float64 torch reference into a float32 model), as torch's own
+    ``load_state_dict`` does.
 
     Args:
       state_dict: ``{torch_name: tensor or array}``, e.g. ``module.state_dict()``
@@ -44,17 +47,12 @@ def state_from_torch(
       A new ``nnx.State`` of the template's parameter structure, holding copies.
 
     Raises:
-      StateDictMismatch: listing every missing, unexpected and mis-shaped key.
+      StateDictMismatch: listing every missing, unexpected and mis-shaped key,
+        and every value that does not cast to its template dtype (e.g. complex).
     """
-    entries = layout(template, flatten_shapes=flatten_shapes)
-    check_state_dict(entries, state_dict, what)
-    params = _params(template)
-    flat = dict(nnx.to_flat_state(params))
-    for e in entries:
-        variable = flat[e.jax_path]
-        variable = variable.replace(jnp.asarray(e.from_torch(_numpy(state_dict[e.torch_name])), variable[...].dtype))
-        flat[e.jax_path] = variable
-    return nnx.from_flat_state(list(flat.items()))
+    if isinstance(state_dict, Mapping):
+        state_dict = {k: _numpy(v) for k, v in state_dict.items()}
+    return state_from_torch_arrays(template, state_dict, casting="same_kind", flatten_shapes=flatten_shapes, what=what)
 
 
 def load_torch_state_dict(model: nnx.Module, state_dict: Mapping, *, flatten_shapes: dict | None = None) -> None:

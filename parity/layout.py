@@ -5,7 +5,6 @@
 
 from jaxnets.torch_layout import Entry as Entry
 from jaxnets.torch_layout import StateDictMismatch as StateDictMismatch
-from jaxnets.torch_layout import _params as _params
 from jaxnets.torch_layout import check_state_dict as check_state_dict
 from jaxnets.torch_layout import layout as layout
 from jaxnets.torch_layout import to_nchw as to_nchw
