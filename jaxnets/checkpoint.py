@@ -149,16 +149,9 @@ def _others(step_dir: Path) -> str:
 # -- what is saved ---------------------------------------------------------------
 
 
-def _key_name(key) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(key, attr):
-            return str(getattr(key, attr))
-    return str(key)
-
-
 def _path_str(path) -> str:
     """``params/fc1/kernel``: dict keys, attribute names (namedtuple fields) and indices joined by ``/``."""
-    return "/".join(_key_name(k) for k in path) or "<root>"
+    return jax.tree_util.keystr(path, simple=True, separator="/") or "<root>"
 
 
 def _leaves(tree, what: str) -> list[tuple[str, Any]]:
@@ -209,14 +202,20 @@ def _sha256(array: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(array).reshape(-1).view(np.uint8)).hexdigest()
 
 
-def _manifest(state) -> dict:
-    arrays = []
+def _manifest(state) -> tuple[dict, Any]:
+    """The manifest of ``state`` (path, shape, dtype, SHA-256 of every array) and ``state`` as host arrays.
+
+    The host copies serve both: hashed here and handed to orbax, which writes
+    them as they are (and, with several processes, from this process alone).
+    """
+    arrays, host = [], []
     for name, leaf in _leaves(state, "the state"):
         array = _as_numpy(name, leaf)
+        host.append(array)
         arrays.append({"path": name, "shape": list(array.shape), "dtype": array.dtype.name, "sha256": _sha256(array)})
     if not arrays:
         raise ValueError("checkpoint.save: `state` holds no arrays; pass e.g. {'params': ..., 'opt_state': ...}.")
-    return {"format": FORMAT_VERSION, "arrays": arrays}
+    return {"format": FORMAT_VERSION, "arrays": arrays}, jax.tree.unflatten(jax.tree.structure(state), host)
 
 
 def _check_json(value, where: str = "metadata") -> None:
@@ -348,18 +347,16 @@ def save(directory, step: int, state, metadata: dict | None = None, *, keep: int
     if not isinstance(metadata, Mapping):
         raise TypeError(f"checkpoint.save: `metadata` must be a dict; got {type(metadata).__name__}.")
     _check_json(metadata)
-    manifest = _manifest(state)
-    if jax.process_count() > 1:
-        # orbax would otherwise write each array's shards from the processes that hold them, at barriers.
-        state = jax.tree.map(lambda leaf: np.asarray(leaf) if isinstance(leaf, jax.Array) else leaf, state)
-
-    steps = all_steps(path)
+    steps = all_steps(path)  # before the state is copied and hashed: a refused step costs nothing
     if steps and step <= steps[-1]:
         what = "already exists" if step in steps else f"is not after the latest step {steps[-1]}"
         raise CheckpointError(
             f"cannot save checkpoint {step} in {path}: step {step} {what}, and steps must increase. "
             f"Save into a new directory, or move the checkpoints from step {step} on out of {path} first."
         )
+    # Host arrays: orbax would otherwise copy device arrays again, and with several processes
+    # write each array's shards from the processes that hold them, at barriers.
+    manifest, state = _manifest(state)
     path.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(path)
     # lightweight_initialize: the manager need not read (possibly damaged) earlier steps to write a new one.

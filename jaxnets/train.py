@@ -225,29 +225,28 @@ class Trainer:
     @property
     def params(self) -> nnx.State:
         """The current parameters, as an ``nnx.State`` (a snapshot, safe to keep)."""
-        return self._carry()[0]
+        return self._carry(0)
 
     @property
     def opt_state(self) -> optax.OptState:
         """The current optimizer state (a snapshot, safe to keep)."""
-        return self._carry()[1]
+        return self._carry(1)
 
     @opt_state.setter
     def opt_state(self, state: optax.OptState) -> None:
-        params, _, rest = self._carry()
+        params, _, rest = self._current()  # no copies here: _checked_leaves copies what it keeps
         self._leaves = self._checked_leaves((params, state, rest), what="optimizer state")
 
     @property
     def model(self) -> nnx.Module:
         """The model you passed in, updated in place with the current weights and returned."""
-        params, _, rest = self._carry()
-        nnx.update(self._model, params, rest)
+        nnx.update(self._model, *self._carry(0, 2))
         return self._model
 
     def load_model(self, model: nnx.Module) -> None:
         """Take the weights of ``model`` (same structure) as the current weights; keep the optimizer state."""
         _, params, rest = nnx.split(model, nnx.Param, ...)
-        self._leaves = self._checked_leaves((params, self._carry()[1], rest), what="model")
+        self._leaves = self._checked_leaves((params, self._current()[1], rest), what="model")
 
     def shard(self, *arrays):
         """Split each array's leading (batch) axis over the mesh's devices; without a mesh, put them on the device."""
@@ -260,9 +259,16 @@ class Trainer:
         """A copy of every array in ``tree`` on every device of the mesh; without a mesh, on the one device."""
         return jax.device_put(tree) if self.mesh is None else distributed.replicate(self.mesh, tree)
 
-    def _carry(self):
-        # Copies, so that a snapshot survives the next step's donation.
-        return jax.tree.unflatten(self._treedef, [jnp.array(x, copy=True) for x in self._leaves])
+    def _current(self):
+        # (params, opt_state, rest) over the live buffers: the next step's donation deletes them.
+        return jax.tree.unflatten(self._treedef, self._leaves)
+
+    def _carry(self, *parts: int):
+        # Copies of the parts asked for (0 params, 1 optimizer state, 2 other state), so that a
+        # snapshot survives the next step's donation; only those parts are copied.
+        current = self._current()
+        copies = tuple(jax.tree.map(lambda x: jnp.array(x, copy=True), current[i]) for i in parts)
+        return copies[0] if len(copies) == 1 else copies
 
     def _checked_leaves(self, carry, *, what: str) -> list:
         path_leaves, treedef = jax.tree_util.tree_flatten_with_path(carry)
