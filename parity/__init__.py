@@ -2,7 +2,7 @@
 
 - :func:`load_torch_state_dict` / :func:`to_torch_state_dict`: weights (and
   gradients, and any state shaped like the parameters) in both directions,
-  through one layout table (:mod:`jaxnets.torch_layout`, re-exported as :mod:`parity.layout`).
+  through one layout table (:mod:`jaxnets.torch_layout`; ``from parity.layout import ...`` re-exports it).
 - :func:`optimizer_state_from_torch` / :func:`load_optimizer_state_into_torch`:
   SGD momentum, Adam moments and step counts, so a run continues across frameworks.
 - :mod:`parity.torch_models`: the seeds' PyTorch code as reference models.

@@ -45,8 +45,7 @@ def to_tensor(a, dtype: str) -> torch.Tensor:
     return torch.tensor(np.array(a, dtype=np_dtype(dtype), copy=True))
 
 
-def to_numpy(a) -> np.ndarray:
-    return np.array(a.detach().numpy() if isinstance(a, torch.Tensor) else jax.device_get(a), copy=True)
+to_numpy = tm.to_numpy
 
 
 # -- models ----------------------------------------------------------------------------------------

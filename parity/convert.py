@@ -11,20 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import numpy as np
 import torch
 from flax import nnx
 
 from jaxnets.exchange import state_from_torch_arrays, to_torch_arrays
 
 from .layout import StateDictMismatch
+from .torch_models import to_numpy
 
 __all__ = ["StateDictMismatch", "load_torch_state_dict", "state_from_torch", "to_torch_state_dict"]
-
-
-def _numpy(value) -> np.ndarray:
-    # No copy here: state_from_torch_arrays copies every value before it returns.
-    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
 
 
 def state_from_torch(
@@ -51,7 +46,7 @@ def state_from_torch(
         and every value that does not cast to its template dtype (e.g. complex).
     """
     if isinstance(state_dict, Mapping):
-        state_dict = {k: _numpy(v) for k, v in state_dict.items()}
+        state_dict = {k: to_numpy(v) for k, v in state_dict.items()}
     return state_from_torch_arrays(template, state_dict, casting="same_kind", flatten_shapes=flatten_shapes, what=what)
 
 

@@ -78,7 +78,7 @@ def load_optimizer_state_into_torch(opt_state, torch_optimizer, torch_module, *,
       opt_state: e.g. ``trainer.opt_state``.
       torch_optimizer: the matching ``torch.optim`` optimizer (same algorithm and options).
       torch_module: the torch model whose ``parameters()`` the optimizer holds.
-      flatten_shapes: see :func:`parity.layout.layout`.
+      flatten_shapes: see :func:`jaxnets.torch_layout.layout`.
     """
     names = _param_names(torch_optimizer, torch_module)
     per_param: dict[str, dict] = {n: {} for n in names}
@@ -107,7 +107,7 @@ def optimizer_state_from_torch(torch_optimizer, torch_module, template, *, flatt
       torch_module: the torch model.
       template: the optax state to fill, e.g. ``jaxnets.optim.adam().init(params)``
         or ``trainer.opt_state``: gives structure, layouts and dtypes.
-      flatten_shapes: see :func:`parity.layout.layout`.
+      flatten_shapes: see :func:`jaxnets.torch_layout.layout`.
 
     Returns:
       A new optax state of the template's structure; assign it to ``trainer.opt_state``.

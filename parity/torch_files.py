@@ -22,12 +22,13 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-import jax.numpy as jnp
 import numpy as np
 import torch
 from safetensors import numpy as safetensors_numpy
 
 from jaxnets.exchange import _BAD_FILE, WRAPPER_KEYS, WeightsFileError
+
+from .torch_models import to_numpy
 
 
 def _refused_global(message: str) -> str | None:
@@ -44,11 +45,8 @@ def _gist(message: str) -> str:
 
 
 def _torch_to_numpy(tensor, name: str, path: Path) -> np.ndarray:
-    tensor = tensor.detach().cpu()
     try:
-        if tensor.dtype == torch.bfloat16:  # NumPy has no bfloat16; ml_dtypes' (jnp.bfloat16) has the same bits
-            return tensor.contiguous().view(torch.int16).numpy().view(np.dtype(jnp.bfloat16)).copy()
-        return tensor.resolve_conj().resolve_neg().numpy().copy()
+        return to_numpy(tensor)
     except (TypeError, RuntimeError) as e:
         raise WeightsFileError(
             f"{str(path)!r}: the tensor {name!r} ({tensor.dtype}, layout {tensor.layout}) has no NumPy form: {e}"

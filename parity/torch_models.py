@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import random
 
+import ml_dtypes
 import numpy as np
 import torch
 import torch.nn as nn
@@ -181,12 +182,27 @@ class DynamicNet(torch.nn.Module):
 # printed every 100 steps; the seed's `for t in range(500)` becomes `range(steps)`.
 
 
-def _numpy(a, dtype=None) -> np.ndarray:
-    """A fresh NumPy array holding a copy of ``a`` (NumPy, JAX or torch array): never aliases the caller's buffer."""
+def to_numpy(a, dtype=None) -> np.ndarray:
+    """A fresh NumPy array holding a copy of ``a`` (NumPy, JAX or torch array): never aliases the caller's buffer.
+
+    A torch bfloat16 tensor becomes an ``ml_dtypes.bfloat16`` array (jax's
+    bfloat16, the same bits): NumPy has no bfloat16 of its own. Conjugate and
+    negative views are resolved first.
+
+    Raises:
+      TypeError or RuntimeError: a tensor with no NumPy form (e.g. sparse).
+    """
     if isinstance(a, torch.Tensor):
-        # np.array(tensor, copy=True) warns: torch's __array__ takes no `copy`.
-        a = a.detach().cpu().numpy()  # still shares memory; the copy below does not
+        a = a.detach().cpu()
+        # np.array(tensor, copy=True) warns: torch's __array__ takes no `copy`; .numpy() still shares memory.
+        if a.dtype == torch.bfloat16:
+            a = a.contiguous().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+        else:
+            a = a.resolve_conj().resolve_neg().numpy()
     return np.array(a, dtype=dtype, copy=True)
+
+
+_numpy = to_numpy
 
 
 def _tensor(a, dtype: torch.dtype) -> torch.Tensor:
