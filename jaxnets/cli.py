@@ -96,6 +96,13 @@ def _train(argv: list[str]) -> int:
     return 0
 
 
+def _epoch(text: str) -> int:
+    """``--checkpoint``: an epoch number, 0 or more."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"EPOCH must be an integer >= 0 (a checkpoint's epoch); got {text!r}")
+    return int(text)
+
+
 def _score(model, out: np.ndarray, labels: np.ndarray, args: argparse.Namespace, title: str):
     """Scores and confusion matrix of the logits ``out``, the matrix drawn to ``--confusion`` (default: beside source).
 
@@ -125,7 +132,7 @@ def _evaluate(argv: list[str]) -> int:
     p.add_argument("--split", choices=("test", "train"), default="test", help="which part of --data (default: test)")
     p.add_argument("--images", metavar="IDX", help="an IDX images file (e.g. t10k-images-idx3-ubyte.gz) instead")
     p.add_argument("--labels", metavar="IDX", help="the IDX labels file that goes with --images")
-    p.add_argument("--checkpoint", type=int, metavar="EPOCH", help="a checkpoint other than the latest")
+    p.add_argument("--checkpoint", type=_epoch, metavar="EPOCH", help="a checkpoint other than the latest")
     p.add_argument("--confusion", metavar="PNG", help="where to write the confusion matrix (default: beside source)")
     p.add_argument("--json", metavar="FILE", help="also write the scores and the confusion matrix as JSON")
     args = p.parse_args(argv)
@@ -153,12 +160,6 @@ def _evaluate(argv: list[str]) -> int:
     return 0
 
 
-def _looks_like_idx(path: Path) -> bool:
-    with path.open("rb") as f:
-        head = f.read(4)
-    return head[:2] == b"\x1f\x8b" or (len(head) == 4 and head[:2] == b"\0\0" and head[2] in range(0x08, 0x0F))
-
-
 def _predict(argv: list[str]) -> int:
     from . import data, training
 
@@ -175,7 +176,7 @@ def _predict(argv: list[str]) -> int:
         default="auto",
         help="dark digits on a light background must be inverted to MNIST's white on black (default: auto)",
     )
-    p.add_argument("--checkpoint", type=int, metavar="EPOCH", help="a checkpoint other than the latest")
+    p.add_argument("--checkpoint", type=_epoch, metavar="EPOCH", help="a checkpoint other than the latest")
     p.add_argument("--confusion", metavar="PNG", help="confusion matrix PNG with --labels (default: beside source)")
     p.add_argument("--json", metavar="FILE", help="write the predictions (and scores) as JSON")
     args = p.parse_args(argv)
@@ -185,7 +186,7 @@ def _predict(argv: list[str]) -> int:
     for path in paths:
         if not path.is_file():
             p.error(f"input {path} is not a file.")
-    if len(paths) == 1 and _looks_like_idx(paths[0]):
+    if len(paths) == 1 and data.is_idx(paths[0]):
         images, names = data.idx_images(paths[0]), None
     else:
         invert = {"auto": "auto", "yes": True, "no": False}[args.invert]
@@ -227,16 +228,19 @@ def _export(argv: list[str]) -> int:
     p.add_argument("source", help="a run directory (jaxnets train --out)")
     p.add_argument("--format", choices=("torch",), default="torch", help="PyTorch layout (the only one so far)")
     p.add_argument("--output", required=True, metavar="FILE.safetensors", help="the file to write")
-    p.add_argument("--checkpoint", type=int, metavar="EPOCH", help="a checkpoint other than the latest")
+    p.add_argument("--checkpoint", type=_epoch, metavar="EPOCH", help="a checkpoint other than the latest")
+    p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     args = p.parse_args(argv)
     if not args.output.endswith(".safetensors"):
         p.error(f"--output must end in .safetensors (no pickle is written); got {args.output!r}.")
+    if Path(args.output).exists() and not args.overwrite:
+        p.error(f"{args.output} already exists; pass --overwrite to replace it, or choose another --output.")
     model, info = training.load_model(args.source, step=args.checkpoint)
-    metadata = {"format": "pt", "jaxnets_model": json.dumps(training.model_spec(model))}
+    metadata = {"jaxnets_model": json.dumps(training.model_spec(model))}
     if info.get("epoch") is not None:
         metadata["epoch"] = str(info["epoch"])
     path = exchange.save_safetensors(model, args.output, metadata=metadata)
-    print(f"wrote {path}: {', '.join(exchange.to_torch_arrays(model))}")
+    print(f"wrote {path}: {', '.join(e.torch_name for e in exchange.layout(model))}")
     print("PyTorch: net.load_state_dict(safetensors.torch.load_file(path), strict=True)")
     return 0
 

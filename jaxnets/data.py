@@ -37,6 +37,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from ._files import atomic_write
+
 IMAGE_SIZE = 32
 """Side of LeNet's square input images."""
 
@@ -322,6 +324,13 @@ def _read_bytes(path: Path) -> tuple[bytes, bool]:
         raise DataError(f"{path}: the gzip stream is truncated or corrupt ({e}); download the file again.") from e
 
 
+def is_idx(path: str | os.PathLike) -> bool:
+    """Whether ``path`` starts like an IDX file (two zero bytes and a known type byte) or a gzip stream."""
+    with Path(path).open("rb") as f:
+        head = f.read(3)
+    return head.startswith(_GZIP_MAGIC) or (len(head) == 3 and head[:2] == b"\0\0" and head[2] in _IDX_TYPES)
+
+
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file (MNIST's ``train-images-idx3-ubyte`` and friends), gzipped or not.
 
@@ -384,7 +393,7 @@ def write_idx(path: str | os.PathLike, array, gzip: bool = False) -> Path:
     """Write ``array`` as an IDX file that :func:`read_idx` (and MNIST readers) read back exactly.
 
     Args:
-      path: the file to write (replaced if it exists).
+      path: the file to write (replaced if it exists, atomically: never left half written).
       array: anything ``np.asarray`` takes, of dtype uint8, int8, int16,
         int32, float32 or float64, with 1 to 255 dimensions.
       gzip: compress the file (reproducibly: no time stamp in the header).
@@ -404,8 +413,8 @@ def write_idx(path: str | os.PathLike, array, gzip: bool = False) -> Path:
         raise ValueError(f"write_idx: IDX needs 1 to 255 dimensions, each below 2**32; got shape {array.shape}.")
     header = bytes([0, 0, code, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
     content = header + np.ascontiguousarray(array, _IDX_TYPES[code]).tobytes()
-    path.write_bytes(_gzip.compress(content, mtime=0) if gzip else content)
-    return path
+    content = _gzip.compress(content, mtime=0) if gzip else content
+    return atomic_write(path, lambda tmp: tmp.write_bytes(content))
 
 
 # -- MNIST ---------------------------------------------------------------------
@@ -537,8 +546,6 @@ def from_idx(images_path: str | os.PathLike, labels_path: str | os.PathLike, nam
 
 
 # -- data-set specs ------------------------------------------------------------
-
-SPECS = ("digits", "mnist:DIR")
 
 
 def load(spec: str) -> tuple[Dataset, Dataset]:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from flax import nnx
 from safetensors import SafetensorError, safe_open
 from safetensors import numpy as safetensors_numpy
 
+from ._files import atomic_write
 from .torch_layout import StateDictMismatch, _params, check_state_dict, layout
 
 __all__ = [
@@ -245,16 +245,7 @@ def save_safetensors(
         raise FileNotFoundError(
             f"save_safetensors: the directory {str(path.parent)!r} does not exist; create it first."
         )
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    try:
-        safetensors_numpy.save_file(arrays, tmp, metadata=meta)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())  # the data is on disk before the rename makes it visible
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: safetensors_numpy.save_file(arrays, tmp, metadata=meta))
 
 
 def _format_of(path: Path, format: str | None) -> str:
@@ -303,12 +294,15 @@ def _read_torch(path: Path) -> dict[str, np.ndarray]:
     """
     with tempfile.TemporaryDirectory(prefix="jaxnets-pt-") as tmp:
         out = Path(tmp) / "weights.safetensors"
+        # -P: the child's sys.path does not start with the working directory, so a torch.py or
+        # parity/ lying there is not imported (and run) in its place.
         proc = subprocess.run(
-            [sys.executable, "-m", PT_READER, str(path), str(out)], capture_output=True, text=True, check=False
+            [sys.executable, "-P", "-m", PT_READER, str(path), str(out)], capture_output=True, text=True, check=False
         )
         error = subprocess.CalledProcessError(proc.returncode, proc.args, proc.stdout, proc.stderr)
         message = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit code {proc.returncode}"
-        if proc.returncode != 0 and re.search(r"(ModuleNotFound|Import)Error: No module named '?torch", proc.stderr):
+        no_torch = re.search(r"(ModuleNotFound|Import)Error: No module named '?torch'?$", proc.stderr, re.M)
+        if proc.returncode != 0 and no_torch:
             raise ImportError(
                 f"reading the PyTorch file {str(path)!r} needs torch: pip install torch. Safetensors files need "
                 "nothing more; convert it where torch is installed with "
@@ -317,9 +311,10 @@ def _read_torch(path: Path) -> dict[str, np.ndarray]:
         if proc.returncode == _BAD_FILE:
             raise WeightsFileError(message) from error
         if proc.returncode != 0:
+            missing = f"No module named '{PT_READER.split('.')[0]}'" in proc.stderr
+            hint = " Is jaxnets installed with its parity package (pip install -e '.[torch]')?" if missing else ""
             raise WeightsFileError(
-                f"could not read the PyTorch file {str(path)!r}: `python -m {PT_READER}` failed "
-                f"({message}). Is jaxnets installed with its parity package (pip install -e '.[torch]')?"
+                f"could not read the PyTorch file {str(path)!r}: `python -m {PT_READER}` failed ({message}).{hint}"
             ) from error
         return _read_safetensors(out)
 
@@ -339,7 +334,7 @@ def read_weights(path: str | os.PathLike, *, format: str | None = None) -> dict[
       format: ``"safetensors"`` or ``"torch"`` for other names; from the suffix when None.
 
     Returns:
-      ``{torch_name: array}`` in the file's order and dtypes; the arrays own their memory.
+      ``{torch_name: array}`` in the file's order and dtypes; the arrays share memory with nothing else.
 
     Raises:
       WeightsFileError: the file is corrupt or truncated, holds pickled objects

@@ -45,7 +45,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,6 +56,7 @@ import numpy as np
 from flax import nnx
 
 from . import checkpoint, data, distributed, inference, optim
+from ._files import atomic_write
 from ._lenet import LeNet
 from .losses import cross_entropy
 from .train import Trainer
@@ -233,20 +233,8 @@ def confusion_matrix(predicted: np.ndarray, labels: np.ndarray, num_classes: int
 # -- files, written so that a crash never leaves half a file ---------------------------------------
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(tmp)`` to a temporary file beside ``path``, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_json(path: Path, doc: dict) -> None:
-    _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(doc, indent=1) + "\n"))
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(doc, indent=1) + "\n"))
 
 
 def plot_curves(history: list[dict], path: Path, title: str = "") -> None:
@@ -270,7 +258,7 @@ def plot_curves(history: list[dict], path: Path, title: str = "") -> None:
         ax.legend()
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
 
 
@@ -292,7 +280,7 @@ def plot_confusion(matrix: np.ndarray, path: Path, title: str = "") -> None:
     ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true label", title=title)
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
 
 
@@ -318,7 +306,7 @@ def _prepare(out: Path, *, resume: bool, overwrite: bool) -> None:
         raise TrainingError(f"output {out} is a file, not a directory: choose another --out.")
     if resume:
         ckpt_dir = out / CHECKPOINTS
-        if not ckpt_dir.is_dir() or checkpoint.latest_step(ckpt_dir) is None:
+        if checkpoint.latest_step(ckpt_dir) is None:
             raise TrainingError(f"nothing to resume in {out}: it holds no checkpoint. Start the run without --resume.")
         return
     if holds_run(out):
@@ -468,10 +456,11 @@ def train(
     ckpt_dir = out / CHECKPOINTS
     if resume:
         # Settings first: another optimizer's state would not fit `like`, and its error would not say why.
-        _check_resumable(checkpoint.read_metadata(ckpt_dir).get("config"), config, out)
+        step = checkpoint.latest_step(ckpt_dir)  # once: the settings checked and the state restored are one epoch's
+        _check_resumable(checkpoint.read_metadata(ckpt_dir, step).get("config"), config, out)
         # Host copies: restored values go back to the trainer's devices through load_model and opt_state.
         like = jax.tree.map(np.asarray, {"params": nnx.to_pure_dict(trainer.params), "opt_state": trainer.opt_state})
-        state, meta = checkpoint.restore(ckpt_dir, like=like)
+        state, meta = checkpoint.restore(ckpt_dir, step, like=like)
         _set_params(model, state["params"])
         trainer.load_model(model)
         trainer.opt_state = state["opt_state"]
@@ -515,7 +504,7 @@ def train(
             metrics |= {"status": f"stopped: non-finite loss at step {step}", "history": history}
             if primary:
                 write_json(out / METRICS, metrics)
-            last = checkpoint.latest_step(ckpt_dir) if ckpt_dir.is_dir() else None
+            last = checkpoint.latest_step(ckpt_dir)
             kept = f"the last good checkpoint is epoch {last} in {ckpt_dir}" if last else "no checkpoint was written"
             raise TrainingError(
                 f"the loss became {step_losses[bad[0]]} at step {step} (epoch {epoch}, batch {int(bad[0]) + 1}); "
@@ -595,9 +584,8 @@ def load_model(source: str | os.PathLike, *, step: int | None = None) -> tuple[L
     ckpt_dir = path / CHECKPOINTS if (path / CHECKPOINTS).is_dir() else path
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: give a run directory (jaxnets train --out) or a weights file.")
-    meta = checkpoint.read_metadata(ckpt_dir, step)
+    state, meta = checkpoint.restore(ckpt_dir, step)  # one read: weights and description of the same epoch
     model = build_model(meta["model"])
-    state, _ = checkpoint.restore(ckpt_dir, step)
     _set_params(model, state["params"])
     return model, {"source": str(path), "epoch": meta.get("epoch"), "config": meta.get("config")}
 

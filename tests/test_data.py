@@ -445,3 +445,13 @@ def test_read_images_missing_file_and_bad_arguments(tmp_path):
         data.read_images([])
     with pytest.raises(ValueError, match="invert"):
         data.read_images(tmp_path / "gone.png", invert="yes")
+
+
+def test_is_idx_tells_idx_and_gzip_files_from_others(tmp_path):
+    data.write_idx(tmp_path / "x.idx", np.zeros((2, 3, 3), np.uint8))
+    data.write_idx(tmp_path / "y.idx.gz", np.zeros(4, np.int32))
+    (tmp_path / "odd").write_bytes(b"\0\0\x0a\x01")  # 0x0A is no IDX type
+    np.save(tmp_path / "a.npy", np.zeros(3))
+    (tmp_path / "empty").write_bytes(b"")
+    assert data.is_idx(tmp_path / "x.idx") and data.is_idx(tmp_path / "y.idx.gz")
+    assert not any(data.is_idx(tmp_path / n) for n in ("odd", "a.npy", "empty"))

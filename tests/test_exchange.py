@@ -330,3 +330,15 @@ def test_pt_without_torch_says_pip_install_torch(tmp_path, monkeypatch):
 def test_import_jaxnets_exchange_does_not_import_torch():
     code = "import jaxnets.exchange, sys; assert 'torch' not in sys.modules, 'torch was imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_pt_reader_does_not_import_modules_from_the_working_directory(tmp_path, monkeypatch):
+    # The child runs `python -P -m parity.torch_files`: a torch.py where the user stands is not imported (and run).
+    net = tm.Net()
+    torch.save(net.state_dict(), tmp_path / "w.pt")
+    marker = tmp_path / "ran"
+    (tmp_path / "torch.py").write_text(f"open({str(marker)!r}, 'w').close()\nraise SystemExit(7)\n")
+    monkeypatch.chdir(tmp_path)
+    arrays = exchange.read_weights("w.pt")
+    assert not marker.exists()
+    np.testing.assert_array_equal(arrays["conv1.weight"], net.conv1.weight.detach().numpy())

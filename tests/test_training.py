@@ -368,6 +368,14 @@ def test_export_to_pytorch_and_import_back(run_dir, digits_test, tmp_path, capsy
     assert ".safetensors" in capsys.readouterr().err
     assert not (tmp_path / "w.pt").exists()
 
+    written = weights.read_bytes()
+    with pytest.raises(SystemExit) as exit_info:  # an existing file is replaced only with --overwrite
+        run_cli("export", run_dir, "--output", weights, "--checkpoint", "1")
+    assert exit_info.value.code == 2
+    assert f"{weights} already exists; pass --overwrite" in capsys.readouterr().err
+    assert weights.read_bytes() == written
+    assert run_cli("export", run_dir, "--output", weights, "--overwrite") == 0
+
     torch.save(net.state_dict(), tmp_path / "net.pt")
     imported = tmp_path / "imported"
     assert run_cli("import", tmp_path / "net.pt", "--out", imported) == 0
@@ -453,3 +461,15 @@ def test_train_with_the_defaults_reaches_the_target_accuracy(tmp_path, capsys):
     assert metrics["config"]["data"] == "digits" and metrics["config"]["epochs"] == 40
     assert len(metrics["history"]) == 40
     assert metrics["test_accuracy"] >= 0.98
+
+
+@pytest.mark.parametrize(
+    "command, extra",
+    [("evaluate", []), ("predict", ["x.npy"]), ("export", ["--output", "w.safetensors"])],
+    ids=["evaluate", "predict", "export"],
+)
+def test_cli_refuses_a_negative_checkpoint_epoch_before_reading_anything(command, extra, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(command, tmp_path / "no-run", *extra, "--checkpoint", "-1")
+    assert exit_info.value.code == 2
+    assert "EPOCH must be an integer >= 0 (a checkpoint's epoch); got '-1'" in capsys.readouterr().err
