@@ -50,8 +50,9 @@ class LeNet(nnx.Module):
 
         - ``"fast"`` (the default): :class:`~jaxnets._fastconv.FastConv` layers
           and :func:`~jaxnets._fastconv.max_pool2d` on batch-last chunks of at
-          most 64 images: ``conv1`` as shifted multiply-adds, ``conv2`` as
-          im2col and one matrix product, backward passes as matrix products,
+          most 64 images: ``conv1`` as shifted multiply-adds (for batches of
+          at least 8; as ``conv2`` below that), ``conv2`` as im2col and one
+          matrix product, backward passes as matrix products,
           max-pool gradients sent to the first maximum of each window as torch
           does. On a 2-core CPU it trains 2.5 to 5 times faster than ``"lax"``
           at batches of 1, 64 and 256, and evaluates 1.5 to 4 times faster;

@@ -125,10 +125,11 @@ def test_lenet_fast_trainer_steps_without_recompiling():
 # -- the layers ----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("rows", [2, 4], ids=["6-images", "12-images"])  # below and above SHIFT_MIN_BATCH
 @pytest.mark.parametrize(
-    "in_channels,kernel_size", [(1, 5), (3, 3), (6, 5)], ids=["shifts-1ch", "shifts-3ch", "im2col"]
+    "in_channels,kernel_size", [(1, 5), (3, 3), (6, 5)], ids=["few-taps-1ch", "few-taps-3ch", "many-taps"]
 )
-def test_fast_conv_matches_nnx_conv_with_the_same_parameters(x64, in_channels, kernel_size):
+def test_fast_conv_matches_nnx_conv_with_the_same_parameters(x64, in_channels, kernel_size, rows):
     # nnx.Conv reads an int kernel_size as a 1-D kernel: give it (k, k).
     make = lambda cls: cls(
         in_channels, 4, (kernel_size, kernel_size), **({} if cls is _fastconv.FastConv else {"padding": "VALID"}),
@@ -137,17 +138,28 @@ def test_fast_conv_matches_nnx_conv_with_the_same_parameters(x64, in_channels, k
     fast, ref = make(_fastconv.FastConv), make(nnx.Conv)
     np.testing.assert_array_equal(fast.kernel[...], ref.kernel[...])
     np.testing.assert_array_equal(fast.bias[...], ref.bias[...])
-    x = images("ties", (2, 3, 14, 14, in_channels), jnp.float64)  # two leading batch axes
+    x = images("ties", (rows, 3, 14, 14, in_channels), jnp.float64)  # two leading batch axes
 
     def grads(layer):
         graphdef, params = nnx.split(layer, nnx.Param)
         loss = lambda p, x: jnp.sum(jnp.sin(nnx.merge(graphdef, p)(x)))
         return jax.grad(loss, argnums=(0, 1))(params, x)
 
-    assert fast(x).shape == ref(x).shape == (2, 3, 15 - kernel_size, 15 - kernel_size, 4)
+    assert fast(x).shape == ref(x).shape == (rows, 3, 15 - kernel_size, 15 - kernel_size, 4)
     assert rel_err(fast(x), ref(x)) <= F64_RTOL
     assert rel_err(fast(x[0, 0]), ref(x[0, 0])) <= F64_RTOL  # a single image
     assert rel_err(grads(fast), grads(ref)) <= F64_RTOL
+
+
+@pytest.mark.parametrize("batch,shifts", [(1, False), (7, False), (8, True), (64, True)])
+def test_conv2d_takes_shifted_sums_only_for_few_taps_and_enough_images(batch, shifts):
+    # Shifted sums vectorise over the images; below SHIFT_MIN_BATCH the forward is a matrix product.
+    assert _fastconv.SHIFT_MIN_BATCH == 8
+    x = jnp.ones((1, 12, 12, batch))
+    products = lambda kernel: str(jax.make_jaxpr(_fastconv.conv2d)(x, kernel)).count("dot_general")
+    assert products(jnp.ones((5, 5, 1, 6))) == (0 if shifts else 1)  # 25 taps
+    assert products(jnp.ones((1, 1, 1, 6))) == (0 if shifts else 1)  # 1 tap
+    assert products(jnp.ones((7, 4, 1, 6))) == 1  # 28 taps: always a matrix product
 
 
 def test_max_pool2d_sends_a_tied_gradient_to_the_first_maximum_in_row_major_order(x64):
