@@ -95,6 +95,19 @@ class Trainer:
         torch does after ``zero_grad(set_to_none=False)``. Needs an optimizer
         whose state is all per parameter (SGD, RMSprop): torch keeps a step
         count per parameter, optax one for all.
+      microbatches: split every batch argument along its first axis into this
+        many equal parts, take the gradient of each part one after another (in
+        one compiled loop) and step once with their mean: gradient
+        accumulation inside the step, as ``num_microbatches`` in t5x or
+        MaxText. For a ``loss_fn`` that is a mean over the examples (the
+        tutorials' ``cross_entropy`` and ``mse_loss`` with their default
+        ``reduction="mean"``) the step is the full batch's, up to the order of
+        floating-point sums; memory for activations is that of one part. On a
+        CPU it is also faster when a whole batch's intermediates outgrow the
+        cache: LeNet at batch 256 steps about 20% faster with 4 parts of 64
+        (see the benchmark). ``loss`` is the mean of the parts' losses and
+        ``aux`` (with ``has_aux``) is stacked per part, shape ``(microbatches, ...)``.
+        Not with a ``mesh``. Default 1: no split.
 
     The model you pass is never modified behind your back: the trainer works
     on copies, and reading :attr:`model` writes the current weights into it.
@@ -110,6 +123,7 @@ class Trainer:
         has_aux: bool = False,
         skip_unused: Callable[..., Any] | None = None,
         mesh: jax.sharding.Mesh | None = None,
+        microbatches: int = 1,
     ):
         if not isinstance(model, nnx.Module):
             raise TypeError(f"Trainer: `model` must be an nnx.Module; got {type(model).__name__}.")
@@ -118,6 +132,14 @@ class Trainer:
                 "Trainer: `optimizer` must be an optax.GradientTransformation such as "
                 f"jaxnets.optim.sgd(lr=0.01); got {type(optimizer).__name__}."
             )
+        if not isinstance(microbatches, int) or isinstance(microbatches, bool) or microbatches < 1:
+            raise ValueError(f"Trainer: `microbatches` must be a positive int; got {microbatches!r}.")
+        if microbatches > 1 and mesh is not None:
+            raise ValueError(
+                f"Trainer: `microbatches={microbatches}` cannot be combined with a `mesh` (each part would be "
+                "re-split over the devices); use microbatches=1 with a mesh, or drop the mesh."
+            )
+        self.microbatches = microbatches
         self._model = model
         self._tx = optimizer
         self._loss_fn = loss_fn
@@ -141,16 +163,51 @@ class Trainer:
 
     # -- the pure functions that get compiled ---------------------------------
 
-    def _update(self, leaves, batch):
-        params, opt_state, rest = jax.tree.unflatten(self._treedef, leaves)
+    def _loss_and_grads(self, params, rest, batch):
+        """``(loss, aux, new_rest, grads)`` of ``loss_fn`` on ``batch``, over ``microbatches`` parts."""
 
-        def loss_of(params):
+        def loss_of(params, rest, batch):
             model = nnx.merge(self._graphdef, params, rest)
             out = self._loss_fn(model, *batch)
             loss, aux = out if self._has_aux else (out, None)
             return loss, (aux, nnx.state(model, nnx.Not(nnx.Param)))
 
-        (loss, (aux, new_rest)), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
+        grad_fn = jax.value_and_grad(loss_of, has_aux=True)
+        if self.microbatches == 1:
+            (loss, (aux, new_rest)), grads = grad_fn(params, rest, batch)
+            return loss, aux, new_rest, grads
+        parts = self._split(batch)
+
+        def accumulate(carry, part):
+            rest, total = carry
+            (loss, (aux, rest)), grads = grad_fn(params, rest, part)
+            return (rest, jax.tree.map(jnp.add, total, (loss, grads))), aux
+
+        # The loss's shape and dtype, traced over plain arrays (nnx Variables may not cross into another trace).
+        args, args_def = jax.tree.flatten((params, rest, jax.tree.map(lambda a: a[0], parts)))
+        (loss_shape, _), _ = jax.eval_shape(lambda args: grad_fn(*jax.tree.unflatten(args_def, args)), args)
+        zeros = (jnp.zeros(loss_shape.shape, loss_shape.dtype), jax.tree.map(jnp.zeros_like, params))
+        (new_rest, (loss, grads)), aux = jax.lax.scan(accumulate, (rest, zeros), parts)
+        mean = lambda total: (total / self.microbatches).astype(total.dtype)  # noqa: E731
+        return mean(loss), aux, new_rest, jax.tree.map(mean, grads)
+
+    def _split(self, batch):
+        """Every batch argument ``(B, ...)`` -> ``(microbatches, B // microbatches, ...)``."""
+        k, parts = self.microbatches, []
+        for i, a in enumerate(batch):
+            shape = jnp.shape(a)
+            if not shape or shape[0] % k:
+                raise ValueError(
+                    f"Trainer: microbatches={k} splits every batch argument along its first axis into {k} equal "
+                    f"parts; argument {i} has shape {shape}. Pass batches whose first axis is a multiple of {k} "
+                    "(and no scalar arguments), or use microbatches=1."
+                )
+            parts.append(jnp.reshape(a, (k, shape[0] // k, *shape[1:])))
+        return tuple(parts)
+
+    def _update(self, leaves, batch):
+        params, opt_state, rest = jax.tree.unflatten(self._treedef, leaves)
+        loss, aux, new_rest, grads = self._loss_and_grads(params, rest, batch)
         updates, new_opt_state = self._tx.update(grads, opt_state, params)
         if self._skip_unused is not None:
             used = self._skip_unused(nnx.merge(self._graphdef, params, rest), *batch)

@@ -235,3 +235,57 @@ def test_trainer_skip_unused_refuses_optimizers_with_a_shared_step_count():
                           skip_unused=lambda m, x, y: {"only": jnp.bool_(True)})  # fmt: skip
     with pytest.raises(ValueError, match="must return one boolean per parameter"):
         bad.step(x, y)
+
+
+# -- microbatches: gradient accumulation inside the step ----------------------------------------
+
+
+@pytest.mark.parametrize("model", ["two_layer", "lenet"])
+def test_trainer_microbatches_step_is_the_full_batch_step_float64(x64, model):
+    if model == "lenet":  # the fast path's 64-image chunks: 4 parts of 64 run unchunked, 256 at once in 4 chunks
+        make = lambda: jaxnets.LeNet(param_dtype=jnp.float64, rngs=nnx.Rngs(0))
+        x = jax.random.normal(jax.random.key(1), (256, 32, 32, 1), jnp.float64)
+        y = jax.random.randint(jax.random.key(2), (256,), 0, 10)
+        loss_fn = lambda m, x, y: jaxnets.losses.cross_entropy(m(x), y)
+    else:
+        make = lambda: jaxnets.TwoLayerNet(12, 6, 3, param_dtype=jnp.float64, rngs=nnx.Rngs(0))
+        x, y = data(n=12, dtype=jnp.float64)
+        loss_fn = lambda m, x, y: mse_loss(m(x), y)  # a mean over the examples
+    whole = jaxnets.Trainer(make(), jaxnets.optim.sgd(lr=0.1, momentum=0.9), loss_fn)
+    parts = jaxnets.Trainer(make(), jaxnets.optim.sgd(lr=0.1, momentum=0.9), loss_fn, microbatches=4)
+    for _ in range(2):
+        close64(parts.step(x, y), whole.step(x, y))
+    close64(parts.run(3, x, y), whole.run(3, x, y))
+    close64(nnx.to_pure_dict(parts.params), nnx.to_pure_dict(whole.params))
+    assert not np.allclose(nnx.to_pure_dict(parts.params)["fc3" if model == "lenet" else "linear2"]["bias"], 0)
+
+
+def test_trainer_microbatches_stack_aux_per_part():
+    x, y = data(n=12)
+    trainer = jaxnets.Trainer(jaxnets.TwoLayerNet(12, 6, 3, rngs=nnx.Rngs(0)), optax.sgd(0.01),
+                              lambda m, x, y: (mse_loss(m(x), y), m(x)), has_aux=True, microbatches=3)  # fmt: skip
+    loss, out = trainer.step(x, y)
+    assert out.shape == (3, 4, 3)  # (microbatches, part, outputs)
+    parts = [mse_loss(o, t) for o, t in zip(out, y.reshape(3, 4, 3), strict=True)]
+    np.testing.assert_allclose(loss, jnp.mean(jnp.stack(parts)), rtol=1e-6)
+    losses, outs = trainer.run(2, x, y)
+    assert losses.shape == (2,) and outs.shape == (2, 3, 4, 3)
+
+
+def test_trainer_microbatches_rejects_bad_values_and_batches_it_cannot_split():
+    net = lambda: jaxnets.TwoLayerNet(12, 6, 3, rngs=nnx.Rngs(0))
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match=f"`microbatches` must be a positive int; got {bad!r}"):
+            jaxnets.Trainer(net(), optax.sgd(0.1), mse_sum, microbatches=bad)
+    with pytest.raises(ValueError, match="cannot be combined with a `mesh`"):
+        jaxnets.Trainer(net(), optax.sgd(0.1), mse_sum, microbatches=2, mesh=jaxnets.distributed.mesh(1))
+    trainer = jaxnets.Trainer(net(), optax.sgd(0.1), mse_sum, microbatches=3)
+    before = nnx.to_pure_dict(trainer.params)
+    with pytest.raises(ValueError, match=r"into 3 equal parts; argument 0 has shape \(8, 12\)"):
+        trainer.step(*data(n=8))
+    with pytest.raises(ValueError, match=r"argument 2 has shape \(\)"):
+        jaxnets.Trainer(net(), optax.sgd(0.1), lambda m, x, y, s: s * mse_sum(m, x, y), microbatches=3).step(
+            *data(n=9), jnp.float32(2.0)
+        )
+    close64(nnx.to_pure_dict(trainer.params), before)  # a refused step changed nothing
+    trainer.step(*data(n=9))  # and the trainer still works
