@@ -70,6 +70,22 @@ def test_bench_quick_counts_one_compilation_per_jax_step_and_reports_flops(quick
     two_layer = next(r for r in doc["rows"] if r["workload"] == "two_layer_manual" and r["impl"] == "jaxnets-jit")
     # forward 2*64*(1000*100 + 100*10), backward twice that: about 26 MFLOP, as the issue says
     assert 24e6 < two_layer["flops"] < 28e6
+    # FLOPs grow with the batch (XLA counts a loop body once: the 256-image rows, a loop over 64-image
+    # chunks or microbatches, are scaled), and the lax path, which has no loop, counts the same work.
+    flops = {(r["workload"], r["batch"], r["impl"]): r["flops"] for r in doc["rows"] if r["flops"]}
+    for workload in ("lenet_train", "lenet_forward"):
+        per_image = [flops[workload, b, "jaxnets-jit"] / b for b in (64, 256)]
+        assert abs(per_image[1] / per_image[0] - 1) < 0.02, (workload, per_image)
+        assert abs(flops[workload, 256, "jaxnets-lax"] / flops[workload, 256, "jaxnets-jit"] - 1) < 0.25
+
+
+@pytest.mark.slow
+def test_bench_quick_marks_the_rows_that_use_microbatches(quick):
+    doc, stdout, _ = quick
+    parts = {(r["workload"], r["batch"], r["impl"]): r.get("microbatches") for r in doc["rows"]}
+    assert parts["lenet_train", 256, "jaxnets-jit"] == parts["lenet_train", 256, "jaxnets-scan"] == 4
+    assert parts["lenet_train", 64, "jaxnets-jit"] is None and parts["lenet_train", 256, "jaxnets-lax"] is None
+    assert "lenet_train@256 jaxnets-jit: Trainer(microbatches=4)" in stdout
 
 
 @pytest.mark.slow

@@ -290,6 +290,13 @@ def format_table(doc: dict) -> str:
             f"{fmt(r['compile_s'], '>10.2f'):>11}{fmt(r['compiles'], '>9'):>10}"
             f"{fmt(r.get('kernels_per_step'), '>8'):>9}"
         )
+    for r in single:
+        if r.get("microbatches", 1) > 1:
+            lines.append(
+                f"{r['workload']}@{r['batch']} {r['impl']}: Trainer(microbatches={r['microbatches']}), the step's "
+                f"gradient accumulated over {r['microbatches']} parts of {r['batch'] // r['microbatches']} "
+                "images (the same update: the loss is a mean)"
+            )
     lines += _data_parallel_table(doc)
     lines += ["", "targets" + (" (--quick: a smoke run, not a measurement)" if m.get("quick") else "")]
     for t in doc.get("targets", []):
