@@ -16,7 +16,12 @@ no XLA flag fixes that. The same functions, from primitives XLA:CPU is good at:
   as a reshape and a max whose VJP sends each window's cotangent to its first
   maximal element in row-major order: the element ``torch.nn.functional.max_pool2d``
   picks, so gradients stay exact when a window holds ties (after a ReLU, every
-  window of negative pre-activations is a tie of zeros).
+  window of negative pre-activations is a tie of zeros);
+- a shifted-sum convolution followed by ReLU and that max-pool as one op,
+  :func:`conv2d_relu_max_pool2d`, whose backward pass sums the kernel gradient
+  over the pooled grid (every window passes its gradient to one position at
+  most) from patches of the input's four stride-2 phases, a quarter of the
+  full-size patches.
 
 The functions work in a batch-last layout ``(C, H, W, N)``: the batch is the
 contiguous axis, so the shifted slices are contiguous copies and the arithmetic
@@ -274,6 +279,114 @@ def max_pool2d(x: jax.Array) -> jax.Array:
     if x.ndim != 4:
         raise ValueError(f"max_pool2d expects batch-last maps (C, H, W, N); got shape {x.shape}.")
     return _pool(x)
+
+
+# -- convolution, ReLU and max-pooling in one op -------------------------------------------------
+
+
+def _first_max_cotangents(z: jax.Array, g: jax.Array) -> jax.Array:
+    # The cotangent of z for pooled = max_pool2d(relu(z)) and pooled's cotangent g, per window
+    # position: (4, O, Hp, Wp, N) in row-major window order (0,0), (0,1), (1,0), (1,1). Each window's
+    # g goes to the first maximum of relu(z) (torch's rule at ties), times relu's gradient (z > 0).
+    zw = _windows(z)
+    rw = jax.nn.relu(zw)
+    top = rw.max(axis=(2, 4))
+    taken = jnp.zeros(top.shape, bool)
+    parts = []
+    for di in (0, 1):
+        for dj in (0, 1):
+            hit = (rw[:, :, di, :, dj] == top) & ~taken
+            taken = taken | hit
+            parts.append(jnp.where(hit & (zw[:, :, di, :, dj] > 0), g, jnp.zeros((), g.dtype)))
+    return _materialize(jnp.stack(parts))
+
+
+def _pooled_kernel_grad(x: jax.Array, g4: jax.Array, kh: int, kw: int, precision) -> jax.Array:
+    # The kernel gradient from the window-position cotangents g4 (4, O, Hp, Wp, N): the full-size
+    # cotangent of the convolution is g4 interleaved, nonzero at one position per window at most.
+    # Summing over the pooled grid instead: tap (a, b) of window position (di, dj) reads
+    # x[2i + di + a, 2j + dj + b], i.e. row s = a + di in [0, kh] and column t = b + dj in [0, kw] of
+    # the stride-2 grid. Those are the shifts of the four phase images x[q::2, r::2] by
+    # (s // 2, t // 2): im2col of a kp x lp kernel on 4*C phase channels, 4x fewer rows of patches
+    # than im2col of x at full size. One product gives every (s, t, c) x (di, dj, o) pair.
+    c, _, _, n = x.shape
+    _, o, hp, wp, _ = g4.shape
+    kp, lp = kh // 2 + 1, kw // 2 + 1
+    rows, cols = 2 * (hp + kp - 1), 2 * (wp + lp - 1)
+    x = x[:, :rows, :cols]
+    x = jnp.pad(x, ((0, 0), (0, rows - x.shape[1]), (0, cols - x.shape[2]), (0, 0)))  # unread rows/columns
+    phases = x.reshape(c, rows // 2, 2, cols // 2, 2, n).transpose(2, 4, 0, 1, 3, 5)
+    patches = _im2col(phases.reshape(4 * c, rows // 2, cols // 2, n), kp, lp)  # rows (p, p', q, r, c)
+    q = _contract(patches, g4.reshape(4 * o, hp, wp, n), precision)  # (kp*lp*4*C, 4*O), columns (di, dj, o)
+    q = q.reshape(kp, lp, 2, 2, c, 2, 2, o).transpose(0, 2, 1, 3, 4, 5, 6, 7).reshape(2 * kp, 2 * lp, c, 2, 2, o)
+    return sum(q[di : di + kh, dj : dj + kw, :, di, dj] for di in (0, 1) for dj in (0, 1))  # (kh, kw, C, O)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _conv_relu_pool(x, kernel, bias, precision):
+    return _conv_relu_pool_fwd(x, kernel, bias, precision)[0]
+
+
+def _conv_relu_pool_fwd(x, kernel, bias, precision):
+    del precision  # the shifted sums are elementwise
+    z = _shifted_sum(_materialize(x), kernel)
+    if bias is not None:
+        z = z + bias[:, None, None, None]
+    z = _materialize(z)  # read by the pooling and, in the backward pass, by the masks
+    return _windows(jax.nn.relu(z)).max(axis=(2, 4)), (x, z, kernel, bias is not None)
+
+
+def _conv_relu_pool_bwd(precision, res, g):
+    x, z, kernel, has_bias = res
+    kh, kw, c_in, c_out = kernel.shape
+    _, ho, wo, n = z.shape
+    g4 = _first_max_cotangents(z, g)
+    dkernel = _pooled_kernel_grad(x, g4, kh, kw, precision)
+    # The input gradient (XLA drops it when x is data, as for LeNet's conv1): the full-size cotangent.
+    _, _, hp, wp, _ = g4.shape
+    gz = g4.reshape(2, 2, c_out, hp, wp, n).transpose(2, 3, 0, 4, 1, 5).reshape(c_out, 2 * hp, 2 * wp, n)
+    gz = jnp.pad(gz, ((0, 0), (0, ho - 2 * hp), (0, wo - 2 * wp), (0, 0)))
+    w = kernel.reshape(kh * kw * c_in, c_out)
+    dx = _col2im(lax.dot_general(w, gz, (((1,), (0,)), ((), ())), precision=precision), c_in, ho + kh - 1, wo + kw - 1)
+    dbias = g4.sum(axis=(0, 2, 3, 4)) if has_bias else None
+    return dx, dkernel.astype(kernel.dtype), dbias
+
+
+_conv_relu_pool.defvjp(_conv_relu_pool_fwd, _conv_relu_pool_bwd)
+
+
+@functools.partial(jax.jit, static_argnames="precision")  # named: jaxnets.graph.op_chain shows its three ops
+def conv2d_relu_max_pool2d(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, precision=None):
+    """``max_pool2d(relu(conv2d(x, kernel, bias)))``, with one backward pass for the three when that is faster.
+
+    PyTorch counterpart: ``F.max_pool2d(F.relu(F.conv2d(x, weight, bias)), 2)``.
+    The same function and gradients as the three ops composed (gradients at
+    ties and at zero exactly as there, and as torch). For a convolution that
+    :func:`conv2d` computes as shifted sums (few taps, at least
+    :data:`SHIFT_MIN_BATCH` images; LeNet's ``conv1``), the backward pass never
+    builds the full-size cotangent: each pooling window passes its gradient to
+    at most one position, so the kernel gradient is summed over the pooled grid
+    from patches of the input's four stride-2 phases, a quarter of the size of
+    full-size patches (measured at LeNet's ``conv1``, 64 images: forward and
+    kernel gradient together 2x faster). Otherwise it composes the three ops.
+
+    Args:
+      x: feature maps ``(C, H, W, N)``, batch last.
+      kernel: ``(kh, kw, C, O)`` (HWIO).
+      bias: ``(O,)``, or None.
+      precision: passed to the matrix products.
+
+    Returns:
+      ``(O, (H - kh + 1) // 2, (W - kw + 1) // 2, N)``.
+    """
+    if x.ndim != 4 or kernel.ndim != 4 or x.shape[0] != kernel.shape[2]:
+        raise ValueError(
+            "conv2d_relu_max_pool2d expects batch-last maps (C, H, W, N) and an HWIO kernel (kh, kw, C, O) "
+            f"with the same C; got {x.shape} and {kernel.shape}."
+        )
+    if not _uses_shifts(kernel.shape, x.shape[-1]):
+        return max_pool2d(jax.nn.relu(conv2d(x, kernel, bias, precision=precision)))
+    return _conv_relu_pool(x, kernel, bias, precision)
 
 
 # -- the layer --------------------------------------------------------------------------------

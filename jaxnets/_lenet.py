@@ -51,7 +51,9 @@ class LeNet(nnx.Module):
         - ``"fast"`` (the default): :class:`~jaxnets._fastconv.FastConv` layers
           and :func:`~jaxnets._fastconv.max_pool2d` on batch-last chunks of at
           most 64 images: ``conv1`` as shifted multiply-adds (for batches of
-          at least 8; as ``conv2`` below that), ``conv2`` as im2col and one
+          at least 8; as ``conv2`` below that) fused with its ReLU and pooling
+          (:func:`~jaxnets._fastconv.conv2d_relu_max_pool2d`, whose kernel
+          gradient is summed over the pooled grid), ``conv2`` as im2col and one
           matrix product, backward passes as matrix products,
           max-pool gradients sent to the first maximum of each window as torch
           does. On a 2-core CPU it trains 2.5 to 5 times faster than ``"lax"``
@@ -137,8 +139,8 @@ class LeNet(nnx.Module):
 
         def features(x):  # (B, H, W, C) -> (B, s, s, 16), one chunk of B images
             x = _fastconv.to_batch_last(x)  # (B, H, W, C) -> (C, H, W, B)
-            x = _fastconv.max_pool2d(jax.nn.relu(_fastconv.conv2d(x, k1, b1, precision=p1)))
-            x = _fastconv.max_pool2d(jax.nn.relu(_fastconv.conv2d(x, k2, b2, precision=p2)))
+            x = _fastconv.conv2d_relu_max_pool2d(x, k1, b1, precision=p1)
+            x = _fastconv.conv2d_relu_max_pool2d(x, k2, b2, precision=p2)
             return _fastconv.from_batch_last(x)
 
         chunks = _fastconv.chunks(x)  # (N, H, W, C) -> (K, B, H, W, C)

@@ -25,6 +25,8 @@ _NAMES = {
 # Pure layout bookkeeping, e.g. LeNet(impl="fast") moving the batch axis last and back.
 _LAYOUT = {"reshape", "broadcast_in_dim", "convert_element_type", "squeeze", "expand_dims", "transpose"}
 _WITH_BIAS = {"conv2d", "linear"}
+# Fused ops of jaxnets, listed as the ops they compute.
+_FUSED = {"conv2d_relu_max_pool2d": ("conv2d", "relu", "max_pool2d")}
 
 
 def _eqn_name(eqn) -> str:
@@ -62,7 +64,7 @@ def op_chain(fn: Callable[..., Any], *args, **kwargs) -> list[str]:
             continue
         if name == "add" and chain and chain[-1] in _WITH_BIAS:
             continue  # the bias of the layer just before
-        chain.append(name)
+        chain.extend(_FUSED.get(name, (name,)))
     return chain
 
 

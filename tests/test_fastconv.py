@@ -204,10 +204,17 @@ def test_conv2d_and_max_pool2d_reject_wrong_ranks_and_channels():
 # -- against torch -------------------------------------------------------------------------------
 
 
-def test_fast_conv_relu_pool_gradients_equal_torchs_in_float64_with_ties(x64):
-    # torch's F.conv2d -> F.relu -> F.max_pool2d, both convolutions of LeNet, on tied inputs.
+def fused_path(x, kernel) -> bool:
+    """Whether conv2d_relu_max_pool2d takes its own backward pass (not the three ops') for these shapes."""
+    return "name=_conv_relu_pool" in str(jax.make_jaxpr(_fastconv.conv2d_relu_max_pool2d)(x, kernel))
+
+
+@pytest.mark.parametrize("batch,fused", [(4, False), (12, False), (12, True)], ids=["4-ops", "12-ops", "12-fused"])
+def test_fast_conv_relu_pool_gradients_equal_torchs_in_float64_with_ties(x64, batch, fused):
+    # torch's F.conv2d -> F.relu -> F.max_pool2d, both convolutions of LeNet, on tied inputs; the
+    # three ops composed, or conv2d_relu_max_pool2d (its own backward pass for conv1 from 8 images on).
     rng = np.random.default_rng(3)
-    x = np.asarray(images("ties", (4, 32, 32, 1), jnp.float64))  # (N, H, W, C)
+    x = np.asarray(images("ties", (batch, 32, 32, 1), jnp.float64))  # (N, H, W, C)
     # Weights on a grid of 1/64 and inputs of integers and halves: every sum in both
     # convolutions is exact in float64, whatever order a framework adds in, so a window
     # that ties in one framework ties in the other. (With rounded sums, a constant
@@ -217,7 +224,7 @@ def test_fast_conv_relu_pool_gradients_equal_torchs_in_float64_with_ties(x64):
     w1, w2 = dyadic(rng.standard_normal((5, 5, 1, 6)) / 5), dyadic(rng.standard_normal((5, 5, 6, 16)) / 12)  # HWIO
     b1, b2 = dyadic(rng.standard_normal(6) / 5), dyadic(rng.standard_normal(16) / 12)
     b1[0] = -10.0  # channel 0 is all ReLU zeros: every pooling window ties
-    r = rng.standard_normal((4, 16, 5, 5))  # cotangent, (N, C, H, W)
+    r = rng.standard_normal((batch, 16, 5, 5))  # cotangent, (N, C, H, W)
 
     tx, tw1, tw2, tb1, tb2 = (
         torch.tensor(a, requires_grad=True)
@@ -227,11 +234,17 @@ def test_fast_conv_relu_pool_gradients_equal_torchs_in_float64_with_ties(x64):
     t = F.max_pool2d(F.relu(F.conv2d(t, tw2, tb2)), 2)
     (t * torch.tensor(r)).sum().backward()
 
+    def stage(h, w, b):
+        if fused:
+            return _fastconv.conv2d_relu_max_pool2d(h, w, b)
+        return _fastconv.max_pool2d(jax.nn.relu(_fastconv.conv2d(h, w, b)))
+
     def jax_loss(x, w1, b1, w2, b2):
         h = _fastconv.to_batch_last(x)  # (N, H, W, C) -> (C, H, W, N)
-        h = _fastconv.max_pool2d(jax.nn.relu(_fastconv.conv2d(h, w1, b1)))
-        h = _fastconv.max_pool2d(jax.nn.relu(_fastconv.conv2d(h, w2, b2)))
+        h = stage(stage(h, w1, b1), w2, b2)
         return jnp.sum(h * jnp.asarray(r.transpose(1, 2, 3, 0)))  # (N, C, H, W) -> (C, H, W, N)
+
+    assert fused_path(_fastconv.to_batch_last(jnp.asarray(x)), jnp.asarray(w1)) == (batch >= 8)  # conv1's path
 
     grads = jax.grad(jax_loss, argnums=(0, 1, 2, 3, 4))(*map(jnp.asarray, (x, w1, b1, w2, b2)))
     assert rel_err(grads[0], tx.grad.numpy().transpose(0, 2, 3, 1)) <= F64_RTOL
@@ -242,6 +255,40 @@ def test_fast_conv_relu_pool_gradients_equal_torchs_in_float64_with_ties(x64):
     assert float(tb1.grad[0]) == 0.0 and float(grads[2][0]) == 0.0  # the tied channel passes nothing
     # The inputs do produce exact ties of nonzero values (the constant block), not only zeros.
     a1 = F.relu(F.conv2d(tx, tw1, tb1)).detach().numpy()[:, 1:]  # (N, 5, 28, 28)
-    windows = a1.reshape(4, 5, 14, 2, 14, 2).transpose(0, 1, 2, 4, 3, 5).reshape(4, 5, 14, 14, 4)
+    windows = a1.reshape(batch, 5, 14, 2, 14, 2).transpose(0, 1, 2, 4, 3, 5).reshape(batch, 5, 14, 14, 4)
     nonzero_ties = (np.sum(windows == windows.max(-1, keepdims=True), -1) > 1) & (windows.max(-1) > 0)
     assert nonzero_ties.sum() > 100
+
+
+@pytest.mark.parametrize(
+    "c,h,w,kh,kw",
+    [(1, 32, 32, 5, 5), (1, 13, 15, 5, 5), (3, 12, 11, 3, 3), (2, 11, 12, 4, 3), (1, 9, 9, 1, 1)],
+    ids=["lenet-conv1", "odd-sizes", "3ch-27taps", "even-kernel", "1x1"],
+)
+@pytest.mark.parametrize("kind", ["random", "ties"])
+def test_conv2d_relu_max_pool2d_fused_equals_the_three_ops_in_float64(x64, c, h, w, kh, kw, kind):
+    rng = np.random.default_rng(c * 100 + h + kh)
+    x = jnp.asarray(np.asarray(images(kind, (c, h + 20, w + 20, 9), jnp.float64))[:, :h, :w])  # (C, H, W, N)
+    kernel = jnp.asarray(np.round(rng.standard_normal((kh, kw, c, 4)) * 8) / 32)
+    bias = jnp.asarray([-100.0, 0.0, 0.25, -0.25])  # channel 0: all ReLU zeros, every window a tie
+    assert fused_path(x, kernel)
+    cot = jnp.asarray(rng.standard_normal((4, (h - kh + 1) // 2, (w - kw + 1) // 2, 9)))
+    fused = lambda x, k, b: jnp.sum(_fastconv.conv2d_relu_max_pool2d(x, k, b) * cot)
+    ops = lambda x, k, b: jnp.sum(_fastconv.max_pool2d(jax.nn.relu(_fastconv.conv2d(x, k, b))) * cot)
+    got, want = (jax.value_and_grad(f, argnums=(0, 1, 2))(x, kernel, bias) for f in (fused, ops))
+    assert rel_err(got, want) <= F64_RTOL
+    assert float(got[1][2][0]) == 0.0 and float(jnp.max(jnp.abs(got[1][1]))) > 0
+
+
+def test_conv2d_relu_max_pool2d_passes_no_gradient_through_a_nan_window_and_checks_shapes():
+    x = jnp.ones((1, 12, 12, 8)).at[0, 0, 0, 3].set(jnp.nan)
+    kernel = jnp.full((1, 1, 1, 2), 0.5)
+    out, vjp = jax.vjp(_fastconv.conv2d_relu_max_pool2d, x, kernel)
+    assert bool(jnp.isnan(out[:, 0, 0, 3]).all()) and not bool(jnp.isnan(out[:, 1:]).any())
+    dx, dk = vjp(jnp.ones_like(out))
+    assert float(dx[0, 0, 0, 3]) == 0.0 and bool(jnp.isfinite(dx).all())
+    # The kernel gradient multiplies the NaN by a zero cotangent: NaN, as for the three ops (and torch).
+    ops = lambda x, k: _fastconv.max_pool2d(jax.nn.relu(_fastconv.conv2d(x, k)))
+    np.testing.assert_array_equal(dk, jax.vjp(ops, x, kernel)[1](jnp.ones_like(out))[1])
+    with pytest.raises(ValueError, match=r"with the same C; got \(1, 12, 12, 8\) and \(1, 1, 2, 2\)"):
+        _fastconv.conv2d_relu_max_pool2d(x, jnp.ones((1, 1, 2, 2)))
