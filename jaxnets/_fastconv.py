@@ -146,6 +146,14 @@ def _contract(lhs: jax.Array, g: jax.Array, precision) -> jax.Array:
     return lax.dot_general(lhs, g, (((1, 2, 3), (1, 2, 3)), ((), ())), precision=precision)
 
 
+def _input_grad(kernel: jax.Array, g: jax.Array, precision) -> jax.Array:
+    # The input's cotangent from the output's g (O, Ho, Wo, N): the kernel times g, folded back by col2im.
+    kh, kw, c_in, c_out = kernel.shape
+    _, ho, wo, _ = g.shape
+    d = lax.dot_general(kernel.reshape(kh * kw * c_in, c_out), g, (((1,), (0,)), ((), ())), precision=precision)
+    return _col2im(d, c_in, ho + kh - 1, wo + kw - 1)
+
+
 def _uses_shifts(kernel_shape, batch: int) -> bool:
     kh, kw, c_in, _ = kernel_shape
     return kh * kw * c_in <= SHIFT_MAX_TAPS and batch >= SHIFT_MIN_BATCH
@@ -176,7 +184,6 @@ def _conv_fwd(x, kernel, bias, precision):
 def _conv_bwd(precision, res, g):
     saved, kernel, has_bias = res  # saved: the input x (shifted sums) or its im2col patches
     kh, kw, c_in, c_out = kernel.shape
-    _, ho, wo, _ = g.shape
     # g may reach here as a fused expression (a ReLU's mask, a slice of a scan's
     # stacked residuals) and is read several times below; so may x.
     g = _materialize(g)
@@ -186,13 +193,19 @@ def _conv_bwd(precision, res, g):
     # 64 about 25% faster).
     patches = _im2col(saved, kh, kw) if _uses_shifts(kernel.shape, g.shape[-1]) else saved
     dkernel = _contract(patches, g, precision).reshape(kh, kw, c_in, c_out)
-    w = kernel.reshape(kh * kw * c_in, c_out)
-    dx = _col2im(lax.dot_general(w, g, (((1,), (0,)), ((), ())), precision=precision), c_in, ho + kh - 1, wo + kw - 1)
     dbias = g.sum(axis=(1, 2, 3)) if has_bias else None
-    return dx, dkernel.astype(kernel.dtype), dbias
+    return _input_grad(kernel, g, precision), dkernel.astype(kernel.dtype), dbias
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def _check_conv_args(name: str, x: jax.Array, kernel: jax.Array) -> None:
+    if x.ndim != 4 or kernel.ndim != 4 or x.shape[0] != kernel.shape[2]:
+        raise ValueError(
+            f"{name} expects batch-last maps (C, H, W, N) and an HWIO kernel (kh, kw, C, O) with the same C; "
+            f"got {x.shape} and {kernel.shape}."
+        )
 
 
 @functools.partial(jax.jit, static_argnames="precision")  # named, so jaxnets.graph.op_chain shows "conv2d"
@@ -212,11 +225,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, preci
     Returns:
       ``(O, H - kh + 1, W - kw + 1, N)``.
     """
-    if x.ndim != 4 or kernel.ndim != 4 or x.shape[0] != kernel.shape[2]:
-        raise ValueError(
-            f"conv2d expects batch-last maps (C, H, W, N) and an HWIO kernel (kh, kw, C, O) with the same C; "
-            f"got {x.shape} and {kernel.shape}."
-        )
+    _check_conv_args("conv2d", x, kernel)
     return _conv(x, kernel, bias, precision)
 
 
@@ -229,9 +238,33 @@ def _windows(x: jax.Array) -> jax.Array:
     return x[:, : h // 2 * 2, : w // 2 * 2].reshape(c, h // 2, 2, w // 2, 2, n)
 
 
+def _window_max(x: jax.Array) -> jax.Array:
+    # (C, H, W, N) -> (C, H//2, W//2, N): the maximum of each 2x2 window.
+    return _windows(x).max(axis=(2, 4))
+
+
+def _first_max(x6: jax.Array, y: jax.Array) -> jax.Array:
+    # For windows x6 (C, Hp, 2, Wp, 2, N) and their maxima y (C, Hp, Wp, N): True at each window's first
+    # maximal element in row-major window order (0,0), (0,1), (1,0), (1,1), the element torch picks.
+    hit = x6 == y[:, :, None, :, None, :]  # every maximal element of each window
+    order = 2 * lax.broadcasted_iota(jnp.int32, (1, 1, 2, 1, 2, 1), 2) + lax.broadcasted_iota(
+        jnp.int32, (1, 1, 2, 1, 2, 1), 4
+    )
+    first, second, third = hit[:, :, :1, :, :1], hit[:, :, :1, :, 1:], hit[:, :, 1:, :, :1]
+    earlier = ((order > 0) & first) | ((order > 1) & second) | ((order > 2) & third)
+    return hit & ~earlier
+
+
+def _unwindow(d6: jax.Array, h: int, w: int) -> jax.Array:
+    # The adjoint of _windows: (C, Hp, 2, Wp, 2, N) -> (C, H, W, N), zeros in a dropped odd row or column.
+    c, hp, _, wp, _, n = d6.shape
+    d = d6.reshape(c, 2 * hp, 2 * wp, n)
+    return jnp.pad(d, ((0, 0), (0, h - 2 * hp), (0, w - 2 * wp), (0, 0)))
+
+
 @jax.custom_vjp
 def _pool(x):
-    return _windows(x).max(axis=(2, 4))
+    return _window_max(x)
 
 
 def _pool_fwd(x):
@@ -241,19 +274,9 @@ def _pool_fwd(x):
 
 def _pool_bwd(res, g):
     x, y = res
-    c, h, w, n = x.shape
-    x6 = _windows(_materialize(x))
-    hit = x6 == y[:, :, None, :, None, :]  # every maximal element of each window
-    # Keep only the first hit in row-major window order (0,0), (0,1), (1,0), (1,1).
-    order = 2 * lax.broadcasted_iota(jnp.int32, (1, 1, 2, 1, 2, 1), 2) + lax.broadcasted_iota(
-        jnp.int32, (1, 1, 2, 1, 2, 1), 4
-    )
-    first, second, third = hit[:, :, :1, :, :1], hit[:, :, :1, :, 1:], hit[:, :, 1:, :, :1]
-    earlier = ((order > 0) & first) | ((order > 1) & second) | ((order > 2) & third)
-    dx = jnp.where(hit & ~earlier, g[:, :, None, :, None, :], jnp.zeros((), g.dtype))
-    dx = dx.reshape(c, y.shape[1] * 2, y.shape[2] * 2, n)
-    dx = jnp.pad(dx, ((0, 0), (0, h - dx.shape[1]), (0, w - dx.shape[2]), (0, 0)))
-    return (_materialize(dx),)
+    _, h, w, _ = x.shape
+    dx6 = jnp.where(_first_max(_windows(_materialize(x)), y), g[:, :, None, :, None, :], jnp.zeros((), g.dtype))
+    return (_materialize(_unwindow(dx6, h, w)),)
 
 
 _pool.defvjp(_pool_fwd, _pool_bwd)
@@ -284,33 +307,16 @@ def max_pool2d(x: jax.Array) -> jax.Array:
 # -- convolution, ReLU and max-pooling in one op -------------------------------------------------
 
 
-def _first_max_cotangents(z: jax.Array, g: jax.Array) -> jax.Array:
-    # The cotangent of z for pooled = max_pool2d(relu(z)) and pooled's cotangent g, per window
-    # position: (4, O, Hp, Wp, N) in row-major window order (0,0), (0,1), (1,0), (1,1). Each window's
-    # g goes to the first maximum of relu(z) (torch's rule at ties), times relu's gradient (z > 0).
-    zw = _windows(z)
-    rw = jax.nn.relu(zw)
-    top = rw.max(axis=(2, 4))
-    taken = jnp.zeros(top.shape, bool)
-    parts = []
-    for di in (0, 1):
-        for dj in (0, 1):
-            hit = (rw[:, :, di, :, dj] == top) & ~taken
-            taken = taken | hit
-            parts.append(jnp.where(hit & (zw[:, :, di, :, dj] > 0), g, jnp.zeros((), g.dtype)))
-    return _materialize(jnp.stack(parts))
-
-
 def _pooled_kernel_grad(x: jax.Array, g4: jax.Array, kh: int, kw: int, precision) -> jax.Array:
-    # The kernel gradient from the window-position cotangents g4 (4, O, Hp, Wp, N): the full-size
-    # cotangent of the convolution is g4 interleaved, nonzero at one position per window at most.
+    # The kernel gradient from the window-position cotangents g4 (2, 2, O, Hp, Wp, N), rows (di, dj): the
+    # full-size cotangent of the convolution is g4 interleaved, nonzero at one position per window at most.
     # Summing over the pooled grid instead: tap (a, b) of window position (di, dj) reads
     # x[2i + di + a, 2j + dj + b], i.e. row s = a + di in [0, kh] and column t = b + dj in [0, kw] of
     # the stride-2 grid. Those are the shifts of the four phase images x[q::2, r::2] by
     # (s // 2, t // 2): im2col of a kp x lp kernel on 4*C phase channels, 4x fewer rows of patches
     # than im2col of x at full size. One product gives every (s, t, c) x (di, dj, o) pair.
     c, _, _, n = x.shape
-    _, o, hp, wp, _ = g4.shape
+    _, _, o, hp, wp, _ = g4.shape
     kp, lp = kh // 2 + 1, kw // 2 + 1
     rows, cols = 2 * (hp + kp - 1), 2 * (wp + lp - 1)
     x = x[:, :rows, :cols]
@@ -328,27 +334,24 @@ def _conv_relu_pool(x, kernel, bias, precision):
 
 
 def _conv_relu_pool_fwd(x, kernel, bias, precision):
-    del precision  # the shifted sums are elementwise
-    z = _shifted_sum(_materialize(x), kernel)
-    if bias is not None:
-        z = z + bias[:, None, None, None]
-    z = _materialize(z)  # read by the pooling and, in the backward pass, by the masks
-    return _windows(jax.nn.relu(z)).max(axis=(2, 4)), (x, z, kernel, bias is not None)
+    # Called only where conv2d takes shifted sums: then its forward keeps x as the residual.
+    z, (x, _, has_bias) = _conv_fwd(x, kernel, bias, precision)  # z materialised: read by the pool and the masks
+    y = _window_max(jax.nn.relu(z))
+    return y, (x, z, y, kernel, has_bias)
 
 
 def _conv_relu_pool_bwd(precision, res, g):
-    x, z, kernel, has_bias = res
-    kh, kw, c_in, c_out = kernel.shape
-    _, ho, wo, n = z.shape
-    g4 = _first_max_cotangents(z, g)
+    x, z, y, kernel, has_bias = res
+    kh, kw, _, _ = kernel.shape
+    z6 = _windows(z)
+    # The cotangent of z, per window: g at the first maximum of relu(z) (torch's rule at ties), times relu's
+    # gradient. Laid out by window position (di, dj) for the kernel gradient over the pooled grid.
+    dz6 = jnp.where(_first_max(jax.nn.relu(z6), y) & (z6 > 0), g[:, :, None, :, None, :], jnp.zeros((), g.dtype))
+    g4 = _materialize(dz6.transpose(2, 4, 0, 1, 3, 5))  # (2, 2, O, Hp, Wp, N)
     dkernel = _pooled_kernel_grad(x, g4, kh, kw, precision)
-    # The input gradient (XLA drops it when x is data, as for LeNet's conv1): the full-size cotangent.
-    _, _, hp, wp, _ = g4.shape
-    gz = g4.reshape(2, 2, c_out, hp, wp, n).transpose(2, 3, 0, 4, 1, 5).reshape(c_out, 2 * hp, 2 * wp, n)
-    gz = jnp.pad(gz, ((0, 0), (0, ho - 2 * hp), (0, wo - 2 * wp), (0, 0)))
-    w = kernel.reshape(kh * kw * c_in, c_out)
-    dx = _col2im(lax.dot_general(w, gz, (((1,), (0,)), ((), ())), precision=precision), c_in, ho + kh - 1, wo + kw - 1)
-    dbias = g4.sum(axis=(0, 2, 3, 4)) if has_bias else None
+    # The input gradient from the full-size cotangent (XLA drops it when x is data, as for LeNet's conv1).
+    dx = _input_grad(kernel, _unwindow(dz6, *z.shape[1:3]), precision)
+    dbias = g4.sum(axis=(0, 1, 3, 4, 5)) if has_bias else None
     return dx, dkernel.astype(kernel.dtype), dbias
 
 
@@ -379,11 +382,7 @@ def conv2d_relu_max_pool2d(x: jax.Array, kernel: jax.Array, bias: jax.Array | No
     Returns:
       ``(O, (H - kh + 1) // 2, (W - kw + 1) // 2, N)``.
     """
-    if x.ndim != 4 or kernel.ndim != 4 or x.shape[0] != kernel.shape[2]:
-        raise ValueError(
-            "conv2d_relu_max_pool2d expects batch-last maps (C, H, W, N) and an HWIO kernel (kh, kw, C, O) "
-            f"with the same C; got {x.shape} and {kernel.shape}."
-        )
+    _check_conv_args("conv2d_relu_max_pool2d", x, kernel)
     if not _uses_shifts(kernel.shape, x.shape[-1]):
         return max_pool2d(jax.nn.relu(conv2d(x, kernel, bias, precision=precision)))
     return _conv_relu_pool(x, kernel, bias, precision)
