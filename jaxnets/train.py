@@ -178,18 +178,13 @@ class Trainer:
             return loss, aux, new_rest, grads
         parts = self._split(batch)
 
-        def accumulate(carry, part):
+        def accumulate(carry, part):  # the gradients summed in the carry, each part's loss and aux stacked
             rest, total = carry
             (loss, (aux, rest)), grads = grad_fn(params, rest, part)
-            return (rest, jax.tree.map(jnp.add, total, (loss, grads))), aux
+            return (rest, jax.tree.map(jnp.add, total, grads)), (loss, aux)
 
-        # The loss's shape and dtype, traced over plain arrays (nnx Variables may not cross into another trace).
-        args, args_def = jax.tree.flatten((params, rest, jax.tree.map(lambda a: a[0], parts)))
-        (loss_shape, _), _ = jax.eval_shape(lambda args: grad_fn(*jax.tree.unflatten(args_def, args)), args)
-        zeros = (jnp.zeros(loss_shape.shape, loss_shape.dtype), jax.tree.map(jnp.zeros_like, params))
-        (new_rest, (loss, grads)), aux = jax.lax.scan(accumulate, (rest, zeros), parts)
-        mean = lambda total: (total / self.microbatches).astype(total.dtype)  # noqa: E731
-        return mean(loss), aux, new_rest, jax.tree.map(mean, grads)
+        (new_rest, grads), (losses, aux) = jax.lax.scan(accumulate, (rest, jax.tree.map(jnp.zeros_like, params)), parts)
+        return jnp.mean(losses), aux, new_rest, jax.tree.map(lambda g: g / self.microbatches, grads)
 
     def _split(self, batch):
         """Every batch argument ``(B, ...)`` -> ``(microbatches, B // microbatches, ...)``."""
