@@ -50,7 +50,7 @@ from .timing import measure, timed  # noqa: E402
 # would use TF32 or bf16 passes; on the CPU this changes nothing.
 jax.config.update("jax_default_matmul_precision", "highest")
 CFG = settings(ARGS.quick)
-FORWARD_LOOP_IMAGES = 16384
+LOOP_IMAGES = 16384
 """At most this many images (64 MB) in LeNet's whole-loop variants: their batches are all distinct."""
 COMPILES: list[str] = []
 jax.monitoring.register_event_duration_secs_listener(
@@ -281,15 +281,15 @@ def _lenet_batch(b, steps=None):
 
 
 def _lenet_loop(b):
-    """Steps of LeNet's whole-loop rows: up to FORWARD_LOOP_IMAGES images of distinct batches."""
-    return min(CFG["loop_steps"], max(4, FORWARD_LOOP_IMAGES // b))
+    """Steps of LeNet's whole-loop rows: up to LOOP_IMAGES images of distinct batches."""
+    return min(CFG["loop_steps"], max(4, LOOP_IMAGES // b))
 
 
 def _lenet_loss(m, x, y):
     return cross_entropy(m(x), y)
 
 
-def lenet_microbatches(b: int) -> int:
+def _lenet_parts(b: int) -> int:
     """Parts per step for LeNet's default path at batch ``b``: parts of the fast path's chunk size (64 images).
 
     Each part's forward and backward pass then stay in cache and nothing is
@@ -299,18 +299,17 @@ def lenet_microbatches(b: int) -> int:
     return b // _fastconv.CHUNK if b > _fastconv.CHUNK and b % _fastconv.CHUNK == 0 else 1
 
 
-def _lenet_flops(b: int, flops_at) -> float | None:
-    """FLOPs of a LeNet fast-path step at batch ``b``, from ``flops_at(batch)`` (XLA's count for one batch size).
+def _lenet_flops(b: int, lowered_at) -> float | None:
+    """FLOPs of a LeNet fast-path call at batch ``b`` above one chunk, from ``lowered_at(batch)`` (a lowered call).
 
     XLA's cost analysis counts a loop's body once, not once per trip, and the
-    fast path runs batches above 64 images as a loop over 64-image chunks (and
-    ``microbatches`` as a loop over parts): those are counted at 64 images and
-    scaled, so GFLOP/s stay comparable across batch sizes.
+    fast path runs a batch above 64 images as a loop over 64-image chunks (or
+    ``microbatches`` as a loop over parts): such a batch is counted on one part
+    and scaled, so GFLOP/s stay comparable across batch sizes.
     """
-    if b <= _fastconv.CHUNK or b % _fastconv.CHUNK:
-        return flops_at(b)
-    at_chunk = flops_at(_fastconv.CHUNK)
-    return at_chunk * (b // _fastconv.CHUNK) if at_chunk is not None else None
+    parts = _lenet_parts(b)
+    flops = _flops(lowered_at(b // parts))
+    return flops * parts if flops is not None else None
 
 
 def _lenet_train(b):
@@ -318,20 +317,17 @@ def _lenet_train(b):
         model = jaxnets.LeNet(impl=impl, rngs=nnx.Rngs(0))
         return jaxnets.Trainer(model, jaxnets.optim.sgd(0.01), _lenet_loss, microbatches=microbatches)
 
-    parts = lenet_microbatches(b)
+    parts = _lenet_parts(b)
     # A distinct batch every step, as in real training: with one batch for every step, XLA
     # hoists the work that depends on the images alone out of the compiled loop (measured
     # at batch 64: 13% faster), which PyTorch's eager loop cannot do.
     loop = _lenet_loop(b)
     batches = _lenet_batch(b, steps=loop)
     rows = _step_rows("lenet_train", b, trainer("fast", parts), (), per_step=batches, loop=loop)
-
-    def flops_at(batch):
-        t = trainer("fast")
-        return _cost(t._step, t._leaves, *_lenet_batch(batch))["flops"]
-
-    flops = _lenet_flops(b, flops_at)
-    rows = [{**r, "flops": flops} | ({"microbatches": parts} if parts > 1 else {}) for r in rows]
+    if parts > 1:  # counted on one part (see _lenet_flops)
+        one = trainer("fast")
+        flops = _lenet_flops(b, lambda batch: one._step.lower(one._leaves, *_lenet_batch(batch)))
+        rows = [{**r, "flops": flops, "microbatches": parts} for r in rows]
     # The lax.conv reference path, to show what the default's rewrites buy (jit step only).
     lax_row = _step_rows("lenet_train", b, trainer("lax"), (), per_step=batches, scan=False)[0]
     return rows + [{**lax_row, "impl": "jaxnets-lax"}]
@@ -360,10 +356,10 @@ def _lenet_forward_rows(b, impl):
 
     jit_row = _timed_row("lenet_forward", b, "jaxnets-jit", lambda: fwd_flat(leaves, x), steps, steps=inner)
     jit_row |= _cost(fwd_flat, leaves, x)
-    if impl == "fast":
-        jit_row["flops"] = _lenet_flops(b, lambda batch: _cost(fwd_flat, leaves, _lenet_batch(batch)[0])["flops"])
     if impl != "fast":
         return [jit_row]
+    if _lenet_parts(b) > 1:  # the fast path's chunk loop: counted on one chunk (see _lenet_flops)
+        jit_row["flops"] = _lenet_flops(b, lambda batch: fwd_flat.lower(leaves, _lenet_batch(batch)[0]))
     # The whole-loop variant: jaxnets.inference.forward_batches, the forward pass of `loop` distinct
     # batches in one compiled lax.map (distinct, so XLA cannot hoist the work out of the loop).
     loop = _lenet_loop(b)
