@@ -106,19 +106,45 @@ def _manual_grads(w, x, y):
     return jnp.sum((y_pred - y) ** 2), (grad_w1, grad_w2)
 
 
+def _sgd_update(grad_fn, lr):
+    """One plain SGD step of the bias-free net, on weights carried as ``(w1.T, w2)``.
+
+    ``grad_fn(w, x, y) -> (loss, grads)`` sees the tutorial's ``w1 (d_in, hidden)``;
+    the loops carry ``w1`` transposed, as ``(hidden, d_in)``: PyTorch's
+    ``nn.Linear`` weight layout. The numbers are the same bit for bit. XLA:CPU runs
+    the loop faster this way: at the tutorial's shapes, measured 99 against 118 us
+    a step for both the hand-written and the autograd stage. PyTorch's eager loop
+    gains nothing from the same change (217 against 214 us).
+    """
+
+    def update(carry, x, y):
+        w1t, w2 = carry
+        loss, (g1, g2) = grad_fn((w1t.T, w2), x, y)
+        return (w1t - lr * g1.T, w2 - lr * g2), loss
+
+    return update
+
+
+def _sgd_loop(grad_fn, steps, lr):
+    """A jitted ``loop(w, x, y) -> (w, losses)``: ``steps`` steps of :func:`_sgd_update` in one ``lax.scan``.
+
+    ``w = (w1, w2)`` goes in and comes out in the tutorial's layout; ``losses``
+    holds the loss before each update.
+    """
+    update = _sgd_update(grad_fn, lr)
+
+    @jax.jit
+    def loop(w, x, y):
+        (w1t, w2), losses = jax.lax.scan(lambda c, _: update(c, x, y), (w[0].T, w[1]), length=steps)
+        return (w1t.T, w2), losses
+
+    return loop
+
+
 def _bias_free_loop(grad_fn, steps, lr, data, seed, dtype):
     d = data or make_data(seed)
     x, y, w1, w2 = (jnp.asarray(a, dtype) for a in (d.x, d.y, d.w1, d.w2))
-
-    @jax.jit
-    def loop(w):
-        def step(w, _):
-            loss, grads = grad_fn(w, x, y)
-            return jax.tree.map(lambda p, g: p - lr * g, w, grads), loss
-
-        return jax.lax.scan(step, w, length=steps)[1]
-
-    return np.asarray(loop((w1, w2)))
+    return np.asarray(_sgd_loop(grad_fn, steps, lr)((w1, w2), x, y)[1])
 
 
 def jax_manual(

@@ -47,6 +47,29 @@ def test_progression_numpy_hand_written_jax_and_autograd_agree_in_float64(x64):
         np.testing.assert_allclose(got, ref, rtol=F64_RTOL, atol=F64_ATOL)
 
 
+@pytest.mark.parametrize("autograd", [False, True])
+def test_progression_loop_carrying_w1_transposed_equals_the_tutorials_loop(x64, autograd):
+    # The stage 2/3 loops carry w1 as (hidden, d_in) for speed; the numbers must not change.
+    d = progression.make_data(2)
+    x, y, w1, w2 = (jnp.asarray(a, jnp.float64) for a in (d.x, d.y, d.w1, d.w2))
+    grad_fn = jax.value_and_grad(progression._bias_free_loss) if autograd else progression._manual_grads
+
+    @jax.jit
+    def tutorial_loop(w, x, y):
+        def step(w, _):
+            loss, grads = grad_fn(w, x, y)
+            return jax.tree.map(lambda p, g: p - 1e-6 * g, w, grads), loss
+
+        return jax.lax.scan(step, w, length=20)
+
+    (ref1, ref2), ref_losses = tutorial_loop((w1, w2), x, y)
+    (got1, got2), losses = progression._sgd_loop(grad_fn, 20, 1e-6)((w1, w2), x, y)
+    assert got1.shape == w1.shape == (1000, 100) and got2.shape == w2.shape
+    assert not np.array_equal(got1, w1)
+    for got, ref in ((losses, ref_losses), (got1, ref1), (got2, ref2)):
+        np.testing.assert_allclose(got, ref, rtol=F64_RTOL, atol=F64_ATOL)
+
+
 def test_progression_sequential_by_hand_equals_two_layer_net_with_sgd_float64(x64):
     # Same init (same seed, same layer order), same update rule: the hand-written
     # update of stage 4 is what optim.sgd does in stage 6.
