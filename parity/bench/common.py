@@ -10,6 +10,8 @@ import sys
 N, D_IN, H, D_OUT = 64, 1000, 100, 10  # "Learning PyTorch with examples"
 LENET_BATCHES = (1, 64, 256)
 LOOP_STEPS = 500  # the tutorials' loops
+LOOP_IMAGES = 16384
+"""At most this many images (64 MB) in the distinct batches LeNet's rows cycle through, on both sides."""
 DP_WORKLOAD, DP_IMPL = "lenet_train_dp", "jaxnets-dp"
 """The data-parallel section's rows: LeNet's train step on ``Trainer(mesh=jaxnets.distributed.mesh(n))``."""
 DP_BATCH = 256  # global batch, split evenly over the devices
@@ -42,6 +44,17 @@ def settings(quick: bool) -> dict:
     if quick:
         return {"repeats": 3, "inner": 3, "loop_steps": 20, "gemm_n": 512, "dp_batch": 64}
     return {"repeats": 7, "inner": 20, "loop_steps": LOOP_STEPS, "gemm_n": 1024, "dp_batch": DP_BATCH}
+
+
+def lenet_batches(batch: int, loop_steps: int) -> int:
+    """Distinct batches LeNet's rows step through at ``batch`` images: up to LOOP_IMAGES images, at least 4.
+
+    Every framework's LeNet step takes a new batch each step, as real training
+    does: with one batch for every step, XLA hoists the image-only work out of a
+    compiled loop (which PyTorch's eager loop cannot do), and either side would
+    read its images from cache.
+    """
+    return min(loop_steps, max(4, LOOP_IMAGES // batch))
 
 
 def threads_per_device(threads: int, devices: int) -> int:

@@ -20,6 +20,7 @@ from .common import (
     H,
     N,
     emit,
+    lenet_batches,
     row,
     settings,
     threads_per_device,
@@ -51,8 +52,6 @@ from .timing import measure, timed  # noqa: E402
 # would use TF32 or bf16 passes; on the CPU this changes nothing.
 jax.config.update("jax_default_matmul_precision", "highest")
 CFG = settings(ARGS.quick)
-LOOP_IMAGES = 16384
-"""At most this many images (64 MB) in LeNet's whole-loop variants: their batches are all distinct."""
 COMPILES: list[str] = []
 jax.monitoring.register_event_duration_secs_listener(
     lambda event, duration, **kw: (
@@ -176,12 +175,13 @@ def _step_rows(
     whole-loop row (default ``CFG["loop_steps"]``).
     """
     inner, loop = CFG["inner"], loop or CFG["loop_steps"]
-    at = lambda i: tuple(a[i % len(a)] for a in per_step)  # noqa: E731
-    step_args = data + at(0)
+    # Sliced before the clock starts: indexing a device array is a dispatch of its own.
+    per_call = [data + tuple(a[i] for a in per_step) for i in range(min(map(len, per_step), default=1))]
+    step_args = per_call[0]
 
     def steps():
         for i in range(inner):
-            loss = trainer.step(*data, *at(i))
+            loss = trainer.step(*per_call[i % len(per_call)])
         return loss
 
     jit_row = _timed_row(workload, batch, "jaxnets-jit", lambda: trainer.step(*step_args), steps, steps=inner,
@@ -287,8 +287,8 @@ def _lenet_batch(b, steps=None):
 
 
 def _lenet_loop(b):
-    """Steps of LeNet's whole-loop rows: up to LOOP_IMAGES images of distinct batches."""
-    return min(CFG["loop_steps"], max(4, LOOP_IMAGES // b))
+    """Steps of LeNet's whole-loop rows, and the distinct batches every LeNet row cycles through."""
+    return lenet_batches(b, CFG["loop_steps"])
 
 
 def _lenet_loss(m, x, y):
@@ -349,15 +349,19 @@ def _lenet_forward(b):
 
 def _lenet_forward_rows(b, impl):
     graphdef, state = nnx.split(jaxnets.LeNet(impl=impl, rngs=nnx.Rngs(0)))
-    x, _ = _lenet_batch(b)
+    # Distinct batches (see lenet_batches): the jit row cycles through them, the whole-loop row maps over them.
+    loop = _lenet_loop(b)
+    xs = jax.random.normal(jax.random.key(b + 1), (loop, b, 32, 32, 1))
+    batches = list(xs)  # sliced before the clock starts
+    x = batches[0]
     # Over the flat list of arrays, as Trainer.step is: an nnx.State argument costs more Python per call.
     leaves, treedef = jax.tree.flatten(state)
     fwd_flat = jax.jit(lambda leaves, x: nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))(x))
     inner = CFG["inner"]
 
     def steps():
-        for _ in range(inner):
-            out = fwd_flat(leaves, x)
+        for i in range(inner):
+            out = fwd_flat(leaves, batches[i % loop])
         return out
 
     jit_row = _timed_row("lenet_forward", b, "jaxnets-jit", lambda: fwd_flat(leaves, x), steps, steps=inner)
@@ -366,10 +370,8 @@ def _lenet_forward_rows(b, impl):
         return [jit_row]
     if _lenet_parts(b) > 1:  # the fast path's chunk loop: counted on one chunk (see _lenet_flops)
         jit_row["flops"] = _lenet_flops(b, lambda batch: fwd_flat.lower(leaves, _lenet_batch(batch)[0]))
-    # The whole-loop variant: jaxnets.inference.forward_batches, the forward pass of `loop` distinct
+    # The whole-loop variant: jaxnets.inference.forward_batches, the forward pass of the `loop` distinct
     # batches in one compiled lax.map (distinct, so XLA cannot hoist the work out of the loop).
-    loop = _lenet_loop(b)
-    xs = jax.random.normal(jax.random.key(b + 1), (loop, *x.shape))
     run = inference.forward_batches(graphdef)
     scan_row = _timed_row("lenet_forward", b, "jaxnets-scan", lambda: run(state, xs), lambda: run(state, xs),
                           steps=loop, first_steps=loop, flops=jit_row["flops"])  # fmt: skip

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from jaxnets import progression  # NumPy data only: jaxnets does not start XLA until asked
 
 from .. import torch_models as tm
-from .common import D_IN, D_OUT, LENET_BATCHES, H, N, emit, row, settings, worker_args
+from .common import D_IN, D_OUT, LENET_BATCHES, H, N, emit, lenet_batches, row, settings, worker_args
 from .timing import measure, timed
 
 ARGS = worker_args("python -m parity.bench.worker_torch")
@@ -165,14 +165,30 @@ def dynamic_net(compiled: bool):
     return _optim_step(model, opt, x, y, compiled, depth_fn=lambda: random.randint(0, 3))
 
 
+def _lenet_batches(batch: int):
+    """A new batch of images and labels at every call, cycling through as many distinct ones as the JAX rows."""
+    n = lenet_batches(batch, CFG["loop_steps"])
+    xs = torch.randn(n, batch, 1, 32, 32, device=DEVICE)
+    ys = torch.randint(0, 10, (n, batch), device=DEVICE)
+    i = -1
+
+    def next_batch():
+        nonlocal i
+        i = (i + 1) % n
+        return xs[i], ys[i]
+
+    return next_batch
+
+
 def lenet_train(batch: int):
     def make(compiled: bool):
         model = tm.Net().to(DEVICE)
         opt = torch.optim.SGD(model.parameters(), lr=0.01)
-        x, y = torch.randn(batch, 1, 32, 32, device=DEVICE), torch.randint(0, 10, (batch,), device=DEVICE)
+        next_batch = _lenet_batches(batch)
         fwd = torch.compile(model) if compiled else model
 
         def step():
+            x, y = next_batch()
             loss = F.cross_entropy(fwd(x), y)
             opt.zero_grad()
             loss.backward()
@@ -187,12 +203,12 @@ def lenet_train(batch: int):
 def lenet_forward(batch: int):
     def make(compiled: bool):
         model = tm.Net().to(DEVICE)
-        x = torch.randn(batch, 1, 32, 32, device=DEVICE)
+        next_batch = _lenet_batches(batch)
         fwd = torch.compile(model) if compiled else model
 
         def step():
             with torch.no_grad():
-                return fwd(x)
+                return fwd(next_batch()[0])
 
         return step
 
