@@ -323,7 +323,9 @@ def _pooled_kernel_grad(x: jax.Array, g4: jax.Array, kh: int, kw: int, precision
     x = jnp.pad(x, ((0, 0), (0, rows - x.shape[1]), (0, cols - x.shape[2]), (0, 0)))  # unread rows/columns
     phases = x.reshape(c, rows // 2, 2, cols // 2, 2, n).transpose(2, 4, 0, 1, 3, 5)
     patches = _im2col(phases.reshape(4 * c, rows // 2, cols // 2, n), kp, lp)  # rows (p, p', q, r, c)
-    q = _contract(patches, g4.reshape(4 * o, hp, wp, n), precision)  # (kp*lp*4*C, 4*O), columns (di, dj, o)
+    # Contracted as g4 with the patches and then transposed (a 4*O x kp*lp*4*C result): measured a LeNet step
+    # 9% faster than patches with g4 (1.29 -> 1.18 ms at batch 64). conv2's kernel gradient is the other way round.
+    q = _contract(g4.reshape(4 * o, hp, wp, n), patches, precision).T  # (kp*lp*4*C, 4*O), columns (di, dj, o)
     q = q.reshape(kp, lp, 2, 2, c, 2, 2, o).transpose(0, 2, 1, 3, 4, 5, 6, 7).reshape(2 * kp, 2 * lp, c, 2, 2, o)
     return sum(q[di : di + kh, dj : dj + kw, :, di, dj] for di in (0, 1) for dj in (0, 1))  # (kh, kw, C, O)
 
