@@ -56,9 +56,9 @@ class LeNet(nnx.Module):
           gradient is summed over the pooled grid), ``conv2`` as im2col and one
           matrix product, backward passes as matrix products,
           max-pool gradients sent to the first maximum of each window as torch
-          does. On a 2-core CPU (benchmark, jit step) it trains 1.3 to 7 times
+          does. On a 2-core CPU (benchmark, jit step) it trains 1.6 to 7 times
           faster than ``"lax"`` at batches of 1, 64 and 256 (least at batch 1,
-          most at 256), and evaluates 2 to 3 times faster;
+          most at 256), and evaluates 1.8 to 3 times faster;
           XLA:CPU's own convolutions and pooling gradients are slow at these
           shapes, and no XLA flag fixes that.
         - ``"lax"``: ``nnx.Conv`` (``lax.conv_general_dilated``) and
