@@ -167,6 +167,10 @@ class Trainer:
         """``(loss, aux, new_rest, grads)`` of ``loss_fn`` on ``batch``, over ``microbatches`` parts."""
 
         def loss_of(params, rest, batch):
+            # Fresh Variables for the non-parameter state, made in this trace: nnx.merge reuses the
+            # State's own Variable objects, and NNX refuses to mutate a Variable (a BatchStat's
+            # `+=` in the forward pass) from inside value_and_grad when it was made outside.
+            rest = jax.tree.map(lambda v: v, rest)
             model = nnx.merge(self._graphdef, params, rest)
             out = self._loss_fn(model, *batch)
             loss, aux = out if self._has_aux else (out, None)

@@ -289,3 +289,40 @@ def test_trainer_microbatches_rejects_bad_values_and_batches_it_cannot_split():
         )
     close64(nnx.to_pure_dict(trainer.params), before)  # a refused step changed nothing
     trainer.step(*data(n=9))  # and the trainer still works
+
+
+class _Counting(nnx.Module):
+    """A linear layer that updates non-parameter state in its forward pass, like BatchNorm's running mean."""
+
+    def __init__(self, rngs):
+        self.lin = nnx.Linear(3, 2, rngs=rngs)
+        self.count = nnx.BatchStat(jnp.zeros(()))
+        self.mean = nnx.BatchStat(jnp.zeros(3))
+
+    def __call__(self, x):
+        self.count[...] += 1
+        self.mean[...] = 0.5 * self.mean[...] + 0.5 * x.mean(0)
+        return self.lin(x)
+
+
+@pytest.mark.parametrize("microbatches", [1, 2])
+def test_trainer_carries_state_the_forward_pass_updates(microbatches):
+    # Every forward pass (one per part) counts once and moves the running mean halfway to its batch mean.
+    trainer = jaxnets.Trainer(
+        _Counting(nnx.Rngs(0)),
+        jaxnets.optim.sgd(0.1),
+        lambda m, x, y: jnp.mean((m(x) - y) ** 2),
+        microbatches=microbatches,
+    )
+    x, y = jnp.arange(12.0).reshape(4, 3), jnp.zeros((4, 2))
+    kernel = np.asarray(trainer.model.lin.kernel[...])
+    trainer.step(x, y)
+    trainer.run(3, x, y)
+    model = trainer.model
+    assert float(model.count[...]) == 4 * microbatches
+    means = [np.asarray(part.mean(0)) for part in jnp.split(x, microbatches)] * 4
+    expected = np.zeros(3)
+    for m in means:
+        expected = 0.5 * expected + 0.5 * m
+    np.testing.assert_allclose(model.mean[...], expected, rtol=1e-6)
+    assert not np.allclose(model.lin.kernel[...], kernel)  # and the parameters trained
