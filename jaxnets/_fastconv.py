@@ -200,6 +200,27 @@ def _conv_bwd(precision, res, g):
 _conv.defvjp(_conv_fwd, _conv_bwd)
 
 
+def _vary_alike(*arrays):
+    """``arrays`` (None passes through), each cast to vary over every mesh axis any of them varies over.
+
+    Inside ``jax.shard_map`` a custom VJP must return each cotangent with its
+    input's type, and the kernel gradient of a batch that varies over the devices
+    varies too, while a replicated kernel does not. Cast first, the kernel
+    enters the custom VJP varying, as JAX's own ops make it implicitly, and
+    autodiff turns the cast into the sum over devices it inserts for them.
+    Outside ``shard_map`` nothing varies and nothing is cast.
+    """
+    axes = frozenset().union(*(_varying(a) for a in arrays if a is not None))
+    cast = lambda a: lax.pcast(a, tuple(sorted(axes - _varying(a), key=str)), to="varying")  # noqa: E731 - sorted: one trace
+    return tuple(a if a is None else cast(a) for a in arrays)
+
+
+def _varying(a) -> frozenset:
+    # The mesh axes `a` varies over inside shard_map: `vma` in the jax releases that name it so, `mat.varying` in 0.10.
+    aval = jax.typeof(a)
+    return frozenset(aval.vma if hasattr(aval, "vma") else aval.mat.varying)
+
+
 def _check_conv_args(name: str, x: jax.Array, kernel: jax.Array) -> None:
     if x.ndim != 4 or kernel.ndim != 4 or x.shape[0] != kernel.shape[2]:
         raise ValueError(
@@ -226,7 +247,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, preci
       ``(O, H - kh + 1, W - kw + 1, N)``.
     """
     _check_conv_args("conv2d", x, kernel)
-    return _conv(x, kernel, bias, precision)
+    return _conv(*_vary_alike(x, kernel, bias), precision)
 
 
 # -- max-pooling ------------------------------------------------------------------------------
@@ -387,7 +408,7 @@ def conv2d_relu_max_pool2d(x: jax.Array, kernel: jax.Array, bias: jax.Array | No
     _check_conv_args("conv2d_relu_max_pool2d", x, kernel)
     if not _uses_shifts(kernel.shape, x.shape[-1]):
         return max_pool2d(jax.nn.relu(conv2d(x, kernel, bias, precision=precision)))
-    return _conv_relu_pool(x, kernel, bias, precision)
+    return _conv_relu_pool(*_vary_alike(x, kernel, bias), precision)
 
 
 # -- the layer --------------------------------------------------------------------------------

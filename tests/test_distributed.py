@@ -134,6 +134,29 @@ def has_all_reduce(trainer, *batch) -> bool:
     return "all-reduce" in trainer._step.lower(trainer._leaves, *batch).compile().as_text()
 
 
+def shard_map_grads_error() -> float:
+    """LeNet's fast-path gradients inside jax.shard_map (type checks on) against one device's, float64.
+
+    The fast path's custom VJPs must return a replicated kernel's gradient as
+    the sum over devices, as JAX's own ops do; without that shard_map refuses
+    them ("manual axis types do not match").
+    """
+    mesh = distributed.mesh(4)
+    with jax.enable_x64(True):
+        model, (x, y), _ = model_and_batch("lenet", "float64")
+        graphdef, params = nnx.split(model)
+
+        def summed_loss(params, x, y):
+            return cross_entropy(nnx.merge(graphdef, params)(x), y) * x.shape[0]
+
+        spec, rows = jax.sharding.PartitionSpec, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+        grads = jax.shard_map(jax.grad(summed_loss), mesh=mesh, in_specs=(spec(), spec("data"), spec("data")),
+                              out_specs=spec())  # fmt: skip
+        params_on_mesh = jax.device_put(params, jax.sharding.NamedSharding(mesh, spec()))
+        got = jax.jit(grads)(params_on_mesh, jax.device_put(x, rows), jax.device_put(y, rows))
+        return relative_error(flat(got), flat(jax.grad(summed_loss)(params, x, y)))
+
+
 def steps_worker() -> dict:
     """On 4 devices: every CASE with and without a mesh, evidence that the mesh run was split, and the uneven error."""
     mesh = distributed.mesh(4)
@@ -151,6 +174,7 @@ def steps_worker() -> dict:
                 "all_reduce": has_all_reduce(on_mesh, *split),
                 "all_reduce_alone": has_all_reduce(alone, *batch),
             }
+    out["shard_map_error"] = shard_map_grads_error()
     try:
         distributed.shard_batch(mesh, np.zeros((30, 3)))
     except ValueError as e:
@@ -252,6 +276,10 @@ def test_sharded_steps_equal_single_device_steps(steps, case):
     assert result["all_reduce"] and not result["all_reduce_alone"]
     assert result["moved"] > MOVED, result
     assert result["error"] <= RTOL[dtype], result
+
+
+def test_fast_path_gradients_inside_shard_map_equal_one_devices(steps):
+    assert steps["shard_map_error"] <= F64_RTOL
 
 
 def test_shard_batch_refuses_a_batch_the_devices_do_not_divide(steps):
