@@ -115,7 +115,7 @@ def _score(model, out: np.ndarray, labels: np.ndarray, args: argparse.Namespace,
     matrix = training.confusion_matrix(out.argmax(-1), labels, model.num_classes)
     source = Path(args.source)
     beside = source if source.is_dir() else source.parent
-    figure = Path(args.confusion) if args.confusion else beside / "confusion.png"
+    figure = Path(args.confusion) if args.confusion else beside / training.CONFUSION
     training.plot_confusion(matrix, figure, title=f"{title}: {100 * s['accuracy']:.2f}% correct")
     return s, matrix, figure
 

@@ -76,7 +76,8 @@ OPTIMIZERS: dict[str, tuple[Callable, dict, float]] = {
 CHECKPOINTS = "checkpoints"
 METRICS = "metrics.json"
 CURVES = "curves.png"
-_RUN_FILES = (CHECKPOINTS, METRICS, CURVES)
+CONFUSION = "confusion.png"  # written by `jaxnets evaluate RUN`: an overwritten run's would describe the old model
+_RUN_FILES = (CHECKPOINTS, METRICS, CURVES, CONFUSION)
 
 CURVES_EVERY = 10.0
 """Seconds between redraws of ``curves.png`` during a run: a redraw takes about 0.3 s, more than a digits epoch."""

@@ -190,6 +190,7 @@ def test_resume_with_the_defaults_written_out_is_accepted(run_copy, capsys):
 
 def test_overwrite_replaces_the_run_and_keeps_other_files(run_copy, capsys):
     (run_copy / "notes.txt").write_text("my notes")
+    (run_copy / "confusion.png").write_bytes(b"the old model's evaluation")  # as `jaxnets evaluate RUN` leaves it
     assert checkpoint.all_steps(run_copy / "checkpoints") == [1, 2]
     code = run_cli("train", "--out", run_copy, "--overwrite", "--epochs", "1", "--batch-size", "64", "--no-progress")
     assert code == 0, capsys.readouterr().err
@@ -197,6 +198,7 @@ def test_overwrite_replaces_the_run_and_keeps_other_files(run_copy, capsys):
     metrics = json.loads((run_copy / "metrics.json").read_text())
     assert [h["epoch"] for h in metrics["history"]] == [1] and metrics["config"]["batch_size"] == 64
     assert (run_copy / "notes.txt").read_text() == "my notes"
+    assert not (run_copy / "confusion.png").exists()
 
 
 @pytest.mark.parametrize(
