@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -261,13 +263,20 @@ def _import(argv: list[str]) -> int:
     if training.holds_run(out) and not args.overwrite:
         p.error(f"{out} already holds a run; pass --overwrite to replace it, or choose another --out.")
     model, _ = training.load_model(args.weights)
-    if args.overwrite:
-        training.remove_run(out)
     meta = {"model": training.model_spec(model), "epoch": 0, "config": None, "history": [],
             "imported_from": str(Path(args.weights).resolve())}  # fmt: skip
     from flax import nnx
 
-    checkpoint.save(out / training.CHECKPOINTS, 0, {"params": nnx.to_pure_dict(nnx.state(model, nnx.Param))}, meta)
+    out.mkdir(parents=True, exist_ok=True)
+    # Saved beside the run first, then swapped in: a failed save leaves the run it would replace intact.
+    staging = Path(tempfile.mkdtemp(prefix=".import-", dir=out))
+    try:
+        checkpoint.save(staging, 0, {"params": nnx.to_pure_dict(nnx.state(model, nnx.Param))}, meta)
+        if args.overwrite:
+            training.remove_run(out)
+        staging.rename(out / training.CHECKPOINTS)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     print(f"imported {args.weights} into {out} ({training.model_spec(model)})")
     return 0
 
