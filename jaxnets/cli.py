@@ -314,8 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     expected = (training.TrainingError, data.DataError, checkpoint.CheckpointError, exchange.WeightsFileError)
     try:
         return COMMANDS[name][0](rest)
-    except (*expected, FileNotFoundError, ValueError) as e:
-        # Errors about the user's files and settings: the message says what and how to fix it; no traceback.
+    except (*expected, OSError, ValueError) as e:
+        # Errors about the user's files and settings (a missing file, a full disk, a path through a file): the
+        # message says what and how to fix it; no traceback.
         print(f"jaxnets {name}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -418,7 +418,9 @@ def test_evaluate_a_run_with_a_truncated_checkpoint_names_it(run_copy, capsys):
     assert run_cli("evaluate", run_copy, "--checkpoint", "1") == 0  # the other checkpoint still serves
 
 
-def test_import_overwrite_replaces_a_run_only_once_the_new_one_is_saved(run_dir, run_copy, tmp_path, monkeypatch):
+def test_import_overwrite_replaces_a_run_only_once_the_new_one_is_saved(
+    run_dir, run_copy, tmp_path, monkeypatch, capsys
+):
     weights = tmp_path / "w.safetensors"
     assert run_cli("export", run_dir, "--output", weights) == 0
     old = snapshot(run_copy)
@@ -430,6 +432,11 @@ def test_import_overwrite_replaces_a_run_only_once_the_new_one_is_saved(run_dir,
         m.setattr(checkpoint, "save", full_disk)
         assert run_cli("import", weights, "--out", run_copy, "--overwrite") == 1
     assert snapshot(run_copy) == old  # the run it would have replaced, intact, and no staging left behind
+    (tmp_path / "notes.txt").write_text("a file, not a directory")
+    capsys.readouterr()
+    assert run_cli("import", weights, "--out", tmp_path / "notes.txt" / "run") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("jaxnets import: error: ") and "notes.txt" in err
     assert run_cli("import", weights, "--out", run_copy, "--overwrite") == 0
     assert checkpoint.all_steps(run_copy / "checkpoints") == [0]
     assert not (run_copy / "metrics.json").exists() and [p.name for p in run_copy.iterdir()] == ["checkpoints"]
