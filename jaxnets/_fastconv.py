@@ -211,8 +211,9 @@ def _vary_alike(*arrays):
     Outside ``shard_map`` nothing varies and nothing is cast.
     """
     axes = frozenset().union(*(_varying(a) for a in arrays if a is not None))
-    cast = lambda a: lax.pcast(a, tuple(sorted(axes - _varying(a), key=str)), to="varying")  # noqa: E731 - sorted: one trace
-    return tuple(a if a is None else cast(a) for a in arrays)
+    # Sorted: the same axes in the same order, so the same trace, in every process.
+    missing = [() if a is None else tuple(sorted(axes - _varying(a), key=str)) for a in arrays]
+    return tuple(a if a is None else lax.pcast(a, m, to="varying") for a, m in zip(arrays, missing, strict=True))
 
 
 def _varying(a) -> frozenset:

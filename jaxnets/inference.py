@@ -13,37 +13,28 @@ model is traced once per input shape however often it is evaluated.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-_FORWARD: dict = {}
-_FORWARD_BATCHES: dict = {}
 
-
+@functools.cache
 def forward(graphdef) -> Callable:
     """``jax.jit`` of ``(state, x) -> model(x)`` for models of structure ``graphdef`` (from ``nnx.split``)."""
-    if graphdef not in _FORWARD:
-        _FORWARD[graphdef] = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x))
-    return _FORWARD[graphdef]
+    return jax.jit(lambda state, x: nnx.merge(graphdef, state)(x))
 
 
+@functools.cache
 def forward_batches(graphdef) -> Callable:
     """``jax.jit`` of ``(state, xs) -> stack([model(xs[k]) for k in range(K)])``, the loop compiled (``lax.map``).
 
     The batches run one after another, each as :func:`forward` would run it, so
     the outputs are the same (up to XLA's choice of kernels).
     """
-    if graphdef not in _FORWARD_BATCHES:
-
-        def run(state, xs):
-            model = nnx.merge(graphdef, state)
-            return jax.lax.map(model, xs)
-
-        _FORWARD_BATCHES[graphdef] = jax.jit(run)
-    return _FORWARD_BATCHES[graphdef]
+    return jax.jit(lambda state, xs: jax.lax.map(nnx.merge(graphdef, state), xs))
 
 
 def apply_batches(model: nnx.Module, xs: jax.Array) -> jax.Array:

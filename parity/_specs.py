@@ -45,9 +45,6 @@ def to_tensor(a, dtype: str) -> torch.Tensor:
     return torch.tensor(np.array(a, dtype=np_dtype(dtype), copy=True))
 
 
-to_numpy = tm.to_numpy
-
-
 # -- models ----------------------------------------------------------------------------------------
 
 

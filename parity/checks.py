@@ -57,7 +57,7 @@ from ._result import failed_rows, merge, params_errors, result, worst
 from ._specs import ModelSpec as ModelSpec
 from ._specs import OptimConfig as OptimConfig
 from ._specs import dynamic as dynamic
-from ._specs import jax_dtype, np_dtype, to_numpy, to_tensor, torch_dtype, x64
+from ._specs import jax_dtype, np_dtype, to_tensor, torch_dtype, x64
 from ._specs import lenet as lenet
 from ._specs import lenet_optimizer_configs as lenet_optimizer_configs
 from ._specs import model_specs as model_specs
@@ -68,6 +68,7 @@ from ._specs import two_layer as two_layer
 from ._threads import limited_threads as limited_threads
 from .convert import load_torch_state_dict, to_torch_state_dict
 from .layout import to_nchw
+from .torch_models import to_numpy
 
 DTYPES = ("float64", "float32")
 OPTIMIZER_STEPS = 40

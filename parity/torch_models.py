@@ -202,14 +202,11 @@ def to_numpy(a, dtype=None) -> np.ndarray:
     return np.array(a, dtype=dtype, copy=True)
 
 
-_numpy = to_numpy
-
-
 def _tensor(a, dtype: torch.dtype) -> torch.Tensor:
     """A fresh CPU tensor of ``dtype`` holding a copy of ``a``: never aliases the caller's buffer."""
     if isinstance(a, torch.Tensor):
         return a.detach().to(device="cpu", dtype=dtype, copy=True)
-    return torch.tensor(_numpy(a), dtype=dtype)
+    return torch.tensor(to_numpy(a), dtype=dtype)
 
 
 def _check_steps(steps) -> None:
@@ -228,7 +225,7 @@ def numpy_loop(x, y, w1, w2, steps: int = 500, lr: float = 1e-6) -> np.ndarray:
       ``(steps,)`` float64: the loss before each update.
     """
     _check_steps(steps)
-    x, y, w1, w2 = (_numpy(a, np.float64) for a in (x, y, w1, w2))
+    x, y, w1, w2 = (to_numpy(a, np.float64) for a in (x, y, w1, w2))
     learning_rate = lr
     losses = np.empty(steps)
     for t in range(steps):
