@@ -267,16 +267,19 @@ def _import(argv: list[str]) -> int:
             "imported_from": str(Path(args.weights).resolve())}  # fmt: skip
     from flax import nnx
 
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    # Saved beside the run first, then swapped in: a failed save leaves the run it would replace intact.
+    # Saved beside the run first, then swapped in: a failed save leaves the run it would replace intact
+    # (and no directory this command made).
     staging = Path(tempfile.mkdtemp(prefix=".import-", dir=out))
     try:
         checkpoint.save(staging, 0, {"params": nnx.to_pure_dict(nnx.state(model, nnx.Param))}, meta)
         if args.overwrite:
             training.remove_run(out)
         staging.rename(out / training.CHECKPOINTS)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging if not created else out, ignore_errors=True)
+        raise
     print(f"imported {args.weights} into {out} ({training.model_spec(model)})")
     return 0
 

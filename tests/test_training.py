@@ -431,7 +431,9 @@ def test_import_overwrite_replaces_a_run_only_once_the_new_one_is_saved(
     with monkeypatch.context() as m:
         m.setattr(checkpoint, "save", full_disk)
         assert run_cli("import", weights, "--out", run_copy, "--overwrite") == 1
+        assert run_cli("import", weights, "--out", tmp_path / "fresh") == 1
     assert snapshot(run_copy) == old  # the run it would have replaced, intact, and no staging left behind
+    assert not (tmp_path / "fresh").exists()  # nor the directory it made
     (tmp_path / "notes.txt").write_text("a file, not a directory")
     capsys.readouterr()
     assert run_cli("import", weights, "--out", tmp_path / "notes.txt" / "run") == 1
