@@ -17,17 +17,29 @@ torch.set_num_threads(1)  # torch and XLA share two cores in this process
 
 
 def rel_err(a, b) -> float:
-    """Norm-wise relative error max|a - b| / max|b| over all leaves of two pytrees."""
+    """The largest norm-wise relative error max|a - b| / max|b| of any one leaf of two pytrees.
+
+    Per leaf, so that an error in a small array (a bias gradient) is not hidden by a large one.
+    A leaf that is all zeros in ``b`` must be all zeros in ``a`` (error 0), or the error is inf.
+    """
     a, b = jax.tree.leaves(a), jax.tree.leaves(b)
     assert len(a) == len(b)
-    num = max(
-        float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)))) for x, y in zip(a, b, strict=True)
-    )
-    return num / max(float(np.max(np.abs(np.asarray(y, np.float64)))) for y in b)
+    worst = 0.0
+    for x, y in zip(a, b, strict=True):
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        assert x.shape == y.shape, (x.shape, y.shape)
+        num, den = float(np.max(np.abs(x - y), initial=0.0)), float(np.max(np.abs(y), initial=0.0))
+        worst = max(worst, num / den if den > 0 else (0.0 if num == 0 else np.inf))
+    return worst
 
 
 def images(kind: str, shape, dtype) -> jax.Array:
-    """Random images, or images full of ties: constant blocks and a coarse grid of values."""
+    """Random images, or images full of ties: integers, a constant block of halves and a zero band.
+
+    The tie images are meant for models whose weights are dyadic (:func:`dyadic`): then every
+    convolution output is exact in float32 and float64 whatever order a convolution algorithm
+    adds in, so a window that ties on one CPU ties on every CPU, in both implementations.
+    """
     x = np.random.default_rng(0).standard_normal(shape)
     if kind == "ties":
         x = np.round(x)  # most 2x2 windows of conv outputs on flat regions tie
@@ -36,8 +48,24 @@ def images(kind: str, shape, dtype) -> jax.Array:
     return jnp.asarray(x, dtype)
 
 
+def dyadic(model):
+    """Round every parameter of ``model`` to a multiple of 1/64, in place, and return the model.
+
+    With integer-and-half inputs (:func:`images`), LeNet's conv1 outputs are multiples of 1/128
+    below 2**5 and conv2's multiples of 1/8192 below 2**9: 22 significant bits at most, so every
+    partial sum is exact even in float32. Ties in the convolution outputs, which the max-pools
+    then break by position, are therefore ties in every implementation and on every CPU (with
+    LeNet's random weights, a constant region's outputs differ in the last bit from pixel to
+    pixel, and how depends on the summation order of the CPU's convolution kernels).
+    """
+    params = nnx.state(model, nnx.Param)
+    nnx.update(model, jax.tree.map(lambda p: jnp.round(p * 64) / 64, params))
+    return model
+
+
 def fast_and_lax(dtype=jnp.float32, **kwargs):
-    make = lambda impl: jaxnets.LeNet(**kwargs, param_dtype=dtype, impl=impl, rngs=nnx.Rngs(0))
+    """LeNet's fast and lax implementations with the same dyadic weights (see :func:`dyadic`)."""
+    make = lambda impl: dyadic(jaxnets.LeNet(**kwargs, param_dtype=dtype, impl=impl, rngs=nnx.Rngs(0)))
     return make("fast"), make("lax")
 
 
@@ -69,6 +97,18 @@ def test_lenet_fast_matches_lax_values_and_gradients_in_float64(x64, kernel_size
     assert rel_err(got[1][0], want[1][0]) <= F64_RTOL  # parameters
     assert rel_err(got[1][1], want[1][1]) <= F64_RTOL  # input
     assert float(jnp.max(jnp.abs(got[1][0]["conv1"]["kernel"][...]))) > 0  # a gradient reached conv1
+    if kind == "ties":
+        assert nonzero_ties(lax_, x) > 20  # the max-pools do see tied windows of nonzero values
+
+
+def nonzero_ties(model, x) -> int:
+    """How many of conv1's 2x2 pooling windows (after ReLU) hold a nonzero maximum more than once."""
+    a = np.asarray(jax.nn.relu(model.conv1(x.reshape((-1,) + x.shape[-3:]))))  # (N, H, W, C)
+    n, h, w, c = a.shape
+    windows = a[:, : h // 2 * 2, : w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 5, 2, 4)
+    windows = windows.reshape(n, h // 2, w // 2, c, 4)
+    top = windows.max(-1, keepdims=True)
+    return int(np.sum((np.sum(windows == top, -1) > 1) & (top[..., 0] > 0)))
 
 
 @pytest.mark.parametrize("kind", ["random", "ties"])
@@ -78,6 +118,8 @@ def test_lenet_fast_matches_lax_in_float32(kind):
     got, want = value_and_grads(fast, x), value_and_grads(lax_, x)
     assert rel_err(got[0], want[0]) <= F32_RTOL
     assert rel_err(got[1], want[1]) <= F32_RTOL
+    if kind == "ties":
+        assert nonzero_ties(lax_, x) > 20
 
 
 @pytest.mark.parametrize(
@@ -92,10 +134,11 @@ def test_lenet_fast_matches_lax_for_single_images_and_chunked_batches(x64, shape
     assert got[0].shape == want[0].shape == shape[:-3] + (10,)
     assert rel_err(got[0], want[0]) <= F64_RTOL
     assert rel_err(got[1], want[1]) <= F64_RTOL
+    assert nonzero_ties(lax_, x) > 5
 
 
 def test_lenet_impls_share_parameters_and_checkpoints():
-    fast, lax_ = fast_and_lax()
+    fast, lax_ = (jaxnets.LeNet(impl=impl, rngs=nnx.Rngs(0)) for impl in ("fast", "lax"))  # as initialised
     fast_params, lax_params = nnx.state(fast, nnx.Param), nnx.state(lax_, nnx.Param)
     assert jax.tree.structure(nnx.to_pure_dict(fast_params)) == jax.tree.structure(nnx.to_pure_dict(lax_params))
     for a, b in zip(jax.tree.leaves(fast_params), jax.tree.leaves(lax_params), strict=True):
