@@ -55,13 +55,10 @@ def test_fit_resamples_like_jax_image_resize_when_shrinking():
 
 
 def test_import_and_digits_load_neither_torch_nor_sklearn_nor_pillow():
-    code = (
-        "import sys, time; import jaxnets.data as d; t = time.perf_counter(); d.digits(); "
-        "print(time.perf_counter() - t, *(m in sys.modules for m in ('torch', 'sklearn', 'PIL')))"
-    )
+    # What loading costs is measured by the benchmark, not asserted here: a test has no time to compare with.
+    code = "import sys; import jaxnets.data as d; d.digits(); print(*(m in sys.modules for m in ('torch', 'sklearn', 'PIL')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out[1:] == ["False", "False", "False"]
-    assert float(out[0]) < 1.0
+    assert out == ["False", "False", "False"]
 
 
 # -- the split -----------------------------------------------------------------

@@ -201,8 +201,9 @@ def two_process_worker(process_id: int, port: int, out: str) -> None:
 def env(devices: int) -> dict:
     """This environment with ``devices`` simulated CPU devices, no compilation cache and no coordinator."""
     e = {k: v for k, v in os.environ.items() if k not in distributed.ENV.values() and k != "JAX_NUM_CPU_DEVICES"}
-    return e | {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAXNETS_CACHE_DIR": "",
-                "JAX_PLATFORMS": "cpu"}  # fmt: skip
+    # Keep the caller's XLA flags (e.g. --xla_cpu_max_isa in CI's instruction-set run); the last device count wins.
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
+    return e | {"XLA_FLAGS": flags, "JAXNETS_CACHE_DIR": "", "JAX_PLATFORMS": "cpu"}
 
 
 def start(*argv, devices: int = 4) -> subprocess.Popen:
