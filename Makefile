@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo train test lint progression parity bench clean
+.PHONY: demo train test test-all lint progression parity bench clean
 
 # Package __init__ files too: an editable install made before a package existed does not see it.
 $(STAMP): pyproject.toml constraints.txt $(wildcard */__init__.py)
@@ -30,9 +30,27 @@ parity: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m parity.bench --json bench.json --plot bench.png
 
+# Tests run on two workers (pytest-xdist), a test file per worker so that a module's shared fixtures are built once.
+WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile
+# Without LLVM's optimisations XLA compiles the same programs about 25% faster and runs them slower:
+# a good trade for tests, most of whose time is compilation. The numbers are the same programs' (no
+# fast-math either way); test-all runs every test at XLA's defaults too.
+QUICK_XLA := --xla_backend_optimization_level=0
+
+# The linter and every test but the long end-to-end runs (marked slow).
 test: $(STAMP)
 	$(BIN)/ruff check jaxnets tests $(wildcard parity)
-	$(BIN)/python -m pytest -q
+	XLA_FLAGS="$(QUICK_XLA) $$XLA_FLAGS" $(PYTEST) -m "not slow"
+
+# What CI runs: every test at XLA's default settings, then every test but the slow ones again under
+# older instruction sets (AVX2, SSE4.2), whose kernels add in another order: an exactness test that
+# holds only for this CPU's summation order fails here, not on a user's machine.
+test-all: $(STAMP)
+	$(BIN)/ruff check jaxnets tests $(wildcard parity)
+	$(PYTEST)
+	XLA_FLAGS="--xla_cpu_max_isa=AVX2 $(QUICK_XLA) $$XLA_FLAGS" $(PYTEST) -m "not slow"
+	XLA_FLAGS="--xla_cpu_max_isa=SSE4_2 $(QUICK_XLA) $$XLA_FLAGS" $(PYTEST) -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check jaxnets tests $(wildcard parity)
