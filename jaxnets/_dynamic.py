@@ -68,7 +68,7 @@ class DynamicNet(nnx.Module):
         Returns:
           An int32 scalar array, usable as ``depth`` inside a compiled step.
         """
-        return jax.random.randint(key, (), 0, self.max_depth + 1)
+        return jax.random.randint(key, (), 0, self.max_depth + 1, dtype=jnp.int32)  # int64 under x64 otherwise
 
     def used_params(self, depth: int | jax.Array) -> nnx.State:
         """Which parameters take part in ``net(x, depth)``: all, but ``middle_linear`` only when ``depth > 0``.

@@ -135,7 +135,9 @@ class LeNet(nnx.Module):
 
     def _fast_features(self, x: jax.Array) -> jax.Array:
         k1, b1, x = self.conv1.promoted_params(x)
-        k2, b2 = self.conv2.promoted_params()
+        # conv2 sees conv1's output, as nnx.Conv would: float32 weights meet float64 images in float64,
+        # and autodiff casts their gradients back (promoted alone, conv2's bias got a float64 gradient).
+        k2, b2, _ = self.conv2.promoted_params(x)
         p1, p2 = self.conv1.precision, self.conv2.precision
 
         def features(x):  # (B, H, W, C) -> (B, s, s, 16), one chunk of B images

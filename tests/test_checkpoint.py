@@ -134,8 +134,8 @@ def test_restore_without_like_gives_numpy_in_nested_dicts_and_lists(tmp_path):
 
 def test_restore_of_float64_into_jax_without_x64_says_how_to_fix(tmp_path):
     checkpoint.save(tmp_path, 1, {"w": np.arange(3.0)}, {})
-    with pytest.raises(checkpoint.CheckpointError, match=r"w is float64.*jax_enable_x64"):
-        checkpoint.restore(tmp_path, like={"w": jax.ShapeDtypeStruct((3,), np.float64)})
+    with jax.enable_x64(False), pytest.raises(checkpoint.CheckpointError, match=r"w is float64.*jax_enable_x64"):
+        checkpoint.restore(tmp_path, like={"w": jax.ShapeDtypeStruct((3,), np.float64)})  # even if JAX_ENABLE_X64=1
     restored, _ = checkpoint.restore(tmp_path, like={"w": np.zeros(3)})  # on the host it works
     np.testing.assert_array_equal(restored["w"], np.arange(3.0))
 

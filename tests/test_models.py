@@ -88,6 +88,20 @@ def test_lenet_forward_matches_a_numpy_reference_in_float64(x64, kernel_size):
     np.testing.assert_allclose(net(jnp.asarray(x)), _np_lenet(np_params(net), x), rtol=F64_RTOL, atol=F64_ATOL)
 
 
+@pytest.mark.parametrize("impl", ["fast", "lax"])
+def test_lenet_gradients_keep_the_parameters_dtype_for_float64_images(x64, impl):
+    # float32 weights and float64 images compute in float64 (as nnx.Conv promotes); every gradient must come
+    # back float32, or an optimizer's state changes dtype after one step and the train step compiles again.
+    model = jaxnets.LeNet(impl=impl, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model, nnx.Param)
+    x = jnp.ones((12, 32, 32, 1), jnp.float64)  # 12 images: the fast path's fused conv1 and conv2
+    logits = nnx.merge(graphdef, params)(x)
+    grads = jax.grad(lambda p: jnp.sum(nnx.merge(graphdef, p)(x)))(params)
+    assert logits.dtype == jnp.float64
+    dtypes = {jax.tree_util.keystr(k): str(g.dtype) for k, g in jax.tree_util.tree_flatten_with_path(grads)[0]}
+    assert set(dtypes.values()) == {"float32"}, dtypes
+
+
 @pytest.mark.parametrize(
     "shape,dtype,message",
     [
@@ -260,6 +274,8 @@ def test_dynamic_net_random_depth_covers_zero_to_max_depth():
     net = jaxnets.DynamicNet(4, 4, 2, max_depth=3, rngs=nnx.Rngs(0))
     depths = jax.vmap(net.random_depth)(jax.random.split(jax.random.key(0), 2000))
     assert depths.dtype == jnp.int32
+    with jax.enable_x64(True):
+        assert net.random_depth(jax.random.key(0)).dtype == jnp.int32  # as documented, not int64
     counts = np.bincount(np.asarray(depths), minlength=4)
     assert len(counts) == 4 and counts.min() > 400  # about 500 each
 
