@@ -40,18 +40,18 @@ def commands(run_dir: Path, epochs: int) -> dict[str, list[str]]:
 def run_once(cmd: list[str], first_marker: str, env: dict, timeout: float) -> dict:
     """One whole process: wall time, time to its first step and first epoch, and its final test accuracy."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    first_step = first_epoch = None
-    lines = []
-    for line in proc.stdout:  # timestamps as the lines arrive (both sides flush per line)
-        now = time.perf_counter() - start
-        lines.append(line)
-        if first_step is None and line.startswith(first_marker):
-            first_step = now
-        if first_epoch is None and line.startswith("epoch   1/"):
-            first_epoch = now
-    stderr = proc.stderr.read()
-    code = proc.wait(timeout=timeout)
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as proc:
+        first_step = first_epoch = None
+        lines = []
+        for line in proc.stdout:  # timestamps as the lines arrive (both sides flush per line)
+            now = time.perf_counter() - start
+            lines.append(line)
+            if first_step is None and line.startswith(first_marker):
+                first_step = now
+            if first_epoch is None and line.startswith("epoch   1/"):
+                first_epoch = now
+        stderr = proc.stderr.read()
+        code = proc.wait(timeout=timeout)
     wall = time.perf_counter() - start
     if code != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited with {code}:\n{stderr[-3000:]}")
