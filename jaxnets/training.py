@@ -18,9 +18,14 @@ checkpoint of epoch ``e`` therefore replays exactly the steps an uninterrupted
 run takes after epoch ``e``, with the same compiled program, and ends
 bit-identical to it.
 
-The loop is :class:`jaxnets.Trainer`'s compiled step; the training images are
-put on the device once, and each step gathers its batch there from an index
-array.
+An epoch runs as :meth:`jaxnets.Trainer.run` loops of up to :data:`CHUNK_STEPS`
+compiled steps and one compiled test evaluation; the training images are put
+on the device once, and each step gathers its batch there from an index
+array. The weights and optimizer state are checked finite on the host, then a
+background thread writes the epoch's checkpoint, ``metrics.json`` and
+``curves.png`` (each atomically, in that order) while the next epoch trains;
+:func:`train` returns or raises only once every finished epoch's files are
+written.
 
 Data-parallel: with ``devices`` > 1 (by default every visible device) the
 trainer runs over a ``jax.sharding`` mesh (:mod:`jaxnets.distributed`). The
