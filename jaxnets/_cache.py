@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import jax
-
 
 def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | None:
     """Keep compiled programs on disk so that a second run of a command skips compilation.
@@ -27,6 +25,8 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | No
         path.mkdir(parents=True, exist_ok=True)
     except OSError:
         return None  # a read-only home must not stop the command: it just compiles every time
+    import jax  # here: a command that never reaches this point (--help, a usage error) loads no JAX
+
     jax.config.update("jax_compilation_cache_dir", str(path))
     # The default caches only programs that took over a second to compile; most
     # of the tutorial's are smaller, and together they are most of its run time.

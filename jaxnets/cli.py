@@ -10,6 +10,7 @@ persistent XLA compilation cache on (``JAXNETS_CACHE_DIR``; empty disables it).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import shutil
 import sys
@@ -18,12 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import distributed, progression, tutorial
 from ._cache import enable_compilation_cache
+
+# Every command imports what it needs when it runs: `jaxnets --help` loads no JAX, and `train` no tutorial.
 
 
 def _train(argv: list[str]) -> int:
-    from . import training
+    from . import distributed, training
 
     defaults = training.TrainConfig()
     p = argparse.ArgumentParser(
@@ -284,9 +286,17 @@ def _import(argv: list[str]) -> int:
     return 0
 
 
+def _tutorial(argv: list[str]) -> int:
+    return importlib.import_module(".tutorial", __package__).main(argv)
+
+
+def _progression(argv: list[str]) -> int:
+    return importlib.import_module(".progression", __package__).main(argv)
+
+
 COMMANDS = {
-    "tutorial": (tutorial.main, 'walk through the "Neural Networks" tutorial (LeNet) in JAX'),
-    "progression": (progression.main, 'run the seven stages of "Learning PyTorch with examples"'),
+    "tutorial": (_tutorial, 'walk through the "Neural Networks" tutorial (LeNet) in JAX'),
+    "progression": (_progression, 'run the seven stages of "Learning PyTorch with examples"'),
     "train": (_train, "train LeNet on real digits (scikit-learn's digits or MNIST)"),
     "evaluate": (_evaluate, "accuracy and confusion matrix of a trained model"),
     "predict": (_predict, "predict digits in image, .npy or IDX files"),

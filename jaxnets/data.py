@@ -1,7 +1,7 @@
 """Handwritten digits for LeNet: scikit-learn's digits, MNIST's IDX files, image files, and keyed batching.
 
-Everything here is NumPy (plus ``jax.random`` for the batch order); torch is
-never imported, and scikit-learn and Pillow only when a function needs them.
+Everything here is NumPy (plus ``jax.random`` for the batch order, imported
+only there); torch is never imported, and scikit-learn and Pillow only when a function needs them.
 Every data set comes out in the layout ``jaxnets.LeNet()`` takes: float32
 images ``(N, 32, 32, 1)``, channels-last, in [0, 1], white digit on black,
 and int32 labels ``(N,)`` in 0..9.
@@ -33,11 +33,14 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import jax
 import numpy as np
 
 from ._files import atomic_write
+
+if TYPE_CHECKING:
+    import jax
 
 IMAGE_SIZE = 32
 """Side of LeNet's square input images."""
@@ -627,6 +630,8 @@ def batches(
                 f"batches: `key` must be a JAX PRNG key such as jax.random.key(0); got {key!r}. "
                 "Pass shuffle=False for the order 0..n-1."
             )
+        import jax  # here, not at the top: reading data sets needs no JAX (a PyTorch script can use this module)
+
         order = np.asarray(jax.random.permutation(key, int(n)), dtype=np.int32)
     else:
         order = np.arange(n, dtype=np.int32)

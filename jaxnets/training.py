@@ -18,9 +18,14 @@ checkpoint of epoch ``e`` therefore replays exactly the steps an uninterrupted
 run takes after epoch ``e``, with the same compiled program, and ends
 bit-identical to it.
 
-The loop is :class:`jaxnets.Trainer`'s compiled step; the training images are
-put on the device once, and each step gathers its batch there from an index
-array.
+An epoch runs as :meth:`jaxnets.Trainer.run` loops of up to :data:`CHUNK_STEPS`
+compiled steps and one compiled test evaluation; the training images are put
+on the device once, and each step gathers its batch there from an index
+array. The weights and optimizer state are checked finite on the host, then a
+background thread writes the epoch's checkpoint, ``metrics.json`` and
+``curves.png`` (each atomically, in that order) while the next epoch trains;
+:func:`train` returns or raises only once every finished epoch's files are
+written.
 
 Data-parallel: with ``devices`` > 1 (by default every visible device) the
 trainer runs over a ``jax.sharding`` mesh (:mod:`jaxnets.distributed`). The
@@ -44,7 +49,9 @@ import dataclasses
 import json
 import math
 import os
+import queue
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -239,14 +246,16 @@ def write_json(path: Path, doc: dict) -> None:
 
 
 def plot_curves(history: list[dict], path: Path, title: str = "") -> None:
-    """Loss and accuracy per epoch, train and test, as a PNG."""
-    import matplotlib
+    """Loss and accuracy per epoch, train and test, as a PNG.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Drawn with matplotlib's object API, not pyplot: no global figure state, so the training loop's writer thread
+    can draw while the loop runs.
+    """
+    from matplotlib.figure import Figure
 
     epochs = [h["epoch"] for h in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
     ax_loss.plot(epochs, [h["test_loss"] for h in history], "s-", label="test")
     ax_loss.set_yscale("log")
@@ -260,18 +269,15 @@ def plot_curves(history: list[dict], path: Path, title: str = "") -> None:
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    plt.close(fig)
 
 
 def plot_confusion(matrix: np.ndarray, path: Path, title: str = "") -> None:
     """A confusion matrix (rows: true label, columns: predicted) as a PNG, counts written in the cells."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     n = matrix.shape[0]
-    fig, ax = plt.subplots(figsize=(6, 5.4))
+    fig = Figure(figsize=(6, 5.4))
+    ax = fig.subplots()
     im = ax.imshow(matrix, cmap="Blues")
     for i in range(n):
         for j in range(n):
@@ -282,7 +288,6 @@ def plot_confusion(matrix: np.ndarray, path: Path, title: str = "") -> None:
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    plt.close(fig)
 
 
 # -- a run ------------------------------------------------------------------------------------------
@@ -370,8 +375,8 @@ class _Progress:
             total=total, desc=desc, unit="step", leave=False, disable=None if enabled is None else not enabled
         )
 
-    def update(self, loss: float | None) -> None:
-        self.bar.update(1)
+    def update(self, loss: float | None, steps: int = 1) -> None:
+        self.bar.update(steps)
         if loss is not None:
             self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
 
@@ -395,6 +400,156 @@ def _mesh(devices: int | None, batch_size: int) -> jax.sharding.Mesh | None:
             f"of every batch. Use a batch size that is a multiple of {n} (e.g. {examples}){other}."
         )
     return mesh if n > 1 else None
+
+
+CHUNK_STEPS = 128
+"""Training steps per compiled loop (one dispatch); a longer epoch runs as several, the bar updated after each."""
+
+
+def _train_epoch(
+    trainer, images, labels, order: np.ndarray, mesh, desc: str, progress
+) -> tuple[np.ndarray, np.ndarray]:
+    """One epoch: the steps of ``order`` ``(steps, batch)`` as compiled loops of up to :data:`CHUNK_STEPS` steps.
+
+    Returns the host copies of every step's loss and number of correct predictions.
+    """
+    steps = len(order)
+    chunk = min(steps, CHUNK_STEPS)  # at most two loop lengths, each compiled once: CHUNK_STEPS and the remainder
+    # Each step's indices are split over the devices (axis 1); the steps (axis 0) run one after another.
+    spec = (
+        None if mesh is None else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, distributed.DATA))
+    )
+    bar = _Progress(steps, desc, progress)
+    outputs, shown = [], 0
+    try:
+        for start in range(0, steps, chunk):
+            part = order[start : start + chunk]
+            part = jax.device_put(part) if spec is None else distributed._global(part, spec)
+            outputs.append(trainer.run(len(part), images, labels, per_step=(part,)))
+            # Dispatched asynchronously: the bar waits for the previous chunk while this one runs.
+            if len(outputs) > 1:
+                shown = _advance(bar, outputs[-2], shown)
+        if outputs:
+            _advance(bar, outputs[-1], shown)
+    finally:
+        bar.close()
+    losses = np.concatenate([np.asarray(loss) for loss, _ in outputs])
+    hits = np.concatenate([np.asarray(h) for _, h in outputs])
+    return losses, hits
+
+
+def _advance(bar, output, shown: int) -> int:
+    losses = np.asarray(output[0])
+    bar.update(float(losses[-1]), len(losses))
+    return shown + len(losses)
+
+
+def _eval_batches(dataset: data.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The test set as ``(K, B, ...)`` batches of at most :data:`EVAL_BATCH` images, zero-padded, with a 0/1 mask."""
+    n = len(dataset)
+    size = max(1, min(n, EVAL_BATCH))
+    k = max(1, -(-n // size))
+    pad = k * size - n
+    images = np.concatenate([dataset.images, np.zeros((pad, *dataset.images.shape[1:]), np.float32)])
+    labels = np.concatenate([dataset.labels, np.zeros(pad, np.int32)])
+    mask = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+    return images.reshape(k, size, *images.shape[1:]), labels.reshape(k, size), mask.reshape(k, size)
+
+
+def _eval_sums(model, images, labels, mask):
+    """Summed cross-entropy and number correct over ``(K, B, ...)`` masked batches, in one compiled loop."""
+
+    def one(batch):
+        x, y, w = batch
+        out = model(x)
+        correct = jnp.sum(jnp.where(w > 0, jnp.argmax(out, axis=-1) == y, False))
+        return jnp.sum(w * cross_entropy(out, y, reduction="none")), correct
+
+    losses, correct = jax.lax.map(one, (images, labels, mask))
+    return jnp.sum(losses), jnp.sum(correct)
+
+
+def first_non_finite(state) -> str | None:
+    """The path (``params/fc1/kernel``) of the first array of ``state`` holding a NaN or an infinity, or None."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+        a = np.asarray(leaf)
+        if a.dtype.kind in "fc" and not np.isfinite(a).all():
+            return jax.tree_util.keystr(path, simple=True, separator="/")
+    return None
+
+
+def _bad_values(state, where: str) -> str:
+    leaf = next(v for p, v in jax.tree_util.tree_leaves_with_path(state)
+                if jax.tree_util.keystr(p, simple=True, separator="/") == where)  # fmt: skip
+    a = np.asarray(leaf)
+    bad = a[~np.isfinite(a)]
+    kinds = sorted({"nan" if np.isnan(v) else str(v) for v in bad.ravel().tolist()})
+    return f"{bad.size} of {a.size} values non-finite ({', '.join(kinds)})"
+
+
+def _stop(writer, out, metrics, history, primary, status, ckpt_dir, what, fix) -> None:
+    """End a run that went non-finite: every earlier epoch written, metrics marked stopped, a TrainingError."""
+    writer.close()  # the earlier epochs' files first: they are the run's last good state
+    metrics |= {"status": f"stopped: {status}", "history": history}
+    if primary:
+        write_json(out / METRICS, metrics)
+    last = checkpoint.latest_step(ckpt_dir)
+    kept = f"the last good checkpoint is epoch {last} in {ckpt_dir}" if last else "no checkpoint was written"
+    raise TrainingError(f"{what}; training stopped and {kept}. {fix}")
+
+
+def _load_plotting() -> None:
+    import matplotlib.backends.backend_agg  # noqa: F401  (what Figure.savefig draws PNGs with)
+    import matplotlib.figure  # noqa: F401
+
+
+class _Writer:
+    """Writes a run's files one after another on a background thread, so the next epoch trains meanwhile.
+
+    Every job is the same call that would otherwise run in the loop (``checkpoint.save``, ``write_json``,
+    ``plot_curves``), so each file is as atomic as before. After a failed job the later ones are skipped
+    (``metrics.json`` must not name an epoch whose checkpoint failed) and the error is raised in the
+    training loop by the next :meth:`check`, :meth:`submit` or :meth:`close`.
+    """
+
+    def __init__(self):
+        self._jobs: queue.Queue = queue.Queue()
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fn, args = job
+            try:
+                if self._error is None:
+                    fn(*args)
+            except BaseException as error:  # handed to the training loop
+                self._error = error
+            finally:
+                self._jobs.task_done()
+        self._jobs.task_done()
+
+    def check(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            self.close(raise_error=False)
+            raise error
+
+    def submit(self, fn, *args) -> None:
+        self.check()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="jaxnets-writer", daemon=False)
+            self._thread.start()
+        self._jobs.put((fn, args))
+
+    def close(self, raise_error: bool = True) -> None:
+        """Wait for every submitted job; then raise the first error of any (unless ``raise_error`` is False)."""
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join()
+            self._thread = None
+        if raise_error:
+            self.check()
 
 
 def train(
@@ -451,7 +606,7 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
     model = build_model({"model": config.model, "image_size": train_set.images.shape[1]}, seed=config.seed)
     optimizer = build_optimizer(config.optimizer, config.learning_rate)
-    trainer = Trainer(model, optimizer, _loss_and_correct, has_aux=True, mesh=mesh)
+    trainer = Trainer(model, optimizer, _loss_and_correct, eval_fn=_eval_sums, has_aux=True, mesh=mesh)
     history: list[dict] = []
     start_epoch = 0
     ckpt_dir = out / CHECKPOINTS
@@ -471,6 +626,7 @@ def train(
             log(f"the run already has {start_epoch} epochs; pass a larger --epochs to train on")
     # The whole data set on every device, once; each step's indices are split over the devices.
     images, labels = trainer.replicate((train_set.images, train_set.labels))
+    test_batches = trainer.replicate(_eval_batches(test_set))
     if mesh is not None:
         log(f"data-parallel over {num_devices} {mesh.devices.flat[0].platform} devices"
             + (f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""))  # fmt: skip
@@ -480,69 +636,66 @@ def train(
                "status": "running"}  # fmt: skip
     elapsed = sum(h["seconds"] for h in history)
     drawn = -math.inf  # when curves.png was last drawn
-    for epoch in range(start_epoch + 1, config.epochs + 1):
-        t0 = time.perf_counter()
-        bar = _Progress(steps_per_epoch, f"epoch {epoch}/{config.epochs}", progress)
-        losses, correct = [], []
-        try:
+    title = f"LeNet on {config.data}, {config.optimizer} lr {config.learning_rate:g}"
+    writer = _Writer()
+    if primary:
+        writer.submit(_load_plotting)  # imported while the first epochs train, not after the last one
+    try:
+        for epoch in range(start_epoch + 1, config.epochs + 1):
+            t0 = time.perf_counter()
             order = data.batches(jax.random.fold_in(key, epoch), len(train_set), config.batch_size, drop_last=True)
-            for i, idx in enumerate(order):
-                loss, hits = trainer.step(images, labels, trainer.shard(idx))
-                losses.append(loss)
-                correct.append(hits)
-                shown = None
-                if i % 10 == 0 or i == steps_per_epoch - 1:  # reading the loss waits for the step: not every step
-                    shown = float(loss)
-                    if not math.isfinite(shown):
-                        break
-                bar.update(shown)
-        finally:
-            bar.close()
-        step_losses = np.asarray(jnp.stack(losses))
-        bad = np.flatnonzero(~np.isfinite(step_losses))
-        if bad.size:
-            step = (epoch - 1) * steps_per_epoch + int(bad[0]) + 1
-            metrics |= {"status": f"stopped: non-finite loss at step {step}", "history": history}
-            if primary:
-                write_json(out / METRICS, metrics)
-            last = checkpoint.latest_step(ckpt_dir)
-            kept = f"the last good checkpoint is epoch {last} in {ckpt_dir}" if last else "no checkpoint was written"
-            raise TrainingError(
-                f"the loss became {step_losses[bad[0]]} at step {step} (epoch {epoch}, batch {int(bad[0]) + 1}); "
-                f"training stopped and {kept}. Lower --lr (now {config.learning_rate:g}) or change --optimizer."
+            step_losses, hits = _train_epoch(trainer, images, labels, np.stack(list(order)), mesh,
+                                             f"epoch {epoch}/{config.epochs}", progress)  # fmt: skip
+            writer.check()  # a failed write of the last epoch stops the run here, before more work
+            bad = np.flatnonzero(~np.isfinite(step_losses))
+            if bad.size:
+                step = (epoch - 1) * steps_per_epoch + int(bad[0]) + 1
+                _stop(writer, out, metrics, history, primary, f"non-finite loss at step {step}", ckpt_dir,
+                      f"the loss became {step_losses[bad[0]]} at step {step} (epoch {epoch}, batch {int(bad[0]) + 1})",
+                      f"Lower --lr (now {config.learning_rate:g}) or change --optimizer.")  # fmt: skip
+            # Host copies: checked here, written by the writer thread while the next epoch trains.
+            state = jax.tree.map(np.array, {"params": nnx.to_pure_dict(trainer.params), "opt_state": trainer.opt_state})
+            if (where := first_non_finite(state)) is not None:
+                step = epoch * steps_per_epoch
+                _stop(writer, out, metrics, history, primary, f"non-finite {where} after step {step}", ckpt_dir,
+                      f"{where} holds {_bad_values(state, where)} after step {step} (the end of epoch {epoch}), "
+                      "though every loss of the epoch was finite", f"Lower --lr (now {config.learning_rate:g}) "
+                      "or change --optimizer; the checkpoint of this epoch was not written.")  # fmt: skip
+            test_loss, test_correct = (float(v) for v in trainer.evaluate(*test_batches))
+            seconds = time.perf_counter() - t0
+            elapsed += seconds
+            history.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": float(step_losses.mean()),
+                    "train_accuracy": int(hits.sum()) / (steps_per_epoch * config.batch_size),
+                    "test_loss": test_loss / len(test_set) if len(test_set) else float("nan"),
+                    "test_accuracy": int(test_correct) / len(test_set) if len(test_set) else float("nan"),
+                    "seconds": seconds,
+                    "devices": num_devices,
+                }
             )
-        trainer_model = trainer.model
-        test = scores(logits(trainer_model, test_set.images), test_set.labels)
-        seconds = time.perf_counter() - t0
-        elapsed += seconds
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": float(step_losses.mean()),
-                "train_accuracy": int(np.asarray(jnp.stack(correct)).sum()) / (steps_per_epoch * config.batch_size),
-                "test_loss": test["loss"],
-                "test_accuracy": test["accuracy"],
-                "seconds": seconds,
-                "devices": num_devices,
-            }
-        )
-        # trainer_model already holds a copy of the parameters: no second copy from trainer.params.
-        state = {"params": nnx.to_pure_dict(nnx.state(trainer_model, nnx.Param)), "opt_state": trainer.opt_state}
-        meta = {"config": config.to_json(), "model": model_spec(model), "epoch": epoch, "history": history}
-        metrics |= {"history": history, "epochs_completed": epoch, "test_accuracy": test["accuracy"],
-                    "train_seconds": elapsed}  # fmt: skip
-        if primary:
-            checkpoint.save(ckpt_dir, epoch, state, meta)
-            write_json(out / METRICS, metrics)
-        if primary and (epoch == config.epochs or time.perf_counter() - drawn >= CURVES_EVERY):
-            title = f"LeNet on {config.data}, {config.optimizer} lr {config.learning_rate:g}"
-            plot_curves(history, out / CURVES, title=title)
-            drawn = time.perf_counter()
-        h = history[-1]
-        log(
-            f"epoch {epoch:>3}/{config.epochs}  loss {h['train_loss']:.4f}  train acc {100 * h['train_accuracy']:5.1f}%"
-            f"  test loss {h['test_loss']:.4f}  test acc {100 * h['test_accuracy']:5.1f}%  ({seconds:.1f} s)"
-        )
+            meta = {"config": config.to_json(), "model": model_spec(model), "epoch": epoch, "history": list(history)}
+            metrics |= {"history": list(history), "epochs_completed": epoch,
+                        "test_accuracy": history[-1]["test_accuracy"], "train_seconds": elapsed}  # fmt: skip
+            if primary:
+                # In this order, each only after the one before succeeded: metrics.json never names an epoch
+                # whose checkpoint is missing.
+                writer.submit(checkpoint.save, ckpt_dir, epoch, state, meta)
+                writer.submit(write_json, out / METRICS, dict(metrics))
+                if epoch == config.epochs or time.perf_counter() - drawn >= CURVES_EVERY:
+                    writer.submit(plot_curves, list(history), out / CURVES, title)
+                    drawn = time.perf_counter()
+            h = history[-1]
+            log(
+                f"epoch {epoch:>3}/{config.epochs}  loss {h['train_loss']:.4f}  train acc "
+                f"{100 * h['train_accuracy']:5.1f}%  test loss {h['test_loss']:.4f}  test acc "
+                f"{100 * h['test_accuracy']:5.1f}%  ({seconds:.1f} s)"
+            )
+    except BaseException:
+        writer.close(raise_error=False)  # what finished epochs wrote is on disk before the error goes on
+        raise
+    writer.close()  # every file of every epoch is written before train returns
     metrics |= {"status": "complete", "history": history, "epochs_completed": len(history) and history[-1]["epoch"],
                 "train_seconds": elapsed}  # fmt: skip
     if history:

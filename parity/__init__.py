@@ -10,15 +10,50 @@
 
 ``python -m parity`` runs the whole check matrix. This package imports torch;
 ``jaxnets`` never does.
+
+The names below are imported on first use, so ``import parity.torch_models``
+(the seed's PyTorch models alone) loads no JAX.
 """
 
-from .convert import StateDictMismatch as StateDictMismatch
-from .convert import load_torch_state_dict as load_torch_state_dict
-from .convert import state_from_torch as state_from_torch
-from .convert import to_torch_state_dict as to_torch_state_dict
-from .layout import Entry as Entry
-from .layout import layout as layout
-from .layout import to_nchw as to_nchw
-from .layout import to_nhwc as to_nhwc
-from .optim_state import load_optimizer_state_into_torch as load_optimizer_state_into_torch
-from .optim_state import optimizer_state_from_torch as optimizer_state_from_torch
+import importlib
+import sys
+import types
+
+_LAZY = {
+    "StateDictMismatch": ".convert",
+    "load_torch_state_dict": ".convert",
+    "state_from_torch": ".convert",
+    "to_torch_state_dict": ".convert",
+    "Entry": ".layout",
+    "layout": ".layout",
+    "to_nchw": ".layout",
+    "to_nhwc": ".layout",
+    "load_optimizer_state_into_torch": ".optim_state",
+    "optimizer_state_from_torch": ".optim_state",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'parity' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+class _Parity(types.ModuleType):
+    def __setattr__(self, name, value):
+        # Importing the submodule parity.layout binds it here; `parity.layout` stays the function, as it was
+        # when this package imported everything eagerly and rebound the name after the submodule.
+        if name == "layout" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Parity

@@ -17,6 +17,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 import safetensors.torch
 import torch
@@ -217,7 +218,8 @@ def test_overwrite_that_cannot_train_keeps_the_old_run(run_copy, tmp_path, capsy
     assert snapshot(run_copy) == before
 
 
-def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")], ids=["nan", "inf"])
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys, bad):
     seed, batch_size = 0, 64
     n_train = len(data.load("digits")[0])
     steps_per_epoch = data.num_batches(n_train, batch_size, drop_last=True)
@@ -234,7 +236,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
 
     def poisoned(model, images, labels, idx):
         loss, correct = original(model, images, labels, idx)
-        return loss + jnp.where(idx[0] == poison, jnp.nan, 0.0), correct
+        return loss + jnp.where(idx[0] == poison, bad, 0.0), correct
 
     monkeypatch.setattr(training, "_loss_and_correct", poisoned)
     out = tmp_path / "run"
@@ -242,7 +244,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
     assert run_cli("train", "--data", "digits", "--out", out, *setting) == 1
     captured = capsys.readouterr()
     assert "epoch   1/3" in captured.out and "epoch   2/3" not in captured.out
-    assert f"at step {expected_step} (epoch 2, batch {position + 1})" in captured.err
+    assert f"the loss became {bad} at step {expected_step} (epoch 2, batch {position + 1})" in captured.err
     assert "the last good checkpoint is epoch 1" in captured.err and "Lower --lr" in captured.err
     assert checkpoint.all_steps(out / "checkpoints") == [1]
     state, meta = checkpoint.restore(out / "checkpoints")
@@ -251,6 +253,129 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"].startswith("stopped") and f"step {expected_step}" in metrics["status"]
     assert [h["epoch"] for h in metrics["history"]] == [1]
+
+
+def _poisoned_optimizer(at_step: int, part: str, value: float):
+    """``training.build_optimizer`` whose update ``at_step`` (1-based) puts ``value`` into fc3's bias.
+
+    ``part="params"``: into the bias's update, so the weights turn non-finite while the step's loss (computed before
+    the update) stays finite. ``part="opt_state"``: into Adam's second moment of the bias (``nu``), which leaves the
+    weights finite (an infinite ``nu`` makes the update 0) and only the optimizer state bad.
+    """
+    original = training.build_optimizer
+
+    def poison(tree, hit, *names):
+        def one(path, leaf):
+            key = jax.tree_util.keystr(path)
+            return jnp.where(hit, value, leaf) if all(n in key for n in names) else leaf
+
+        return jax.tree_util.tree_map_with_path(one, tree)
+
+    def build(name, lr):
+        tx = original(name, lr)
+
+        def init(params):
+            return tx.init(params), jnp.zeros((), jnp.int32)
+
+        def update(grads, state, params=None):
+            inner, count = state
+            updates, inner = tx.update(grads, inner, params)
+            hit = count + 1 == at_step
+            if part == "params":
+                updates = poison(updates, hit, "fc3", "bias")
+            else:
+                inner = poison(inner, hit, "nu", "fc3", "bias")
+            return updates, (inner, count + 1)
+
+        return optax.GradientTransformation(init, update)
+
+    return build
+
+
+@pytest.mark.parametrize(
+    "part, value",
+    [("params", float("nan")), ("params", float("inf")), ("opt_state", float("inf"))],
+    ids=["nan-weights", "inf-weights", "inf-optimizer-state"],
+)
+def test_non_finite_weights_are_never_checkpointed(tmp_path, monkeypatch, capsys, part, value):
+    """The last step of epoch 2 makes one array non-finite, every loss of the epoch finite: no checkpoint 2."""
+    batch_size = 64
+    steps_per_epoch = data.num_batches(len(data.load("digits")[0]), batch_size, drop_last=True)
+    last_of_epoch_2 = 2 * steps_per_epoch
+    monkeypatch.setattr(training, "build_optimizer", _poisoned_optimizer(last_of_epoch_2, part, value))
+    out = tmp_path / "run"
+    setting = ["--batch-size", str(batch_size), "--epochs", "3", "--no-progress"]
+    assert run_cli("train", "--data", "digits", "--out", out, *setting) == 1
+    captured = capsys.readouterr()
+    assert "epoch   1/3" in captured.out and "epoch   2/3" not in captured.out
+    err = captured.err
+    assert f"after step {last_of_epoch_2} (the end of epoch 2)" in err, err
+    first_bad = re.search(r"error: (\S+) holds", err)
+    assert first_bad and first_bad[1].startswith(part) and "/fc3/bias" in first_bad[1], err
+    kind = "nan" if np.isnan(value) else "inf"
+    assert f"({kind})" in err and "the last good checkpoint is epoch 1" in err
+    assert checkpoint.all_steps(out / "checkpoints") == [1]
+    state, meta = checkpoint.restore(out / "checkpoints")
+    assert meta["epoch"] == 1
+    assert training.first_non_finite(state) is None
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"].startswith(f"stopped: non-finite {first_bad[1]} after step {last_of_epoch_2}")
+    assert [h["epoch"] for h in metrics["history"]] == [1]
+
+
+def test_first_non_finite_names_the_first_bad_array_in_tree_order():
+    state = {"opt_state": (np.ones(2), np.array([np.nan])), "params": {"a": np.ones(3), "b": np.array([1.0, np.inf])}}
+    assert training.first_non_finite(state) == "opt_state/1"  # dict keys in sorted order, as jax.tree flattens
+    assert training.first_non_finite(state["params"]) == "b"
+    assert training.first_non_finite({"count": np.array(3, np.int32), "w": np.zeros(2)}) is None
+
+
+_KILLED_WRITER = """
+import os, sys, time
+from pathlib import Path
+from jaxnets import _files, training
+out = Path({out!r})
+history = [dict(epoch=e, train_loss=1.0 / e, test_loss=1.0 / e, train_accuracy=0.5, test_accuracy=0.5) for e in (1, 2)]
+training.write_json(out / "metrics.json", {{"history": history[:1]}})
+training.plot_curves(history[:1], out / "curves.png")
+real_fsync = os.fsync
+def slow_fsync(fd):  # the new file is whole in its temporary file, not yet renamed: kill here
+    print("writing", flush=True)
+    time.sleep(60)
+    real_fsync(fd)
+_files.os.fsync = slow_fsync
+if {which!r} == "metrics":
+    training.write_json(out / "metrics.json", {{"history": history}})
+else:
+    training.plot_curves(history, out / "curves.png")
+print("replaced", flush=True)
+"""
+
+
+@pytest.mark.parametrize("which", ["metrics", "curves"])
+def test_kill_while_writing_metrics_or_curves_leaves_the_previous_file(tmp_path, which):
+    import signal
+    import subprocess
+    import sys
+
+    name = {"metrics": "metrics.json", "curves": "curves.png"}[which]
+    code = _KILLED_WRITER.format(out=str(tmp_path), which=which)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()  # blocks until the new file is written into its temporary file
+        assert line == "writing\n", proc.communicate(timeout=60)
+        before = (tmp_path / name).read_bytes()
+        temporary = [p for p in tmp_path.iterdir() if p.name.startswith(f".{name}.") and p.name.endswith(".tmp")]
+        assert len(temporary) == 1 and temporary[0].stat().st_size > 0  # the kill lands mid-write
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        stdout, _ = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL and "replaced" not in stdout
+    assert (tmp_path / name).read_bytes() == before  # the previous file, whole
+    if which == "metrics":
+        assert [h["epoch"] for h in json.loads(before)["history"]] == [1]
+    else:
+        assert is_png(tmp_path / name)
 
 
 # -- evaluate ------------------------------------------------------------------------------------

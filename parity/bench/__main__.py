@@ -408,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
         "(default: 3, with --quick 1)",
     )
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per worker process (default: 1800)")
+    parser.add_argument(
+        "--e2e", action="store_true", help="also run the end-to-end section (python -m parity.bench.e2e), rounds + 1"
+    )
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error(f"--threads must be at least 1; got {args.threads}")
@@ -427,6 +430,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     doc = collect(args)
     print(format_table(doc))
+    if args.e2e:  # jaxnets train against a PyTorch script, whole processes; its own module
+        from . import e2e
+
+        doc["e2e"] = e2e.collect(args.rounds + 1)
+        print(e2e.format_table(doc["e2e"]))
     if args.json:
         Path(args.json).write_text(json.dumps(doc, indent=1))
     if args.plot:

@@ -1,0 +1,35 @@
+"""The end-to-end benchmark section (parity.bench.e2e): its timing of a whole process and its summary."""
+
+import sys
+
+import pytest
+
+from parity.bench import e2e
+
+
+def test_run_once_times_the_first_step_line_the_first_epoch_and_reads_the_accuracy():
+    code = (
+        "import time; print('starting', flush=True); time.sleep(0.3); print('Train Epoch: 1 [0/10]', flush=True); "
+        "time.sleep(0.3); print('epoch   1/2  loss 1', flush=True); print('test accuracy 98.89% (355/359)')"
+    )
+    r = e2e.run_once([sys.executable, "-c", code], e2e.FIRST_STEP["torch"], env=None, timeout=60)
+    assert 0.3 <= r["first_step_s"] < r["first_epoch_s"] <= r["wall_s"]
+    assert r["first_epoch_s"] - r["first_step_s"] >= 0.3  # timestamps as lines arrive, not at exit
+    assert r["test_accuracy"] == pytest.approx(0.9889)
+
+
+def test_run_once_reports_a_failed_command_with_its_stderr():
+    with pytest.raises(RuntimeError, match=r"exited with 3:\n.*boom"):
+        e2e.run_once([sys.executable, "-c", "import sys; print('boom', file=sys.stderr); sys.exit(3)"], "x", None, 60)
+
+
+def test_summary_keeps_the_cold_round_apart_and_takes_warm_medians():
+    row = lambda r, wall: {"round": r, "wall_s": wall, "first_step_s": wall / 4, "first_epoch_s": wall / 2}
+    runs = {"jaxnets": [row(0, 12.0), row(1, 4.0), row(2, 5.0), row(3, 100.0)],
+            "torch": [row(0, 9.0), row(1, 10.0), row(2, 8.0), row(3, 9.0)]}  # fmt: skip
+    doc = e2e.summarize(runs, epochs=40)
+    assert doc["cold"]["jaxnets"]["wall_s"] == 12.0 and doc["cold"]["speedup_wall"] == pytest.approx(9 / 12)
+    assert doc["warm"]["jaxnets"]["wall_s"] == 5.0 and doc["warm"]["torch"]["wall_s"] == 9.0
+    assert doc["warm"]["speedup_wall"] == pytest.approx(9 / 5)
+    table = e2e.format_table(doc)
+    assert "cold" in table and "1.80x the torch script" in table
