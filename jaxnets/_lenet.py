@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from . import _fastconv, _init
+from . import _fastconv, _init, _split
 
 IMPLS = ("fast", "lax")
 
@@ -120,6 +120,7 @@ class LeNet(nnx.Module):
           Logits ``(N, num_classes)``, or ``(num_classes,)`` for a single image.
         """
         single = self._check_input(x)
+        images = x
         if single:
             x = x[None]
         x = self._fast_features(x) if self.impl == "fast" else self._lax_features(x)
@@ -127,7 +128,13 @@ class LeNet(nnx.Module):
         x = jax.nn.relu(self.fc1(x))
         x = jax.nn.relu(self.fc2(x))
         x = self.fc3(x)
-        return x[0] if single else x
+        if single:
+            return x[0]
+        if self.impl == "fast":
+            # Every image's scores depend on that image alone, and the fast path runs best on chunks of
+            # CHUNK images: jaxnets.Trainer splits larger batches of a mean loss into such parts.
+            _split.per_example(images, x, _fastconv.CHUNK)
+        return x
 
     def _lax_features(self, x: jax.Array) -> jax.Array:
         x = nnx.max_pool(jax.nn.relu(self.conv1(x)), (2, 2), strides=(2, 2), padding="VALID")
