@@ -60,7 +60,11 @@ class LeNet(nnx.Module):
           faster than ``"lax"`` at batches of 1, 64 and 256 (least at batch 1,
           most at 256), and evaluates 1.8 to 3 times faster;
           XLA:CPU's own convolutions and pooling gradients are slow at these
-          shapes, and no XLA flag fixes that.
+          shapes, and no XLA flag fixes that. A batch of more than 64 images
+          runs as a loop over 64-image chunks whose forward pass is recomputed
+          in the backward one; ``jaxnets.Trainer`` avoids that for a mean loss
+          by splitting such a batch into parts of 64 itself (see its
+          ``microbatches``).
         - ``"lax"``: ``nnx.Conv`` (``lax.conv_general_dilated``) and
           ``nnx.max_pool`` (``lax.reduce_window``), one library op per layer;
           the reference, and the better choice on a GPU, where cuDNN runs
