@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from . import _fastconv, _init
+from . import _fastconv, _init, _split
 
 IMPLS = ("fast", "lax")
 
@@ -60,7 +60,11 @@ class LeNet(nnx.Module):
           faster than ``"lax"`` at batches of 1, 64 and 256 (least at batch 1,
           most at 256), and evaluates 1.8 to 3 times faster;
           XLA:CPU's own convolutions and pooling gradients are slow at these
-          shapes, and no XLA flag fixes that.
+          shapes, and no XLA flag fixes that. A batch of more than 64 images
+          runs as a loop over 64-image chunks whose forward pass is recomputed
+          in the backward one; ``jaxnets.Trainer`` avoids that for a mean loss
+          by splitting such a batch into parts of 64 itself (see its
+          ``microbatches``).
         - ``"lax"``: ``nnx.Conv`` (``lax.conv_general_dilated``) and
           ``nnx.max_pool`` (``lax.reduce_window``), one library op per layer;
           the reference, and the better choice on a GPU, where cuDNN runs
@@ -120,6 +124,7 @@ class LeNet(nnx.Module):
           Logits ``(N, num_classes)``, or ``(num_classes,)`` for a single image.
         """
         single = self._check_input(x)
+        images = x
         if single:
             x = x[None]
         x = self._fast_features(x) if self.impl == "fast" else self._lax_features(x)
@@ -127,7 +132,13 @@ class LeNet(nnx.Module):
         x = jax.nn.relu(self.fc1(x))
         x = jax.nn.relu(self.fc2(x))
         x = self.fc3(x)
-        return x[0] if single else x
+        if single:
+            return x[0]
+        if self.impl == "fast":
+            # Every image's scores depend on that image alone, and the fast path runs best on chunks of
+            # CHUNK images: jaxnets.Trainer splits larger batches of a mean loss into such parts.
+            _split.per_example(images, x, _fastconv.CHUNK)
+        return x
 
     def _lax_features(self, x: jax.Array) -> jax.Array:
         x = nnx.max_pool(jax.nn.relu(self.conv1(x)), (2, 2), strides=(2, 2), padding="VALID")

@@ -11,6 +11,8 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
+from . import _split
+
 __all__ = ["cross_entropy", "mse_loss"]
 
 Reduction = Literal["mean", "sum", "none"]
@@ -59,6 +61,7 @@ def mse_loss(input: jax.Array, target: jax.Array, reduction: Reduction = "mean")
         ``reduction`` is not one of the three values above.
     """
     _check_reduction("mse_loss", reduction)
+    args = (input, target)
     input = jnp.asarray(input)
     target = jnp.asarray(target)
     try:
@@ -72,7 +75,10 @@ def mse_loss(input: jax.Array, target: jax.Array, reduction: Reduction = "mean")
             f"(such as {input.shape[-1:]}). Reshape the target, e.g. target.reshape({input.shape}), "
             "if it holds the same number of elements."
         )
-    return _reduce(jnp.square(input - target), reduction)
+    out = _reduce(jnp.square(input - target), reduction)
+    if reduction == "mean" and input.ndim and target.shape == input.shape:  # a mean over examples: see _split
+        _split.mean_loss(*args, out)
+    return out
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, reduction: Reduction = "mean") -> jax.Array:
@@ -108,6 +114,7 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, reduction: Reduction = "
         floating.
     """
     _check_reduction("cross_entropy", reduction)
+    args = (logits, labels)
     logits = jnp.asarray(logits)
     labels = jnp.asarray(labels)
     if logits.ndim not in (1, 2):
@@ -150,4 +157,7 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, reduction: Reduction = "
             f"cross_entropy expects integer class indices or floating class probabilities as "
             f"`labels`; got dtype {labels.dtype}. Convert them, e.g. labels.astype(jnp.int32)."
         )
-    return _reduce(loss, reduction)
+    out = _reduce(loss, reduction)
+    if reduction == "mean" and logits.ndim == 2:  # a mean over the examples: see _split
+        _split.mean_loss(*args, out)
+    return out

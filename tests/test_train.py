@@ -275,7 +275,7 @@ def test_trainer_microbatches_stack_aux_per_part():
 def test_trainer_microbatches_rejects_bad_values_and_batches_it_cannot_split():
     net = lambda: jaxnets.TwoLayerNet(12, 6, 3, rngs=nnx.Rngs(0))
     for bad in (0, -2, 1.5, True):
-        with pytest.raises(ValueError, match=f"`microbatches` must be a positive int; got {bad!r}"):
+        with pytest.raises(ValueError, match=f"`microbatches` must be a positive int, or None .*; got {bad!r}"):
             jaxnets.Trainer(net(), optax.sgd(0.1), mse_sum, microbatches=bad)
     with pytest.raises(ValueError, match="cannot be combined with a `mesh`"):
         jaxnets.Trainer(net(), optax.sgd(0.1), mse_sum, microbatches=2, mesh=jaxnets.distributed.mesh(1))
@@ -326,3 +326,75 @@ def test_trainer_carries_state_the_forward_pass_updates(microbatches):
         expected = 0.5 * expected + 0.5 * m
     np.testing.assert_allclose(model.mean[...], expected, rtol=1e-6)
     assert not np.allclose(model.lin.kernel[...], kernel)  # and the parameters trained
+
+
+# -- microbatches=None: the trainer splits by itself where the split is exact ------------------------
+
+
+def _lenet64():
+    return jaxnets.LeNet(param_dtype=jnp.float64, rngs=nnx.Rngs(0))
+
+
+def _images(n, dtype=jnp.float32):
+    kx, ky = jax.random.split(jax.random.key(n))
+    return jax.random.normal(kx, (n, 32, 32, 1), dtype), jax.random.randint(ky, (n,), 0, 10)
+
+
+def test_trainer_splits_a_lenet_batch_of_a_mean_loss_by_itself_float64(x64):
+    # LeNet's fast path runs best on 64 images: 128 go in two parts, and the step is still the whole
+    # batch's (the chunked whole-batch path and the lax path) to float64 rounding.
+    ce = lambda m, x, y: jaxnets.losses.cross_entropy(m(x), y)
+    x, y = _images(128, jnp.float64)
+    auto = jaxnets.Trainer(_lenet64(), jaxnets.optim.sgd(0.1, momentum=0.9), ce)
+    whole = jaxnets.Trainer(_lenet64(), jaxnets.optim.sgd(0.1, momentum=0.9), ce, microbatches=1)
+    lax = jaxnets.Trainer(
+        jaxnets.LeNet(param_dtype=jnp.float64, impl="lax", rngs=nnx.Rngs(0)), jaxnets.optim.sgd(0.1, momentum=0.9), ce
+    )
+    assert (auto.parts(x, y), whole.parts(x, y), lax.parts(x, y)) == (2, 1, 1)
+    for _ in range(2):
+        loss = auto.step(x, y)
+        close64(loss, whole.step(x, y))
+        close64(loss, lax.step(x, y))
+    close64(nnx.to_pure_dict(auto.params), nnx.to_pure_dict(lax.params))
+    close64(auto.run(2, x, y), whole.run(2, x, y))
+    close64(nnx.to_pure_dict(auto.params), nnx.to_pure_dict(whole.params))
+    assert auto.compilations == 2  # one step, one loop: the probe that chose the split compiles nothing
+
+
+def test_trainer_splits_only_what_it_can_prove_is_a_mean_over_examples():
+    ce = jaxnets.losses.cross_entropy
+    x, y = _images(256)
+    onehot = jax.nn.one_hot(y, 10)
+    lenet = lambda impl="fast": jaxnets.LeNet(impl=impl, rngs=nnx.Rngs(0))  # noqa: E731
+
+    def parts(loss_fn, *batch, model=None, **kw):
+        return jaxnets.Trainer(model or lenet(), optax.sgd(0.1), loss_fn, **kw).parts(*batch)
+
+    assert parts(lambda m, x, y: ce(m(x), y), x, y) == 4
+    assert parts(lambda m, x, y: mse_loss(m(x), y), x, onehot) == 4
+    assert parts(lambda m, x, y: ce(m(x), y), x[:200], y[:200]) == 4  # 4 parts of 50
+    assert parts(lambda m, x, y: ce(m(x), y), x[:64], y[:64]) == 1  # one part already
+    assert parts(lambda m, x, y: ce(m(x), y), x[:97], y[:97]) == 1  # prime: parts of one image
+    # Not a mean over the examples of the model's output on the batch: left whole.
+    assert parts(lambda m, x, y: ce(m(x), y, reduction="sum"), x, y) == 1
+    assert parts(lambda m, x, y: ce(m(2 * x), y), x, y) == 1
+    assert parts(lambda m, x, y: ce(m(x), y) + 0.0 * jnp.mean(m(x)), x, y) == 1
+    assert parts(lambda m, x, y: ce(m(x) - m(x).mean(0), y), x, y) == 1
+    assert parts(lambda m, x, y: ce(m(x), y[::-1]), x, y) == 1
+    assert parts(lambda m, x, y: (ce(m(x), y), m(x)), x, y, has_aux=True) == 1  # aux would be stacked per part
+    assert parts(lambda m, xs, ys, i: ce(m(xs[i]), ys[i]), x, y, jnp.arange(64)) == 1  # data set and indices
+    assert parts(lambda m, x, y: ce(m(x), y), x, y, model=lenet("lax")) == 1  # no part size asked for
+    assert parts(lambda m, x, y: ce(m(x), y), x, y, microbatches=1) == 1
+    assert parts(lambda m, x, y: ce(m(x), y), x, y, microbatches=8) == 8
+    assert parts(lambda m, x, y: ce(m(x), y), x, y, mesh=jaxnets.distributed.mesh(1)) == 1
+    assert parts(mse_sum, *data(n=256), model=jaxnets.TwoLayerNet(12, 6, 3, rngs=nnx.Rngs(0))) == 1
+
+
+@pytest.mark.parametrize(
+    "batch, part, expected",
+    [(256, 64, 4), (128, 64, 2), (200, 64, 4), (100, 64, 2), (64, 64, 1), (1, 64, 1), (97, 64, 1), (65, 64, 1)],
+)
+def test_split_parts_are_equal_and_at_most_the_part_size(batch, part, expected):
+    from jaxnets import _split
+
+    assert _split.parts(batch, part) == expected

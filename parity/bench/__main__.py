@@ -20,52 +20,73 @@ from pathlib import Path
 
 from .common import DP_IMPL, DP_WORKLOAD, settings
 
-IMPLS = ("torch-eager", "torch-compile", "jaxnets-jit", "jaxnets-scan", "jaxnets-lax")
-"""``jaxnets-lax``: LeNet's jit step on ``impl="lax"`` (``lax.conv``), the reference the default rewrites beat."""
+IMPLS = ("torch-eager", "torch-accum", "torch-compile", "jaxnets-jit", "jaxnets-scan", "jaxnets-lax", "jax-bare-jit")
+"""``torch-accum``: torch eager accumulating the gradient over the parts jaxnets' Trainer splits the batch into
+(where it does), the same work as the JAX rows; ``jaxnets-lax``: LeNet's jit step on ``impl="lax"`` (``lax.conv``),
+the reference the default rewrites beat; ``jax-bare-jit``: the tiny model's compiled step called as a bare
+``jax.jit`` function, the floor of ``Trainer.step``'s dispatch."""
 
 TWO_LAYER = ("two_layer_manual", "two_layer_autograd", "two_layer_adam", "two_layer_sgd")
+KINDS = {"jaxnets-jit": "step", "jaxnets-scan": "loop"}
+"""The step (``Trainer.step``, one jitted call per step) and the whole loop (``Trainer.run``, one ``lax.scan``;
+for the forward pass ``forward_batches``, one ``lax.map``) are judged apart: the step must reach each target alone."""
 
 
-def targets(rows: list[dict]) -> list[dict]:
-    """The issue's CPU targets, checked against this run's rows (ratios measured in the same run).
+def targets(rows: list[dict], two_layer_gemm_gflops: float | None = None) -> list[dict]:
+    """The targets, checked against this run's rows (ratios measured in the same run).
+
+    Every speed-up target is checked twice, on the step (``jaxnets-jit``) and on
+    the whole loop (``jaxnets-scan``), each against torch eager. The two-layer
+    loops must reach 80% of the rate of their own five matrix products alone
+    (``two_layer_gemm_gflops``, measured in the same run); ``Trainer.step`` on a
+    tiny model at most 1.5x the time of a bare ``jax.jit`` call of the same
+    compiled function. Compile time is reported (:func:`worst_compile`), with no target.
 
     Returns:
-      One ``{"target", "value", "met"}`` per target; ``met`` is None when a row is missing.
+      One ``{"target", "value", "met", "impl"}`` per target; ``met`` is None when a row is missing.
     """
 
     def find(workload, batch, impl):
         return next((r for r in rows if (r["workload"], r["batch"], r["impl"]) == (workload, batch, impl)
                      and "median_us" in r), None)  # fmt: skip
 
-    def best(workload, batch):  # the faster of the jit call and the whole-loop scan
-        found = [r for impl in ("jaxnets-jit", "jaxnets-scan") if (r := find(workload, batch, impl))]
-        return max(found, key=lambda r: r["speedup_vs_torch_eager"] or 0) if found else None
-
     out = []
 
-    def check(name, r, key, bound, above=True, fmt="{:.2f}x"):
-        value = r.get(key) if r else None
+    def check(name, r, value, bound, above=True, fmt="{:.2f}x", impl=None):
         met = None if value is None else (value >= bound if above else value <= bound)
         out.append({"target": name, "value": None if value is None else fmt.format(value), "met": met,
-                    "impl": r["impl"] if r else None})  # fmt: skip
+                    "impl": impl or (r["impl"] if r else None)})  # fmt: skip
+
+    def speedups(w, b, bound):
+        for impl, kind in KINDS.items():
+            r = find(w, b, impl)
+            check(f"{w}@{b} {kind}: >= {bound:g}x torch eager", r, r and r.get("speedup_vs_torch_eager"), bound,
+                  impl=impl)  # fmt: skip
 
     for w in TWO_LAYER:
-        r = best(w, 64)
-        check(f"{w}: >= 2x torch eager", r, "speedup_vs_torch_eager", 2.0)
-        check(f"{w}: >= 60% of GEMM peak", r, "peak_fraction", 0.6, fmt="{:.0%}")
+        speedups(w, 64, 2.0)
+        r = find(w, 64, "jaxnets-scan")
+        share = r["gflops"] / two_layer_gemm_gflops if r and r.get("gflops") and two_layer_gemm_gflops else None
+        check(f"{w}@64 loop: >= 80% of its 5 products' rate", r, share, 0.8, fmt="{:.0%}", impl="jaxnets-scan")
     for w in ("lenet_train", "lenet_forward"):
         for b, bound in ((1, 5.0), (64, 2.0), (256, 2.0)):
-            check(f"{w}@{b}: >= {bound:g}x torch eager", best(w, b), "speedup_vs_torch_eager", bound)
-    r = best("dynamic_net", 64)
-    check("dynamic_net: >= 2x torch eager", r, "speedup_vs_torch_eager", 2.0)
-    check("dynamic_net: 1 compilation", r, "compiles", 1, above=False, fmt="{}")
-    check("dispatch: jit step on a tiny model <= 15 us", find("dispatch_tiny", 2, "jaxnets-jit"), "median_us", 15.0,
-          above=False, fmt="{:.1f} us")  # fmt: skip
-    compile_rows = [r for r in rows if r["impl"] in ("jaxnets-jit", "jaxnets-lax") and r.get("compile_s") is not None]
-    worst = max(compile_rows, key=lambda r: r["compile_s"], default=None)
-    label = f" ({worst['workload']}@{worst['batch']})" if worst else ""
-    check(f"compile time per model <= 1.5 s, worst{label}", worst, "compile_s", 1.5, above=False, fmt="{:.2f} s")
+            speedups(w, b, bound)
+    speedups("dynamic_net", 64, 2.0)
+    for impl, kind in KINDS.items():
+        r = find("dynamic_net", 64, impl)
+        check(f"dynamic_net@64 {kind}: 1 compilation", r, r and r.get("compiles"), 1, above=False, fmt="{}", impl=impl)
+    step, bare = find("dispatch_tiny", 2, "jaxnets-jit"), find("dispatch_tiny", 2, "jax-bare-jit")
+    ratio = step["median_us"] / bare["median_us"] if step and bare else None
+    check("dispatch: Trainer.step <= 1.5x a bare jax.jit call", step, ratio, 1.5, above=False, impl="jaxnets-jit")
     return out
+
+
+def worst_compile(rows: list[dict]) -> dict | None:
+    """The longest compile time of a jaxnets step (``jaxnets-jit`` or ``jaxnets-lax``): reported, no target."""
+    found = [r for r in rows if r["impl"] in ("jaxnets-jit", "jaxnets-lax") and r.get("compile_s") is not None]
+    worst = max(found, key=lambda r: r["compile_s"], default=None)
+    return None if worst is None else {"workload": worst["workload"], "batch": worst["batch"],
+                                       "impl": worst["impl"], "compile_s": worst["compile_s"]}  # fmt: skip
 
 
 def _run_worker(module: str, args: argparse.Namespace, extra: tuple[str, ...] = (), env: dict | None = None) -> dict:
@@ -224,6 +245,8 @@ def collect(args: argparse.Namespace) -> dict:
     rows = [r for result in results for r in result["rows"]] + dp_rows
     flops = {(r["workload"], r["batch"]): r["flops"] for r in rows if r.get("flops")}
     eager = {(r["workload"], r["batch"]): r["median_us"] for r in rows if r["impl"] == "torch-eager"}
+    accum = {(r["workload"], r["batch"], r.get("microbatches")): r["median_us"] for r in rows
+             if r["impl"] == "torch-accum" and "median_us" in r}  # fmt: skip
     for r in rows:
         key = (r["workload"], r["batch"])
         if r.get("flops") is None and key in flops:
@@ -232,8 +255,14 @@ def collect(args: argparse.Namespace) -> dict:
             r["speedup_vs_torch_eager"] = eager[key] / r["median_us"] if key in eager else None
             r["gflops"] = r["flops"] / (r["median_us"] * 1e-6) / 1e9 if r.get("flops") else None
             r["peak_fraction"] = r["gflops"] / peak if r["gflops"] else None
+            if r["impl"].startswith("jaxnets") and r.get("microbatches", 1) > 1:
+                # Different work from torch eager's whole batch: also the ratio against torch doing the same parts.
+                same = accum.get((*key, r["microbatches"]))
+                r["speedup_vs_torch_same_parts"] = same / r["median_us"] if same else None
+    two_layer_gemm = next(r.get("two_layer_gemm_gflops") for r in results if r["framework"] == "jax")
     return {
-        "targets": targets(rows),
+        "targets": targets(rows, two_layer_gemm),
+        "compile": worst_compile(rows),
         "machine": {
             "cpu": _cpu_model(),
             "cores": os.cpu_count(),
@@ -243,7 +272,7 @@ def collect(args: argparse.Namespace) -> dict:
             "gemm_peak_gflops": peak,
             "gemm_gflops": {r["framework"]: r["gemm_gflops"] for r in results},
             # The two-layer step's matrix products alone, at its small shapes: the realistic ceiling of those rows.
-            "two_layer_gemm_gflops": next(r.get("two_layer_gemm_gflops") for r in results if r["framework"] == "jax"),
+            "two_layer_gemm_gflops": two_layer_gemm,
             "versions": {k: v for r in results for k, v in r["versions"].items()},
             "jax_device": next(r["device"] for r in results if r["framework"] == "jax"),
             "torch_device": next(r.get("device") for r in results if r["framework"] == "torch"),
@@ -291,17 +320,26 @@ def format_table(doc: dict) -> str:
             f"{fmt(r.get('kernels_per_step'), '>8'):>9}"
         )
     for r in single:
-        if r.get("microbatches", 1) > 1:
+        if r.get("microbatches", 1) > 1 and r["impl"] != DP_IMPL:
+            k, part = r["microbatches"], r["batch"] // r["microbatches"]
+            if r["impl"] == "torch-accum":
+                lines.append(f"{r['workload']}@{r['batch']} torch-accum: torch eager accumulating the gradient over "
+                             f"{k} parts of {part} images, the work of the jaxnets rows")  # fmt: skip
+                continue
+            same = r.get("speedup_vs_torch_same_parts")
             lines.append(
-                f"{r['workload']}@{r['batch']} {r['impl']}: Trainer(microbatches={r['microbatches']}), the step's "
-                f"gradient accumulated over {r['microbatches']} parts of {r['batch'] // r['microbatches']} "
-                "images (the same update: the loss is a mean)"
+                f"{r['workload']}@{r['batch']} {r['impl']}: DIFFERENT WORK from torch-eager: the default Trainer "
+                f"splits the batch itself into {k} parts of {part} images (the same update: the loss is a mean); "
+                f"against torch-accum (the same {k} parts) " + (f"{same:.2f}x" if same else "-")
             )
     lines += _data_parallel_table(doc)
     lines += ["", "targets" + (" (--quick: a smoke run, not a measurement)" if m.get("quick") else "")]
     for t in doc.get("targets", []):
         verdict = {True: "met", False: "MISSED", None: "not run"}[t["met"]]
         lines.append(f"  {verdict:<8}{t['target']:<58}{t['value'] or '-':>10}  {t.get('impl') or ''}")
+    if worst := doc.get("compile"):
+        lines.append(f"  compile time, reported with no target: worst {worst['compile_s']:.2f} s "
+                     f"({worst['workload']}@{worst['batch']} {worst['impl']})")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -15,6 +15,8 @@ LOOP_IMAGES = 16384
 DP_WORKLOAD, DP_IMPL = "lenet_train_dp", "jaxnets-dp"
 """The data-parallel section's rows: LeNet's train step on ``Trainer(mesh=jaxnets.distributed.mesh(n))``."""
 DP_BATCH = 256  # global batch, split evenly over the devices
+DYNAMIC_STEPS = 500
+"""Length of the one sequence of DynamicNet depths both workers step through (:func:`dynamic_depths`)."""
 
 
 def worker_args(prog: str, *, data_parallel: bool = False) -> argparse.Namespace:
@@ -55,6 +57,49 @@ def lenet_batches(batch: int, loop_steps: int) -> int:
     read its images from cache.
     """
     return min(loop_steps, max(4, LOOP_IMAGES // batch))
+
+
+def dynamic_depths() -> list[int]:
+    """The depths (0 to 3, as the seed's ``random.randint(0, 3)``) of DynamicNet's steps, the same in both workers.
+
+    Drawn once with NumPy from a fixed seed, before any clock starts: both
+    frameworks' rows step through this one sequence in the same order, so
+    both do the same work (a depth-3 step costs three times the middle layer
+    of a depth-1 step).
+    """
+    import numpy as np
+
+    return [int(d) for d in np.random.default_rng(0).integers(0, 4, DYNAMIC_STEPS)]
+
+
+def lenet_parts(batch: int) -> int:
+    """Parts ``jaxnets.Trainer`` splits a LeNet batch into by itself (``microbatches=None``), by its own rule.
+
+    The torch worker's ``torch-accum`` row accumulates the gradient over the
+    same parts; the JAX worker reports the parts its trainer chose, and the
+    tests check that they agree.
+    """
+    from jaxnets import _split
+    from jaxnets._fastconv import CHUNK
+
+    return _split.parts(batch, CHUNK)
+
+
+class Cycle:
+    """The next item of ``items`` at every call, cycling; one position shared by every timed call of a row.
+
+    Both workers take their per-step batches (LeNet's images, DynamicNet's
+    depths) from one of these, prepared before the clock starts, so every
+    timed call of a row continues where the last one stopped and both sides
+    step through the same sequence in the same order.
+    """
+
+    def __init__(self, items):
+        self.items, self.i = list(items), -1
+
+    def __call__(self):
+        self.i = (self.i + 1) % len(self.items)
+        return self.items[self.i]
 
 
 def threads_per_device(threads: int, devices: int) -> int:

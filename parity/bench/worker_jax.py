@@ -17,10 +17,13 @@ from .common import (
     DP_IMPL,
     DP_WORKLOAD,
     LENET_BATCHES,
+    Cycle,
     H,
     N,
+    dynamic_depths,
     emit,
     lenet_batches,
+    lenet_parts,
     row,
     settings,
     threads_per_device,
@@ -171,17 +174,19 @@ def _step_rows(
     """Rows for ``trainer.step`` and (with ``scan``) ``trainer.run``: time, compile time, compilations, FLOPs.
 
     ``data`` goes to every step; ``per_step`` holds arrays with a leading axis of
-    steps, step ``i`` taking entry ``i`` of each (cycling). ``loop``: steps of the
-    whole-loop row (default ``CFG["loop_steps"]``).
+    steps, step ``i`` taking entry ``i`` of each, cycling, the position carried
+    from one timed call to the next (as the torch worker's). ``loop``: steps of
+    the whole-loop row (default ``CFG["loop_steps"]``). Every step of the jit
+    row is waited for before the next starts, as torch's eager step is.
     """
     inner, loop = CFG["inner"], loop or CFG["loop_steps"]
-    # Sliced before the clock starts: indexing a device array is a dispatch of its own.
+    # Sliced before the clock starts (indexing a device array is a dispatch of its own), as torch's are.
     per_call = [data + tuple(a[i] for a in per_step) for i in range(min(map(len, per_step), default=1))]
-    step_args = per_call[0]
+    step_args, next_args = per_call[0], Cycle(per_call)
 
     def steps():
-        for i in range(inner):
-            loss = trainer.step(*per_call[i % len(per_call)])
+        for _ in range(inner):
+            loss = jax.block_until_ready(trainer.step(*next_args()))
         return loss
 
     jit_row = _timed_row(workload, batch, "jaxnets-jit", lambda: trainer.step(*step_args), steps, steps=inner,
@@ -194,6 +199,31 @@ def _step_rows(
     scan_row = _timed_row(workload, batch, "jaxnets-scan", run, run, steps=loop, first_steps=loop,
                           counts=lambda name: "_run_impl" in name, flops=jit_row["flops"])  # fmt: skip
     return [jit_row, scan_row]
+
+
+def _bare_jit_row(workload: str, batch: int, trainer: jaxnets.Trainer, data: tuple) -> dict:
+    """The same compiled step as ``trainer.step``, called as a bare ``jax.jit`` function: the floor of dispatch.
+
+    ``trainer._step`` is the ``jax.jit`` of the trainer's pure step over the flat
+    list of arrays; calling it directly skips only ``Trainer.step``'s own Python
+    (unpacking, storing the new state). The dispatch target compares the two.
+    """
+    inner = CFG["inner"]
+    state = {"leaves": trainer._leaves}
+
+    def call():
+        state["leaves"], loss, _ = trainer._step(state["leaves"], *data)
+        return loss
+
+    def steps():
+        for _ in range(inner):
+            loss = jax.block_until_ready(call())
+        return loss
+
+    counts = lambda name: "_step_impl" in name  # noqa: E731
+    out = _timed_row(workload, batch, "jax-bare-jit", call, steps, steps=inner, counts=counts)
+    trainer._leaves = state["leaves"]  # the donated buffers' successors
+    return out
 
 
 def _bias_free_rows(workload: str, grad_fn) -> list[dict]:
@@ -215,6 +245,7 @@ def _bias_free_rows(workload: str, grad_fn) -> list[dict]:
     def steps():
         for _ in range(inner):
             state["carry"], loss = step(state["carry"], x, y)
+            jax.block_until_ready(loss)
         return loss
 
     def loop_once():
@@ -236,8 +267,9 @@ def _sum_mse(m, x, y, *args):
 def workloads() -> dict:
     d = progression.make_data(0)
     x, y = jnp.asarray(d.x, jnp.float32), jnp.asarray(d.y, jnp.float32)
-    keys = jax.random.split(jax.random.key(0), max(CFG["loop_steps"], CFG["inner"]))
-    dyn_loss = lambda m, x, y, key: _sum_mse(m, x, y, m.random_depth(key))
+    # The one sequence of depths the torch worker steps through too, as int32 scalars: one program for all.
+    depths = jnp.asarray(dynamic_depths(), jnp.int32)
+    dyn_loss = lambda m, x, y, depth: _sum_mse(m, x, y, depth)
     out = {
         "two_layer_manual": lambda: _bias_free_rows("two_layer_manual", progression._manual_grads),
         "two_layer_autograd": lambda: _bias_free_rows(
@@ -264,19 +296,23 @@ def workloads() -> dict:
                 jaxnets.DynamicNet(D_IN, H, D_OUT, rngs=nnx.Rngs(0)), jaxnets.optim.sgd(1e-4, momentum=0.9), dyn_loss
             ),
             (x, y),
-            per_step=(keys,),
+            per_step=(depths,),
+            loop=min(CFG["loop_steps"], len(depths)),
         ),  # fmt: skip
-        "dispatch_tiny": lambda: _step_rows(
-            "dispatch_tiny",
-            2,
-            jaxnets.Trainer(jaxnets.TwoLayerNet(4, 4, 2, rngs=nnx.Rngs(0)), jaxnets.optim.sgd(1e-2), _sum_mse),
-            (jnp.ones((2, 4)), jnp.ones((2, 2))),
-        )[:1],  # fmt: skip
+        "dispatch_tiny": _dispatch_rows,
     }
     for b in LENET_BATCHES:
         out[f"lenet_train@{b}"] = lambda b=b: _lenet_train(b)
         out[f"lenet_forward@{b}"] = lambda b=b: _lenet_forward(b)
     return out
+
+
+def _dispatch_rows() -> list[dict]:
+    """``Trainer.step`` on a tiny model, and the same compiled function called bare: dispatch and its floor."""
+    trainer = jaxnets.Trainer(jaxnets.TwoLayerNet(4, 4, 2, rngs=nnx.Rngs(0)), jaxnets.optim.sgd(1e-2), _sum_mse)
+    data = (jnp.ones((2, 4)), jnp.ones((2, 2)))
+    step_row = _step_rows("dispatch_tiny", 2, trainer, data, scan=False)
+    return step_row + [_bare_jit_row("dispatch_tiny", 2, trainer, data)]
 
 
 def _lenet_batch(b, steps=None):
@@ -295,46 +331,38 @@ def _lenet_loss(m, x, y):
     return cross_entropy(m(x), y)
 
 
-def _lenet_parts(b: int) -> int:
-    """Parts per step for LeNet's default path at batch ``b``: parts of the fast path's chunk size (64 images).
-
-    Each part's forward and backward pass then stay in cache and nothing is
-    recomputed (a larger batch in one part is chunked with rematerialisation).
-    Measured at batch 256: about 5.5 ms per step with 4 parts, 6.6 ms in one.
-    """
-    return b // _fastconv.CHUNK if b > _fastconv.CHUNK and b % _fastconv.CHUNK == 0 else 1
-
-
-def _lenet_flops(b: int, lowered_at) -> float | None:
-    """FLOPs of a LeNet fast-path call at batch ``b`` above one chunk, from ``lowered_at(batch)`` (a lowered call).
+def _lenet_flops(b: int, parts: int, lowered_at) -> float | None:
+    """FLOPs of a LeNet fast-path call at batch ``b`` in ``parts`` parts, from ``lowered_at(batch)`` (a lowered call).
 
     XLA's cost analysis counts a loop's body once, not once per trip, and the
     fast path runs a batch above 64 images as a loop over 64-image chunks (or
-    ``microbatches`` as a loop over parts): such a batch is counted on one part
-    and scaled, so GFLOP/s stay comparable across batch sizes.
+    a trainer's parts as a loop over parts): such a batch is counted on one
+    part and scaled, so GFLOP/s stay comparable across batch sizes.
     """
-    parts = _lenet_parts(b)
     flops = _flops(lowered_at(b // parts))
     return flops * parts if flops is not None else None
 
 
 def _lenet_train(b):
-    def trainer(impl, microbatches=1):
-        model = jaxnets.LeNet(impl=impl, rngs=nnx.Rngs(0))
-        return jaxnets.Trainer(model, jaxnets.optim.sgd(0.01), _lenet_loss, microbatches=microbatches)
+    def trainer(impl):  # the default Trainer: it splits a batch into parts by itself where that is exact
+        return jaxnets.Trainer(jaxnets.LeNet(impl=impl, rngs=nnx.Rngs(0)), jaxnets.optim.sgd(0.01), _lenet_loss)
 
-    parts = _lenet_parts(b)
     # A distinct batch every step, as in real training: with one batch for every step, XLA
     # hoists the work that depends on the images alone out of the compiled loop (measured
     # at batch 64: 13% faster), which PyTorch's eager loop cannot do.
     loop = _lenet_loop(b)
     batches = _lenet_batch(b, steps=loop)
-    rows = _step_rows("lenet_train", b, trainer("fast", parts), (), per_step=batches, loop=loop)
-    if parts > 1:  # counted on one part (see _lenet_flops)
+    fast = trainer("fast")
+    parts = fast.parts(*(a[0] for a in batches))
+    rows = _step_rows("lenet_train", b, fast, (), per_step=batches, loop=loop)
+    if parts > 1:  # counted on one part (see _lenet_flops); the torch worker's torch-accum row takes the same parts
+        if parts != lenet_parts(b):
+            raise SystemExit(f"worker_jax: Trainer split lenet_train@{b} into {parts} parts, the torch "
+                             f"worker's torch-accum row into {lenet_parts(b)}: update common.lenet_parts")  # fmt: skip
         one = trainer("fast")
-        flops = _lenet_flops(b, lambda batch: one._step.lower(one._leaves, *_lenet_batch(batch)))
+        flops = _lenet_flops(b, parts, lambda batch: one._step.lower(one._leaves, *_lenet_batch(batch)))
         rows = [{**r, "flops": flops, "microbatches": parts} for r in rows]
-    # The lax.conv reference path, to show what the default's rewrites buy (jit step only).
+    # The lax.conv reference path, to show what the default's rewrites buy (jit step only; never split).
     lax_row = _step_rows("lenet_train", b, trainer("lax"), (), per_step=batches, scan=False)[0]
     return rows + [{**lax_row, "impl": "jaxnets-lax"}]
 
@@ -359,17 +387,20 @@ def _lenet_forward_rows(b, impl):
     fwd_flat = jax.jit(lambda leaves, x: nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))(x))
     inner = CFG["inner"]
 
-    def steps():
-        for i in range(inner):
-            out = fwd_flat(leaves, batches[i % loop])
+    next_batch = Cycle(batches)
+
+    def steps():  # every call waited for: the calls are independent, and XLA:CPU could overlap them
+        for _ in range(inner):
+            out = jax.block_until_ready(fwd_flat(leaves, next_batch()))
         return out
 
     jit_row = _timed_row("lenet_forward", b, "jaxnets-jit", lambda: fwd_flat(leaves, x), steps, steps=inner)
     jit_row |= _cost(fwd_flat, leaves, x)
     if impl != "fast":
         return [jit_row]
-    if _lenet_parts(b) > 1:  # the fast path's chunk loop: counted on one chunk (see _lenet_flops)
-        jit_row["flops"] = _lenet_flops(b, lambda batch: fwd_flat.lower(leaves, _lenet_batch(batch)[0]))
+    chunks = _fastconv.chunks(x).shape[0]
+    if chunks > 1:  # the fast path's chunk loop: counted on one chunk (see _lenet_flops)
+        jit_row["flops"] = _lenet_flops(b, chunks, lambda batch: fwd_flat.lower(leaves, _lenet_batch(batch)[0]))
     # The whole-loop variant: jaxnets.inference.forward_batches, the forward pass of the `loop` distinct
     # batches in one compiled lax.map (distinct, so XLA cannot hoist the work out of the loop).
     run = inference.forward_batches(graphdef)

@@ -12,7 +12,21 @@ import torch.nn.functional as F
 from jaxnets import progression  # NumPy data only: jaxnets does not start XLA until asked
 
 from .. import torch_models as tm
-from .common import D_IN, D_OUT, LENET_BATCHES, H, N, emit, lenet_batches, row, settings, worker_args
+from .common import (
+    D_IN,
+    D_OUT,
+    LENET_BATCHES,
+    Cycle,
+    H,
+    N,
+    dynamic_depths,
+    emit,
+    lenet_batches,
+    lenet_parts,
+    row,
+    settings,
+    worker_args,
+)
 from .timing import measure, timed
 
 ARGS = worker_args("python -m parity.bench.worker_torch")
@@ -58,20 +72,30 @@ def _data():
 
 
 def _steps(step, inner):
-    def run():
+    def run():  # every step waited for (a no-op on the CPU, where torch's eager ops are synchronous)
         for _ in range(inner):
-            out = step()
+            out = _sync(step())
         return out
 
     return run
 
 
 def _eager_and_compiled(workload: str, batch: int, make_step) -> list[dict]:
-    """Rows for a step run eagerly and, unless --quick, under torch.compile (compile time apart)."""
+    """Rows for a step run eagerly and, unless --quick, under torch.compile (compile time apart).
+
+    ``make_step(compiled)`` may also take ``parts=k``: then a ``torch-accum``
+    row (eager) accumulates the gradient over ``k`` parts of the batch, the
+    work jaxnets' Trainer does when it splits the batch itself, for a like-for-like ratio.
+    """
     inner = CFG["inner"]
     eager = make_step(False)
     t = measure(_steps(eager, inner), _sync, steps=inner, repeats=CFG["repeats"])
     rows = [row(workload, batch, "torch-eager", t, kernels_per_step=_kernels(eager))]
+    parts = getattr(make_step, "parts", 1)
+    if parts > 1:
+        accum = make_step(False, parts=parts)
+        t = measure(_steps(accum, inner), _sync, steps=inner, repeats=CFG["repeats"])
+        rows.append(row(workload, batch, "torch-accum", t, kernels_per_step=_kernels(accum), microbatches=parts))
     if not ARGS.quick:
         try:
             torch._dynamo.reset()
@@ -162,29 +186,28 @@ def dynamic_net(compiled: bool):
     x, y, _, _ = _data()
     model = tm.DynamicNet(D_IN, H, D_OUT).to(DEVICE)
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-    return _optim_step(model, opt, x, y, compiled, depth_fn=lambda: random.randint(0, 3))
+    # The JAX worker's sequence of depths (the seed draws random.randint(0, 3) here): the same work on both sides.
+    return _optim_step(model, opt, x, y, compiled, depth_fn=Cycle(dynamic_depths()))
 
 
 def _lenet_batches(batch: int):
-    """A new batch of images and labels at every call, cycling through as many distinct ones as the JAX rows."""
+    """A new batch of images and labels at every call, cycling through as many distinct ones as the JAX rows.
+
+    The batches are sliced (views) before the clock starts, as the JAX worker's are.
+    """
     n = lenet_batches(batch, CFG["loop_steps"])
     xs = torch.randn(n, batch, 1, 32, 32, device=DEVICE)
     ys = torch.randint(0, 10, (n, batch), device=DEVICE)
-    i = -1
-
-    def next_batch():
-        nonlocal i
-        i = (i + 1) % n
-        return xs[i], ys[i]
-
-    return next_batch
+    return Cycle([(xs[i], ys[i]) for i in range(n)])
 
 
 def lenet_train(batch: int):
-    def make(compiled: bool):
+    def make(compiled: bool, parts: int = 1):
         model = tm.Net().to(DEVICE)
         opt = torch.optim.SGD(model.parameters(), lr=0.01)
         next_batch = _lenet_batches(batch)
+        if parts > 1:  # the parts' views, also made before the clock starts
+            next_batch = Cycle([tuple(zip(x.chunk(parts), y.chunk(parts), strict=True)) for x, y in next_batch.items])
         fwd = torch.compile(model) if compiled else model
 
         def step():
@@ -195,8 +218,19 @@ def lenet_train(batch: int):
             opt.step()
             return loss
 
-        return step
+        def accumulated_step():  # the same update from `parts` equal parts: the mean of their gradients
+            opt.zero_grad()
+            total = 0.0
+            for x, y in next_batch():
+                loss = F.cross_entropy(fwd(x), y) / parts
+                loss.backward()
+                total += loss.detach()
+            opt.step()
+            return total
 
+        return accumulated_step if parts > 1 else step
+
+    make.parts = lenet_parts(batch)
     return make
 
 
