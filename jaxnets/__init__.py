@@ -11,6 +11,8 @@ alone loads no JAX, so ``jaxnets --help`` and a script that only reads
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
@@ -47,6 +49,18 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
+
+
+class _Jaxnets(types.ModuleType):
+    def __setattr__(self, name, value):
+        # Importing the submodule jaxnets.summary binds the module here; `jaxnets.summary` stays the function,
+        # whichever is imported first (the eager package rebound it after the submodule).
+        if name in _LAZY and _LAZY[name][1] is not None and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Jaxnets
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see

@@ -28,3 +28,16 @@ def test_parity_is_where_torch_is_imported():
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == "True"  # the check above is not vacuous: this import does load torch
+
+
+def test_public_names_stay_functions_after_their_submodule_is_imported():
+    # jaxnets loads its names lazily; importing the submodule jaxnets.summary must not replace the function
+    # jaxnets.summary, in either order (it did, so the result depended on which test ran first).
+    code = (
+        "import sys, types, jaxnets, jaxnets.summary; a = jaxnets.summary; from jaxnets import _lenet; "
+        "print(isinstance(a, types.FunctionType), jaxnets.summary is a, "
+        "isinstance(sys.modules['jaxnets.summary'], types.ModuleType))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["True", "True", "True"]
