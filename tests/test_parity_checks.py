@@ -150,6 +150,19 @@ def test_matrix_stages_run_the_seeds_500_steps_in_float64(matrix):
         assert curves["torch"][-1] < curves["torch"][0], row_id  # it trained
 
 
+def test_matrix_step_counts_are_the_readmes(matrix):
+    """float32 runs stages 2 and 3 for 500 steps, stages 4 to 7 and the optimizers for 40, the update rows 10."""
+    counts = {}
+    for row in matrix.values():
+        if row.dtype == "float32" and row.curves:
+            counts.setdefault(len(row.curves["torch"]), set()).add(row.check.split(",")[0])
+    assert counts[500] == {"trajectory/stage2 manual", "trajectory/stage3 autograd"}
+    assert {"trajectory/stage4 sequential_manual", "trajectory/stage7 dynamic_sgd", "trajectory/adam"} <= counts[40]
+    assert set(counts) == {500, 40}
+    update = matrix["two_layer/update/sgd(momentum=0.9)/float32"]
+    assert update.note.startswith(f"{checks.UPDATE_STEPS} steps") and checks.UPDATE_STEPS == 10
+
+
 # -- DynamicNet: the two zero_grad semantics must differ on the shared schedule ------------------
 
 
