@@ -42,7 +42,7 @@ MODELS = ("lenet5", "lenet3", "lenet5_lax", "two_layer", "sequential", "dynamic"
 
 def _order(row: checks.Result) -> tuple:
     """Table order: by model, then forward/grad/vjp before optimizers and stages, float64 before float32."""
-    kinds = ("forward", "grad", "vjp", "step", "trajectory")
+    kinds = ("forward", "grad", "vjp", "step", "update", "trajectory")
     kind = row.check.split("/")[0]
     return (
         MODELS.index(row.model) if row.model in MODELS else len(MODELS),
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m parity",
         description="Check that jaxnets computes what the PyTorch tutorials compute: forward, gradients, VJPs, "
-        "every optimizer, the seed-004 stages and DynamicNet's zero_grad semantics, in float64 and float32.",
+        "every optimizer and option, the seed-004 stages and DynamicNet's zero_grad semantics, in float64 and float32.",
     )
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE (default: none)")
     parser.add_argument("--plot", metavar="FILE.png", help="also write torch's and JAX's loss curves (default: none)")

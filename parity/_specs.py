@@ -286,3 +286,48 @@ def lenet_optimizer_configs() -> list[OptimConfig]:
     float64 LeNet trajectory came within a factor 2 of 1e-12.
     """
     return [OptimConfig("sgd", 3e-3), OptimConfig("adam", 3e-4)]
+
+
+UPDATE_DECAY = 0.7
+"""The given gradients shrink by this factor per step, as in training: Adam's second moment then falls, so
+AMSGrad's running maximum differs from it."""
+
+
+def update_configs() -> list[OptimConfig]:
+    """The ``update/...`` rows: every option the matrix covers, at values where it changes the update visibly.
+
+    These rows feed torch and jaxnets the *same* gradients (:func:`update_grads`),
+    so no rounding of a forward or backward pass reaches the optimizer and float32
+    can be held to a bound two orders of magnitude below the effect of any option
+    (see :mod:`parity.precision`). Rates are larger than the trajectories' (no
+    model has to stay stable here) so that weight decay moves the weights by
+    ``lr * weight_decay = 1e-3`` per SGD step; AMSGrad and centered RMSprop use
+    ``betas=(0.9, 0.9)`` and ``alpha=0.9`` so that the second moment can fall
+    within ten steps (with ``beta2=0.999`` it falls by at most 0.1% a step and
+    AMSGrad changes the weights by only 1e-4 after ten steps).
+    """
+    c = OptimConfig
+    return [
+        c("sgd", 1e-2, (("momentum", 0.9),)),
+        c("sgd", 1e-2, (("momentum", 0.9), ("nesterov", True))),
+        c("sgd", 1e-2, (("momentum", 0.9), ("dampening", 0.5))),
+        c("sgd", 1e-2, (("weight_decay", 0.1),)),
+        c("adam", 1e-3, (("weight_decay", 0.1),)),
+        c("adam", 1e-3, (("betas", (0.9, 0.9)), ("amsgrad", True))),
+        c("adam", 1e-3, (("eps", 1e-3),)),
+        c("adamw", 1e-3, (("weight_decay", 0.1),)),
+        c("adamw", 1e-3, (("betas", (0.9, 0.9)), ("amsgrad", True))),
+        c("rmsprop", 1e-3, (("momentum", 0.9),)),
+        c("rmsprop", 1e-3, (("alpha", 0.9), ("centered", True))),
+        c("rmsprop", 1e-3, (("weight_decay", 0.1),)),
+        c("rmsprop", 1e-3, (("centered", True), ("momentum", 0.9))),
+        c("adagrad", 1e-2, (("lr_decay", 0.1),)),
+        c("adagrad", 1e-2, (("weight_decay", 0.1),)),
+        c("adagrad", 1e-2, (("initial_accumulator_value", 0.1),)),
+    ]
+
+
+def update_grads(init: dict[str, np.ndarray], seed: int, steps: int) -> list[dict[str, np.ndarray]]:
+    """``steps`` gradients for the parameters ``init`` (torch names): standard normal times ``UPDATE_DECAY**t``."""
+    rng = np.random.default_rng([seed, 4])
+    return [{k: rng.standard_normal(v.shape) * UPDATE_DECAY**t for k, v in init.items()} for t in range(steps)]

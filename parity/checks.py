@@ -18,7 +18,11 @@ check                     what is compared
                           DynamicNet ``MSELoss(reduction='sum')`` against ``y``
 ``vjp``                   ``out.backward(cotangent)`` against ``jax.vjp``, parameters and input
 ``step/<optimizer>``      one optimizer step: the weights after it
-``trajectory/<...>``      N steps (500 for the seed-004 stages): every loss and the final weights
+``update/<optimizer>``    ten steps of torch.optim and jaxnets.optim on the same given gradients
+                          (no model runs): the weights after every step; options at values
+                          that change the update visibly, so float32 catches a dropped one
+``trajectory/<...>``      N steps (500 for the seed-004 stages in float64, 40 in float32):
+                          every loss and the final weights
 ``grad/stage...``         seed 004's first-step gradients, hand-written and autograd
 ``semantics differ``      DynamicNet under ``zero_grad(set_to_none=True)`` and ``False`` must
                           *differ* on the shared depth schedule (else the two checks above
@@ -26,7 +30,7 @@ check                     what is compared
 ========================  =================================================================
 
 Everything runs in float64 (``jax.enable_x64`` scoped to the check, ``torch.double``)
-and in float32. :func:`run` overlaps the two frameworks: JAX compiles and runs in
+and in float32, except stage 1's NumPy rows (float64 only). :func:`run` overlaps the two frameworks: JAX compiles and runs in
 one worker thread while torch runs in the caller's thread (see :func:`run_jobs`).
 ``python -m parity`` prints the table; :func:`row_ids` lists the rows without
 running them.
@@ -54,10 +58,10 @@ from . import precision
 from . import torch_models as tm
 from ._result import Result as Result
 from ._result import failed_rows, merge, params_errors, result, worst
+from ._specs import UPDATE_DECAY, jax_dtype, np_dtype, to_tensor, torch_dtype, update_grads, x64
 from ._specs import ModelSpec as ModelSpec
 from ._specs import OptimConfig as OptimConfig
 from ._specs import dynamic as dynamic
-from ._specs import jax_dtype, np_dtype, to_tensor, torch_dtype, x64
 from ._specs import lenet as lenet
 from ._specs import lenet_optimizer_configs as lenet_optimizer_configs
 from ._specs import model_specs as model_specs
@@ -65,6 +69,7 @@ from ._specs import optimizer_configs as optimizer_configs
 from ._specs import optimizer_model as optimizer_model
 from ._specs import sequential as sequential
 from ._specs import two_layer as two_layer
+from ._specs import update_configs as update_configs
 from ._threads import limited_threads as limited_threads
 from .convert import load_torch_state_dict, to_torch_state_dict
 from .layout import to_nchw
@@ -73,6 +78,8 @@ from .torch_models import to_numpy
 DTYPES = ("float64", "float32")
 OPTIMIZER_STEPS = 40
 """Steps of the optimizer trajectories: enough for momentum and moments to matter, cheap on two cores."""
+UPDATE_STEPS = 10
+"""Steps of the ``update/...`` rows: enough for momentum, dampening, lr_decay and AMSGrad to change the weights."""
 STAGE_STEPS = 500
 """The seed's ``for t in range(500)``: the seed-004 stages run their full length."""
 
@@ -314,6 +321,85 @@ def optimizer_job(
     return Job([i for s, c in members for i in ids(s, c) if _selected(select, i)], jax_half, torch_half, compare)
 
 
+def update_job(
+    configs: list[OptimConfig],
+    dtype: str,
+    *,
+    spec: ModelSpec | None = None,
+    steps: int = UPDATE_STEPS,
+    seed: int = 0,
+    select=None,
+) -> Job | None:
+    """``update/<optimizer>`` rows: ``torch.optim`` and ``jaxnets.optim`` stepped on the same given gradients.
+
+    Both start from torch's initial weights of ``spec`` (default: the optimizer
+    rows' ``TwoLayerNet``) and take ``steps`` steps on the gradients of
+    :func:`parity._specs.update_grads` (torch: ``p.grad = g; optimizer.step()``;
+    JAX: ``tx.update`` and ``optax.apply_updates`` in one ``lax.scan``). No
+    forward or backward pass runs, so the rows compare the optimizers' arithmetic
+    alone, and the weights after *every* step. All configs are one compiled program.
+    """
+    if steps < 1:
+        raise ValueError(f"update_job needs steps >= 1; got {steps}.")
+    spec = spec or optimizer_model()
+    row_id = lambda cfg: f"{spec.name}/update/{cfg.name}/{dtype}"  # noqa: E731
+    configs = [c for c in configs if _selected(select, row_id(c))]
+    if not configs:
+        return None
+    init = spec.torch_init(seed)
+    grads = update_grads(init, seed, steps)
+
+    def jax_half():
+        with x64(dtype):
+            txs = [c.jax() for c in configs]
+            params = {k: jnp.asarray(np.asarray(v, np_dtype(dtype))) for k, v in init.items()}
+            stacked = {k: jnp.asarray(np.stack([g[k] for g in grads]).astype(np_dtype(dtype))) for k in init}
+
+            def run(params, stacked):
+                def body(carry, g):
+                    carry = [
+                        (optax.apply_updates(p, u), s)
+                        for tx, (p, s) in zip(txs, carry, strict=True)
+                        for u, s in [tx.update(g, s, p)]
+                    ]
+                    return carry, [p for p, _ in carry]
+
+                return jax.lax.scan(body, [(params, tx.init(params)) for tx in txs], stacked)[1]
+
+            per_config = jax.tree.map(to_numpy, jax.jit(run)(params, stacked))  # [config]{name: (step, ...)}
+            return [[{k: p[k][t] for k in init} for t in range(steps)] for p in per_config]  # torch's name order
+
+    def torch_half():
+        out = []
+        for cfg in configs:
+            params = {k: torch.nn.Parameter(to_tensor(v, dtype)) for k, v in init.items()}
+            optimizer = cfg.torch(params.values())
+            weights = []
+            for g in grads:
+                for k, p in params.items():
+                    p.grad = to_tensor(g[k], dtype)
+                optimizer.step()
+                weights.append({k: to_numpy(p) for k, p in params.items()})
+            out.append(weights)
+        return out
+
+    def compare(jax_out, torch_out):
+        rows = []
+        for cfg, j_steps, t_steps in zip(configs, jax_out, torch_out, strict=True):
+            per_param = {}
+            for j, t in zip(j_steps, t_steps, strict=True):
+                for name, err in params_errors(j, t).items():
+                    merge(per_param, name, err)
+            note = (
+                f"{steps} steps on the same given gradients (standard normal x {UPDATE_DECAY}**t), every step's "
+                f"weights, lr={cfg.lr}, torch.optim.{cfg.torch_name} vs jaxnets.optim.{cfg.family}"
+            )
+            rows.append(result(spec.name, f"update/{cfg.name}", dtype, per_param, {}, note))
+        return rows
+
+    return Job([row_id(c) for c in configs], jax_half, torch_half, compare)
+
+
 # -- seed 004: the seven stages -----------------------------------------------------------------
 
 
@@ -369,9 +455,11 @@ def bias_free_grad_job(dtype: str, *, seed: int = 0, select=None) -> Job | None:
 def bias_free_trajectory_job(dtype: str, *, seed: int = 0, steps: int = STAGE_STEPS, select=None) -> Job | None:
     """Stages 1 to 3's loss curves (no weights come back from them) on ``progression.make_data(seed)``.
 
-    float64: ``trajectory/stage1 numpy`` (jaxnets' NumPy loop against
-    :func:`parity.torch_models.numpy_loop`), ``stage2 manual``, ``stage3
-    autograd`` and ``jax vs numpy`` (both JAX loops against the NumPy one).
+    float64: ``trajectory/stage1 numpy`` (jaxnets' NumPy loop,
+    :func:`jaxnets.progression.numpy_manual`, against torch running the same
+    hand-written algorithm, :func:`parity.torch_models.tensor_manual_loop`),
+    ``stage2 manual``, ``stage3 autograd`` and ``jax vs numpy`` (both JAX loops
+    against the seed's NumPy code, :func:`parity.torch_models.numpy_loop`).
     float32: stages 2 and 3 (NumPy's stage is float64 only).
     """
     checks = ["trajectory/stage2 manual", "trajectory/stage3 autograd"]
@@ -381,7 +469,7 @@ def bias_free_trajectory_job(dtype: str, *, seed: int = 0, steps: int = STAGE_ST
     if not wanted:
         return None
     d = progression.make_data(seed)
-    need_numpy = any(c in wanted for c in ("trajectory/stage1 numpy", "trajectory/jax vs numpy"))
+    need_numpy = "trajectory/jax vs numpy" in wanted
 
     def jax_half():
         out = {"numpy": progression.numpy_manual(steps, data=d)} if "trajectory/stage1 numpy" in wanted else {}
@@ -399,7 +487,8 @@ def bias_free_trajectory_job(dtype: str, *, seed: int = 0, steps: int = STAGE_ST
     def compare(j, t):
         rows = []
         pairs = {
-            "trajectory/stage1 numpy": ("numpy", "numpy", "jaxnets.progression.numpy_manual vs numpy_loop"),
+            # NumPy against torch: the seed's block 2 is block 1's algorithm written with torch tensors.
+            "trajectory/stage1 numpy": ("numpy", "manual", "progression.numpy_manual vs torch tensor_manual_loop"),
             "trajectory/stage2 manual": ("manual", "manual", "jax_manual vs tensor_manual_loop"),
             "trajectory/stage3 autograd": ("autograd", "autograd", "jax_autograd vs autograd_loop"),
         }
@@ -565,6 +654,7 @@ def jobs(*, seed: int = 0, select: Callable[[str], bool] | None = None) -> list[
     optimizers = [(optimizer_model(), c) for c in optimizer_configs()]
     optimizers += [(lenet(5), c) for c in lenet_optimizer_configs()]
     out = [optimizer_job(optimizers, dtype, seed=seed, select=select) for dtype in DTYPES]
+    out += [update_job(update_configs(), dtype, seed=seed, select=select) for dtype in DTYPES]
     # float32 stages run as long as the optimizer trajectories: over 500 steps their error measures how
     # chaotic training is (ReLU patterns flipping on rounding), not the frameworks.
     out += [stages_job("float64", seed=seed, select=select)]

@@ -83,6 +83,11 @@ def test_matrix_covers_every_model_check_dtype_and_optimizer_option():
         ("adagrad", "lr_decay"), ("adagrad", "weight_decay"), ("adagrad", "initial_accumulator_value"),
     }  # fmt: skip
     assert any(c.options == (("centered", True), ("momentum", 0.9)) for c in checks.optimizer_configs())
+    for config in checks.update_configs():
+        for dtype in ("float32", "float64"):
+            assert f"two_layer/update/{config.name}/{dtype}" in ids
+    # The update rows cover every option the step and trajectory rows do.
+    assert {(c.family, k) for c in checks.update_configs() for k, _ in c.options} >= options
     for name in ("sgd", "adam"):
         assert f"lenet5/trajectory/{name}/float32" in ids and f"lenet5/trajectory/{name}/float64" in ids
     for stage in ("stage4 sequential_manual", "stage5 sequential_adam", "stage6 two_layer_sgd"):
@@ -94,6 +99,24 @@ def test_matrix_float64_rows_are_held_to_1e_12(matrix):
     for row in matrix.values():
         if row.dtype == "float64" and not row.must_differ:
             assert row.tol == precision.F64_RTOL == 1e-12, row.id
+
+
+def test_matrix_float32_step_and_update_rows_have_their_own_bounds(matrix):
+    assert precision.F32_STEP_RTOL < precision.F32_NORMALISED_STEP_RTOL < precision.F32_TRAJECTORY_RTOL
+    assert precision.F32_UPDATE_RTOL < precision.F32_TRAJECTORY_RTOL
+    seen = set()
+    for row in matrix.values():
+        if row.dtype != "float32" or not row.check.startswith(("step/", "update/")):
+            continue
+        kind, optimizer = row.check.split("/", 1)
+        want = (
+            precision.F32_UPDATE_RTOL if kind == "update"
+            else precision.F32_STEP_RTOL if optimizer.startswith("sgd")
+            else precision.F32_NORMALISED_STEP_RTOL
+        )  # fmt: skip
+        assert row.tol == want, row.id
+        seen.add((kind, want))
+    assert len(seen) == 3
 
 
 def test_matrix_reports_errors_per_torch_parameter_name(matrix):
@@ -125,6 +148,19 @@ def test_matrix_stages_run_the_seeds_500_steps_in_float64(matrix):
         curves = matrix[row_id].curves
         assert len(curves["torch"]) == len(curves["jax"]) == 500, row_id
         assert curves["torch"][-1] < curves["torch"][0], row_id  # it trained
+
+
+def test_matrix_step_counts_are_the_readmes(matrix):
+    """float32 runs stages 2 and 3 for 500 steps, stages 4 to 7 and the optimizers for 40, the update rows 10."""
+    counts = {}
+    for row in matrix.values():
+        if row.dtype == "float32" and row.curves:
+            counts.setdefault(len(row.curves["torch"]), set()).add(row.check.split(",")[0])
+    assert counts[500] == {"trajectory/stage2 manual", "trajectory/stage3 autograd"}
+    assert {"trajectory/stage4 sequential_manual", "trajectory/stage7 dynamic_sgd", "trajectory/adam"} <= counts[40]
+    assert set(counts) == {500, 40}
+    update = matrix["two_layer/update/sgd(momentum=0.9)/float32"]
+    assert update.note.startswith(f"{checks.UPDATE_STEPS} steps") and checks.UPDATE_STEPS == 10
 
 
 # -- DynamicNet: the two zero_grad semantics must differ on the shared schedule ------------------
@@ -189,6 +225,54 @@ def test_optimizer_trajectory_fails_for_a_wrong_option(config):
         [checks.optimizer_job([(checks.optimizer_model(), config)], "float64", select=lambda i: "trajectory" in i)]
     )
     assert not row.passed, row.describe()
+
+
+def dropped_options() -> list[tuple[str, checks.OptimConfig]]:
+    """Every update row with one of its options left out on the jaxnets side (momentum stays when Nesterov or
+    dampening need it: the row with momentum alone drops it)."""
+    out = []
+    for config in checks.update_configs():
+        names = [k for k, _ in config.options]
+        for i, name in enumerate(names):
+            if name == "momentum" and {"nesterov", "dampening"} & set(names):
+                continue
+            rest = config.options[:i] + config.options[i + 1 :]
+            out.append(
+                (f"{config.name} without {name}", checks.OptimConfig(config.family, config.lr, config.options, rest))
+            )
+    return out
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_update_rows_fail_when_any_option_is_dropped(dtype):
+    cases = dropped_options()
+    dropped = {(c.family, label.rsplit(" ", 1)[1]) for label, c in cases}
+    assert dropped == {(c.family, k) for c in checks.update_configs() for k, _ in c.options}
+    assert dropped >= {(c.family, k) for c in checks.optimizer_configs() for k, _ in c.options}
+    rows = checks.run_jobs([checks.update_job([c for _, c in cases], dtype)])  # one compiled program
+    assert len(rows) == len(cases)
+    for (label, _), row in zip(cases, rows, strict=True):
+        assert np.isfinite(row.max_rel), f"{label}: {row.describe()}"
+        # Not a close call: every dropped option moves the weights at least ten times the bound.
+        assert row.max_rel > 10 * row.tol, f"{label}: {row.describe()}"
+
+
+def test_stage1_row_compares_numpy_with_torch(monkeypatch):
+    def run(**patches):
+        with monkeypatch.context() as m:
+            for name, scale in patches.items():
+                loop = getattr(checks.tm, name)
+                m.setattr(checks.tm, name, lambda *a, loop=loop, scale=scale, **k: loop(*a, **k) * scale)
+            select = lambda i: "stage1" in i or "jax vs numpy" in i  # noqa: E731
+            rows = checks.run_jobs([checks.bias_free_trajectory_job("float64", steps=20, select=select)])
+        return {r.check: r for r in rows}
+
+    rows = run()
+    assert all(r.passed for r in rows.values()) and "torch" in rows["trajectory/stage1 numpy"].note
+    rows = run(tensor_manual_loop=1 + 1e-9)  # torch's side of stage 1 is off: the row sees it
+    assert not rows["trajectory/stage1 numpy"].passed and rows["trajectory/jax vs numpy"].passed
+    rows = run(numpy_loop=1 + 1e-9)  # the seed's NumPy copy is not stage 1's reference any more
+    assert rows["trajectory/stage1 numpy"].passed and not rows["trajectory/jax vs numpy"].passed
 
 
 def test_a_crashing_check_is_a_failed_row():
