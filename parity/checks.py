@@ -30,8 +30,9 @@ check                     what is compared
 ========================  =================================================================
 
 Everything runs in float64 (``jax.enable_x64`` scoped to the check, ``torch.double``)
-and in float32, except stage 1's NumPy rows (float64 only). :func:`run` overlaps the two frameworks: JAX compiles and runs in
-one worker thread while torch runs in the caller's thread (see :func:`run_jobs`).
+and in float32, except stage 1's NumPy rows (float64 only). :func:`run` overlaps the
+two frameworks: JAX compiles and runs in one worker thread while torch runs in the
+caller's thread (see :func:`run_jobs`).
 ``python -m parity`` prints the table; :func:`row_ids` lists the rows without
 running them.
 """
