@@ -8,13 +8,18 @@ from parity.bench import e2e
 
 
 def test_run_once_times_the_first_step_line_the_first_epoch_and_reads_the_accuracy():
+    # Lines 1 s apart, and 1 s before the exit: the timestamps must fall near the lines, not at the exit.
+    # Half a second of slack either way, since a loaded machine may read a line late (a 0.3 s gap was
+    # measured as 0.297 s once); the test is about which moment is timed, not how precisely.
     code = (
-        "import time; print('starting', flush=True); time.sleep(0.3); print('Train Epoch: 1 [0/10]', flush=True); "
-        "time.sleep(0.3); print('epoch   1/2  loss 1', flush=True); print('test accuracy 98.89% (355/359)')"
+        "import time; print('starting', flush=True); time.sleep(1); print('Train Epoch: 1 [0/10]', flush=True); "
+        "time.sleep(1); print('epoch   1/2  loss 1', flush=True); print('test accuracy 98.89% (355/359)', flush=True); "
+        "time.sleep(1)"
     )
     r = e2e.run_once([sys.executable, "-c", code], e2e.FIRST_STEP["torch"], env=None, timeout=60)
-    assert 0.3 <= r["first_step_s"] < r["first_epoch_s"] <= r["wall_s"]
-    assert r["first_epoch_s"] - r["first_step_s"] >= 0.3  # timestamps as lines arrive, not at exit
+    assert 1.0 <= r["first_step_s"] < r["first_epoch_s"] <= r["wall_s"]
+    assert r["first_epoch_s"] - r["first_step_s"] >= 0.5  # timestamps as lines arrive, not at exit
+    assert r["wall_s"] - r["first_epoch_s"] >= 0.5
     assert r["test_accuracy"] == pytest.approx(0.9889)
 
 
