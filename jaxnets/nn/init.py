@@ -1,0 +1,43 @@
+"""torch's default initialisations (``torch.nn.init``), drawn from JAX keys.
+
+The laws are torch's; the random streams are not (JAX and torch generators
+differ), so a jaxnets.nn layer and a torch layer built with the same seed hold
+different numbers from the same distribution. Load torch's ``state_dict`` to get
+the same numbers; ``parity`` compares the distributions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+
+def uniform(key: jax.Array, shape, bound: float, dtype=jnp.float32) -> jax.Array:
+    """``U(-bound, bound)``, drawn flat and reshaped (XLA:CPU compiles the flat draw faster)."""
+    flat = jax.random.uniform(key, (math.prod(shape),), dtype, -bound, bound)
+    return flat.reshape(shape)
+
+
+def fan_in(shape) -> int:
+    """torch's ``fan_in`` of a weight in torch's layout: ``shape[1]`` times the receptive field."""
+    if len(shape) < 2:
+        raise ValueError(f"fan_in needs a weight of at least 2 dimensions; got shape {tuple(shape)}.")
+    return shape[1] * math.prod(shape[2:])
+
+
+def kaiming_uniform_default(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
+    """``kaiming_uniform_(w, a=sqrt(5))``, torch's default for Linear and ConvNd: ``U(+-1/sqrt(fan_in))``."""
+    return uniform(key, shape, 1.0 / math.sqrt(fan_in(shape)), dtype)
+
+
+def bias_default(key: jax.Array, shape, fan_in: int, dtype=jnp.float32) -> jax.Array:
+    """torch's default bias: ``U(+-1/sqrt(fan_in))``, or zeros-width ``U(0, 0)`` when ``fan_in`` is 0."""
+    bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+    return uniform(key, shape, bound, dtype)
+
+
+def normal(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
+    """``N(0, 1)``, torch's default for Embedding."""
+    return jax.random.normal(key, shape, dtype)

@@ -1,0 +1,99 @@
+"""The layer classes of :mod:`jaxnets.nn`, a file per family as in ``torch.nn.modules``."""
+
+from .activation import (
+    CELU as CELU,
+)
+from .activation import (
+    ELU as ELU,
+)
+from .activation import (
+    GELU as GELU,
+)
+from .activation import (
+    GLU as GLU,
+)
+from .activation import (
+    SELU as SELU,
+)
+from .activation import (
+    Hardshrink as Hardshrink,
+)
+from .activation import (
+    Hardsigmoid as Hardsigmoid,
+)
+from .activation import (
+    Hardswish as Hardswish,
+)
+from .activation import (
+    Hardtanh as Hardtanh,
+)
+from .activation import (
+    LeakyReLU as LeakyReLU,
+)
+from .activation import (
+    LogSigmoid as LogSigmoid,
+)
+from .activation import (
+    LogSoftmax as LogSoftmax,
+)
+from .activation import (
+    Mish as Mish,
+)
+from .activation import (
+    PReLU as PReLU,
+)
+from .activation import (
+    ReLU as ReLU,
+)
+from .activation import (
+    ReLU6 as ReLU6,
+)
+from .activation import (
+    Sigmoid as Sigmoid,
+)
+from .activation import (
+    SiLU as SiLU,
+)
+from .activation import (
+    Softmax as Softmax,
+)
+from .activation import (
+    Softmax2d as Softmax2d,
+)
+from .activation import (
+    Softmin as Softmin,
+)
+from .activation import (
+    Softplus as Softplus,
+)
+from .activation import (
+    Softshrink as Softshrink,
+)
+from .activation import (
+    Softsign as Softsign,
+)
+from .activation import (
+    Tanh as Tanh,
+)
+from .activation import (
+    Tanhshrink as Tanhshrink,
+)
+from .activation import (
+    Threshold as Threshold,
+)
+from .batchnorm import BatchNorm1d as BatchNorm1d
+from .batchnorm import BatchNorm2d as BatchNorm2d
+from .batchnorm import BatchNorm3d as BatchNorm3d
+from .container import ModuleDict as ModuleDict
+from .container import ModuleList as ModuleList
+from .container import Sequential as Sequential
+from .conv import Conv1d as Conv1d
+from .conv import Conv2d as Conv2d
+from .conv import Conv3d as Conv3d
+from .dropout import Dropout as Dropout
+from .flatten import Flatten as Flatten
+from .flatten import Unflatten as Unflatten
+from .linear import Bilinear as Bilinear
+from .linear import Identity as Identity
+from .linear import Linear as Linear
+from .normalization import LayerNorm as LayerNorm

@@ -1,0 +1,157 @@
+"""jaxnets.nn.Module: torch's state_dict keys and order, loading, modes, containers and Dropout."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+from jaxnets import nn
+
+
+def _pair():
+    """The same small network in torch and in jaxnets.nn, with containers nested two deep."""
+    t = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 3, 3),
+        torch.nn.BatchNorm2d(3),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Sequential(torch.nn.Linear(3 * 4 * 4, 5), torch.nn.Dropout(0.5), torch.nn.Linear(5, 2, bias=False)),
+    )
+    rngs = nnx.Rngs(0)
+    j = nn.Sequential(
+        nn.Conv2d(1, 3, 3, rngs=rngs),
+        nn.BatchNorm2d(3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Sequential(
+            nn.Linear(3 * 4 * 4, 5, rngs=rngs), nn.Dropout(0.5, rngs=rngs), nn.Linear(5, 2, False, rngs=rngs)
+        ),
+    )
+    return t, j
+
+
+def _numpy_state(module):
+    return {k: v.detach().numpy().copy() for k, v in module.state_dict().items()}
+
+
+def test_state_dict_has_torchs_keys_shapes_and_order():
+    t, j = _pair()
+    want = [(k, tuple(v.shape)) for k, v in t.state_dict().items()]
+    assert [(k, tuple(v.shape)) for k, v in j.state_dict().items()] == want
+    assert [k for k, _ in j.named_parameters()] == [k for k, _ in t.named_parameters()]
+    assert [k for k, _ in j.named_buffers()] == [k for k, _ in t.named_buffers()]
+    assert [k for k, _ in j.named_modules()] == [k for k, _ in t.named_modules()]
+
+
+def test_loaded_state_dict_gives_torchs_outputs_in_both_modes():
+    t, j = _pair()
+    state = _numpy_state(t)
+    j.load_state_dict(state)
+    x = np.random.default_rng(0).normal(size=(4, 1, 6, 6)).astype(np.float32)
+    t.eval()
+    j.eval()
+    np.testing.assert_allclose(j(jnp.asarray(x)), t(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
+    assert not j[0].training and not j[4][1].training
+    # Train mode: BatchNorm uses batch statistics and moves its buffers; dropout draws masks, so compare up to it.
+    t[4][1].p = j[4][1].p = 0.0
+    t.train()
+    j.train()
+    np.testing.assert_allclose(j(jnp.asarray(x)), t(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
+    for key, value in t.state_dict().items():
+        np.testing.assert_allclose(j.state_dict()[key], value.numpy(), rtol=1e-6, err_msg=key)
+
+
+def test_load_state_dict_copies_and_casts():
+    _, j = _pair()
+    state = {k: np.asarray(v, np.float64) if v.dtype.kind == "f" else np.asarray(v) for k, v in j.state_dict().items()}
+    before = state["0.weight"].copy()
+    j.load_state_dict(state)
+    state["0.weight"] += 1.0  # the source changes after loading: the module must not see it
+    np.testing.assert_array_equal(j.state_dict()["0.weight"], before.astype(np.float32))
+    assert j.state_dict()["0.weight"].dtype == jnp.float32
+
+
+def test_load_state_dict_refuses_bad_keys_and_shapes_and_writes_nothing():
+    t, j = _pair()
+    before = {k: np.asarray(v) for k, v in j.state_dict().items()}
+    state = _numpy_state(t)
+    bad = dict(state)
+    del bad["1.running_var"]
+    bad["extra.weight"] = np.zeros(1)
+    with pytest.raises(RuntimeError, match=r'Unexpected key\(s\) in state_dict: "extra.weight"') as info:
+        j.load_state_dict(bad)
+    assert 'Missing key(s) in state_dict: "1.running_var"' in str(info.value)
+    shaped = dict(state)
+    shaped["4.0.weight"] = np.zeros((5, 47), np.float32)
+    with pytest.raises(RuntimeError, match=r"size mismatch for 4.0.weight: copying a param with shape \(5, 47\)"):
+        j.load_state_dict(shaped)
+    for key, value in j.state_dict().items():
+        np.testing.assert_array_equal(value, before[key], err_msg=f"{key} was written by a refused load")
+    result = j.load_state_dict(bad, strict=False)
+    assert result.missing_keys == ["1.running_var"] and result.unexpected_keys == ["extra.weight"]
+
+
+def test_modes_are_static_and_jit_follows_them():
+    _, j = _pair()
+    x = jnp.ones((2, 1, 6, 6))
+
+    @nnx.jit
+    def forward(model, x):
+        return model(x)
+
+    train_out = forward(j, x)
+    j.eval()
+    eval_out = forward(j, x)
+    assert not np.allclose(train_out, eval_out)  # batch statistics and dropout against running statistics
+    np.testing.assert_array_equal(forward(j, x), eval_out)  # eval mode is deterministic
+    with pytest.raises(ValueError, match="train\\(mode\\) takes a bool"):
+        j.train("eval")
+
+
+def test_dropout_scales_like_torch_and_needs_keys_only_in_training():
+    x = jnp.ones((1000,))
+    drop = nn.Dropout(0.25, rngs=nnx.Rngs(1))
+    y = drop(x)
+    kept = np.asarray(y) != 0
+    np.testing.assert_allclose(np.asarray(y)[kept], 1 / 0.75)
+    assert 0.7 < kept.mean() < 0.8
+    assert not np.array_equal(drop(x), y)  # a new mask per call
+    np.testing.assert_array_equal(nn.Dropout(1.0)(x), 0)
+    np.testing.assert_array_equal(nn.Dropout(0.5).eval()(x), x)
+    with pytest.raises(ValueError, match="needs random keys"):
+        nn.Dropout(0.5)(x)
+    with pytest.raises(ValueError, match="between 0 and 1, but got 1.5"):
+        nn.Dropout(1.5)
+
+
+def test_containers_index_iterate_and_refuse_non_modules():
+    seq = nn.Sequential(nn.ReLU(), nn.Tanh(), nn.Sigmoid())
+    assert len(seq) == 3 and isinstance(seq[-1], nn.Sigmoid) and isinstance(seq[1:][0], nn.Tanh)
+    assert [type(m).__name__ for m in seq] == ["ReLU", "Tanh", "Sigmoid"]
+    with pytest.raises(IndexError, match="index 3 is out of range"):
+        seq[3]
+    layers = nn.ModuleList([nn.Linear(2, 2, rngs=nnx.Rngs(0)) for _ in range(2)])
+    layers.append(nn.ReLU())
+    assert list(layers.state_dict()) == ["0.weight", "0.bias", "1.weight", "1.bias"]
+    blocks = nn.ModuleDict({"encoder": nn.Linear(2, 3, rngs=nnx.Rngs(0)), "act": nn.GELU()})
+    assert list(blocks) == ["encoder", "act"] and "act" in blocks
+    assert list(blocks.state_dict()) == ["encoder.weight", "encoder.bias"]
+    with pytest.raises(TypeError, match="holds modules; got function"):
+        nn.Sequential(lambda x: x)
+    with pytest.raises(KeyError, match="attribute 'train' already exists"):
+        nn.ModuleDict({"train": nn.ReLU()})
+
+
+def test_layers_refuse_wrong_rank_and_channels_with_torchs_message():
+    conv = nn.Conv2d(3, 4, 3, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"Expected 3D \(unbatched\) or 4D \(batched\) input to conv2d"):
+        conv(jnp.ones((2, 2, 3, 8, 8)))
+    with pytest.raises(ValueError, match="to have 3 channels, but got 2 channels instead"):
+        conv(jnp.ones((1, 2, 8, 8)))
+    with pytest.raises(ValueError, match=r"expected 4D input \(got 3D input\)"):
+        nn.BatchNorm2d(3)(jnp.ones((2, 3, 4)))
+    with pytest.raises(ValueError, match="in_channels must be divisible by groups"):
+        nn.Conv1d(3, 4, 3, groups=2, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="last dimension 4"):
+        nn.Linear(4, 2, rngs=nnx.Rngs(0))(jnp.ones((2, 3)))

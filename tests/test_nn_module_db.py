@@ -1,0 +1,130 @@
+"""jaxnets.nn against torch.nn on torch's own module test database, in float64.
+
+torch tests its modules with ``torch.testing._internal.common_modules.module_db``:
+for each class, ``module_inputs_func`` yields constructor arguments and forward
+inputs, in eval and train mode. For every class jaxnets.nn has, every one of
+those inputs runs here: both modules are built from the same arguments, torch's
+``state_dict`` is loaded into the jaxnets module as it is, both run the same
+inputs, and the outputs, the input gradients, the parameter gradients and the
+buffers afterwards (BatchNorm's running statistics) must agree.
+"""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+from tolerances import F64_RTOL
+from torch.testing._internal import common_modules
+
+from jaxnets import nn
+
+# A cotangent of this many seeds per output keeps every gradient case reproducible.
+SEED = 0
+
+
+def _cases():
+    for info in common_modules.module_db:
+        name = info.module_cls.__name__
+        if info.is_lazy or not hasattr(nn, name):
+            continue
+        for training in (False, True) if info.train_and_eval_differ else (False,):
+            for index, case in enumerate(_inputs(info, training)):
+                mode = "train" if training else "eval"
+                yield pytest.param(info, training, index, id=f"{name}-{mode}-{index}-{case.desc}")
+
+
+def _inputs(info, training):
+    torch.manual_seed(SEED)  # the database draws its tensors from torch's global generator
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return info.module_inputs_func(info, device="cpu", dtype=torch.float64, requires_grad=True, training=training)
+
+
+def _to_jax(value):
+    if isinstance(value, torch.Tensor):
+        return jnp.asarray(np.array(value.detach().numpy(), copy=True))  # copied: never alias torch's memory
+    if isinstance(value, tuple | list):
+        return type(value)(_to_jax(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_jax(v) for k, v in value.items()}
+    return value
+
+
+def _leaves(out):
+    return [out] if isinstance(out, torch.Tensor | jax.Array) else [x for o in out for x in _leaves(o)]
+
+
+def _assert_close(have, want, what):
+    have, want = np.asarray(have), np.asarray(want)
+    assert have.shape == want.shape, f"{what}: shape {have.shape}, torch {want.shape}"
+    assert have.dtype == want.dtype, f"{what}: dtype {have.dtype}, torch {want.dtype}"
+    scale = max(float(np.max(np.abs(want))) if want.size else 0.0, 1e-300)
+    err = float(np.max(np.abs(have - want))) / scale if want.size else 0.0
+    assert err <= F64_RTOL, f"{what}: relative error {err:.3g} > {F64_RTOL}"
+
+
+@pytest.mark.parametrize("info, training, index", list(_cases()))
+def test_matches_torch_on_torchs_module_db(x64, info, training, index):
+    case = _inputs(info, training)[index]
+    c_args, c_kwargs = case.constructor_input.args, case.constructor_input.kwargs
+    f_args, f_kwargs = case.forward_input.args, case.forward_input.kwargs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's own deprecation warnings (implicit softmax dim...)
+        torch_module = info.module_cls(*c_args, **c_kwargs).to(torch.float64).train(training)
+        initial_state = {k: v.detach().numpy().copy() for k, v in torch_module.state_dict().items()}
+        torch_out = torch_module(*f_args, **f_kwargs)
+    module = getattr(nn, info.module_cls.__name__)(*_to_jax(c_args), **_to_jax(c_kwargs), rngs=nnx.Rngs(0))
+    module.to(jnp.float64).train(training)
+    module.load_state_dict(initial_state)
+    jax_args, jax_kwargs = _to_jax(f_args), _to_jax(f_kwargs)
+
+    # Gradients through a copy of the module as it was before the forward pass below changes its buffers.
+    graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+    out = module(*jax_args, **jax_kwargs)
+    torch_leaves, jax_leaves = _leaves(torch_out), _leaves(out)
+    assert len(jax_leaves) == len(torch_leaves)
+    for i, (have, want) in enumerate(zip(jax_leaves, torch_leaves, strict=True)):
+        _assert_close(have, want.detach().numpy(), f"output {i}")
+    for key, want in torch_module.state_dict().items():
+        _assert_close(module.state_dict()[key], want.numpy(), f"buffer/param {key} after the forward pass")
+
+    rng = np.random.default_rng(SEED)
+    cotangents = [rng.normal(size=t.shape) for t in torch_leaves]
+    differentiable = [i for i, a in enumerate(f_args) if isinstance(a, torch.Tensor) and a.requires_grad]
+    if not differentiable and not list(torch_module.parameters()):
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sum((t * torch.from_numpy(c)).sum() for t, c in zip(torch_leaves, cotangents, strict=True)).backward()
+
+    def loss(params, xs, rest):
+        args = list(jax_args)
+        for i, x in zip(differentiable, xs, strict=True):
+            args[i] = x
+        copy = nnx.merge(graphdef, params, rest, copy=True)
+        return sum((o * c).sum() for o, c in zip(_leaves(copy(*args, **jax_kwargs)), cotangents, strict=True))
+
+    param_grads, input_grads = jax.grad(loss, argnums=(0, 1))(params, [jax_args[i] for i in differentiable], rest)
+    for i, grad in zip(differentiable, input_grads, strict=True):
+        _assert_close(grad, f_args[i].grad.numpy(), f"gradient of input {i}")
+    flat = {".".join(map(str, path)): value for path, value in nnx.to_flat_state(param_grads)}
+    for name, p in torch_module.named_parameters():
+        want = np.zeros(p.shape) if p.grad is None else p.grad.numpy()
+        have = flat[name]
+        _assert_close(have[...] if hasattr(have, "__getitem__") else have, want, f"gradient of {name}")
+
+
+# torch's fractional max-pools draw random pooling regions, which cannot be matched (#15 leaves them out).
+NOT_MIRRORED = {"FractionalMaxPool2d", "FractionalMaxPool3d"}
+
+
+@pytest.mark.xfail(strict=True, reason="#15: jaxnets.nn does not have every module_db class yet")
+def test_every_module_db_class_is_mirrored():
+    names = {info.module_cls.__name__ for info in common_modules.module_db if not info.is_lazy}
+    missing = sorted(names - NOT_MIRRORED - {n for n in names if hasattr(nn, n)})
+    assert not missing, f"{len(missing)} torch.nn classes of module_db not in jaxnets.nn: {missing}"
