@@ -90,14 +90,28 @@ def to_torch_arrays(model_or_state, *, flatten_shapes: dict | None = None) -> di
     return out
 
 
+def _casts(src: np.ndarray, dst, casting: str) -> bool:
+    """Whether ``src`` may be cast to ``dst``: by ``np.can_cast``, or an integer array whose values fit.
+
+    torch keeps counters such as BatchNorm's ``num_batches_tracked`` in int64,
+    which JAX holds as int32 unless ``jax_enable_x64`` is on.
+    """
+    if np.can_cast(src.dtype, dst, casting=casting):
+        return True
+    if src.dtype.kind in "iu" and np.dtype(dst).kind in "iu":
+        info = np.iinfo(dst)
+        return bool(src.size == 0 or (src.min() >= info.min and src.max() <= info.max))
+    return False
+
+
 def _dtype_problems(entries, arrays: Mapping, dtypes: dict, casting: str) -> list[str]:
     """One report line for the arrays whose dtype does not cast to the parameter's under ``casting``."""
     bad = []
     for e in entries:
         if e.torch_name in arrays:
-            src = np.asarray(arrays[e.torch_name]).dtype
-            if not np.can_cast(src, dtypes[e.torch_name], casting=casting):
-                bad.append(f"{e.torch_name} {src} -> {dtypes[e.torch_name]}")
+            src = np.asarray(arrays[e.torch_name])
+            if not _casts(src, dtypes[e.torch_name], casting):
+                bad.append(f"{e.torch_name} {src.dtype} -> {dtypes[e.torch_name]}")
     if not bad:
         return []
     fix = "pass casting='same_kind' to round them" if casting == "safe" else "convert them to floating point first"
@@ -153,7 +167,7 @@ def state_from_torch_arrays(
     dtypes = {e.torch_name: flat[e.jax_path][...].dtype for e in entries}
     check_state_dict(entries, arrays, what, more_problems=_dtype_problems(entries, arrays, dtypes, casting))
     for e in entries:
-        value = np.asarray(arrays[e.torch_name]).astype(dtypes[e.torch_name], casting=casting, copy=False)
+        value = np.asarray(arrays[e.torch_name]).astype(dtypes[e.torch_name], casting="unsafe", copy=False)  # checked
         flat[e.jax_path] = flat[e.jax_path].replace(jnp.asarray(e.from_torch(value)))  # from_torch copies
     return nnx.from_flat_state(list(flat.items()))
 

@@ -16,6 +16,8 @@ PyTorch                jaxnets (Flax NNX)      rule
                                                and the outputs are silently wrong
 ``*.bias``             ``*/bias``              unchanged
 ``0.weight``           ``layers/0/kernel``     ``nn.Sequential`` child ``i`` is ``layers/i``
+any key                the same path           a :mod:`jaxnets.nn` (torch-mirror) model: torch's
+                                               names and layouts, buffers included
 =====================  ======================  ==========================================
 
 Inputs are NCHW in torch and NHWC here: :func:`to_nhwc` and :func:`to_nchw`.
@@ -28,6 +30,7 @@ This module imports NumPy and Flax only, never torch.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -44,7 +47,7 @@ class Entry:
     Attributes:
       torch_name: the ``state_dict`` key, e.g. ``"fc1.weight"``.
       jax_path: the path in the ``nnx.State``, e.g. ``("fc1", "kernel")``.
-      kind: ``"conv"``, ``"linear"``, ``"flatten_linear"`` or ``"bias"``.
+      kind: ``"conv"``, ``"linear"``, ``"flatten_linear"``, ``"bias"`` or ``"same"`` (a jaxnets.nn array).
       jax_shape: the shape in jaxnets.
       torch_shape: the shape in PyTorch.
       flatten_chw: ``(C, H, W)`` of the feature map that a ``flatten_linear`` reads.
@@ -101,7 +104,18 @@ def _torch_name(path: tuple) -> str:
     return ".".join(parts)
 
 
+def _mirror(model_or_state):
+    """The :mod:`jaxnets.nn` module class when ``model_or_state`` is a torch-mirror model, else None."""
+    nn = sys.modules.get("jaxnets.nn")  # imported by whoever built a jaxnets.nn model
+    if nn is not None and isinstance(model_or_state, nn.Module):
+        return nn
+    return None
+
+
 def _params(model_or_state) -> nnx.State:
+    nn = _mirror(model_or_state)
+    if nn is not None:  # torch's state_dict holds the buffers too
+        return nnx.state(model_or_state, (nnx.Param, nn.Buffer))
     if isinstance(model_or_state, nnx.Module):
         return nnx.state(model_or_state, nnx.Param)
     if isinstance(model_or_state, nnx.State):
@@ -134,6 +148,8 @@ def layout(model_or_state, *, flatten_shapes: dict[str, tuple[int, int, int]] | 
       The entries, ordered like ``torch_module.named_parameters()`` for the
       jaxnets models (layers in order, weight before bias).
     """
+    if _mirror(model_or_state) is not None:
+        return _mirror_layout(model_or_state)
     flat = [(tuple(path), value) for path, value in nnx.to_flat_state(_params(model_or_state))]
     flatten_shapes = dict(flatten_shapes or {})
     layers: dict[tuple, dict] = {}
@@ -171,6 +187,20 @@ def layout(model_or_state, *, flatten_shapes: dict[str, tuple[int, int, int]] | 
             entries.append(Entry(f"{name}.weight", layer + ("kernel",), kind, kernel, torch_shape, chw))
         if "bias" in leaves:
             entries.append(Entry(f"{name}.bias", layer + ("bias",), "bias", leaves["bias"], leaves["bias"]))
+    return entries
+
+
+def _mirror_layout(model) -> list[Entry]:
+    """A :mod:`jaxnets.nn` model's table: its paths are torch's keys and its layouts torch's, buffers included."""
+    paths = {".".join(map(str, path)): tuple(path) for path, _ in nnx.to_flat_state(_params(model))}
+    entries = []
+    for name, value in model.state_dict().items():
+        if name not in paths:
+            raise ValueError(
+                f"{name} is a parameter shared with another layer; the layout table maps each array once, so "
+                "load and save this model with its own state_dict() and load_state_dict()."
+            )
+        entries.append(Entry(name, paths[name], "same", tuple(value.shape), tuple(value.shape)))
     return entries
 
 

@@ -231,3 +231,47 @@ def test_optimizer_state_conversion_errors(x64):
         ValueError, match=r"different step counts \(linear1.weight: 1, linear1.bias: 1, linear2.weight: 0"
     ):
         parity.optimizer_state_from_torch(opt, torch_model, jaxnets.optim.adam().init(params))
+
+
+def test_jaxnets_nn_models_convert_by_path_with_buffers_both_ways(x64):
+    from jaxnets import nn
+
+    torch.manual_seed(0)
+    t = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2), torch.nn.Flatten(), torch.nn.Linear(8, 3)
+    )
+    t.double().train()
+    t(torch.randn(4, 1, 4, 4, dtype=torch.float64))  # move the running statistics and the batch counter
+    j = nn.Sequential(
+        nn.Conv2d(1, 2, 3, rngs=nnx.Rngs(0)), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(8, 3, rngs=nnx.Rngs(0))
+    )
+    j.double()
+    assert [e.torch_name for e in layout(j)] == list(t.state_dict())
+    parity.load_torch_state_dict(j, t.state_dict())
+    for key, value in t.state_dict().items():
+        np.testing.assert_array_equal(np.asarray(j.state_dict()[key]), value.numpy(), err_msg=key)
+    back = parity.to_torch_state_dict(j)
+    assert list(back) == list(t.state_dict())
+    t2 = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2), torch.nn.Flatten(), torch.nn.Linear(8, 3)
+    )
+    t2.double().load_state_dict(back, strict=True)
+    x = np.random.default_rng(0).normal(size=(2, 1, 4, 4))
+    t.eval(), t2.eval(), j.eval()
+    np.testing.assert_array_equal(t2(torch.from_numpy(x)).detach().numpy(), t(torch.from_numpy(x)).detach().numpy())
+    np.testing.assert_allclose(np.asarray(j(jnp.asarray(x))), t(torch.from_numpy(x)).detach().numpy(), rtol=F64_RTOL)
+
+
+def test_jaxnets_nn_int64_counter_loads_into_int32_when_it_fits():
+    from jaxnets import nn
+    from jaxnets.exchange import load_torch_arrays
+
+    bn = nn.BatchNorm1d(3)
+    arrays = {k: np.asarray(v) for k, v in torch.nn.BatchNorm1d(3).state_dict().items()}
+    arrays["num_batches_tracked"] = np.asarray(7, np.int64)
+    load_torch_arrays(bn, arrays)
+    assert int(bn.num_batches_tracked[...]) == 7 and bn.num_batches_tracked[...].dtype == jnp.int32
+    arrays["num_batches_tracked"] = np.asarray(2**40, np.int64)
+    with pytest.raises(parity.StateDictMismatch, match="num_batches_tracked int64 -> int32"):
+        load_torch_arrays(bn, arrays)
+    assert int(bn.num_batches_tracked[...]) == 7
