@@ -5,6 +5,8 @@
   through one layout table (:mod:`jaxnets.torch_layout`; ``from parity.layout import ...`` re-exports it).
 - :func:`optimizer_state_from_torch` / :func:`load_optimizer_state_into_torch`:
   SGD momentum, Adam moments and step counts, so a run continues across frameworks.
+- :func:`compare`: a torch model and its JAX port on the same weights and
+  inputs, layer by layer; the report names the first layer that diverges.
 - :mod:`parity.torch_models`: the seeds' PyTorch code as reference models.
 - :mod:`parity.precision`: the tolerances of every check, defined once.
 
@@ -21,6 +23,7 @@ import types
 
 _LAZY = {
     "StateDictMismatch": ".convert",
+    "compare": ".compare",
     "load_torch_state_dict": ".convert",
     "state_from_torch": ".convert",
     "to_torch_state_dict": ".convert",
@@ -49,9 +52,10 @@ def __dir__() -> list[str]:
 
 class _Parity(types.ModuleType):
     def __setattr__(self, name, value):
-        # Importing the submodule parity.layout binds it here; `parity.layout` stays the function, as it was
-        # when this package imported everything eagerly and rebound the name after the submodule.
-        if name == "layout" and isinstance(value, types.ModuleType):
+        # Importing the submodule parity.layout (or parity.compare) binds it here; `parity.layout` and
+        # `parity.compare` stay the functions, as `parity.layout` was when this package imported everything
+        # eagerly and rebound the name after the submodule.
+        if name in ("layout", "compare") and isinstance(value, types.ModuleType):
             return
         super().__setattr__(name, value)
 

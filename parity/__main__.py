@@ -148,10 +148,16 @@ def write_plot(rows: list[checks.Result], path: str | Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["compare"]:  # python -m parity compare MODULE:FACTORY: one model, layer by layer
+        from .compare import main as compare_main
+
+        return compare_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m parity",
         description="Check that jaxnets computes what the PyTorch tutorials compute: forward, gradients, VJPs, "
-        "every optimizer and option, the seed-004 stages and DynamicNet's zero_grad semantics, in float64 and float32.",
+        "every optimizer and option, the seed-004 stages and DynamicNet's zero_grad semantics, in float64 and float32. "
+        "`python -m parity compare MODULE:FACTORY` compares a model of your own layer by layer (see its --help).",
     )
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE (default: none)")
     parser.add_argument("--plot", metavar="FILE.png", help="also write torch's and JAX's loss curves (default: none)")
