@@ -7,6 +7,8 @@
   SGD momentum, Adam moments and step counts, so a run continues across frameworks.
 - :func:`compare`: a torch model and its JAX port on the same weights and
   inputs, layer by layer; the report names the first layer that diverges.
+- :func:`check_init`: whether a torch layer and its port draw their initial
+  weights from the same law (pooled over instances, Kolmogorov-Smirnov).
 - :mod:`parity.torch_models`: the seeds' PyTorch code as reference models.
 - :mod:`parity.precision`: the tolerances of every check, defined once.
 
@@ -24,6 +26,7 @@ import types
 _LAZY = {
     "StateDictMismatch": ".convert",
     "compare": ".compare",
+    "check_init": ".init_check",
     "load_torch_state_dict": ".convert",
     "state_from_torch": ".convert",
     "to_torch_state_dict": ".convert",
