@@ -128,3 +128,41 @@ def test_every_module_db_class_is_mirrored():
     names = {info.module_cls.__name__ for info in common_modules.module_db if not info.is_lazy}
     missing = sorted(names - NOT_MIRRORED - {n for n in names if hasattr(nn, n)})
     assert not missing, f"{len(missing)} torch.nn classes of module_db not in jaxnets.nn: {missing}"
+
+
+def _first_cases():
+    seen = set()
+    for param in _cases():
+        info, training, index = param.values
+        if info.module_cls.__name__ not in seen and not training:
+            seen.add(info.module_cls.__name__)
+            yield pytest.param(info, id=info.module_cls.__name__)
+
+
+@pytest.mark.parametrize("info", list(_first_cases()))
+def test_every_layer_jits_and_vmaps_in_eval_mode(x64, info):
+    case = _inputs(info, False)[0]
+    args = _to_jax(case.forward_input.args)
+    kwargs = _to_jax(case.forward_input.kwargs)
+    module = getattr(nn, info.module_cls.__name__)(
+        *_to_jax(case.constructor_input.args), **_to_jax(case.constructor_input.kwargs), rngs=nnx.Rngs(0)
+    )
+    module.to(jnp.float64).eval()
+    graphdef, state = nnx.split(module)
+
+    def forward(state, *xs):
+        return nnx.merge(graphdef, state, copy=True)(*xs, **kwargs)
+
+    eager = module(*args, **kwargs)
+    for have, want in zip(_leaves(jax.jit(forward)(state, *args)), _leaves(eager), strict=True):
+        _assert_close(have, want, "jit against eager")
+    # vmap over a new leading axis of every floating-point argument: two scaled copies of the inputs.
+    batched = [jnp.stack([a, 0.5 * a]) if jnp.issubdtype(getattr(a, "dtype", int), jnp.floating) else a for a in args]
+    axes = [0 if b is not a else None for a, b in zip(args, batched, strict=True)]
+    if all(axis is None for axis in axes):
+        pytest.skip("no floating-point input to map over")
+    mapped = jax.vmap(forward, in_axes=(None, *axes))(state, *batched)
+    for k, scale in enumerate((1.0, 0.5)):
+        single = module(*[b[k] if axis == 0 else a for a, b, axis in zip(args, batched, axes, strict=True)], **kwargs)
+        for have, want in zip(_leaves(mapped), _leaves(single), strict=True):
+            _assert_close(have[k], want, f"vmap entry {k} (inputs scaled by {scale})")
