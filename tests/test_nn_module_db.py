@@ -49,7 +49,30 @@ def _inputs(info, training):
         return info.module_inputs_func(info, device="cpu", dtype=torch.float64, requires_grad=True, training=training)
 
 
+def _mirror_layer(layer):
+    """A jaxnets.nn copy of a torch Transformer layer passed to a constructor (its weights come with the state_dict)."""
+    cls = getattr(nn, type(layer).__name__)
+    activation = layer.activation
+    name = getattr(activation, "__name__", type(activation).__name__).lower()
+    return cls(
+        layer.self_attn.embed_dim,
+        layer.self_attn.num_heads,
+        layer.linear1.out_features,
+        layer.dropout.p,
+        getattr(nn.functional, name),
+        layer.norm1.eps,
+        layer.self_attn.batch_first,
+        layer.norm_first,
+        layer.linear1.bias is not None,
+        rngs=nnx.Rngs(0),
+    )
+
+
 def _to_jax(value):
+    if isinstance(value, torch.nn.Module):
+        return _mirror_layer(value)
+    if callable(value) and getattr(torch.nn.functional, getattr(value, "__name__", ""), None) is value:
+        return getattr(nn.functional, value.__name__)  # torch.nn.functional.gelu -> jaxnets.nn.functional.gelu
     if isinstance(value, torch.Tensor):
         return jnp.asarray(np.array(value.detach().numpy(), copy=True))  # copied: never alias torch's memory
     if isinstance(value, tuple | list):
@@ -77,6 +100,11 @@ def test_matches_torch_on_torchs_module_db(x64, info, training, index):
     case = _inputs(info, training)[index]
     c_args, c_kwargs = case.constructor_input.args, case.constructor_input.kwargs
     f_args, f_kwargs = case.forward_input.args, case.forward_input.kwargs
+    # Leaves of their own, so that .grad is filled even where the database built an input by a view or an op.
+    f_args = tuple(
+        a.detach().clone().requires_grad_(True) if isinstance(a, torch.Tensor) and a.requires_grad else a
+        for a in f_args
+    )
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch's own deprecation warnings (implicit softmax dim...)
