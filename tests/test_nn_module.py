@@ -155,3 +155,19 @@ def test_layers_refuse_wrong_rank_and_channels_with_torchs_message():
         nn.Conv1d(3, 4, 3, groups=2, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="last dimension 4"):
         nn.Linear(4, 2, rngs=nnx.Rngs(0))(jnp.ones((2, 3)))
+
+
+def test_transformer_encoder_computes_padded_positions_where_torchs_fast_path_returns_zero():
+    torch.manual_seed(0)
+    encoder = torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(8, 2, 16, 0.0, batch_first=True), 2).eval()
+    port = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, 0.0, batch_first=True, rngs=nnx.Rngs(0)), 2)
+    port.eval().load_state_dict({k: v.numpy() for k, v in encoder.state_dict().items()})
+    x = torch.randn(2, 5, 8)
+    mask = torch.tensor([[False] * 5, [False, False, False, True, True]])
+    with torch.no_grad(), pytest.warns(UserWarning, match="nested tensors is in prototype stage"):
+        want = encoder(x, src_key_padding_mask=mask).numpy()
+    have = np.asarray(port(jnp.asarray(x.numpy()), src_key_padding_mask=jnp.asarray(mask.numpy())))
+    np.testing.assert_array_equal(want[1, 3:], 0)  # torch's nested-tensor fast path
+    assert np.all(np.abs(have[1, 3:]) > 0)
+    np.testing.assert_allclose(have[0], want[0], atol=1e-5)
+    np.testing.assert_allclose(have[1, :3], want[1, :3], atol=1e-5)
