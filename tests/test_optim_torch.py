@@ -39,7 +39,7 @@ NOT_PORTED = {
     "cannot be matched",
 }
 # Options torch's configurations use that jaxnets does not have yet (#14): those configurations must fail.
-PENDING = {"maximize"}
+PENDING = set()
 # torch's switches that choose an implementation, not the math (none appear for the CPU today).
 IMPLEMENTATION = {"foreach", "fused", "capturable", "differentiable"}
 
