@@ -32,6 +32,12 @@ JAXNETS = {
     "AdamW": optim.adamw,
     "RMSprop": optim.rmsprop,
     "SGD": optim.sgd,
+    "Adadelta": optim.adadelta,
+    "Adamax": optim.adamax,
+    "NAdam": optim.nadam,
+    "RAdam": optim.radam,
+    "ASGD": optim.asgd,
+    "Rprop": optim.rprop,
 }
 # torch optimizers jaxnets does not port, and why.
 NOT_PORTED = {

@@ -19,6 +19,7 @@ bfloat16 params keep their dtype) when the optimizer is built; they cannot be
 traced values, so ``optax.inject_hyperparams`` does not apply.
 """
 
+from ._adadelta import adadelta as adadelta
 from ._adagrad import TorchAdagradState as TorchAdagradState
 from ._adagrad import adagrad as adagrad
 from ._adagrad import scale_by_torch_adagrad as scale_by_torch_adagrad
@@ -26,7 +27,21 @@ from ._adam import TorchAmsgradState as TorchAmsgradState
 from ._adam import adam as adam
 from ._adam import adamw as adamw
 from ._adam import scale_by_torch_amsgrad as scale_by_torch_amsgrad
+from ._adamax import adamax as adamax
+from ._asgd import TorchASGDState as TorchASGDState
+from ._asgd import asgd as asgd
+from ._asgd import asgd_averaged_params as asgd_averaged_params
+from ._asgd import scale_by_torch_asgd as scale_by_torch_asgd
+from ._nadam import TorchNAdamState as TorchNAdamState
+from ._nadam import nadam as nadam
+from ._nadam import scale_by_torch_nadam as scale_by_torch_nadam
+from ._radam import TorchRAdamState as TorchRAdamState
+from ._radam import radam as radam
+from ._radam import scale_by_torch_radam as scale_by_torch_radam
 from ._rmsprop import rmsprop as rmsprop
+from ._rprop import TorchRpropState as TorchRpropState
+from ._rprop import rprop as rprop
+from ._rprop import scale_by_torch_rprop as scale_by_torch_rprop
 from ._sgd import DampenedTraceState as DampenedTraceState
 from ._sgd import dampened_trace as dampened_trace
 from ._sgd import sgd as sgd
@@ -43,4 +58,19 @@ __all__ = [
     "scale_by_torch_adagrad",
     "scale_by_torch_amsgrad",
     "sgd",
+    "TorchASGDState",
+    "TorchNAdamState",
+    "TorchRAdamState",
+    "TorchRpropState",
+    "adadelta",
+    "adamax",
+    "asgd",
+    "asgd_averaged_params",
+    "nadam",
+    "radam",
+    "rprop",
+    "scale_by_torch_asgd",
+    "scale_by_torch_nadam",
+    "scale_by_torch_radam",
+    "scale_by_torch_rprop",
 ]

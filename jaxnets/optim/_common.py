@@ -48,3 +48,12 @@ def negate() -> optax.GradientTransformation:
 def maybe_maximize(maximize: bool, tx: optax.GradientTransformation) -> optax.GradientTransformation:
     """``tx`` after :func:`negate` when ``maximize``; ``tx`` itself (and its state) otherwise."""
     return optax.chain(negate(), tx) if maximize else tx
+
+
+def check_nonnegative(name: str, torch_name: str, **values: float) -> None:
+    """Raise the ValueError torch raises for a negative (or NaN) hyperparameter."""
+    for arg, value in values.items():
+        if not 0.0 <= value:
+            raise ValueError(
+                f"{name} got {arg}={value!r}; expected a value >= 0, as {torch_name} does. Pass a non-negative `{arg}`."
+            )
