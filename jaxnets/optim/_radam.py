@@ -39,7 +39,9 @@ def scale_by_torch_radam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) 
     ``optax.scale_by_radam`` switches at ``rho_t >= 5`` (torch: ``> 5``) and
     adds ``eps`` to ``sqrt(nu_hat)``, the bias-corrected root, where torch
     adds it to the raw ``sqrt(exp_avg_sq)``; the updates differ slightly at
-    every rectified step.
+    every rectified step (3e-10 relative in the weights after 12 default
+    steps on the problem of ``tests/test_optim_torch.py``; more for larger
+    ``eps``).
 
     Args:
       b1: decay rate of the first moment (torch's ``betas[0]``).

@@ -36,7 +36,11 @@ def rmsprop(
     Optimizer state: torch's ``square_avg`` and ``grad_avg`` are ``nu`` and
     ``mu`` of ``optax.ScaleByRmsState`` or ``optax.ScaleByRStdDevState``.
     optax applies momentum after the learning rate, so its
-    ``TraceState.trace`` is ``-lr`` times torch's ``momentum_buffer``. torch's
+    ``TraceState.trace`` is ``-lr`` times torch's ``momentum_buffer``. With a
+    schedule as ``lr`` and momentum, that order would weight the buffer by
+    past lrs, so the chain is then ``scale_by_rms``/``scale_by_stddev``,
+    ``optax.trace(momentum)`` (whose trace is torch's buffer) and
+    ``scale_by_learning_rate(lr)``. torch's
     ``step`` has no counterpart: RMSprop does not use it.
 
     Args:
@@ -77,14 +81,24 @@ def rmsprop(
         float(weight_decay),
         float(momentum),
     )
-    core = optax.rmsprop(
-        lr,
-        decay=alpha,
-        eps=eps,
-        eps_in_sqrt=False,
-        centered=centered,
-        momentum=momentum or None,
-    )
+    if callable(lr) and momentum:
+        # optax.rmsprop applies momentum after the lr, which equals torch only for a constant lr:
+        # torch's buffer holds g / avg and is scaled by each step's own lr.
+        scale = optax.scale_by_stddev if centered else optax.scale_by_rms
+        core = optax.chain(
+            scale(decay=alpha, eps=eps, eps_in_sqrt=False),
+            optax.trace(decay=momentum),
+            optax.scale_by_learning_rate(lr),
+        )
+    else:
+        core = optax.rmsprop(
+            lr,
+            decay=alpha,
+            eps=eps,
+            eps_in_sqrt=False,
+            centered=centered,
+            momentum=momentum or None,
+        )
     if weight_decay:
         core = optax.chain(optax.add_decayed_weights(weight_decay), core)
     return maybe_maximize(maximize, core)

@@ -93,9 +93,10 @@ def rprop(
     sign changed).
 
     Compared with ``optax.rprop(learning_rate, eta_minus, eta_plus,
-    min_step_size, max_step_size)``: the nearest optax call has the same
-    defaults but is not assumed to match; this is checked against torch's
-    update by the tests, with torch-named state; optax has no ``maximize``.
+    min_step_size, max_step_size)``: the same defaults, but not torch's
+    steps: after 12 steps on the test problem of ``tests/test_optim_torch.py``
+    its weights are 22% (relative) away from torch's, because its sign rule
+    and the memory of a zeroed gradient differ. optax has no ``maximize``.
 
     Optimizer state: a :class:`TorchRpropState` with torch's ``step``,
     ``prev`` and ``step_size``.
