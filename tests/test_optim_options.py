@@ -166,6 +166,15 @@ def test_lr_that_is_neither_a_number_nor_a_schedule_is_refused(make, lr):
 
 
 @pytest.mark.parametrize("make", ALL, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("lr", [np.float64(0.01), np.array(0.01), jnp.float32(0.01), 1])
+def test_lr_as_a_numpy_or_jax_scalar_or_int_is_accepted(make, lr):
+    params = {"w": jnp.ones(2, jnp.float32)}
+    tx = make(lr=lr)
+    updates, _ = tx.update({"w": jnp.ones(2, jnp.float32)}, tx.init(params), params)
+    assert updates["w"].dtype == jnp.float32
+
+
+@pytest.mark.parametrize("make", ALL, ids=lambda f: f.__name__)
 def test_nan_lr_is_refused(make):
     # Stricter than torch, whose `lr < 0` checks (SGD's, for one) let NaN through to NaN weights.
     with pytest.raises(ValueError, match=rf"{make.__name__} got lr=nan; expected a value >= 0"):

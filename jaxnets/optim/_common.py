@@ -6,6 +6,7 @@ import numbers
 from collections.abc import Callable
 
 import jax
+import numpy as np
 import optax
 
 
@@ -17,6 +18,8 @@ def check_lr(name: str, torch_name: str, lr) -> float | Callable:
     """
     if callable(lr):
         return lr
+    if _is_scalar_array(lr):
+        lr = float(lr)  # a 0-d NumPy or JAX array, e.g. jnp.float32(0.01)
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
         raise ValueError(
             f"{name} got lr={lr!r} of type {type(lr).__name__}; expected a number >= 0 or an optax "
@@ -28,6 +31,16 @@ def check_lr(name: str, torch_name: str, lr) -> float | Callable:
         )
     # Python floats stay weakly typed: a NumPy float64 would promote float32 leaves under x64.
     return float(lr)
+
+
+def _is_scalar_array(value) -> bool:
+    dtype = getattr(value, "dtype", None)
+    return (
+        dtype is not None
+        and getattr(value, "shape", None) == ()
+        and np.issubdtype(dtype, np.number)
+        and not np.issubdtype(dtype, np.complexfloating)
+    )
 
 
 def lr_at(lr, count):
