@@ -1,11 +1,14 @@
 """Optimizers that take the same steps as ``torch.optim``, as optax transformations.
 
 Each function has the argument names and defaults of its ``torch.optim``
-counterpart (torch 2.x, single-tensor algorithm, ``maximize=False``) and returns
-an ``optax.GradientTransformation``. Where an optax alias already computes
-torch's update it is returned, configured to match; where none does (SGD
-dampening, AMSGrad, Adagrad) a small transform with torch-named state fills the
-gap. Use them like any optax optimizer::
+counterpart (torch 2.13, single-tensor algorithm, ``maximize`` included) and
+returns an ``optax.GradientTransformation``. Where an optax alias already
+computes torch's update it is returned, configured to match; where none does
+(SGD dampening, AMSGrad, Adagrad, NAdam, RAdam, ASGD, Rprop) a small transform
+with torch-named state fills the gap. ``lr`` may be a number or an optax
+schedule ``count -> lr`` (torch's lr of step ``t``, from 1, at ``count = t - 1``).
+``SparseAdam`` is not ported: JAX has no sparse gradients, so its lazy update
+cannot be matched. Use them like any optax optimizer::
 
     optimizer = jaxnets.optim.sgd(lr=0.01, momentum=0.9)  # torch.optim.SGD(net.parameters(), ...)
     opt_state = optimizer.init(params)
