@@ -14,13 +14,19 @@ jaxnets.optim                    optax state                                 tor
 ``adam``, ``adamw``              ``ScaleByAdamState(count, mu, nu)``         ``step, exp_avg, exp_avg_sq``
 ``adam(amsgrad=True)``           ``TorchAmsgradState``                       ``+ max_exp_avg_sq``
 ``adagrad``                      ``TorchAdagradState(step, sum)``            ``step, sum``
+``radam``                        ``TorchRAdamState(step, exp_avg, exp_avg_sq)``  ``step, exp_avg, exp_avg_sq``
+``rprop``                        ``TorchRpropState(step, prev, step_size)``  ``step, prev, step_size``
 ===============================  ==========================================  ==========================
 
 torch keeps a step count per parameter and optax one per optimizer, so the
 counts must agree across parameters. A torch momentum buffer that is None (the
 parameter has not been stepped) is a zero buffer in optax, which gives the same
-next step. RMSprop state is not converted: torch's state carries a step count
-that optax's RMSprop does not keep.
+next step. ``maximize=True`` adds only a stateless negation, so its states
+convert too. Rprop's state converts after torch's first step (before it, torch
+has no ``step_size`` and the conversion would give zeros, not ``lr``).
+Adadelta, Adamax, NAdam and ASGD states are not converted yet (#14).
+RMSprop state is not converted: torch's state carries a step count that
+optax's RMSprop does not keep.
 """
 
 from __future__ import annotations
@@ -30,7 +36,13 @@ import numpy as np
 import optax
 import torch
 
-from jaxnets.optim import DampenedTraceState, TorchAdagradState, TorchAmsgradState
+from jaxnets.optim import (
+    DampenedTraceState,
+    TorchAdagradState,
+    TorchAmsgradState,
+    TorchRAdamState,
+    TorchRpropState,
+)
 
 from .convert import state_from_torch, to_torch_state_dict
 
@@ -41,6 +53,8 @@ FIELDS = {
     optax.ScaleByAdamState: ("count", {"mu": "exp_avg", "nu": "exp_avg_sq"}),
     TorchAmsgradState: ("step", {"exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq", "max_exp_avg_sq": "max_exp_avg_sq"}),
     TorchAdagradState: ("step", {"sum": "sum"}),
+    TorchRAdamState: ("step", {"exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq"}),
+    TorchRpropState: ("step", {"prev": "prev", "step_size": "step_size"}),
 }
 
 
@@ -57,7 +71,7 @@ def _nodes(opt_state):
         supported = ", ".join(t.__name__ for t in FIELDS)
         raise TypeError(
             f"parity cannot convert optimizer state of type {type(opt_state).__name__}; it converts {supported} "
-            "(the states of jaxnets.optim.sgd, adam, adamw and adagrad)."
+            "(the states of jaxnets.optim.sgd, adam, adamw, adagrad, radam and rprop)."
         )
 
 

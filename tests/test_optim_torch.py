@@ -32,6 +32,12 @@ JAXNETS = {
     "AdamW": optim.adamw,
     "RMSprop": optim.rmsprop,
     "SGD": optim.sgd,
+    "Adadelta": optim.adadelta,
+    "Adamax": optim.adamax,
+    "NAdam": optim.nadam,
+    "RAdam": optim.radam,
+    "ASGD": optim.asgd,
+    "Rprop": optim.rprop,
 }
 # torch optimizers jaxnets does not port, and why.
 NOT_PORTED = {
@@ -39,7 +45,7 @@ NOT_PORTED = {
     "cannot be matched",
 }
 # Options torch's configurations use that jaxnets does not have yet (#14): those configurations must fail.
-PENDING = {"maximize"}
+PENDING = set()
 # torch's switches that choose an implementation, not the math (none appear for the CPU today).
 IMPLEMENTATION = {"foreach", "fused", "capturable", "differentiable"}
 

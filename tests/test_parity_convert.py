@@ -178,6 +178,15 @@ OPTIMIZERS = {
         lambda p: torch.optim.Adagrad(p, lr=1e-2, lr_decay=0.1),
         lambda: jaxnets.optim.adagrad(1e-2, lr_decay=0.1),
     ),
+    "adam-maximize-decoupled": (
+        lambda p: torch.optim.Adam(p, lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True, maximize=True),
+        lambda: jaxnets.optim.adam(1e-2, weight_decay=0.1, decoupled_weight_decay=True, maximize=True),
+    ),
+    "radam-wd": (
+        lambda p: torch.optim.RAdam(p, lr=1e-2, betas=(0.8, 0.9), weight_decay=0.1),
+        lambda: jaxnets.optim.radam(1e-2, betas=(0.8, 0.9), weight_decay=0.1),
+    ),
+    "rprop": (lambda p: torch.optim.Rprop(p, lr=1e-3), lambda: jaxnets.optim.rprop(1e-3)),
 }
 
 

@@ -35,3 +35,23 @@ def test_parity_compare_example_prints_what_the_readme_shows(capsys):
     shown = re.search(r"prints\n\n```\n(.*?)```", section, flags=re.S).group(1)
     exec(compile(block, "README.md (parity.compare)", "exec"), {})
     assert _rounding_masked(capsys.readouterr().out) == _rounding_masked(shown)
+
+
+def test_optimizer_example_prints_what_torch_computes(capsys):
+    import torch
+
+    section = _section("Optimizers with PyTorch semantics")
+    (block,) = _python_blocks(section)
+    shown = re.search(r"`optimizer.state\[p\]\[\"ax\"\]`:\n\n```\n(.*?)```", section, flags=re.S).group(1)
+    exec(compile(block, "README.md (jaxnets.optim)", "exec"), {})
+    printed = capsys.readouterr().out
+    assert printed == shown
+    p = torch.tensor([1.0, -2.0], requires_grad=True)
+    optimizer = torch.optim.ASGD([p], lr=0.1, t0=0, maximize=True)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 0.5**epoch)
+    for _ in range(3):
+        p.grad = torch.tensor([0.5, 0.5])
+        optimizer.step()
+        scheduler.step()
+    print(p.detach().numpy(), optimizer.state[p]["ax"].numpy())
+    assert capsys.readouterr().out == printed

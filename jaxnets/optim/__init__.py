@@ -1,11 +1,14 @@
 """Optimizers that take the same steps as ``torch.optim``, as optax transformations.
 
 Each function has the argument names and defaults of its ``torch.optim``
-counterpart (torch 2.x, single-tensor algorithm, ``maximize=False``) and returns
-an ``optax.GradientTransformation``. Where an optax alias already computes
-torch's update it is returned, configured to match; where none does (SGD
-dampening, AMSGrad, Adagrad) a small transform with torch-named state fills the
-gap. Use them like any optax optimizer::
+counterpart (torch 2.13, single-tensor algorithm, ``maximize`` included) and
+returns an ``optax.GradientTransformation``. Where an optax alias already
+computes torch's update it is returned, configured to match; where none does
+(SGD dampening, AMSGrad, Adagrad, NAdam, RAdam, ASGD, Rprop) a small transform
+with torch-named state fills the gap. ``lr`` may be a number or an optax
+schedule ``count -> lr`` (torch's lr of step ``t``, from 1, at ``count = t - 1``).
+``SparseAdam`` is not ported: JAX has no sparse gradients, so its lazy update
+cannot be matched. Use them like any optax optimizer::
 
     optimizer = jaxnets.optim.sgd(lr=0.01, momentum=0.9)  # torch.optim.SGD(net.parameters(), ...)
     opt_state = optimizer.init(params)
@@ -19,6 +22,7 @@ bfloat16 params keep their dtype) when the optimizer is built; they cannot be
 traced values, so ``optax.inject_hyperparams`` does not apply.
 """
 
+from ._adadelta import adadelta as adadelta
 from ._adagrad import TorchAdagradState as TorchAdagradState
 from ._adagrad import adagrad as adagrad
 from ._adagrad import scale_by_torch_adagrad as scale_by_torch_adagrad
@@ -26,7 +30,21 @@ from ._adam import TorchAmsgradState as TorchAmsgradState
 from ._adam import adam as adam
 from ._adam import adamw as adamw
 from ._adam import scale_by_torch_amsgrad as scale_by_torch_amsgrad
+from ._adamax import adamax as adamax
+from ._asgd import TorchASGDState as TorchASGDState
+from ._asgd import asgd as asgd
+from ._asgd import asgd_averaged_params as asgd_averaged_params
+from ._asgd import scale_by_torch_asgd as scale_by_torch_asgd
+from ._nadam import TorchNAdamState as TorchNAdamState
+from ._nadam import nadam as nadam
+from ._nadam import scale_by_torch_nadam as scale_by_torch_nadam
+from ._radam import TorchRAdamState as TorchRAdamState
+from ._radam import radam as radam
+from ._radam import scale_by_torch_radam as scale_by_torch_radam
 from ._rmsprop import rmsprop as rmsprop
+from ._rprop import TorchRpropState as TorchRpropState
+from ._rprop import rprop as rprop
+from ._rprop import scale_by_torch_rprop as scale_by_torch_rprop
 from ._sgd import DampenedTraceState as DampenedTraceState
 from ._sgd import dampened_trace as dampened_trace
 from ._sgd import sgd as sgd
@@ -43,4 +61,19 @@ __all__ = [
     "scale_by_torch_adagrad",
     "scale_by_torch_amsgrad",
     "sgd",
+    "TorchASGDState",
+    "TorchNAdamState",
+    "TorchRAdamState",
+    "TorchRpropState",
+    "adadelta",
+    "adamax",
+    "asgd",
+    "asgd_averaged_params",
+    "nadam",
+    "radam",
+    "rprop",
+    "scale_by_torch_asgd",
+    "scale_by_torch_nadam",
+    "scale_by_torch_radam",
+    "scale_by_torch_rprop",
 ]

@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ._common import check_lr, maybe_maximize
+
 
 class TorchAdagradState(NamedTuple):
     """State of :func:`scale_by_torch_adagrad`, named after ``torch.optim.Adagrad``'s state.
@@ -70,6 +72,8 @@ def adagrad(
     weight_decay: float = 0,
     initial_accumulator_value: float = 0,
     eps: float = 1e-10,
+    *,
+    maximize: bool = False,
 ) -> optax.GradientTransformation:
     """Adagrad, step for step as ``torch.optim.Adagrad``.
 
@@ -87,12 +91,15 @@ def adagrad(
     ``sum``.
 
     Args:
-      lr: learning rate, >= 0.
+      lr: learning rate, >= 0, or an optax schedule ``count -> lr`` (step
+        ``t`` from 1 uses ``lr(t - 1)``; ``lr_decay`` applies on top).
       lr_decay: learning-rate decay, >= 0.
       weight_decay: L2 penalty added to the gradient, >= 0.
       initial_accumulator_value: starting value of the squared-gradient sum,
         >= 0.
       eps: added to the denominator after the square root, >= 0.
+      maximize: ascend instead: torch negates the gradient first, before
+        weight decay.
 
     Returns:
       An ``optax.GradientTransformation``; its ``update`` needs ``params`` when
@@ -101,8 +108,8 @@ def adagrad(
     Raises:
       ValueError: for the arguments ``torch.optim.Adagrad`` rejects.
     """
+    lr = check_lr("adagrad", "torch.optim.Adagrad", lr)
     for name, value in (
-        ("lr", lr),
         ("lr_decay", lr_decay),
         ("weight_decay", weight_decay),
         ("initial_accumulator_value", initial_accumulator_value),
@@ -114,11 +121,11 @@ def adagrad(
                 f"Pass a non-negative `{name}`."
             )
     # Python floats stay weakly typed: a NumPy float64 would promote float32 leaves under x64.
-    lr, weight_decay = float(lr), float(weight_decay)
+    weight_decay = float(weight_decay)
     core = optax.chain(
         scale_by_torch_adagrad(lr_decay, initial_accumulator_value, eps),
         optax.scale_by_learning_rate(lr),
     )
     if weight_decay:
-        return optax.chain(optax.add_decayed_weights(weight_decay), core)
-    return core
+        core = optax.chain(optax.add_decayed_weights(weight_decay), core)
+    return maybe_maximize(maximize, core)

@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ._common import check_lr, maybe_maximize
+
 
 class TorchAmsgradState(NamedTuple):
     """State of :func:`scale_by_torch_amsgrad`, named after ``torch.optim.Adam``'s state.
@@ -78,16 +80,18 @@ def scale_by_torch_amsgrad(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _adam_args(
-    name: str, torch_name: str, lr: float, betas: tuple[float, float], eps: float, weight_decay: float
-) -> tuple[float, float, float, float, float]:
-    """Validate Adam's arguments as torch does; return ``lr, b1, b2, eps, weight_decay`` as Python floats."""
-    for arg, value in (("lr", lr), ("eps", eps), ("weight_decay", weight_decay)):
+def _adam_args(name: str, torch_name: str, lr, betas: tuple[float, float], eps: float, weight_decay: float) -> tuple:
+    """Validate Adam's arguments as torch does; return ``lr, b1, b2, eps, weight_decay`` as Python floats.
+
+    ``lr`` may be a schedule, returned unchanged. Shared by adam, adamw, adamax, nadam and radam.
+    """
+    lr = check_lr(name, torch_name, lr)
+    for arg, value in (("eps", eps), ("weight_decay", weight_decay)):
         if not 0.0 <= value:
             raise ValueError(
                 f"{name} got {arg}={value!r}; expected a value >= 0, as {torch_name} does. Pass a non-negative `{arg}`."
             )
-    if len(betas) != 2:
+    if isinstance(betas, str | bytes) or not hasattr(betas, "__len__") or len(betas) != 2:
         raise ValueError(f"{name} got betas={betas!r}; expected a pair (beta1, beta2) such as (0.9, 0.999).")
     for index, beta in enumerate(betas):
         if not 0.0 <= beta < 1.0:
@@ -96,7 +100,7 @@ def _adam_args(
                 "does. Use e.g. betas=(0.9, 0.999)."
             )
     # Python floats stay weakly typed: a NumPy float64 would promote float32 leaves under x64.
-    return float(lr), float(betas[0]), float(betas[1]), float(eps), float(weight_decay)
+    return lr, float(betas[0]), float(betas[1]), float(eps), float(weight_decay)
 
 
 def adam(
@@ -105,29 +109,42 @@ def adam(
     eps: float = 1e-8,
     weight_decay: float = 0,
     amsgrad: bool = False,
+    *,
+    maximize: bool = False,
+    decoupled_weight_decay: bool = False,
 ) -> optax.GradientTransformation:
     """Adam, step for step as ``torch.optim.Adam``.
 
-    torch computes ``g += weight_decay * p`` (coupled L2 decay), then
+    torch computes ``g = -g`` when ``maximize``, ``g += weight_decay * p``
+    (coupled L2 decay) or, with ``decoupled_weight_decay=True``,
+    ``p *= 1 - lr * weight_decay`` (AdamW), then
     ``p -= lr / (1 - b1**t) * exp_avg / (sqrt(exp_avg_sq) / sqrt(1 - b2**t) + eps)``.
 
     Compared with ``optax.adam(lr, b1, b2, eps)``: the same update, which is
     what is returned, after ``optax.add_decayed_weights(weight_decay)`` when
     ``weight_decay`` is nonzero (optax.adam has no weight decay). With
     ``amsgrad=True``, ``optax.amsgrad`` would differ (see
-    :func:`scale_by_torch_amsgrad`), so that transform is used instead.
+    :func:`scale_by_torch_amsgrad`), so that transform is used instead. With
+    ``decoupled_weight_decay=True`` this is :func:`adamw` (torch's AdamW is
+    this Adam with that flag). ``maximize`` puts a negation first (optax has
+    no such option).
 
     Optimizer state: ``optax.ScaleByAdamState`` holds torch's ``step``,
     ``exp_avg`` and ``exp_avg_sq`` as ``count``, ``mu`` and ``nu``; with AMSGrad
     it is a :class:`TorchAmsgradState`.
 
     Args:
-      lr: learning rate, >= 0.
+      lr: learning rate, >= 0, or an optax schedule ``count -> lr`` (step
+        ``t`` from 1 uses ``lr(t - 1)``).
       betas: decay rates ``(b1, b2)`` of the first and second moments, each in
         ``[0, 1)``.
       eps: added to the denominator after the square root, >= 0.
       weight_decay: L2 penalty added to the gradient, >= 0.
       amsgrad: use torch's AMSGrad variant.
+      maximize: ascend instead: torch negates the gradient first, before
+        weight decay.
+      decoupled_weight_decay: decay the parameters directly (AdamW) instead of
+        adding ``weight_decay * p`` to the gradient.
 
     Returns:
       An ``optax.GradientTransformation``; its ``update`` needs ``params`` when
@@ -137,13 +154,15 @@ def adam(
       ValueError: for the arguments ``torch.optim.Adam`` rejects.
     """
     lr, b1, b2, eps, weight_decay = _adam_args("adam", "torch.optim.Adam", lr, betas, eps, weight_decay)
+    if decoupled_weight_decay:
+        return maybe_maximize(maximize, _adamw(lr, b1, b2, eps, weight_decay, amsgrad))
     if amsgrad:
         core = optax.chain(scale_by_torch_amsgrad(b1, b2, eps), optax.scale_by_learning_rate(lr))
     else:
         core = optax.adam(lr, b1=b1, b2=b2, eps=eps)
     if weight_decay:
-        return optax.chain(optax.add_decayed_weights(weight_decay), core)
-    return core
+        core = optax.chain(optax.add_decayed_weights(weight_decay), core)
+    return maybe_maximize(maximize, core)
 
 
 def adamw(
@@ -152,6 +171,8 @@ def adamw(
     eps: float = 1e-8,
     weight_decay: float = 1e-2,
     amsgrad: bool = False,
+    *,
+    maximize: bool = False,
 ) -> optax.GradientTransformation:
     """AdamW, step for step as ``torch.optim.AdamW``.
 
@@ -167,12 +188,14 @@ def adamw(
     Optimizer state: as for :func:`adam`.
 
     Args:
-      lr: learning rate, >= 0.
+      lr: learning rate, >= 0, or an optax schedule ``count -> lr`` (step
+        ``t`` from 1 uses ``lr(t - 1)``).
       betas: decay rates ``(b1, b2)`` of the first and second moments, each in
         ``[0, 1)``.
       eps: added to the denominator after the square root, >= 0.
       weight_decay: decoupled weight decay coefficient, >= 0.
       amsgrad: use torch's AMSGrad variant.
+      maximize: ascend instead: torch negates the gradient first.
 
     Returns:
       An ``optax.GradientTransformation``; its ``update`` needs ``params``.
@@ -181,6 +204,11 @@ def adamw(
       ValueError: for the arguments ``torch.optim.AdamW`` rejects.
     """
     lr, b1, b2, eps, weight_decay = _adam_args("adamw", "torch.optim.AdamW", lr, betas, eps, weight_decay)
+    return maybe_maximize(maximize, _adamw(lr, b1, b2, eps, weight_decay, amsgrad))
+
+
+def _adamw(lr, b1: float, b2: float, eps: float, weight_decay: float, amsgrad: bool) -> optax.GradientTransformation:
+    """Adam with decoupled weight decay, from validated arguments."""
     if amsgrad:
         return optax.chain(
             scale_by_torch_amsgrad(b1, b2, eps),

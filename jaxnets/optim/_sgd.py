@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ._common import check_lr, maybe_maximize
+
 
 class DampenedTraceState(NamedTuple):
     """State of :func:`dampened_trace`, named after ``torch.optim.SGD``'s state.
@@ -66,6 +68,8 @@ def sgd(
     dampening: float = 0,
     weight_decay: float = 0,
     nesterov: bool = False,
+    *,
+    maximize: bool = False,
 ) -> optax.GradientTransformation:
     """Stochastic gradient descent, step for step as ``torch.optim.SGD``.
 
@@ -87,12 +91,15 @@ def sgd(
     it is a :class:`DampenedTraceState`.
 
     Args:
-      lr: learning rate, >= 0. torch 2.x defaults to 1e-3 (torch 1.x required it).
+      lr: learning rate, >= 0, or an optax schedule ``count -> lr`` (step
+        ``t`` from 1 uses ``lr(t - 1)``). torch 2.x defaults to 1e-3 (torch 1.x required it).
       momentum: momentum factor, >= 0; 0 disables momentum.
       dampening: dampening for momentum; ignored without momentum, as in torch.
       weight_decay: L2 penalty added to the gradient, >= 0.
       nesterov: use Nesterov momentum; needs ``momentum > 0`` and
         ``dampening == 0``.
+      maximize: ascend instead: torch negates the gradient first, before
+        weight decay.
 
     Returns:
       An ``optax.GradientTransformation``; its ``update`` needs ``params`` when
@@ -101,7 +108,8 @@ def sgd(
     Raises:
       ValueError: for the arguments ``torch.optim.SGD`` rejects.
     """
-    for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
+    lr = check_lr("sgd", "torch.optim.SGD", lr)
+    for name, value in (("momentum", momentum), ("weight_decay", weight_decay)):
         if not 0.0 <= value:
             raise ValueError(
                 f"sgd got {name}={value!r}; expected a value >= 0, as torch.optim.SGD does. "
@@ -114,11 +122,11 @@ def sgd(
             "the same). Set momentum, e.g. momentum=0.9, and dampening=0, or pass nesterov=False."
         )
     # Python floats stay weakly typed: a NumPy float64 would promote float32 leaves under x64.
-    lr, momentum, dampening, weight_decay = float(lr), float(momentum), float(dampening), float(weight_decay)
+    momentum, dampening, weight_decay = float(momentum), float(dampening), float(weight_decay)
     if momentum and dampening:
         core = optax.chain(dampened_trace(momentum, dampening), optax.scale_by_learning_rate(lr))
     else:
         core = optax.sgd(lr, momentum=momentum or None, nesterov=nesterov)
     if weight_decay:
-        return optax.chain(optax.add_decayed_weights(weight_decay), core)
-    return core
+        core = optax.chain(optax.add_decayed_weights(weight_decay), core)
+    return maybe_maximize(maximize, core)

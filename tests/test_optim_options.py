@@ -1,0 +1,288 @@
+"""jaxnets.optim's options beyond torch's own test configurations, against torch.optim.
+
+``maximize`` with every other option, an lr schedule applied at torch's step
+count, hyperparameters torch refuses, dtypes kept, and the state torch keeps
+(ASGD's averaged parameters, NAdam's mu_product, Rprop's step sizes).
+Same problem, steps and tolerance as ``test_optim_torch``.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import torch
+from test_optim_torch import RTOL, STEPS, _loss, _problem, run_jaxnets, run_torch
+
+from jaxnets import optim
+
+# (torch class, jaxnets function, options), each run with maximize=True: every math-changing
+# option of each optimizer appears in at least one row.
+MAXIMIZE = [
+    (torch.optim.SGD, optim.sgd, dict(lr=0.05, momentum=0.9, dampening=0.3, weight_decay=0.1)),
+    (torch.optim.SGD, optim.sgd, dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.1)),
+    (torch.optim.Adam, optim.adam, dict(lr=0.05, betas=(0.8, 0.9), eps=1e-3, weight_decay=0.1, amsgrad=True)),
+    (torch.optim.Adam, optim.adam, dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True, amsgrad=True)),
+    (torch.optim.Adam, optim.adam, dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True)),
+    (torch.optim.AdamW, optim.adamw, dict(lr=0.05, weight_decay=0.1, amsgrad=True)),
+    (torch.optim.RMSprop, optim.rmsprop, dict(lr=0.01, alpha=0.9, weight_decay=0.1, momentum=0.5, centered=True)),
+    (torch.optim.Adagrad, optim.adagrad, dict(lr=0.1, lr_decay=0.05, weight_decay=0.1, initial_accumulator_value=0.5)),
+    (torch.optim.Adadelta, optim.adadelta, dict(lr=0.5, rho=0.8, eps=1e-4, weight_decay=0.1)),
+    (torch.optim.Adamax, optim.adamax, dict(lr=0.05, betas=(0.8, 0.9), eps=1e-3, weight_decay=0.1)),
+    (torch.optim.NAdam, optim.nadam, dict(lr=0.05, betas=(0.8, 0.9), weight_decay=0.1, momentum_decay=0.01)),
+    (torch.optim.NAdam, optim.nadam, dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True)),
+    (torch.optim.RAdam, optim.radam, dict(lr=0.05, betas=(0.8, 0.9), eps=1e-3, weight_decay=0.1)),
+    (torch.optim.RAdam, optim.radam, dict(lr=0.05, betas=(0.8, 0.9), weight_decay=0.1, decoupled_weight_decay=True)),
+    (torch.optim.ASGD, optim.asgd, dict(lr=0.05, lambd=0.01, alpha=0.5, t0=3, weight_decay=0.1)),
+    (torch.optim.Rprop, optim.rprop, dict(lr=0.05, etas=(0.3, 1.5), step_sizes=(1e-3, 0.2))),
+]
+
+
+def _ids(cases):
+    return [f"{cls.__name__}-{'-'.join(kwargs)}" for cls, _, kwargs in cases]
+
+
+def _assert_same_trajectory(expected, got, params):
+    for step, (want, have) in enumerate(zip(expected, got, strict=True), start=1):
+        for name in want:
+            err = np.max(np.abs(have[name] - want[name])) / max(np.max(np.abs(want[name])), 1e-300)
+            assert err <= RTOL, f"step {step}, {name}: relative error {err:.3g} > {RTOL}"
+    assert max(np.max(np.abs(expected[-1][k] - params[k])) for k in params) > 1e-4
+
+
+@pytest.mark.parametrize(("torch_cls", "make", "kwargs"), MAXIMIZE, ids=_ids(MAXIMIZE))
+def test_maximize_with_every_option_matches_torch(x64, torch_cls, make, kwargs):
+    params, a, b = _problem()
+    kwargs = dict(kwargs, maximize=True)
+    expected = run_torch(torch_cls, kwargs, params, a, b)
+    _assert_same_trajectory(expected, run_jaxnets(make, kwargs, params, a, b), params)
+    # maximize changes the trajectory, so the option is not silently ignored.
+    minimized = run_jaxnets(make, dict(kwargs, maximize=False), params, a, b)
+    assert max(np.max(np.abs(minimized[-1][k] - expected[-1][k])) for k in params) > 1e-4
+
+
+def _factor(count):
+    """A non-monotone lr multiplier, the same numbers in Python and traced JAX."""
+    return 0.8**count * (1 + 0.5 * (count % 3))
+
+
+def run_torch_scheduled(torch_cls, kwargs, params, a, b):
+    """torch's weights per step, with LambdaLR(_factor) stepped after every optimizer step."""
+    p = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in params.items()}
+    a = {k: torch.tensor(v) for k, v in a.items()}
+    b = {k: torch.tensor(v) for k, v in b.items()}
+    optimizer = torch_cls(list(p.values()), **kwargs)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _factor)
+    history = []
+    for _ in range(STEPS):
+        optimizer.zero_grad()
+        _loss(p, a, b, torch.sin).backward()
+        optimizer.step()
+        scheduler.step()
+        history.append({k: v.detach().numpy().copy() for k, v in p.items()})
+    return history
+
+
+SCHEDULED = [
+    (torch.optim.SGD, optim.sgd, dict(lr=0.05, momentum=0.9, dampening=0.3, weight_decay=0.1)),
+    (torch.optim.SGD, optim.sgd, dict(lr=0.05, momentum=0.9, nesterov=True)),
+    (torch.optim.Adam, optim.adam, dict(lr=0.05, weight_decay=0.1)),
+    (torch.optim.Adam, optim.adam, dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True, amsgrad=True)),
+    (torch.optim.AdamW, optim.adamw, dict(lr=0.05, weight_decay=0.1)),
+    (torch.optim.RMSprop, optim.rmsprop, dict(lr=0.01, momentum=0.5, centered=True)),
+    (torch.optim.Adagrad, optim.adagrad, dict(lr=0.1, lr_decay=0.05)),
+    (torch.optim.Adadelta, optim.adadelta, dict(lr=0.5, weight_decay=0.1)),
+    (torch.optim.Adamax, optim.adamax, dict(lr=0.05, weight_decay=0.1)),
+    (torch.optim.NAdam, optim.nadam, dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True)),
+    (torch.optim.NAdam, optim.nadam, dict(lr=0.05, weight_decay=0.1)),
+    (torch.optim.RAdam, optim.radam, dict(lr=0.05, betas=(0.8, 0.9), weight_decay=0.1, decoupled_weight_decay=True)),
+    (torch.optim.ASGD, optim.asgd, dict(lr=0.05, lambd=0.01, t0=3, weight_decay=0.1)),
+    (torch.optim.Rprop, optim.rprop, dict(lr=0.05)),
+]
+
+
+@pytest.mark.parametrize(("torch_cls", "make", "kwargs"), SCHEDULED, ids=_ids(SCHEDULED))
+def test_schedule_as_lr_matches_torch_lambdalr(x64, torch_cls, make, kwargs):
+    params, a, b = _problem()
+    base = kwargs["lr"]
+    expected = run_torch_scheduled(torch_cls, kwargs, params, a, b)
+    got = run_jaxnets(make, dict(kwargs, lr=lambda count: base * _factor(count)), params, a, b)
+    _assert_same_trajectory(expected, got, params)
+    if torch_cls is not torch.optim.Rprop:  # Rprop reads lr only once, so the schedule must change nothing else
+        constant = run_jaxnets(make, kwargs, params, a, b)
+        assert max(np.max(np.abs(constant[-1][k] - expected[-1][k])) for k in params) > 1e-6
+
+
+# (torch class, jaxnets function, kwargs torch refuses with ValueError, jaxnets' message)
+REFUSED = [
+    (torch.optim.SGD, optim.sgd, dict(lr=-0.1), r"sgd got lr=-0.1; expected a value >= 0"),
+    (torch.optim.Adam, optim.adam, dict(lr=-1e-3), r"adam got lr=-0.001"),
+    (torch.optim.Adam, optim.adam, dict(betas=(0.9, 1.0)), r"adam got betas\[1\]=1.0; expected a value in \[0, 1\)"),
+    (torch.optim.Adadelta, optim.adadelta, dict(lr=-1.0), r"adadelta got lr=-1.0"),
+    (torch.optim.Adadelta, optim.adadelta, dict(rho=1.5), r"adadelta got rho=1.5; expected a value in \[0, 1\]"),
+    (torch.optim.Adadelta, optim.adadelta, dict(eps=-1e-6), r"adadelta got eps=-1e-06; expected a value >= 0"),
+    (torch.optim.Adadelta, optim.adadelta, dict(weight_decay=-0.1), r"adadelta got weight_decay=-0.1"),
+    (torch.optim.Adamax, optim.adamax, dict(lr=-1.0), r"adamax got lr=-1.0"),
+    (torch.optim.Adamax, optim.adamax, dict(eps=-1.0), r"adamax got eps=-1.0"),
+    (torch.optim.Adamax, optim.adamax, dict(betas=(-0.1, 0.9)), r"adamax got betas\[0\]=-0.1"),
+    (torch.optim.Adamax, optim.adamax, dict(weight_decay=-1.0), r"adamax got weight_decay=-1.0"),
+    (torch.optim.NAdam, optim.nadam, dict(lr=-1.0), r"nadam got lr=-1.0"),
+    (torch.optim.NAdam, optim.nadam, dict(betas=(0.9, 1.0)), r"nadam got betas\[1\]=1.0"),
+    (torch.optim.NAdam, optim.nadam, dict(momentum_decay=-1e-3), r"nadam got momentum_decay=-0.001"),
+    (torch.optim.NAdam, optim.nadam, dict(weight_decay=-1.0), r"nadam got weight_decay=-1.0"),
+    (torch.optim.RAdam, optim.radam, dict(lr=-1.0), r"radam got lr=-1.0"),
+    (torch.optim.RAdam, optim.radam, dict(eps=-1.0), r"radam got eps=-1.0"),
+    (torch.optim.RAdam, optim.radam, dict(betas=(1.0, 0.9)), r"radam got betas\[0\]=1.0"),
+    (torch.optim.ASGD, optim.asgd, dict(lr=-1.0), r"asgd got lr=-1.0"),
+    (torch.optim.ASGD, optim.asgd, dict(weight_decay=-1.0), r"asgd got weight_decay=-1.0"),
+    (torch.optim.Rprop, optim.rprop, dict(lr=-1.0), r"rprop got lr=-1.0"),
+    (torch.optim.Rprop, optim.rprop, dict(etas=(1.0, 1.2)), r"rprop got etas=\(1.0, 1.2\); expected 0 < etaminus"),
+    (torch.optim.Rprop, optim.rprop, dict(etas=(0.5, 1.0)), r"rprop got etas=\(0.5, 1.0\)"),
+    (torch.optim.Rprop, optim.rprop, dict(etas=(0.0, 1.2)), r"rprop got etas=\(0.0, 1.2\)"),
+]
+
+
+@pytest.mark.parametrize(
+    ("torch_cls", "make", "kwargs", "message"),
+    REFUSED,
+    ids=[f"{c.__name__}-{next(iter(k))}-{i}" for i, (c, _, k, _) in enumerate(REFUSED)],
+)
+def test_refuses_what_torch_refuses(torch_cls, make, kwargs, message):
+    with pytest.raises(ValueError):
+        torch_cls([torch.zeros(2, requires_grad=True)], **kwargs)
+    with pytest.raises(ValueError, match=message):
+        make(**kwargs)
+
+
+ALL = [optim.sgd, optim.adam, optim.adamw, optim.rmsprop, optim.adagrad]
+ALL += [optim.adadelta, optim.adamax, optim.nadam, optim.radam, optim.asgd, optim.rprop]
+
+
+@pytest.mark.parametrize("make", ALL, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("lr", ["0.1", None, [0.1], True])
+def test_lr_that_is_neither_a_number_nor_a_schedule_is_refused(make, lr):
+    with pytest.raises(ValueError, match=rf"{make.__name__} got lr=.*expected a number >= 0 or an optax schedule"):
+        make(lr=lr)
+
+
+@pytest.mark.parametrize("make", ALL, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("lr", [np.float64(0.01), np.array(0.01), jnp.float32(0.01), 1])
+def test_lr_as_a_numpy_or_jax_scalar_or_int_is_accepted(make, lr):
+    params = {"w": jnp.ones(2, jnp.float32)}
+    tx = make(lr=lr)
+    updates, _ = tx.update({"w": jnp.ones(2, jnp.float32)}, tx.init(params), params)
+    assert updates["w"].dtype == jnp.float32
+
+
+@pytest.mark.parametrize("make", ALL, ids=lambda f: f.__name__)
+def test_nan_lr_is_refused(make):
+    # Stricter than torch, whose `lr < 0` checks (SGD's, for one) let NaN through to NaN weights.
+    with pytest.raises(ValueError, match=rf"{make.__name__} got lr=nan; expected a value >= 0"):
+        make(lr=float("nan"))
+
+
+@pytest.mark.parametrize("make", ALL, ids=lambda f: f.__name__)
+def test_float32_params_stay_float32_under_x64_with_maximize_and_schedule(x64, make):
+    params = {"w": jnp.ones((3, 2), jnp.float32) * 0.5, "b": jnp.full((2,), -0.25, jnp.float32)}
+    grads = {"w": jnp.full((3, 2), 0.3, jnp.float32), "b": jnp.full((2,), -0.2, jnp.float32)}
+    for tx in (make(maximize=True), make(lr=optax.exponential_decay(0.01, 1, 0.9))):
+        state = tx.init(params)
+        for _ in range(3):
+            updates, state = tx.update(grads, state, params)
+            params = optax.apply_updates(params, updates)
+        assert {v.dtype for v in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
+        assert {v.dtype for v in jax.tree.leaves(updates)} == {jnp.dtype(jnp.float32)}
+        floats = [v.dtype for v in jax.tree.leaves(state) if jnp.issubdtype(v.dtype, jnp.floating)]
+        assert all(d == jnp.float32 for d in floats), floats
+
+
+def _torch_state_after_steps(torch_cls, kwargs, params, a, b):
+    p = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in params.items()}
+    a = {k: torch.tensor(v) for k, v in a.items()}
+    b = {k: torch.tensor(v) for k, v in b.items()}
+    optimizer = torch_cls(list(p.values()), **kwargs)
+    for _ in range(STEPS):
+        optimizer.zero_grad()
+        _loss(p, a, b, torch.sin).backward()
+        optimizer.step()
+    return {k: optimizer.state[v] for k, v in p.items()}
+
+
+def _jaxnets_state_after_steps(tx, params, a, b):
+    p = {k: jnp.asarray(v) for k, v in params.items()}
+    state = tx.init(p)
+    for _ in range(STEPS):
+        updates, state = tx.update(jax.grad(_loss)(p, a, b, jnp.sin), state, p)
+        p = optax.apply_updates(p, updates)
+    return state
+
+
+def _close(have, want):
+    want = want.detach().numpy()
+    err = np.max(np.abs(np.asarray(have) - want)) / max(np.max(np.abs(want)), 1e-300)
+    assert err <= RTOL, err
+
+
+def test_asgd_averaged_params_are_torchs_ax(x64):
+    params, a, b = _problem()
+    kwargs = dict(lr=0.05, lambd=0.01, t0=4, weight_decay=0.1)
+    want = _torch_state_after_steps(torch.optim.ASGD, kwargs, params, a, b)
+    state = _jaxnets_state_after_steps(optim.asgd(**kwargs, maximize=True), params, a, b)
+    want_max = _torch_state_after_steps(torch.optim.ASGD, dict(kwargs, maximize=True), params, a, b)
+    ax = optim.asgd_averaged_params(state)
+    for k in params:
+        _close(ax[k], want_max[k]["ax"])
+    state = _jaxnets_state_after_steps(optim.asgd(**kwargs), params, a, b)
+    ax = optim.asgd_averaged_params(state)
+    (inner,) = [s for s in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, optim.TorchASGDState))]
+    assert isinstance(inner, optim.TorchASGDState)
+    for k in params:
+        _close(ax[k], want[k]["ax"])
+        assert float(inner.eta) == float(want[k]["eta"])
+        assert float(inner.mu) == float(want[k]["mu"])
+        assert int(inner.step) == int(want[k]["step"])
+    # Averaging started (t0=4 < 12 steps), so ax is not just the params.
+    final = run_jaxnets(optim.asgd, kwargs, params, a, b)[-1]
+    assert max(np.max(np.abs(final[k] - np.asarray(ax[k]))) for k in params) > 1e-4
+
+
+def test_asgd_averaged_params_refuses_a_state_without_asgd():
+    state = optim.sgd(0.1).init({"w": jnp.zeros(2)})
+    with pytest.raises(ValueError, match="found 0 TorchASGDState"):
+        optim.asgd_averaged_params(state)
+
+
+def test_nadam_state_is_torchs(x64):
+    params, a, b = _problem()
+    kwargs = dict(lr=0.05, weight_decay=0.1, momentum_decay=0.01)
+    want = _torch_state_after_steps(torch.optim.NAdam, kwargs, params, a, b)
+    (state,) = [
+        s
+        for s in jax.tree.leaves(
+            _jaxnets_state_after_steps(optim.nadam(**kwargs), params, a, b),
+            is_leaf=lambda x: isinstance(x, optim.TorchNAdamState),
+        )
+        if isinstance(s, optim.TorchNAdamState)
+    ]
+    for k in params:
+        assert float(state.mu_product) == float(want[k]["mu_product"])
+        _close(state.exp_avg[k], want[k]["exp_avg"])
+        _close(state.exp_avg_sq[k], want[k]["exp_avg_sq"])
+
+
+def test_rprop_state_is_torchs_and_a_sign_change_zeroes_the_gradient(x64):
+    params, a, b = _problem()
+    want = _torch_state_after_steps(torch.optim.Rprop, {}, params, a, b)
+    state = _jaxnets_state_after_steps(optim.rprop(), params, a, b)
+    for k in params:
+        _close(state.step_size[k], want[k]["step_size"])
+        _close(state.prev[k], want[k]["prev"])
+    # The sign rule: after a sign change the stored gradient is 0 and the step size shrank.
+    tx = optim.rprop(lr=0.1)
+    p = {"w": jnp.zeros(2)}
+    s = tx.init(p)
+    _, s = tx.update({"w": jnp.array([1.0, 1.0])}, s, p)
+    u, s = tx.update({"w": jnp.array([-1.0, 1.0])}, s, p)
+    np.testing.assert_array_equal(np.asarray(u["w"]), [0.0, -0.12])
+    np.testing.assert_array_equal(np.asarray(s.prev["w"]), [0.0, 1.0])
+    np.testing.assert_allclose(np.asarray(s.step_size["w"]), [0.05, 0.12])
