@@ -8,7 +8,8 @@ computes torch's update it is returned, configured to match; where none does
 with torch-named state fills the gap. ``lr`` may be a number or an optax
 schedule ``count -> lr`` (torch's lr of step ``t``, from 1, at ``count = t - 1``).
 ``SparseAdam`` is not ported: JAX has no sparse gradients, so its lazy update
-cannot be matched. Use them like any optax optimizer::
+cannot be matched. ``param_groups`` gives torch's parameter groups and
+``clip_grad_norm``/``clip_grad_value`` torch's gradient clipping. Use them like any optax optimizer::
 
     optimizer = jaxnets.optim.sgd(lr=0.01, momentum=0.9)  # torch.optim.SGD(net.parameters(), ...)
     opt_state = optimizer.init(params)
@@ -35,6 +36,12 @@ from ._asgd import TorchASGDState as TorchASGDState
 from ._asgd import asgd as asgd
 from ._asgd import asgd_averaged_params as asgd_averaged_params
 from ._asgd import scale_by_torch_asgd as scale_by_torch_asgd
+from ._clip import ClipGradNormState as ClipGradNormState
+from ._clip import clip_grad_norm as clip_grad_norm
+from ._clip import clip_grad_value as clip_grad_value
+from ._clip import get_total_norm as get_total_norm
+from ._clip import total_norm as total_norm
+from ._groups import param_groups as param_groups
 from ._nadam import TorchNAdamState as TorchNAdamState
 from ._nadam import nadam as nadam
 from ._nadam import scale_by_torch_nadam as scale_by_torch_nadam
@@ -50,6 +57,12 @@ from ._sgd import dampened_trace as dampened_trace
 from ._sgd import sgd as sgd
 
 __all__ = [
+    "ClipGradNormState",
+    "clip_grad_norm",
+    "clip_grad_value",
+    "get_total_norm",
+    "param_groups",
+    "total_norm",
     "DampenedTraceState",
     "TorchAdagradState",
     "TorchAmsgradState",
