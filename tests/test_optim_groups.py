@@ -18,7 +18,7 @@ import torch
 from flax import nnx
 
 import jaxnets
-from jaxnets import optim, torch_layout
+from jaxnets import nn, optim, torch_layout
 
 STEPS = 12
 RTOL = 1e-10
@@ -494,7 +494,7 @@ def test_readme_recipe_runs_and_prints_torch_numbers():
     namespace: dict = {}
     exec(compile(block, "README.md (param groups)", "exec"), namespace)
     model, tx = namespace["model"], namespace["tx"]
-    assert isinstance(model, jaxnets.nn.Module) and tx is not None
+    assert isinstance(model, nn.Module) and tx is not None
     printed = namespace["printed"]
 
     torch.manual_seed(0)
@@ -539,3 +539,14 @@ def test_clip_and_param_groups_in_trainer_match_the_plain_loop(x64):
     for e in entries:
         np.testing.assert_allclose(e.to_torch(flat[e.jax_path]), expected[-1][e.torch_name], rtol=1e-12)
     np.testing.assert_array_equal(expected[-1]["linear2.bias"], _initial()["linear2.bias"])  # in no group
+
+
+def test_param_groups_select_torch_names_of_a_torch_mirror_model():
+    # jaxnets.nn keeps torch's names, ModuleLists included: layers.1.* is the second encoder layer.
+    model = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, rngs=nnx.Rngs(0)), 2)
+    tx = optim.param_groups(optim.sgd, [{"params": "layers.1.*", "lr": 0.0}], lr=0.1, unselected="defaults")
+    params = nnx.state(model, nnx.Param)
+    updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
+    moved = {".".join(map(str, path)): bool(np.any(np.asarray(u) != 0)) for path, u in nnx.to_flat_state(updates)}
+    assert moved and all(moved[name] == name.startswith("layers.0.") for name in moved)
+    assert set(moved) == set(model.state_dict())  # the same names as torch's state_dict (no buffers here)
