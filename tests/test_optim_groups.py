@@ -302,6 +302,12 @@ BAD_ARGUMENTS = [
         [{"params": "*"}, {"params": "x", "momentum": -1.0}], {}, "group 1: sgd got momentum=-1.0", id="refused-value"
     ),
     pytest.param([{"params": "*"}], {"unselected": "ignore"}, "unselected='ignore'; expected one of", id="unselected"),
+    pytest.param(
+        [{"params": "*", "lr": optax.constant_schedule(0.1)}],
+        {"schedule": lambda base_lr: base_lr},
+        "group 0 has lr=.*, a schedule, and a `schedule` of the base lr",
+        id="schedule-of-a-schedule",
+    ),
 ]
 
 

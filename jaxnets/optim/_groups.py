@@ -160,6 +160,11 @@ def param_groups(
             if "lr" not in arguments:
                 raise ValueError(f"param_groups: {where} has a schedule, but {name} takes no `lr`.")
             base_lr = kwargs.get("lr", signature.parameters["lr"].default)
+            if callable(base_lr):
+                raise ValueError(
+                    f"param_groups: {where} has lr={base_lr!r}, a schedule, and a `schedule` of the base lr; "
+                    "give a number lr with `schedule`, or a schedule lr without `schedule`."
+                )
             kwargs["lr"] = group_schedule(base_lr)
         try:
             return optimizer(**kwargs)
