@@ -690,3 +690,81 @@ def lp_pool2d(x, norm_type, kernel_size, stride=None, ceil_mode=False):
 def lp_pool3d(x, norm_type, kernel_size, stride=None, ceil_mode=False):
     """``F.lp_pool3d``."""
     return lp_pool(x, 3, norm_type, kernel_size, stride, ceil_mode, "lp_pool3d")
+
+
+# Padding -------------------------------------------------------------------
+
+
+def _pad_source(i: jax.Array, size: int, mode: str) -> jax.Array:
+    """The input index that output index ``i`` (shifted by the left pad) copies, for the non-constant modes."""
+    if mode == "replicate":
+        return jnp.clip(i, 0, size - 1)
+    if mode == "circular":
+        return jnp.mod(i, size)
+    period = 2 * (size - 1)  # reflect, without repeating the edge
+    if period == 0:
+        return jnp.zeros_like(i)
+    m = jnp.mod(jnp.abs(i), period)
+    return jnp.where(m >= size, period - m, m)
+
+
+def pad(input: jax.Array, pad: Sequence[int], mode: str = "constant", value: float | None = None) -> jax.Array:
+    """``F.pad``: ``pad`` pairs ``(left, right)`` from the LAST dim backwards, as torch; negative values crop.
+
+    Modes ``"constant"`` (``value``, default 0), ``"reflect"``, ``"replicate"``
+    and ``"circular"``. Output index ``i`` of a padded dim copies input index
+    ``i - left`` (reflected, clamped or wrapped), so cropping and padding
+    compose as torch's.
+    """
+    x = input
+    pad = tuple(pad)
+    if len(pad) % 2 or any(not isinstance(p, int) for p in pad):
+        raise ValueError(f"pad: padding length must be even, ints as (left, right) pairs; got pad={pad!r}.")
+    if len(pad) // 2 > x.ndim:
+        raise ValueError(f"pad: padding length {len(pad)} is too large for a {x.ndim}-D input (at most {2 * x.ndim}).")
+    if mode not in ("constant", "reflect", "replicate", "circular"):
+        raise ValueError(
+            f"pad: mode must be 'constant', 'reflect', 'replicate' or 'circular'; got {mode!r}. Zeros is 'constant'."
+        )
+    if mode != "constant" and value not in (None, 0, 0.0):
+        raise ValueError(f"pad: padding mode {mode!r} doesn't take in a value argument; got value={value!r}.")
+    npad = len(pad) // 2
+    if mode != "constant":
+        # torch pads the last 1, 2 or 3 dims of a batched or unbatched input in these modes.
+        if npad > 3 or x.ndim not in (npad + 1, npad + 2):
+            raise ValueError(
+                f"pad: {mode} padding of {npad} dims needs a {npad + 1}D or {npad + 2}D input (at most 3 padded "
+                f"dims); got a {x.ndim}D input of shape {tuple(x.shape)}."
+            )
+    for d in range(npad):
+        axis = x.ndim - 1 - d
+        left, right = pad[2 * d], pad[2 * d + 1]
+        size = x.shape[axis]
+        out = size + left + right
+        if out < 0 or (out == 0 and mode != "constant"):
+            raise ValueError(
+                f"pad: the padded size of dim {axis} would be {out} (size {size}, padding ({left}, {right})); "
+                "it must be positive."
+            )
+        if mode == "reflect" and (left >= size or right >= size):
+            raise ValueError(f"pad: reflect padding ({left}, {right}) must be less than the size {size} of dim {axis}.")
+        if mode == "circular" and (left > size or right > size):
+            raise ValueError(f"pad: circular padding ({left}, {right}) may be at most the size {size} of dim {axis}.")
+        if mode in ("replicate", "reflect", "circular") and size == 0:
+            raise ValueError(f"pad: {mode} padding needs a non-empty dim {axis}; got shape {tuple(x.shape)}.")
+        i = jnp.arange(out) - left
+        if mode == "constant":
+            src = jnp.clip(i, 0, max(size - 1, 0))
+            ok = (i >= 0) & (i < size)
+            y = (
+                jnp.take(x, src, axis=axis)
+                if size
+                else jnp.zeros((*x.shape[:axis], out, *x.shape[axis + 1 :]), x.dtype)
+            )
+            shape = [1] * x.ndim
+            shape[axis] = out
+            fill = jnp.asarray(0 if value is None else value, x.dtype)
+            x = jnp.where(ok.reshape(shape), y, fill)
+        else:
+            x = jnp.take(x, _pad_source(i, size, mode), axis=axis)
+    return x
