@@ -768,3 +768,76 @@ def pad(input: jax.Array, pad: Sequence[int], mode: str = "constant", value: flo
         else:
             x = jnp.take(x, _pad_source(i, size, mode), axis=axis)
     return x
+
+
+# Transposed convolution ----------------------------------------------------
+
+
+def conv_transpose(
+    x: jax.Array,
+    weight: jax.Array,
+    bias: jax.Array | None = None,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    groups: int = 1,
+    dilation=1,
+) -> jax.Array:
+    """``F.conv_transpose1d/2d/3d`` for a batched channels-first ``x`` and torch's ``(in, out / groups, *k)`` weight.
+
+    The gradient of a convolution with respect to its input: the input dilated
+    by ``stride``, padded ``dilation * (k - 1) - padding`` before and that plus
+    ``output_padding`` after, convolved with the kernel flipped and its in/out
+    axes swapped per group. Output size ``(L - 1) s - 2 p + d (k - 1) + output_padding + 1``.
+    """
+    n = weight.ndim - 2
+    stride = _ntuple(stride, n, "stride")
+    dilation = _ntuple(dilation, n, "dilation")
+    padding = _ntuple(padding, n, "padding")
+    output_padding = _ntuple(output_padding, n, "output_padding")
+    cin, cout_g, *k = weight.shape
+    w = weight.reshape(groups, cin // groups, cout_g, *k)
+    w = jnp.swapaxes(w, 1, 2).reshape(groups * cout_g, cin // groups, *k)
+    w = jnp.flip(w, axis=tuple(range(2, 2 + n)))
+    pads = [
+        (di * (ki - 1) - pi, di * (ki - 1) - pi + oi)
+        for ki, pi, di, oi in zip(k, padding, dilation, output_padding, strict=True)
+    ]
+    spatial = "DHW"[-n:]
+    y = lax.conv_general_dilated(
+        x,
+        w,
+        window_strides=(1,) * n,
+        padding=pads,
+        lhs_dilation=stride,
+        rhs_dilation=dilation,
+        dimension_numbers=("NC" + spatial, "OI" + spatial, "NC" + spatial),
+        feature_group_count=groups,
+        precision=lax.Precision.HIGHEST,
+    )
+    if bias is not None:
+        y = y + bias.reshape((-1,) + (1,) * n)
+    return y
+
+
+def _conv_transpose_nd(n, name, x, weight, bias, stride, padding, output_padding, groups, dilation):
+    if x.ndim not in (n + 1, n + 2):
+        raise ValueError(f"{name}: expected a {n + 1}D (unbatched) or {n + 2}D (batched) input; got {tuple(x.shape)}.")
+    batched = x.ndim == n + 2
+    y = conv_transpose(x if batched else x[None], weight, bias, stride, padding, output_padding, groups, dilation)
+    return y if batched else y[0]
+
+
+def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """``F.conv_transpose1d``: input ``(N, C, L)`` or ``(C, L)``."""
+    return _conv_transpose_nd(1, "conv_transpose1d", x, weight, bias, stride, padding, output_padding, groups, dilation)
+
+
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """``F.conv_transpose2d``: input ``(N, C, H, W)`` or ``(C, H, W)``."""
+    return _conv_transpose_nd(2, "conv_transpose2d", x, weight, bias, stride, padding, output_padding, groups, dilation)
+
+
+def conv_transpose3d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """``F.conv_transpose3d``: input ``(N, C, D, H, W)`` or ``(C, D, H, W)``."""
+    return _conv_transpose_nd(3, "conv_transpose3d", x, weight, bias, stride, padding, output_padding, groups, dilation)

@@ -90,6 +90,9 @@ from .container import Sequential as Sequential
 from .conv import Conv1d as Conv1d
 from .conv import Conv2d as Conv2d
 from .conv import Conv3d as Conv3d
+from .conv import ConvTranspose1d as ConvTranspose1d
+from .conv import ConvTranspose2d as ConvTranspose2d
+from .conv import ConvTranspose3d as ConvTranspose3d
 from .dropout import Dropout as Dropout
 from .flatten import Flatten as Flatten
 from .flatten import Unflatten as Unflatten
