@@ -442,10 +442,10 @@ def _pool_args(name, n, x, kernel_size, stride, padding, dilation, ceil_mode):
         raise ValueError(f"{name}: stride must be greater than zero; got {s}.")
     if any(v <= 0 for v in dil):
         raise ValueError(f"{name}: dilation must be greater than zero; got {dil}.")
-    if any(v < 0 for v in p) or any(pi > (di * (ki - 1) + 1) // 2 for pi, ki, di in zip(p, k, dil, strict=True)):
+    if any(v < 0 for v in p) or any(2 * pi > ki for pi, ki in zip(p, k, strict=True)):
         raise ValueError(
-            f"{name}: pad should be at most half of effective kernel size, but got pad={p}, kernel_size={k} "
-            f"and dilation={dil}."
+            f"{name}: pad should be at most half of kernel size (as torch checks, dilation aside), but got "
+            f"pad={p} and kernel_size={k}."
         )
     spatial = x.shape[2:]
     out = [
@@ -713,8 +713,8 @@ def pad(input: jax.Array, pad: Sequence[int], mode: str = "constant", value: flo
 
     Modes ``"constant"`` (``value``, default 0), ``"reflect"``, ``"replicate"``
     and ``"circular"``. Output index ``i`` of a padded dim copies input index
-    ``i - left`` (reflected, clamped or wrapped), so cropping and padding
-    compose as torch's.
+    ``i - left`` (reflected or clamped), so cropping and padding compose as
+    torch's; ``"circular"`` crops first and wraps the cropped dim, as torch.
     """
     x = input
     pad = tuple(pad)
@@ -739,6 +739,11 @@ def pad(input: jax.Array, pad: Sequence[int], mode: str = "constant", value: flo
     for d in range(npad):
         axis = x.ndim - 1 - d
         left, right = pad[2 * d], pad[2 * d + 1]
+        if mode == "circular" and (left < 0 or right < 0):
+            # torch crops first and wraps the cropped dim (its wrap starts at the cropped edge).
+            crop = slice(max(-left, 0), x.shape[axis] - max(-right, 0))
+            x = x[(slice(None),) * axis + (crop,)]
+            left, right = max(left, 0), max(right, 0)
         size = x.shape[axis]
         out = size + left + right
         if out < 0 or (out == 0 and mode != "constant"):
