@@ -355,3 +355,168 @@ def layer_norm(
     if bias is not None:
         y = y + bias
     return y
+
+
+def _check_floating(x, fn: str, arg: str = "input") -> None:
+    # torch refuses integer inputs to normalisations and losses ("not implemented for 'Long'"), said plainly here.
+    dtype = jnp.result_type(x)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(
+            f"{fn} expects a floating-point `{arg}`; got dtype {dtype}. Cast it first, e.g. x.astype(jnp.float32)."
+        )
+
+
+def group_norm(
+    input: jax.Array,
+    num_groups: int,
+    weight: jax.Array | None = None,
+    bias: jax.Array | None = None,
+    eps: float = 1e-5,
+) -> jax.Array:
+    """``F.group_norm``: normalise ``(N, C, *)`` over each group of ``C / num_groups`` channels and the rest.
+
+    Statistics per sample and group (biased variance), torch's eps of 1e-5
+    (Flax's ``nnx.GroupNorm`` defaults to 1e-6), then a per-channel affine.
+    """
+    x = input
+    _check_floating(x, "group_norm")
+    if x.ndim < 2:
+        raise ValueError(f"Expected at least 2 dimensions for input tensor but received {x.ndim}")
+    n, c = x.shape[:2]
+    if num_groups <= 0 or c % num_groups:
+        raise ValueError(
+            f"Expected number of channels in input to be divisible by num_groups, but got input of shape "
+            f"{list(x.shape)} and num_groups={num_groups}"
+        )
+    values = (n * c // num_groups) * math.prod(x.shape[2:])
+    if values == 1:  # torch's _verify_batch_size, over [N * C / G, G, *spatial] with the G left out
+        raise ValueError(
+            "Expected more than 1 value per channel when training, got input size "
+            f"{[n * c // num_groups, num_groups, *x.shape[2:]]}"
+        )
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None and (p.ndim != 1 or p.shape[0] != c):
+            raise ValueError(
+                f"Expected {name} to be a vector of size equal to the number of channels in input, but got {name} "
+                f"of shape {list(p.shape)} and input of shape {list(x.shape)}"
+            )
+    grouped = x.reshape(n, num_groups, -1)  # (N, C, *) -> (N, G, C / G * prod(*))
+    mean = jnp.mean(grouped, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(grouped - mean), axis=-1, keepdims=True)
+    y = ((grouped - mean) * lax.rsqrt(var + eps)).reshape(x.shape)
+    shape = (1, c) + (1,) * (x.ndim - 2)
+    if weight is not None:
+        y = y * weight.reshape(shape)
+    if bias is not None:
+        y = y + bias.reshape(shape)
+    return y
+
+
+def instance_norm(
+    input: jax.Array,
+    running_mean: jax.Array | None = None,
+    running_var: jax.Array | None = None,
+    weight: jax.Array | None = None,
+    bias: jax.Array | None = None,
+    use_input_stats: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
+    """``F.instance_norm``, functional: returns ``(y, new_running_mean, new_running_var)``.
+
+    Each sample's channel is normalised over its own spatial positions (biased
+    variance) when ``use_input_stats``, else by the running statistics. As in
+    torch, the running statistics (when given and ``use_input_stats``) move by
+    ``momentum`` towards the batch average of the per-instance means and
+    *unbiased* variances; torch updates them in place, this returns them.
+    """
+    x = input
+    _check_floating(x, "instance_norm")
+    if x.ndim < 2:
+        raise ValueError(f"instance_norm expects input of shape (N, C, *); got shape {tuple(x.shape)}.")
+    if not use_input_stats and (running_mean is None or running_var is None):
+        raise ValueError("Expected running_mean and running_var to be defined when use_input_stats is false")
+    axes = tuple(range(2, x.ndim))
+    channel = (1, -1) + (1,) * (x.ndim - 2)
+    if use_input_stats:
+        n = math.prod(x.shape[2:])
+        if n == 1:
+            raise ValueError(f"Expected more than 1 spatial element when training, got input size {tuple(x.shape)}")
+        mean = jnp.mean(x, axis=axes, keepdims=True)
+        var = jnp.mean(jnp.square(x - mean), axis=axes, keepdims=True)
+        if running_mean is not None and n > 0:
+            batch_mean = lax.stop_gradient(jnp.mean(mean.reshape(x.shape[:2]), axis=0))
+            batch_var = lax.stop_gradient(jnp.mean(var.reshape(x.shape[:2]), axis=0)) * (n / (n - 1))
+            running_mean = (1 - momentum) * running_mean + momentum * batch_mean
+            running_var = (1 - momentum) * running_var + momentum * batch_var
+    else:
+        mean, var = running_mean.reshape(channel), running_var.reshape(channel)
+    y = (x - mean) * lax.rsqrt(var + eps)
+    if weight is not None:
+        y = y * weight.reshape(channel)
+    if bias is not None:
+        y = y + bias.reshape(channel)
+    return y, running_mean, running_var
+
+
+def rms_norm(
+    input: jax.Array,
+    normalized_shape: Sequence[int],
+    weight: jax.Array | None = None,
+    eps: float | None = None,
+) -> jax.Array:
+    """``F.rms_norm``: ``x / sqrt(mean(x**2) + eps) * weight`` over the last ``len(normalized_shape)`` dims.
+
+    ``eps=None`` is torch's rule: the machine epsilon of the computation type,
+    ``finfo(float64).eps`` for float64 input and ``finfo(float32).eps`` for
+    float32, float16 and bfloat16 (which are computed in float32 and cast back).
+    """
+    x = input
+    _check_floating(x, "rms_norm")
+    normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    k = len(normalized_shape)
+    if k == 0 or x.ndim < k or tuple(x.shape[x.ndim - k :]) != normalized_shape:
+        raise ValueError(
+            f"Given normalized_shape={list(normalized_shape)}, expected input with shape "
+            f"[*{', '.join(map(str, normalized_shape))}], but got input of size{list(x.shape)}"
+        )
+    if weight is not None and tuple(weight.shape) != normalized_shape:
+        raise ValueError(
+            f"Expected weight to be of same shape as normalized_shape, but got weight of shape {list(weight.shape)} "
+            f"and normalized_shape = {list(normalized_shape)}"
+        )
+    compute = jnp.float64 if x.dtype == jnp.float64 else jnp.float32
+    if eps is None:
+        eps = float(jnp.finfo(compute).eps)
+    xc = x.astype(compute)
+    axes = tuple(range(x.ndim - k, x.ndim))
+    y = (xc * lax.rsqrt(jnp.mean(jnp.square(xc), axis=axes, keepdims=True) + eps)).astype(x.dtype)
+    return y if weight is None else y * weight
+
+
+def local_response_norm(
+    input: jax.Array, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0
+) -> jax.Array:
+    """``F.local_response_norm`` across channels of ``(N, C, *)``, torch's formula.
+
+    ``x / (k + alpha * avg(x**2))**beta``, the average taken, as torch does with
+    an average pool, over the ``size`` channels ``c - size // 2`` to
+    ``c + (size - 1) // 2``, zero-padded at the ends and always divided by
+    ``size``.
+    """
+    x = input
+    _check_floating(x, "local_response_norm")
+    if x.ndim < 3:
+        raise ValueError(f"Expected 3D or higher dimensionality input (got {x.ndim} dimensions)")
+    if size <= 0:
+        raise ValueError(f"local_response_norm: size must be positive; got size={size}.")
+    if x.size == 0:
+        return x
+    c = x.shape[1]
+    sq = jnp.square(x)
+    padded = jnp.pad(sq, [(0, 0), (size // 2, (size - 1) // 2)] + [(0, 0)] * (x.ndim - 2))
+    window = padded[:, 0:c]
+    for i in range(1, size):
+        window = window + padded[:, i : i + c]
+    div = jnp.power(window / size * alpha + k, beta)
+    return x / div

@@ -109,3 +109,12 @@ from .transformer import TransformerDecoder as TransformerDecoder
 from .transformer import TransformerDecoderLayer as TransformerDecoderLayer
 from .transformer import TransformerEncoder as TransformerEncoder
 from .transformer import TransformerEncoderLayer as TransformerEncoderLayer
+
+# isort: split
+# Normalisation, embedding and loss layers (a block of their own, appended so parallel branches merge cleanly).
+from .instancenorm import InstanceNorm1d as InstanceNorm1d
+from .instancenorm import InstanceNorm2d as InstanceNorm2d
+from .instancenorm import InstanceNorm3d as InstanceNorm3d
+from .normalization import GroupNorm as GroupNorm
+from .normalization import LocalResponseNorm as LocalResponseNorm
+from .normalization import RMSNorm as RMSNorm
