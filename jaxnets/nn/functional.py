@@ -9,11 +9,13 @@ that JAX differentiates the branch torch differentiates.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 # Activations ---------------------------------------------------------------
@@ -520,3 +522,293 @@ def local_response_norm(
         window = window + padded[:, i : i + c]
     div = jnp.power(window / size * alpha + k, beta)
     return x / div
+
+
+# Distances ---------------------------------------------------------------
+
+
+def _norm_value(x: jax.Array, p: float, axis: int, keepdims: bool) -> jax.Array:
+    a = jnp.abs(x)
+    if p == math.inf:
+        return jnp.max(a, axis=axis, keepdims=keepdims)
+    if p == -math.inf:
+        return jnp.min(a, axis=axis, keepdims=keepdims)
+    if p == 0:
+        return jnp.sum((x != 0).astype(x.dtype), axis=axis, keepdims=keepdims)
+    if p == 1:
+        return jnp.sum(a, axis=axis, keepdims=keepdims)
+    if p == 2:
+        return jnp.sqrt(jnp.sum(x * x, axis=axis, keepdims=keepdims))
+    return jnp.power(jnp.sum(jnp.power(a, p), axis=axis, keepdims=keepdims), 1.0 / p)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
+def vector_norm(x: jax.Array, p: float = 2.0, axis: int = -1, keepdims: bool = False) -> jax.Array:
+    """``torch.linalg.vector_norm(x, p, dim=axis)`` with torch's gradient.
+
+    torch defines the gradient where the naive expression has none: 0 where the
+    norm is 0 (``sqrt`` alone gives NaN there), ``sgn(x)`` for ``p=1``, and for
+    ``p=inf`` the gradient split evenly over the entries that reach the maximum.
+    """
+    return _norm_value(x, p, axis, keepdims)
+
+
+@vector_norm.defjvp
+def _vector_norm_jvp(p, axis, keepdims, primals, tangents):
+    # The transpose of torch's norm_backward (FunctionsManual.cpp), written as a JVP: <d norm / dx, dx>.
+    (x,), (dx,) = primals, tangents
+    norm = _norm_value(x, p, axis, True)
+    if p == 0:
+        scaled = jnp.zeros_like(x)
+    elif p == 1:
+        scaled = jnp.sign(x)
+    elif p == 2:
+        scaled = jnp.where(norm == 0, 0, x / jnp.where(norm == 0, 1, norm))
+    elif math.isinf(p):
+        is_max = (jnp.abs(x) == norm).astype(x.dtype)
+        scaled = jnp.sign(x) * is_max / jnp.sum(is_max, axis=axis, keepdims=True)
+    elif p < 1:
+        scaled = jnp.sign(x) * jnp.where(x == 0, 0, jnp.power(jnp.abs(x), p - 1)) * jnp.power(norm, 1 - p)
+    else:
+        pow_ = jnp.sign(x) * jnp.power(jnp.abs(x), p - 1) if p < 2 else x * jnp.power(jnp.abs(x), p - 2)
+        scaled = jnp.where(norm == 0, 0, pow_ / jnp.where(norm == 0, 1, jnp.power(norm, p - 1)))
+    out = norm if keepdims else jnp.squeeze(norm, axis)
+    return out, jnp.sum(scaled * dx, axis=axis, keepdims=keepdims)
+
+
+def pairwise_distance(
+    x1: jax.Array, x2: jax.Array, p: float = 2.0, eps: float = 1e-6, keepdim: bool = False
+) -> jax.Array:
+    """``F.pairwise_distance``: ``vector_norm(x1 - x2 + eps, p)`` over the last dim (torch adds ``eps`` first)."""
+    return vector_norm(x1 - x2 + eps, p, -1, keepdim)
+
+
+# Embedding ---------------------------------------------------------------
+
+
+def _concrete(*xs) -> bool:
+    # Value checks (an index out of range, a negative variance) run only where the values are known: eagerly.
+    return not any(isinstance(x, jax.core.Tracer) for x in xs)
+
+
+def _check_indices(indices, num: int, fn: str) -> None:
+    dtype = jnp.result_type(indices)
+    if not jnp.issubdtype(dtype, jnp.integer):
+        raise TypeError(
+            f"{fn} expects integer indices (torch: Long or Int); got dtype {dtype}. Cast with x.astype(jnp.int32)."
+        )
+    if _concrete(indices) and np.size(indices):
+        values = np.asarray(indices)  # a NumPy reduction: jnp.min would be traced inside jit even on a constant
+        lo, hi = int(values.min()), int(values.max())
+        if lo < 0 or hi >= num:
+            bad = lo if lo < 0 else hi
+            raise IndexError(f"index out of range in self: {fn} got index {bad}, expected 0 <= index < {num}.")
+
+
+def _padding_index(padding_idx: int | None, num: int, what: str = "Padding_idx") -> int | None:
+    if padding_idx is None:
+        return None
+    if not -num <= padding_idx < num:
+        raise ValueError(
+            f"{what} must be within num_embeddings: got padding_idx={padding_idx} for {num} embeddings "
+            f"(expected -{num} <= padding_idx < {num})."
+        )
+    return padding_idx + num if padding_idx < 0 else padding_idx
+
+
+def embedding_renorm(weight: jax.Array, input: jax.Array, max_norm: float, norm_type: float = 2.0) -> jax.Array:
+    """``torch.embedding_renorm_``, functional: ``weight`` with the rows ``input`` refers to rescaled to ``max_norm``.
+
+    Each referenced row whose ``norm_type``-norm exceeds ``max_norm`` is
+    multiplied by ``max_norm / (norm + 1e-7)``, as torch does in place (under
+    ``no_grad``); other rows are returned unchanged.
+    """
+    referenced = jnp.zeros(weight.shape[0], bool).at[input.reshape(-1)].set(True, mode="drop")
+    norms = _norm_value(weight, norm_type, 1, False)
+    scale = jnp.where(referenced & (norms > max_norm), max_norm / (norms + 1e-7), 1).astype(weight.dtype)
+    return lax.stop_gradient(weight * scale[:, None])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _lookup(weight, indices, padding_idx, scale_grad_by_freq):
+    # Out-of-range indices (possible only under a trace, where they cannot be checked) read NaN rows; jnp.take's
+    # "fill" mode would wrap negative ones Python-style instead.
+    valid = (indices >= 0) & (indices < weight.shape[0])
+    rows = jnp.take(weight, jnp.where(valid, indices, 0), axis=0)
+    return jnp.where(valid[..., None], rows, jnp.nan)
+
+
+def _lookup_fwd(weight, indices, padding_idx, scale_grad_by_freq):
+    return _lookup(weight, indices, padding_idx, scale_grad_by_freq), (weight.shape[0], indices)
+
+
+def _lookup_bwd(padding_idx, scale_grad_by_freq, res, g):
+    # torch's embedding_dense_backward: rows summed per index, none for padding_idx, divided by the index's count.
+    num, indices = res
+    flat = indices.reshape(-1)
+    g = g.reshape(flat.shape[0], -1)
+    if scale_grad_by_freq:
+        counts = jnp.zeros(num, g.dtype).at[flat].add(1, mode="drop")
+        g = g / jnp.take(counts, flat, mode="fill", fill_value=1)[:, None]
+    if padding_idx is not None:
+        g = jnp.where((flat == padding_idx)[:, None], 0, g)
+    grad = jnp.zeros((num, g.shape[1]), g.dtype).at[flat].add(g, mode="drop")
+    return grad, None
+
+
+_lookup.defvjp(_lookup_fwd, _lookup_bwd)
+
+
+def embedding(
+    input: jax.Array,
+    weight: jax.Array,
+    padding_idx: int | None = None,
+    max_norm: float | None = None,
+    norm_type: float = 2.0,
+    scale_grad_by_freq: bool = False,
+    sparse: bool = False,
+) -> jax.Array:
+    """``F.embedding``: rows of ``weight`` ``(num_embeddings, embedding_dim)`` at the integer ``input``.
+
+    The gradient is torch's: summed per row, zero for ``padding_idx`` (negative
+    counts from the end), and divided by each index's count in ``input`` with
+    ``scale_grad_by_freq``. With ``max_norm`` the referenced rows are first
+    rescaled as :func:`embedding_renorm` does; torch also writes them back into
+    ``weight`` in place, which a function cannot do: :class:`jaxnets.nn.Embedding`
+    writes them into its parameter, or call :func:`embedding_renorm` yourself.
+    ``sparse=True`` is accepted for torch's signature; gradients are dense.
+    Indices are checked (integer dtype; range when not traced); under ``jit`` an
+    out-of-range index reads a row of NaN instead of raising.
+    """
+    if weight.ndim != 2:
+        raise ValueError(f"embedding expects a 2-D weight (num_embeddings, embedding_dim); got {weight.shape}.")
+    num = weight.shape[0]
+    _check_indices(input, num, "embedding")
+    padding_idx = _padding_index(padding_idx, num)
+    if max_norm is not None:
+        renormed = embedding_renorm(weight, input, max_norm, norm_type)
+        weight = weight + lax.stop_gradient(renormed - weight)  # renormalised values, torch's gradient to the rows
+    return _lookup(weight, input, padding_idx, scale_grad_by_freq)
+
+
+def embedding_bag(
+    input: jax.Array,
+    weight: jax.Array,
+    offsets: jax.Array | None = None,
+    max_norm: float | None = None,
+    norm_type: float = 2,
+    scale_grad_by_freq: bool = False,
+    mode: str = "mean",
+    sparse: bool = False,
+    per_sample_weights: jax.Array | None = None,
+    include_last_offset: bool = False,
+    padding_idx: int | None = None,
+) -> jax.Array:
+    """``F.embedding_bag``: the sum, mean or max of the embeddings in each bag, ``(bags, embedding_dim)``.
+
+    ``input`` is ``(B, N)`` (B bags of N) or 1-D with ``offsets``, the start of
+    each bag (with ``include_last_offset`` the last offset ends the last bag
+    and is not a bag). Entries equal to ``padding_idx`` are left out (not
+    counted in a mean); an empty bag gives zeros. ``per_sample_weights`` (mode
+    ``"sum"`` only) weights each entry. ``"max"`` takes, per dimension, the
+    first entry reaching the maximum, which alone gets the gradient, as torch.
+    ``max_norm`` renormalises as in :func:`embedding` (not written back here);
+    ``sparse`` is accepted, gradients are dense.
+
+    Two departures from torch 2.13 on CPU, where its kernels contradict its
+    documentation: ``scale_grad_by_freq`` divides each row's gradient by the
+    count of *that* index, as :func:`embedding` does (torch's CPU kernel divides
+    by the count of another index when counts differ, pytorch#190063), and
+    ``include_last_offset`` with indices after the last offset is refused
+    eagerly (torch's sum, mean and max disagree there, pytorch#191965; under
+    ``jit`` those indices join no bag).
+    """
+    if per_sample_weights is not None and tuple(per_sample_weights.shape) != tuple(input.shape):
+        raise ValueError(
+            f"embedding_bag: If per_sample_weights ({tuple(per_sample_weights.shape)}) is not None, then it must "
+            f"have the same shape as the input ({tuple(input.shape)})"
+        )
+    if weight.ndim != 2:
+        raise ValueError(f"weight has to be a 2D Tensor, but got Tensor of dimension {weight.ndim}")
+    if input.ndim == 2:
+        if offsets is not None:
+            raise ValueError(
+                "if input is 2D, then offsets has to be None, as input is treated is a mini-batch of fixed length "
+                f"sequences. However, found offsets of type {type(offsets).__name__}"
+            )
+        bags, n = input.shape
+        segment = jnp.repeat(jnp.arange(bags), n)
+        input = input.reshape(-1)
+        if per_sample_weights is not None:
+            per_sample_weights = per_sample_weights.reshape(-1)
+    elif input.ndim == 1:
+        if offsets is None:
+            raise ValueError("offsets has to be a 1D Tensor but got None")
+        offsets = jnp.asarray(offsets)
+        if offsets.ndim != 1:
+            raise ValueError("offsets has to be a 1D Tensor")
+        if not jnp.issubdtype(offsets.dtype, jnp.integer):
+            raise TypeError(f"embedding_bag expects integer offsets; got dtype {offsets.dtype}.")
+        if _concrete(offsets) and offsets.size:
+            o = np.asarray(offsets)
+            if o[0] != 0:
+                raise ValueError(
+                    "offsets[0] has to be 0, i.e., the first sequence in the mini-batch has to start from position 0. "
+                    f"However, got {o[0]}"
+                )
+            if o[-1] > input.shape[0]:
+                raise ValueError(
+                    f"offsets[-1] can not be greater than input's length {input.shape[0]} but got offsets[-1] of "
+                    f"{o[-1]}"
+                )
+            if np.any(np.diff(o) < 0):
+                raise ValueError(f"embedding_bag: offsets must not decrease; got {o.tolist()}.")
+            if include_last_offset and o[-1] != input.shape[0]:
+                # torch 2.13's CPU kernels give three different answers here (pytorch#191965): refused.
+                raise ValueError(
+                    f"embedding_bag with include_last_offset=True expects offsets[-1] == len(input) (CSR format); "
+                    f"got offsets[-1] = {o[-1]} for {input.shape[0]} indices. Drop the trailing indices, or append "
+                    f"{input.shape[0]} to offsets to make them a bag."
+                )
+        bags = offsets.shape[0] - 1 if include_last_offset else offsets.shape[0]
+        # Bag of each entry: the last offset at or before it; entries past a final include_last_offset end none.
+        segment = jnp.searchsorted(offsets, jnp.arange(input.shape[0]), side="right") - 1
+    else:
+        raise ValueError(f"input has to be 1D or 2D Tensor, but got Tensor of dimension {input.ndim}")
+    if mode not in ("sum", "mean", "max"):
+        raise ValueError("mode has to be one of sum, mean or max")
+    if mode == "max" and scale_grad_by_freq:
+        raise ValueError("max mode does not support scaling the gradient by the frequency")
+    if mode == "max" and sparse:
+        raise ValueError("max mode does not support sparse weights")
+    if per_sample_weights is not None and mode != "sum":
+        raise NotImplementedError(
+            "embedding_bag: per_sample_weights was not None. per_sample_weights is only supported for mode='sum' "
+            f"(got mode='{mode}')."
+        )
+    num = weight.shape[0]
+    _check_indices(input, num, "embedding_bag")
+    padding_idx = _padding_index(padding_idx, num, "padding_idx")
+    if max_norm is not None:
+        weight = weight + lax.stop_gradient(embedding_renorm(weight, input, max_norm, norm_type) - weight)
+    rows = _lookup(weight, input, padding_idx, scale_grad_by_freq)  # (entries, dim)
+    keep = jnp.ones(input.shape, bool) if padding_idx is None else input != padding_idx
+    segment = jnp.where(keep, segment, bags)  # padding entries join no bag
+    if mode == "max":
+        if bags == 0 or input.shape[0] == 0:
+            return jnp.zeros((bags, weight.shape[1]), weight.dtype)
+        top = jax.ops.segment_max(lax.stop_gradient(rows), segment, bags + 1)[:bags]
+        hit = lax.stop_gradient(rows) == jnp.take(top, jnp.minimum(segment, bags - 1), axis=0)
+        hit = hit & (segment < bags)[:, None]
+        position = jnp.arange(input.shape[0])[:, None]
+        first = jax.ops.segment_min(jnp.where(hit, position, input.shape[0]), segment, bags + 1)[:bags]
+        empty = first >= input.shape[0]
+        picked = jnp.take_along_axis(rows, jnp.where(empty, 0, first), axis=0)
+        return jnp.where(empty, jnp.zeros_like(picked), picked)
+    if per_sample_weights is not None:
+        rows = rows * per_sample_weights[:, None]
+    total = jax.ops.segment_sum(rows, segment, bags + 1)[:bags]
+    if mode == "sum":
+        return total
+    counts = jax.ops.segment_sum(keep.astype(rows.dtype), segment, bags + 1)[:bags]
+    return jnp.where(counts[:, None] > 0, total / jnp.maximum(counts, 1)[:, None], 0)

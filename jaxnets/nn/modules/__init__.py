@@ -118,3 +118,5 @@ from .instancenorm import InstanceNorm3d as InstanceNorm3d
 from .normalization import GroupNorm as GroupNorm
 from .normalization import LocalResponseNorm as LocalResponseNorm
 from .normalization import RMSNorm as RMSNorm
+from .sparse import Embedding as Embedding
+from .sparse import EmbeddingBag as EmbeddingBag
