@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Sequence
 
 import jax
@@ -812,3 +813,650 @@ def embedding_bag(
         return total
     counts = jax.ops.segment_sum(keep.astype(rows.dtype), segment, bags + 1)[:bags]
     return jnp.where(counts[:, None] > 0, total / jnp.maximum(counts, 1)[:, None], 0)
+
+
+# Losses ------------------------------------------------------------------
+#
+# Each loss is torch's formula, written so that JAX differentiates the branch torch differentiates: a clamp_min(z, 0)
+# in torch's code passes the gradient at z == 0 (where(z >= 0, ...)), a C++ kernel's `z > 0 ? ... : 0` does not
+# (where(z > 0, ...)); where torch's backward is not the derivative of its forward (binary_cross_entropy's clamped
+# log, gaussian_nll_loss's clamped variance) a custom rule says what torch's does. Value checks on the data (a target
+# out of range, a negative variance) raise when the values are known and give NaN under jit, where they are not.
+
+
+def _reduction(size_average, reduce, reduction: str) -> str:
+    """torch's ``_Reduction``: the legacy ``size_average`` / ``reduce`` pair overrides ``reduction`` (and warns)."""
+    if size_average is None and reduce is None:
+        return reduction
+    size_average = True if size_average is None else size_average
+    reduce = True if reduce is None else reduce
+    reduction = "none" if not reduce else "mean" if size_average else "sum"
+    warnings.warn(
+        f"size_average and reduce args will be deprecated, please use reduction='{reduction}' instead.", stacklevel=3
+    )
+    return reduction
+
+
+def _reduce(loss: jax.Array, reduction: str) -> jax.Array:
+    if reduction == "mean":
+        return jnp.mean(loss)
+    if reduction == "sum":
+        return jnp.sum(loss)
+    if reduction == "none":
+        return loss
+    raise ValueError(f"{reduction} is not a valid value for reduction (expected 'none', 'mean' or 'sum').")
+
+
+def _check_reduction(reduction: str, allowed=("none", "mean", "sum")) -> None:
+    if reduction not in allowed:
+        raise ValueError(f"{reduction} is not a valid value for reduction (expected one of {', '.join(allowed)}).")
+
+
+def _broadcast(fn: str, *xs: jax.Array) -> list[jax.Array]:
+    try:
+        shape = np.broadcast_shapes(*(jnp.shape(x) for x in xs))
+    except ValueError:
+        shapes = " and ".join(str(tuple(jnp.shape(x))) for x in xs)
+        raise ValueError(
+            f"{fn}: the shapes {shapes} do not broadcast; input and target should have the same shape."
+        ) from None
+    return [jnp.broadcast_to(x, shape) for x in xs]
+
+
+def _warn_size(fn: str, input, target) -> None:
+    if jnp.shape(input) != jnp.shape(target):
+        warnings.warn(
+            f"{fn}: Using a target size ({tuple(jnp.shape(target))}) that is different to the input size "
+            f"({tuple(jnp.shape(input))}). This will likely lead to incorrect results due to broadcasting. "
+            "Please ensure they have the same size.",
+            stacklevel=3,
+        )
+
+
+def _clamp_min0(z: jax.Array) -> jax.Array:
+    # torch's clamp_min(z, 0): the gradient passes where z >= 0, the boundary included.
+    return jnp.where(z >= 0, z, jnp.zeros_like(z))
+
+
+def _relu_strict(z: jax.Array) -> jax.Array:
+    # A C++ kernel's `z > 0 ? z : 0`: no gradient at z == 0.
+    return jnp.where(z > 0, z, jnp.zeros_like(z))
+
+
+def _weighted(loss: jax.Array, weight: jax.Array | None, reduction: str) -> jax.Array:
+    # torch's weight= on l1/mse: the mean divides by the sum of the weights.
+    if weight is None:
+        return _reduce(loss, reduction)
+    if tuple(jnp.shape(weight)) != tuple(loss.shape):
+        raise ValueError(f"Weights and input must have the same size: got {tuple(jnp.shape(weight))} and {loss.shape}.")
+    loss = loss * weight
+    if reduction == "mean":
+        return jnp.sum(loss) / jnp.sum(weight)
+    return _reduce(loss, reduction)
+
+
+def l1_loss(input, target, size_average=None, reduce=None, reduction: str = "mean", weight=None) -> jax.Array:
+    """``F.l1_loss``: ``|input - target|``; the gradient at 0 is 0 (torch's ``sgn``)."""
+    reduction = _reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    _warn_size("l1_loss", input, target)
+    input, target = _broadcast("l1_loss", input, target)
+    return _weighted(jnp.abs(input - target), weight, reduction)
+
+
+def mse_loss(input, target, size_average=None, reduce=None, reduction: str = "mean", weight=None) -> jax.Array:
+    """``F.mse_loss``: ``(input - target) ** 2``."""
+    reduction = _reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    _warn_size("mse_loss", input, target)
+    input, target = _broadcast("mse_loss", input, target)
+    d = input - target
+    return _weighted(d * d, weight, reduction)
+
+
+def smooth_l1_loss(
+    input, target, size_average=None, reduce=None, reduction: str = "mean", beta: float = 1.0
+) -> jax.Array:
+    """``F.smooth_l1_loss``: ``0.5 d**2 / beta`` where ``|d| < beta``, else ``|d| - 0.5 beta``; ``beta=0`` is L1."""
+    reduction = _reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    if beta < 0:
+        raise ValueError(f"smooth_l1_loss does not support negative values for beta; got beta={beta}.")
+    _warn_size("smooth_l1_loss", input, target)
+    input, target = _broadcast("smooth_l1_loss", input, target)
+    if beta == 0:
+        return _reduce(jnp.abs(input - target), reduction)
+    d = input - target
+    z = jnp.abs(d)
+    return _reduce(jnp.where(z < beta, 0.5 * d * d / beta, z - 0.5 * beta), reduction)
+
+
+def huber_loss(input, target, reduction: str = "mean", delta: float = 1.0, weight=None) -> jax.Array:
+    """``F.huber_loss``: ``0.5 d**2`` where ``|d| < delta``, else ``delta (|d| - 0.5 delta)``.
+
+    With ``weight`` (same shape as ``input``), ``"mean"`` is the plain mean of
+    the weighted losses, as torch's (not divided by the weights' sum).
+    """
+    _check_reduction(reduction)
+    if delta <= 0:
+        raise ValueError(f"huber_loss does not support non-positive values for delta; got delta={delta}.")
+    _warn_size("huber_loss", input, target)
+    input, target = _broadcast("huber_loss", input, target)
+    d = input - target
+    z = jnp.abs(d)
+    loss = jnp.where(z < delta, 0.5 * d * d, delta * (z - 0.5 * delta))
+    if weight is not None:
+        if tuple(jnp.shape(weight)) != tuple(jnp.shape(input)):
+            raise ValueError("Weights and input must have the same size.")
+        loss = loss * weight
+    return _reduce(loss, reduction)
+
+
+# torch's Loss.cpp adds `constexpr float EPSILON = 1e-12`, a float32 constant, to double tensors too.
+_EPSILON = float(np.float32(1e-12))
+
+
+@jax.custom_vjp
+def _bce(input, target, weight):
+    loss = (target - 1) * jnp.maximum(jnp.log(1 - input), -100) - target * jnp.maximum(jnp.log(input), -100)
+    return loss * weight
+
+
+def _bce_fwd(input, target, weight):
+    return _bce(input, target, weight), (input, target, weight)
+
+
+def _bce_bwd(res, g):
+    # torch's binary_cross_entropy_backward: (x - y) / max(x (1 - x), EPSILON), not the clamped log's derivative
+    # (which is 0 where the clamp bites); the target's gradient is -logit(x) (binary_cross_entropy_target_backward).
+    input, target, weight = res
+    grad_input = g * (input - target) / jnp.maximum((1 - input) * input, _EPSILON) * weight
+    grad_target = -jnp.log(input / (1 - input)) * g * weight
+    unweighted = (target - 1) * jnp.maximum(jnp.log(1 - input), -100) - target * jnp.maximum(jnp.log(input), -100)
+    return grad_input, grad_target, unweighted * g
+
+
+_bce.defvjp(_bce_fwd, _bce_bwd)
+
+
+def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None, reduction: str = "mean"):
+    """``F.binary_cross_entropy`` of probabilities: each log clamped at -100, as torch's.
+
+    The gradient is torch's ``(x - y) / max(x (1 - x), 1e-12)``, finite at 0
+    and 1. ``input`` must lie in [0, 1] (checked when not traced).
+    """
+    reduction = _reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    _check_floating(input, "binary_cross_entropy")
+    if tuple(jnp.shape(target)) != tuple(jnp.shape(input)):
+        raise ValueError(
+            f"Using a target size ({tuple(jnp.shape(target))}) that is different to the input size "
+            f"({tuple(jnp.shape(input))}) is deprecated. Please ensure they have the same size."
+        )
+    if _concrete(input) and np.size(input):
+        values = np.asarray(input)
+        if not ((values >= 0) & (values <= 1)).all():
+            raise ValueError("all elements of input should be between 0 and 1 (probabilities)")
+    target = jnp.asarray(target, input.dtype)
+    weight = jnp.ones((), input.dtype) if weight is None else jnp.asarray(weight, input.dtype)
+    weight = jnp.broadcast_to(weight, np.broadcast_shapes(weight.shape, target.shape))
+    input, target, weight = (jnp.broadcast_to(a, weight.shape) for a in (input, target, weight))
+    return _reduce(_bce(input, target, weight), reduction)
+
+
+def binary_cross_entropy_with_logits(
+    input, target, weight=None, size_average=None, reduce=None, reduction: str = "mean", pos_weight=None
+):
+    """``F.binary_cross_entropy_with_logits``: ``(1 - y) x - (1 + (pos_weight - 1) y) log_sigmoid(x)``, times weight.
+
+    ``pos_weight`` broadcasts against the last dimension (one weight per class).
+    """
+    reduction = _reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    _check_floating(input, "binary_cross_entropy_with_logits")
+    if tuple(jnp.shape(target)) != tuple(jnp.shape(input)):
+        raise ValueError(
+            f"Target size ({tuple(jnp.shape(target))}) must be the same as input size ({tuple(jnp.shape(input))})"
+        )
+    log_sigmoid = jax.nn.log_sigmoid(input)
+    if pos_weight is not None:
+        log_sigmoid = log_sigmoid * ((pos_weight - 1) * target + 1)
+    loss = (1 - target) * input - log_sigmoid
+    if weight is not None:
+        loss = loss * weight
+    return _reduce(loss, reduction)
+
+
+@jax.custom_jvp
+def xlogy(x: jax.Array, y: jax.Array) -> jax.Array:
+    """``torch.xlogy``: ``x * log(y)``, 0 where ``x == 0`` (unless ``y`` is NaN), with torch's gradient.
+
+    torch differentiates it as ``xlogy(x != 0, y)`` for ``x`` and ``x / y`` for
+    ``y`` (NaN at ``x == y == 0``); ``jax.scipy.special.xlogy`` differs there.
+    """
+    dtype = jnp.result_type(x, y, 0.0)
+    x, y = jnp.broadcast_arrays(jnp.asarray(x, dtype), jnp.asarray(y, dtype))
+    return jnp.where((x == 0) & ~jnp.isnan(y), jnp.zeros_like(x), x * jnp.log(y))
+
+
+@xlogy.defjvp
+def _xlogy_jvp(primals, tangents):
+    x, y = primals
+    dx, dy = tangents
+    return xlogy(x, y), xlogy((x != 0).astype(jnp.result_type(x, 0.0)), y) * dx + x / y * dy
+
+
+def kl_div(
+    input, target, size_average=None, reduce=None, reduction: str = "mean", log_target: bool = False
+) -> jax.Array:
+    """``F.kl_div``: ``xlogy(target, target) - target * input``, ``input`` being log-probabilities.
+
+    As torch's: 0 where ``target == 0``, NaN where ``target < 0``, and the
+    target's gradient ``log(target) + 1`` (NaN at 0, from torch's ``xlogy`` rule).
+
+    ``log_target=True`` takes ``target`` as log-probabilities too:
+    ``exp(target) * (target - input)``. ``reduction="batchmean"`` divides the
+    sum by the batch size (dim 0), the true KL divergence; ``"mean"`` divides
+    by every element, as torch does (torch warns about it; this docstring is the
+    warning).
+    """
+    reduction = _reduction(size_average, reduce, reduction)
+    _check_reduction(reduction, ("none", "batchmean", "mean", "sum"))
+    input, target = _broadcast("kl_div", input, target)
+    if log_target:
+        loss = jnp.exp(target) * (target - input)
+    else:
+        loss = xlogy(target, target) - target * input
+    if reduction == "batchmean":
+        total = jnp.sum(loss)
+        return total / input.shape[0] if input.ndim else total
+    return _reduce(loss, reduction)
+
+
+def _class_targets(input, target, weight, ignore_index, fn):
+    """Checks for class-index targets; returns ``(class axis, number of classes)``."""
+    if input.ndim < 1:
+        raise ValueError(f"Expected 1 or more dimensions (got {input.ndim})")
+    if not jnp.issubdtype(jnp.result_type(target), jnp.integer):
+        raise TypeError(
+            f"{fn} expects integer class indices as target (torch: Long); got dtype {jnp.result_type(target)}. "
+            "For class probabilities give a floating-point target of the input's shape."
+        )
+    if input.ndim == 1:
+        if target.ndim > 1 or target.size != 1:
+            raise ValueError(f"For 1D input, 1D target must have size 1, but got target size: {target.size}")
+    else:
+        if target.ndim == 0 or target.shape[0] != input.shape[0]:
+            got = target.shape[0] if target.ndim else "none (a 0-D target)"
+            raise ValueError(f"Expected input batch_size ({input.shape[0]}) to match target batch_size ({got}).")
+        if tuple(target.shape[1:]) != tuple(input.shape[2:]):
+            raise ValueError(
+                f"Expected target size {[input.shape[0], *input.shape[2:]]}, got {list(target.shape)} (input is "
+                f"(N, C, d1, ...) = {tuple(input.shape)}; target holds one class index per position)"
+            )
+    axis = 0 if input.ndim == 1 else 1
+    classes = input.shape[axis]
+    if weight is not None and (weight.ndim != 1 or weight.shape[0] != classes):
+        raise ValueError(
+            f"weight tensor should be defined either for all {classes} classes or no classes but got weight tensor "
+            f"of shape: {list(weight.shape)}"
+        )
+    if _concrete(target) and target.size:
+        values = np.asarray(target)
+        bad = values[(values != ignore_index) & ((values < 0) | (values >= classes))]
+        if bad.size:
+            raise IndexError(f"Target {bad.flat[0]} is out of bounds ({fn} has {classes} classes).")
+    return axis, classes
+
+
+def _nll(input, target, weight, ignore_index, axis, classes):
+    """Per-position ``-w[t] * input[t]`` (0 where ignored, NaN for an unchecked target out of range) and ``w[t]``."""
+    if input.ndim == 1:
+        target = target.reshape(())
+    keep = target != ignore_index
+    inside = (target >= 0) & (target < classes)
+    safe = jnp.where(keep & inside, target, 0)
+    picked = jnp.squeeze(jnp.take_along_axis(input, jnp.expand_dims(safe, axis), axis=axis), axis)
+    w = jnp.ones((), input.dtype) if weight is None else jnp.take(weight, safe).astype(input.dtype)
+    w = jnp.where(keep, w, 0)
+    loss = jnp.where(keep, -picked * w, 0)
+    return jnp.where(keep & ~inside, jnp.nan, loss), jnp.broadcast_to(w, loss.shape)
+
+
+def nll_loss(
+    input, target, weight=None, size_average=None, ignore_index: int = -100, reduce=None, reduction: str = "mean"
+) -> jax.Array:
+    """``F.nll_loss`` of log-probabilities ``(C,)``, ``(N, C)`` or ``(N, C, d1, ...)`` at integer targets.
+
+    ``"mean"`` divides by the sum of the weights of the targets counted (not by
+    their number) and skips ``ignore_index``, as torch: all ignored gives NaN.
+    """
+    reduction = _reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    axis, classes = _class_targets(input, target, weight, ignore_index, "nll_loss")
+    loss, w = _nll(input, target, weight, ignore_index, axis, classes)
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return jnp.sum(loss)
+    return jnp.sum(loss) / jnp.sum(w)
+
+
+def cross_entropy(
+    input,
+    target,
+    weight=None,
+    size_average=None,
+    ignore_index: int = -100,
+    reduce=None,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> jax.Array:
+    """``F.cross_entropy`` of logits ``(C,)``, ``(N, C)`` or ``(N, C, d1, ...)``: class indices or probabilities.
+
+    A target of the input's shape is read as class probabilities (floating
+    point; ``"mean"`` divides by the number of positions, weights or not).
+    Otherwise the target holds class indices, and this is
+    ``nll_loss(log_softmax(input, 1), ...)`` with torch's weighted mean (the
+    sum of the counted targets' weights) and ``ignore_index``. With
+    ``label_smoothing`` ``s`` the loss is ``(1 - s) * nll + s / C * smooth``,
+    ``smooth`` being the (weighted) sum of ``-log_softmax`` over the classes,
+    ignored positions left out and reduced by the same denominator, as torch.
+    """
+    reduction = _reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    _check_floating(input, "cross_entropy")
+    if input.ndim < 1:
+        raise ValueError(f"Expected 1 or more dimensions (got {input.ndim})")
+    axis = 0 if input.ndim == 1 else 1
+    classes = input.shape[axis]
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+    logp = jax.nn.log_softmax(input, axis=axis)
+    wshape = [1] * input.ndim
+    wshape[axis] = classes
+    if tuple(jnp.shape(target)) == tuple(input.shape):  # class probabilities
+        if not jnp.issubdtype(jnp.result_type(target), jnp.floating):
+            raise TypeError(
+                f"Expected floating point type for target with class probabilities, got {jnp.result_type(target)}"
+            )
+        if ignore_index >= 0:
+            raise ValueError("ignore_index is not supported for floating point target")
+        if weight is not None and (weight.ndim != 1 or weight.shape[0] != classes):
+            raise ValueError(
+                f"cross_entropy: weight tensor should be defined either for all {classes} classes or no classes but "
+                f"got weight tensor of shape: {list(weight.shape)}"
+            )
+        if label_smoothing > 0:
+            target = target * (1 - label_smoothing) + label_smoothing / classes
+        terms = logp * target if weight is None else logp * target * weight.reshape(wshape)
+        if reduction == "none":
+            return -jnp.sum(terms, axis=axis)
+        total = -jnp.sum(terms)
+        if reduction == "sum":
+            return total
+        return total / (input.size // classes) if input.size else total * jnp.nan
+    _class_targets(input, target, weight, ignore_index, "cross_entropy")
+    loss, w = _nll(logp, target, weight, ignore_index, axis, classes)
+    nll = loss if reduction == "none" else jnp.sum(loss) if reduction == "sum" else jnp.sum(loss) / jnp.sum(w)
+    if label_smoothing == 0:
+        return nll
+    smooth = -jnp.sum(logp if weight is None else logp * weight.reshape(wshape), axis=axis)
+    keep = (target if input.ndim > 1 else target.reshape(())) != ignore_index
+    smooth = jnp.where(keep, smooth, 0)
+    if reduction == "mean":
+        smooth = jnp.sum(smooth) / (jnp.sum(keep) if weight is None else jnp.sum(w))
+    elif reduction == "sum":
+        smooth = jnp.sum(smooth)
+    return (1 - label_smoothing) * nll + smooth * (label_smoothing / classes)
+
+
+def poisson_nll_loss(
+    input,
+    target,
+    log_input: bool = True,
+    full: bool = False,
+    size_average=None,
+    eps: float = 1e-8,
+    reduce=None,
+    reduction: str = "mean",
+) -> jax.Array:
+    """``F.poisson_nll_loss``: ``exp(input) - target * input`` (or ``input - target * log(input + eps)``).
+
+    ``full`` adds Stirling's ``target log(target) - target + 0.5 log(2 pi target)`` where ``target > 1``.
+    """
+    reduction = _reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    input, target = _broadcast("poisson_nll_loss", input, target)
+    loss = jnp.exp(input) - target * input if log_input else input - target * jnp.log(input + eps)
+    if full:
+        stirling = target * jnp.log(target) - target + 0.5 * jnp.log(2 * math.pi * target)
+        loss = loss + jnp.where(target <= 1, jnp.zeros_like(stirling), stirling)
+    return _reduce(loss, reduction)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _clamp_min_passing(x, low):
+    # torch clamps gaussian_nll_loss's variance in place under no_grad: the value is clamped, the gradient is not.
+    return jnp.maximum(x, low)
+
+
+@_clamp_min_passing.defjvp
+def _clamp_min_passing_jvp(low, primals, tangents):
+    return _clamp_min_passing(primals[0], low), tangents[0]
+
+
+def gaussian_nll_loss(input, target, var, full: bool = False, eps: float = 1e-6, reduction: str = "mean") -> jax.Array:
+    """``F.gaussian_nll_loss``: ``0.5 (log(var) + (input - target)**2 / var)`` (+ ``0.5 log(2 pi)`` with ``full``).
+
+    ``var`` is a float, the input's shape, that shape without its last dim, or
+    that shape with one dim of size 1 (broadcast), as torch accepts. It is
+    clamped to ``eps`` for the value only: the gradient reaches ``var``
+    unclamped, as torch's in-place ``no_grad`` clamp does. Negative entries are
+    refused (when not traced).
+    """
+    if isinstance(var, float | int) and not isinstance(var, bool):
+        if var < 0:
+            raise ValueError("var has negative entry/entries")
+        var = var * jnp.ones_like(input)
+    elif _concrete(var) and np.any(np.asarray(var) < 0):
+        raise ValueError("var has negative entry/entries")
+    if tuple(var.shape) != tuple(input.shape):
+        if tuple(input.shape[:-1]) == tuple(var.shape):
+            var = var[..., None]
+        elif input.ndim == var.ndim and sum(v for i, v in zip(input.shape, var.shape, strict=True) if i != v) == 1:
+            pass
+        else:
+            raise ValueError(
+                f"var is of incorrect size: got {tuple(var.shape)} for input {tuple(input.shape)} (expected the "
+                "input's shape, that shape without its last dim, or with one dim of size 1)"
+            )
+    _check_reduction(reduction)
+    var = _clamp_min_passing(var, eps)
+    loss = 0.5 * (jnp.log(var) + (input - target) ** 2 / var)
+    if full:
+        loss = loss + 0.5 * math.log(2 * math.pi)
+    return _reduce(loss, reduction)
+
+
+def margin_ranking_loss(
+    input1, input2, target, margin: float = 0, size_average=None, reduce=None, reduction: str = "mean"
+) -> jax.Array:
+    """``F.margin_ranking_loss``: ``max(0, -target * (input1 - input2) + margin)``."""
+    reduction = _reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    if not jnp.ndim(input1) == jnp.ndim(input2) == jnp.ndim(target):
+        raise ValueError(
+            f"margin_ranking_loss : All input tensors should have same dimension but got sizes: input1: "
+            f"{tuple(jnp.shape(input1))}, input2: {tuple(jnp.shape(input2))}, target: {tuple(jnp.shape(target))} "
+        )
+    input1, input2, target = _broadcast("margin_ranking_loss", input1, input2, target)
+    return _reduce(_clamp_min0(-target * (input1 - input2) + margin), reduction)
+
+
+def hinge_embedding_loss(
+    input, target, margin: float = 1.0, size_average=None, reduce=None, reduction: str = "mean"
+) -> jax.Array:
+    """``F.hinge_embedding_loss``: ``x`` where ``target == 1``, ``max(0, margin - x)`` where ``target == -1``.
+
+    As torch's code: other target values get both terms.
+    """
+    reduction = _reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    input, target = _broadcast("hinge_embedding_loss", input, target)
+    zeros = jnp.zeros_like(input)
+    loss = jnp.where(target != 1, _clamp_min0(margin - input), zeros) + jnp.where(target != -1, input, zeros)
+    return _reduce(loss, reduction)
+
+
+def soft_margin_loss(input, target, size_average=None, reduce=None, reduction: str = "mean") -> jax.Array:
+    """``F.soft_margin_loss``: ``log(1 + exp(-target * input))``."""
+    reduction = _reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    input, target = _broadcast("soft_margin_loss", input, target)
+    return _reduce(jnp.log(1 + jnp.exp(-input * target)), reduction)
+
+
+def multilabel_soft_margin_loss(
+    input, target, weight=None, size_average=None, reduce=None, reduction: str = "mean"
+) -> jax.Array:
+    """``F.multilabel_soft_margin_loss``: per-class logistic losses averaged over the classes (last dim)."""
+    reduction = _reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    input, target = _broadcast("multilabel_soft_margin_loss", input, target)
+    loss = -(target * jax.nn.log_sigmoid(input) + (1 - target) * jax.nn.log_sigmoid(-input))
+    if weight is not None:
+        loss = loss * weight
+    return _reduce(jnp.sum(loss, axis=input.ndim - 1) / input.shape[-1], reduction)
+
+
+def cosine_embedding_loss(
+    input1, input2, target, margin: float = 0, size_average=None, reduce=None, reduction: str = "mean"
+) -> jax.Array:
+    """``F.cosine_embedding_loss``: ``1 - cos`` where ``target == 1``, ``max(0, cos - margin)`` where ``-1``.
+
+    ``cos`` is torch's: ``sum(x1 x2) / sqrt((sum(x1**2) + 1e-12) (sum(x2**2) + 1e-12))``.
+    """
+    reduction = _reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    if target.ndim not in (0, 1):
+        raise ValueError("0D or 1D target tensor expected, multi-target not supported")
+    want = target.ndim + 1
+    if input1.ndim != want:
+        raise ValueError(
+            f"{target.ndim}D target tensor expects {want}D input tensors, but found inputs with sizes "
+            f"{list(input1.shape)} and {list(input2.shape)}."
+        )
+    dim = target.ndim
+    prod = jnp.sum(input1 * input2, axis=dim)
+    mag1 = jnp.sum(input1 * input1, axis=dim) + _EPSILON
+    mag2 = jnp.sum(input2 * input2, axis=dim) + _EPSILON
+    cos = prod / jnp.sqrt(mag1 * mag2)
+    zeros = jnp.zeros_like(cos)
+    loss = jnp.where(target == 1, 1 - cos, zeros) + jnp.where(target == -1, _clamp_min0(cos - margin), zeros)
+    return _reduce(loss, reduction)
+
+
+def multi_margin_loss(
+    input,
+    target,
+    p: int = 1,
+    margin: float = 1.0,
+    weight=None,
+    size_average=None,
+    reduce=None,
+    reduction: str = "mean",
+) -> jax.Array:
+    """``F.multi_margin_loss``: ``sum_{j != y} max(0, margin - x[y] + x[j])**p * w[y] / C`` per sample."""
+    reduction = _reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    if p not in (1, 2):
+        raise ValueError("only p == 1 and p == 2 supported")
+    if weight is not None and weight.ndim != 1:
+        raise ValueError("weight must be one-dimensional")
+    if input.ndim not in (1, 2) or input.shape[-1] == 0:
+        raise ValueError(f"multi_margin_loss: expected a non-empty 1D or 2D input; got shape {tuple(input.shape)}.")
+    batch = () if input.ndim == 1 else (input.shape[0],)
+    if tuple(target.shape) != batch and not (input.ndim == 1 and tuple(target.shape) == (1,)):
+        raise ValueError(
+            "multi_margin_loss: target tensor should be 1-D with size equal to the number of input samples (batch "
+            f"size). Expected target size {list(batch)}, but got {list(target.shape)}. Input has shape "
+            f"{list(input.shape)}."
+        )
+    classes = input.shape[-1]
+    if _concrete(target) and target.size and not ((np.asarray(target) >= 0) & (np.asarray(target) < classes)).all():
+        raise IndexError(f"target out of range: multi_margin_loss has {classes} classes; got {np.asarray(target)}.")
+    x = input.reshape(-1, classes)
+    y = target.reshape(-1)
+    inside = (y >= 0) & (y < classes)
+    y = jnp.where(inside, y, 0)
+    x_y = jnp.take_along_axis(x, y[:, None], axis=1)
+    z = margin - x_y + x
+    h = _relu_strict(z) if p == 1 else jnp.where(z > 0, z * z, jnp.zeros_like(z))
+    if weight is not None:
+        h = h * jnp.take(weight, y)[:, None]
+    h = jnp.where(jnp.arange(classes)[None, :] == y[:, None], 0, h)
+    loss = jnp.where(inside, jnp.sum(h, axis=1) / classes, jnp.nan).reshape(batch)
+    return _reduce(loss, reduction)
+
+
+def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduction: str = "mean") -> jax.Array:
+    """``F.multilabel_margin_loss``: hinge between each target class and each non-target class, over ``C``.
+
+    ``target`` holds class indices, ended by the first -1 (the rest is
+    ignored), of the input's shape ``(C,)`` or ``(N, C)``.
+    """
+    reduction = _reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    if input.ndim not in (1, 2) or tuple(target.shape) != tuple(input.shape):
+        raise ValueError(
+            f"multilabel_margin_loss: inconsistent target size: {list(target.shape)} for input of size: "
+            f"{list(input.shape)} (expected (C,) or (N, C), the same for both)"
+        )
+    if not jnp.issubdtype(jnp.result_type(target), jnp.integer):
+        raise TypeError(f"multilabel_margin_loss expects integer class indices; got {jnp.result_type(target)}.")
+    classes = input.shape[-1]
+    if _concrete(target) and target.size and not ((np.asarray(target) >= -1) & (np.asarray(target) < classes)).all():
+        raise IndexError(f"argument #2 'target' is out of range: expected -1 <= target < {classes}.")
+    x = input.reshape(-1, classes)
+    t = target.reshape(-1, classes)
+    valid = jnp.cumprod(t != -1, axis=1).astype(bool)  # the targets before the first -1
+    safe = jnp.where(valid & (t >= 0) & (t < classes), t, 0)
+    is_target = jnp.any(valid[:, :, None] & (safe[:, :, None] == jnp.arange(classes)), axis=1)  # (N, C)
+    x_t = jnp.take_along_axis(x, safe, axis=1)  # (N, K): the target classes' scores
+    z = 1 - x_t[:, :, None] + x[:, None, :]  # (N, K, C)
+    pairs = valid[:, :, None] & ~is_target[:, None, :]
+    loss = jnp.sum(jnp.where(pairs, _relu_strict(z), 0), axis=(1, 2)) / classes
+    return _reduce(loss.reshape(input.shape[:-1]), reduction)
+
+
+def triplet_margin_loss(
+    anchor,
+    positive,
+    negative,
+    margin: float = 1.0,
+    p: float = 2,
+    eps: float = 1e-6,
+    swap: bool = False,
+    size_average=None,
+    reduce=None,
+    reduction: str = "mean",
+) -> jax.Array:
+    """``F.triplet_margin_loss``: ``max(0, margin + d(a, p) - d(a, n))`` with ``d`` = :func:`pairwise_distance`.
+
+    ``swap`` uses ``min(d(a, n), d(p, n))``, as torch.
+    """
+    reduction = _reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    if margin <= 0:
+        raise ValueError(f"margin must be greater than 0, got {margin}")
+    if not anchor.ndim == positive.ndim == negative.ndim:
+        raise ValueError(
+            "The anchor, positive, and negative tensors are expected to have the same number of dimensions, but "
+            f"got: anchor {anchor.ndim}D, positive {positive.ndim}D, and negative {negative.ndim}D inputs"
+        )
+    d_pos = pairwise_distance(anchor, positive, p, eps)
+    d_neg = pairwise_distance(anchor, negative, p, eps)
+    if swap:
+        d_neg = jnp.minimum(d_neg, pairwise_distance(positive, negative, p, eps))
+    return _reduce(_clamp_min0(margin + d_pos - d_neg), reduction)
