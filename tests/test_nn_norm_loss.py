@@ -7,6 +7,8 @@ windows wider than the input, torch's refusals, and jit / grad / vmap of every
 layer. float64 at F64_RTOL (see tolerances.py) unless a test says otherwise.
 """
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -374,3 +376,310 @@ def test_embedding_bag_refusals():
         nn.EmbeddingBag(6, 3, mode="max", scale_grad_by_freq=True, rngs=nnx.Rngs(0))(jnp.asarray([[0, 1]]))
     with pytest.raises(ValueError, match="mode has to be one of sum, mean or max"):
         nn.EmbeddingBag(6, 3, mode="median", rngs=nnx.Rngs(0))
+
+
+# Losses ----------------------------------------------------------------------
+
+
+def _loss_pair(name, *args, **kwargs):
+    """torch's loss and its mirror from the same arguments (arrays given as NumPy, converted per side)."""
+    conv_t = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
+    conv_j = {k: jnp.asarray(v) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
+    return getattr(torch.nn, name)(*args, **conv_t), getattr(nn, name)(*args, **conv_j)
+
+
+def _targets(*shape, classes, seed=1, ignore=None):
+    t = np.random.default_rng(seed).integers(0, classes, size=shape)
+    if ignore is not None:
+        t.flat[:: max(1, t.size // 3)] = ignore  # a third of the positions ignored
+    return t
+
+
+REDUCTIONS = ["mean", "sum", "none"]
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2, 1.0], ids=["ls0", "ls0.2", "ls1"])
+@pytest.mark.parametrize("ignore_index", [-100, 1, -3], ids=["noignore", "ignore1", "ignore-3"])
+@pytest.mark.parametrize("shape", [(4, 3), (2, 3, 5), (2, 3, 2, 3), (3,)], ids=["2d", "3d", "4d", "unbatched"])
+def test_cross_entropy_weight_ignore_index_and_label_smoothing_together(
+    x64, reduction, label_smoothing, ignore_index, shape
+):
+    weight = np.array([0.3, 1.7, 0.9])
+    t_shape = (shape[0], *shape[2:]) if len(shape) > 1 else ()
+    target = _targets(*t_shape, classes=3, ignore=ignore_index)
+    if not t_shape:
+        target = np.array(ignore_index if ignore_index == 1 else 2)
+    kwargs = dict(weight=weight, ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing)
+    _compare(*_loss_pair("CrossEntropyLoss", **kwargs), 2 * _normal(*shape), target)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.3], ids=["ls0", "ls0.3"])
+def test_cross_entropy_probability_targets(x64, reduction, weighted, label_smoothing):
+    kwargs = dict(reduction=reduction, label_smoothing=label_smoothing)
+    if weighted:
+        kwargs["weight"] = np.array([0.3, 1.7, 0.9, 1.1])
+    probs = np.random.default_rng(2).dirichlet(np.ones(4), size=(2, 3)).transpose(0, 2, 1)  # (N, C, d)
+    _compare(*_loss_pair("CrossEntropyLoss", **kwargs), _normal(2, 4, 3), probs)
+
+
+def test_cross_entropy_all_ignored_is_nan_and_weighted_mean_divides_by_the_weights(x64):
+    ce = nn.CrossEntropyLoss(ignore_index=0)
+    assert np.isnan(float(ce(jnp.ones((2, 3)), jnp.asarray([0, 0]))))
+    assert np.isnan(float(torch.nn.CrossEntropyLoss(ignore_index=0)(torch.ones(2, 3), torch.tensor([0, 0]))))
+    # The weighted mean is sum(w[t] * nll) / sum(w[t]), not / N: with targets (0, 2) and weights (1, _, 3) the
+    # per-sample losses l0, l1 give (l0 + 3 l1) / 4.
+    x = jnp.asarray(_normal(2, 3))
+    per_sample = nn.functional.cross_entropy(x, jnp.asarray([0, 2]), reduction="none")
+    weighted = nn.functional.cross_entropy(x, jnp.asarray([0, 2]), weight=jnp.asarray([1.0, 5.0, 3.0]))
+    np.testing.assert_allclose(float(weighted), float(per_sample[0] + 3 * per_sample[1]) / 4, rtol=1e-14)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("shape", [(5, 4), (2, 4, 3), (2, 4, 2, 2, 2), (4,)], ids=["2d", "3d", "5d", "unbatched"])
+def test_nll_loss_with_weight_and_ignore_index(x64, reduction, shape):
+    t_shape = (shape[0], *shape[2:]) if len(shape) > 1 else ()
+    target = _targets(*t_shape, classes=4, ignore=2) if t_shape else np.array(3)
+    kwargs = dict(weight=np.array([0.5, 2.0, 1.0, 0.25]), ignore_index=2, reduction=reduction)
+    logp = _normal(*shape)  # nll_loss takes any scores; log-probabilities are not required
+    _compare(*_loss_pair("NLLLoss", **kwargs), logp, target)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("weight", [None, "row", "full"])
+def test_bce_weight_broadcast_and_torchs_gradient_at_0_and_1(x64, reduction, weight):
+    p = np.array([[0.0, 0.3, 1.0, 0.999999], [1e-300, 0.5, 0.7, 1.0]])
+    y = np.array([[0.2, 1.0, 0.6, 0.0], [1.0, 0.5, 0.0, 0.9]])
+    kwargs = dict(reduction=reduction)
+    if weight == "row":
+        kwargs["weight"] = np.array([0.5, 1.0, 2.0, 1.5])
+    elif weight == "full":
+        kwargs["weight"] = _normal(2, 4) ** 2
+    # The target's gradient is -logit(p), infinite at 0 and 1: compare it where p is inside (0, 1).
+    _compare(*_loss_pair("BCELoss", **kwargs), p, y, no_grad=(1,))
+    inner = np.array([[0.2, 0.3], [0.6, 0.9]])
+    _compare(*_loss_pair("BCELoss", reduction=reduction), inner, inner[::-1].copy())
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("weight, pos_weight", [(None, True), (True, None), (True, True)], ids=["pw", "w", "w_pw"])
+def test_bce_with_logits_weight_and_pos_weight(x64, reduction, weight, pos_weight):
+    kwargs = dict(reduction=reduction)
+    if weight:
+        kwargs["weight"] = np.array([0.5, 1.0, 2.0])
+    if pos_weight:
+        kwargs["pos_weight"] = np.array([3.0, 0.5, 1.0])
+    logits = np.concatenate([3 * _normal(4, 3), [[40.0, -40.0, 0.0]]])
+    _compare(*_loss_pair("BCEWithLogitsLoss", **kwargs), logits, np.random.default_rng(4).uniform(size=(5, 3)))
+
+
+# Inputs placed exactly on each loss's kink: torch's clamp_min passes the gradient there, its C++ kernels' `z > 0`
+# does not, and abs / sgn give 0 at 0; a JAX expression written the other way gets a different gradient.
+KINKS = [
+    ("L1Loss", {}, [np.array([1.0, 2.0, -0.5]), np.array([1.0, 3.0, -0.5])]),
+    ("MSELoss", {}, [np.array([1.0, 2.0]), np.array([1.0, 3.0])]),
+    ("SmoothL1Loss", dict(beta=0.5), [np.array([1.5, 0.5, 1.0, 0.2]), np.array([1.0, 1.0, 1.0, 0.0])]),
+    ("SmoothL1Loss", dict(beta=0.0), [np.array([1.0, 2.0, -1.0]), np.array([1.0, 1.0, 0.0])]),
+    ("HuberLoss", dict(delta=0.5), [np.array([1.5, 0.5, 1.0, 3.0]), np.array([1.0, 1.0, 1.0, 0.0])]),
+    ("HingeEmbeddingLoss", dict(margin=1.0), [np.array([1.0, 0.5, 2.0, 0.3]), np.array([-1.0, -1.0, -1.0, 1.0])]),
+    ("SoftMarginLoss", {}, [np.array([0.2, -0.6, 0.0]), np.array([1.0, -1.0, 1.0])]),
+    (
+        "MarginRankingLoss",
+        dict(margin=0.5),
+        [np.array([2.0, 1.0, 0.0]), np.array([1.5, 1.5, 0.0]), np.array([1.0, -1.0, 1.0])],
+    ),
+    (
+        "CosineEmbeddingLoss",
+        dict(margin=0.0),
+        [np.array([[1.0, 0.0], [1.0, 1.0]]), np.array([[0.0, 1.0], [2.0, 2.0]]), np.array([-1.0, 1.0])],
+    ),
+    ("MultiMarginLoss", {}, [np.array([[1.0, 0.0, 0.5], [0.2, 0.2, 0.2]]), np.array([0, 1])]),
+    ("MultiMarginLoss", dict(p=2, margin=0.5), [np.array([[1.0, 0.5, 0.7]]), np.array([0])]),
+    ("MultiLabelMarginLoss", {}, [np.array([[1.0, 0.0, 0.5, 2.0]]), np.array([[0, -1, 1, 2]])]),
+    (
+        "TripletMarginLoss",
+        dict(margin=1.0, eps=0.0),
+        [np.array([[0.0, 0.0], [1.0, 1.0]]), np.array([[1.0, 0.0], [1.0, 1.0]]), np.array([[2.0, 0.0], [1.0, 3.0]])],
+    ),
+]
+
+
+@pytest.mark.parametrize("name, kwargs, inputs", KINKS, ids=[f"{k[0]}-{i}" for i, k in enumerate(KINKS)])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_losses_at_their_kinks_take_torchs_gradient(x64, name, kwargs, inputs, reduction):
+    torch_loss, loss = _loss_pair(name, reduction=reduction, **kwargs)
+    # torch refuses gradients for some targets (soft margin, hinge, margin ranking and cosine's labels).
+    no_grad = {"SoftMarginLoss": (1,), "HingeEmbeddingLoss": (1,), "MarginRankingLoss": (2,)}.get(name, ())
+    no_grad = (2,) if name == "CosineEmbeddingLoss" else no_grad
+    _compare(torch_loss, loss, *inputs, no_grad=no_grad)
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0, 3.0, 1.5, float("inf")], ids=lambda p: f"p{p}")
+@pytest.mark.parametrize("swap", [False, True], ids=["noswap", "swap"])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("batched", [True, False], ids=["batched", "unbatched"])
+def test_triplet_margin_loss_norms_and_swap(x64, p, swap, reduction, batched):
+    shape = (6, 4) if batched else (4,)
+    torch_loss, loss = _loss_pair("TripletMarginLoss", margin=1.5, p=p, swap=swap, reduction=reduction)
+    _compare(torch_loss, loss, _normal(*shape, seed=1), _normal(*shape, seed=2), _normal(*shape, seed=3))
+
+
+@pytest.mark.parametrize("p", [0.5, 1.0, 1.5, 2.0, 3.0, float("inf"), 0.0], ids=lambda p: f"p{p}")
+def test_vector_norm_takes_torchs_gradient_including_zero_rows_and_ties(x64, p):
+    x = np.array([[3.0, -4.0, 0.0], [0.0, 0.0, 0.0], [2.0, -2.0, 1.0], [0.5, 0.0, -1.5]])
+    xt = torch.from_numpy(x.copy()).requires_grad_(True)
+    cot = _normal(4, seed=7)
+    norm_t = torch.linalg.vector_norm(xt, p, dim=-1)
+    (norm_t * torch.from_numpy(cot)).sum().backward()
+    norm, vjp = jax.vjp(lambda v: nn.functional.vector_norm(v, p, -1), jnp.asarray(x))
+    _close(norm, norm_t.detach().numpy(), "norm")
+    want = np.zeros_like(x) if xt.grad is None else xt.grad.numpy()  # p=0 counts: torch gives no gradient
+    _close(vjp(jnp.asarray(cot))[0], want, "gradient")
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none", "batchmean"])
+@pytest.mark.parametrize("log_target", [False, True], ids=["prob", "log"])
+def test_kl_div_log_target_and_batchmean(x64, reduction, log_target):
+    logp = np.log(np.random.default_rng(5).dirichlet(np.ones(4), size=3))
+    q = np.random.default_rng(6).dirichlet(np.ones(4), size=3)
+    q[0, 1] = 0.0  # a zero probability: 0 loss there, and torch's NaN target gradient (xlogy's rule)
+    target = np.log(q + 1e-3) if log_target else q
+    torch_loss, loss = _loss_pair("KLDivLoss", reduction=reduction, log_target=log_target)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's warning about reduction="mean"
+        if log_target:
+            _compare(torch_loss, loss, logp, target)
+        else:  # the target's gradient is NaN at the zero on both sides; compare the rest through the input
+            _compare(torch_loss, loss, logp, target, no_grad=(1,))
+            g = jax.grad(lambda t: jnp.sum(nn.functional.kl_div(jnp.asarray(logp), t, reduction="sum")))(
+                jnp.asarray(target)
+            )
+            assert np.isnan(np.asarray(g)[0, 1]) and not np.isnan(np.delete(np.asarray(g), 1)).any()
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("log_input, full", [(True, False), (True, True), (False, True)])
+def test_poisson_nll_loss_full_with_targets_at_and_below_one(x64, reduction, log_input, full):
+    target = np.array([[0.0, 0.5, 1.0, 2.0], [3.0, 7.5, 1.0, 0.2]])
+    x = np.abs(_normal(2, 4)) + 0.1
+    torch_loss, loss = _loss_pair("PoissonNLLLoss", log_input=log_input, full=full, reduction=reduction)
+    _compare(torch_loss, loss, x, target, no_grad=(1,))
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize(
+    "var_shape", [(4, 3), (4,), (4, 1), (1, 3)], ids=["full", "last_dim_dropped", "one_per_row", "one_per_col"]
+)
+@pytest.mark.parametrize("full", [False, True], ids=["nofull", "full"])
+def test_gaussian_nll_loss_variance_shapes_and_clamp(x64, reduction, var_shape, full):
+    var = np.abs(_normal(*var_shape, seed=3))
+    var.flat[0] = 1e-9  # below eps: the value is clamped, the gradient is not
+    torch_loss, loss = _loss_pair("GaussianNLLLoss", full=full, reduction=reduction)
+    _compare(torch_loss, loss, _normal(4, 3), _normal(4, 3, seed=1), var)
+
+
+def test_gaussian_nll_loss_float_variance_and_refusals(x64):
+    x, y = jnp.asarray(_normal(4, 3)), jnp.asarray(_normal(4, 3, seed=1))
+    want = torch.nn.functional.gaussian_nll_loss(torch.tensor(np.asarray(x)), torch.tensor(np.asarray(y)), 0.5)
+    _close(nn.functional.gaussian_nll_loss(x, y, 0.5), want.numpy(), "float var")
+    with pytest.raises(ValueError, match="var has negative entry"):
+        nn.GaussianNLLLoss()(x, y, -jnp.ones((4, 3)))
+    with pytest.raises(ValueError, match="var is of incorrect size"):
+        nn.GaussianNLLLoss()(x, y, jnp.ones((4, 2)))
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_multi_margin_and_multilabel_losses_beyond_the_database(x64, reduction):
+    x = _normal(4, 5)
+    weight = np.array([0.5, 1.0, 2.0, 1.5, 0.1])
+    torch_loss, loss = _loss_pair("MultiMarginLoss", p=2, margin=0.7, weight=weight, reduction=reduction)
+    _compare(torch_loss, loss, x, np.array([0, 4, 2, 4]))
+    _compare(*_loss_pair("MultiMarginLoss", reduction=reduction), x[0], np.array(3))  # unbatched
+    # Duplicated targets count twice; everything after the first -1 is ignored, -1 first means no target.
+    labels = np.array([[3, 1, -1, 0, 2], [4, 4, 0, -1, -1], [-1, 2, 2, 2, 2], [0, 1, 2, 3, 4]])
+    _compare(*_loss_pair("MultiLabelMarginLoss", reduction=reduction), x, labels)
+    _compare(*_loss_pair("MultiLabelSoftMarginLoss", weight=weight, reduction=reduction), x, (labels > 1) * 1.0)
+
+
+def test_legacy_size_average_and_reduce_override_reduction(x64):
+    x, y = _normal(3, 2), _normal(3, 2, seed=1)
+    for size_average, reduce in [(False, None), (None, False), (True, True), (False, True)]:
+        with pytest.warns(UserWarning, match="size_average and reduce args will be deprecated"):
+            loss = nn.MSELoss(size_average, reduce)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch_loss = torch.nn.MSELoss(size_average, reduce)
+        assert loss.reduction == torch_loss.reduction
+        _compare(torch_loss, loss, x, y)
+
+
+def test_loss_weights_are_buffers_in_torchs_state_dict(x64):
+    weight, pos_weight = np.array([1.0, 2.0, 3.0]), np.array([0.5, 0.5, 2.0])
+    for name, kwargs in [
+        ("CrossEntropyLoss", dict(weight=weight)),
+        ("NLLLoss", dict(weight=weight)),
+        ("BCEWithLogitsLoss", dict(weight=weight, pos_weight=pos_weight)),
+        ("BCEWithLogitsLoss", dict(pos_weight=pos_weight)),
+        ("MultiMarginLoss", dict(weight=weight)),
+        ("CrossEntropyLoss", {}),
+    ]:
+        torch_loss, loss = _loss_pair(name, **kwargs)
+        assert list(loss.state_dict()) == list(torch_loss.state_dict()), name
+        assert [k for k, _ in loss.named_buffers()] == [k for k, _ in torch_loss.named_buffers()], name
+        assert not list(loss.named_parameters())
+
+
+def test_loss_refusals():
+    x = jnp.ones((2, 3))
+    cases = [
+        (lambda: nn.CrossEntropyLoss()(x, jnp.asarray([0, 3])), IndexError, "Target 3 is out of bounds"),
+        (lambda: nn.CrossEntropyLoss()(x, jnp.asarray([0.0, 1.0])), TypeError, "integer class indices"),
+        (lambda: nn.CrossEntropyLoss(ignore_index=1)(x, x), ValueError, "ignore_index is not supported"),
+        (lambda: nn.CrossEntropyLoss()(x, jnp.ones((2, 3), int)), TypeError, "Expected floating point type"),
+        (lambda: nn.CrossEntropyLoss()(jnp.ones((2, 3, 4)), jnp.ones((2, 5), int)), ValueError, "target size"),
+        (lambda: nn.CrossEntropyLoss()(x, jnp.asarray([0, 1], int).astype(float)), TypeError, "integer class"),
+        (lambda: nn.CrossEntropyLoss(label_smoothing=1.5)(x, jnp.asarray([0, 1])), ValueError, "label_smoothing"),
+        (lambda: nn.CrossEntropyLoss()(x.astype(int), jnp.asarray([0, 1])), TypeError, "floating-point"),
+        (lambda: nn.NLLLoss()(x, jnp.asarray([0, 1, 2])), ValueError, r"batch_size \(2\) to match target batch_size"),
+        (lambda: nn.NLLLoss(weight=jnp.ones(4))(x, jnp.asarray([0, 1])), ValueError, "for all 3 classes"),
+        (lambda: nn.NLLLoss()(jnp.ones(3), jnp.asarray([0, 1])), ValueError, "1D target must have size 1"),
+        (lambda: nn.BCELoss()(jnp.asarray([1.5]), jnp.asarray([1.0])), ValueError, "between 0 and 1"),
+        (lambda: nn.BCELoss()(jnp.ones(2) / 2, jnp.ones(3)), ValueError, "different to the input size"),
+        (lambda: nn.BCEWithLogitsLoss()(jnp.ones(2), jnp.ones(3)), ValueError, "must be the same as input size"),
+        (lambda: nn.MSELoss(reduction="avg")(x, x), ValueError, "avg is not a valid value for reduction"),
+        (lambda: nn.KLDivLoss(reduction="batchmeans")(x, x), ValueError, "batchmeans is not a valid value"),
+        (lambda: nn.L1Loss(reduction="batchmean")(x, x), ValueError, "batchmean is not a valid value"),
+        (lambda: nn.SmoothL1Loss(beta=-1)(x, x), ValueError, "negative values for beta"),
+        (lambda: nn.HuberLoss(delta=0)(x, x), ValueError, "non-positive values for delta"),
+        (lambda: nn.HuberLoss(delta="1"), TypeError, "delta must be a float or int"),
+        (lambda: nn.MultiMarginLoss(p=3), ValueError, "only p == 1 and p == 2"),
+        (lambda: nn.MultiMarginLoss()(x, jnp.asarray([0, 3])), IndexError, "target out of range"),
+        (lambda: nn.MultiMarginLoss()(x, jnp.asarray([0, 1, 2])), ValueError, "Expected target size"),
+        (lambda: nn.MultiLabelMarginLoss()(x, jnp.ones((2, 4), int)), ValueError, "inconsistent target size"),
+        (lambda: nn.MultiLabelMarginLoss()(x, jnp.full((2, 3), 3)), IndexError, "out of range"),
+        (lambda: nn.TripletMarginLoss(margin=0), ValueError, "expected margin to be greater than 0"),
+        (lambda: nn.TripletMarginLoss()(x, x, jnp.ones(3)), ValueError, "same number of dimensions"),
+        (lambda: nn.CosineEmbeddingLoss()(x, x, jnp.ones((2, 1))), ValueError, "0D or 1D target tensor expected"),
+        (lambda: nn.CosineEmbeddingLoss()(jnp.ones(3), jnp.ones(3), jnp.ones(2)), ValueError, "expects 2D input"),
+        (lambda: nn.MarginRankingLoss()(jnp.ones(2), jnp.ones((2, 1)), jnp.ones(2)), ValueError, "same dimension"),
+        (lambda: nn.MSELoss()(x, jnp.ones((2, 4))), ValueError, "do not broadcast"),
+    ]
+    for call, error, message in cases:
+        with pytest.raises(error, match=message):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the size-mismatch warning that precedes the broadcast error
+                call()
+
+
+def test_mse_warns_on_a_broadcast_target_as_torch():
+    with pytest.warns(UserWarning, match="different to the input size"):
+        nn.MSELoss()(jnp.ones((2, 3)), jnp.ones((3,)))
+
+
+def test_out_of_range_targets_under_jit_give_nan(x64):
+    loss = jax.jit(lambda x, t: nn.functional.cross_entropy(x, t, reduction="none"))(
+        jnp.ones((3, 4)), jnp.asarray([0, 4, -1])
+    )
+    assert np.array_equal(np.isnan(np.asarray(loss)), [False, True, True])

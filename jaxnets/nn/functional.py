@@ -873,6 +873,15 @@ def _warn_size(fn: str, input, target) -> None:
         )
 
 
+@jax.custom_jvp
+def _abs(x: jax.Array) -> jax.Array:
+    # torch differentiates |x| as sgn(x): 0 at 0, where JAX's abs takes the slope +1.
+    return jnp.abs(x)
+
+
+_abs.defjvp(lambda primals, tangents: (jnp.abs(primals[0]), jnp.sign(primals[0]) * tangents[0]))
+
+
 def _clamp_min0(z: jax.Array) -> jax.Array:
     # torch's clamp_min(z, 0): the gradient passes where z >= 0, the boundary included.
     return jnp.where(z >= 0, z, jnp.zeros_like(z))
@@ -901,7 +910,7 @@ def l1_loss(input, target, size_average=None, reduce=None, reduction: str = "mea
     _check_reduction(reduction)
     _warn_size("l1_loss", input, target)
     input, target = _broadcast("l1_loss", input, target)
-    return _weighted(jnp.abs(input - target), weight, reduction)
+    return _weighted(_abs(input - target), weight, reduction)
 
 
 def mse_loss(input, target, size_average=None, reduce=None, reduction: str = "mean", weight=None) -> jax.Array:
@@ -925,7 +934,7 @@ def smooth_l1_loss(
     _warn_size("smooth_l1_loss", input, target)
     input, target = _broadcast("smooth_l1_loss", input, target)
     if beta == 0:
-        return _reduce(jnp.abs(input - target), reduction)
+        return _reduce(_abs(input - target), reduction)
     d = input - target
     z = jnp.abs(d)
     return _reduce(jnp.where(z < beta, 0.5 * d * d / beta, z - 0.5 * beta), reduction)
