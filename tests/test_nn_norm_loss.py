@@ -683,3 +683,98 @@ def test_out_of_range_targets_under_jit_give_nan(x64):
         jnp.ones((3, 4)), jnp.asarray([0, 4, -1])
     )
     assert np.array_equal(np.isnan(np.asarray(loss)), [False, True, True])
+
+
+# jit, grad and vmap of every layer ---------------------------------------------
+
+_R = nnx.Rngs(0)
+_I = np.array([[0, 3, 1], [2, 2, 4]])
+# (id, module factory, inputs, train mode): the inputs are two examples' worth, stacked on a new leading axis, so that
+# vmap over that axis can be checked against each example alone.
+LAYERS = [
+    ("GroupNorm", lambda: nn.GroupNorm(2, 4), [_normal(2, 3, 4, 5)], True),
+    ("InstanceNorm1d", lambda: nn.InstanceNorm1d(3, affine=True), [_normal(2, 2, 3, 5)], True),
+    ("InstanceNorm2d-eval", lambda: nn.InstanceNorm2d(3, track_running_stats=True), [_normal(2, 3, 4, 4)], False),
+    ("InstanceNorm3d", lambda: nn.InstanceNorm3d(2), [_normal(2, 2, 3, 3, 3)], True),
+    ("RMSNorm", lambda: nn.RMSNorm([3, 4]), [_normal(2, 5, 3, 4)], True),
+    ("LocalResponseNorm", lambda: nn.LocalResponseNorm(3), [_normal(2, 2, 5, 4)], True),
+    ("Embedding", lambda: nn.Embedding(5, 3, padding_idx=1, max_norm=1.0, rngs=_R), [np.stack([_I, _I[::-1]])], True),
+    (
+        "EmbeddingBag",
+        lambda: nn.EmbeddingBag(5, 3, mode="max", rngs=_R),
+        [np.stack([_I, _I[:, ::-1]])],
+        True,
+    ),
+    (
+        "CrossEntropyLoss",
+        lambda: nn.CrossEntropyLoss(label_smoothing=0.1),
+        [_normal(2, 4, 3), np.array([[0, 2, 1, 1], [2, 0, 0, 1]])],
+        True,
+    ),
+    (
+        "NLLLoss",
+        lambda: nn.NLLLoss(weight=jnp.ones(3)),
+        [_normal(2, 4, 3), np.array([[0, 2, 1, 1], [2, 0, 0, 1]])],
+        True,
+    ),
+    ("BCELoss", lambda: nn.BCELoss(), [np.full((2, 5), 0.3), np.full((2, 5), 0.6)], True),
+    ("BCEWithLogitsLoss", lambda: nn.BCEWithLogitsLoss(), [_normal(2, 5), np.full((2, 5), 0.6)], True),
+    ("MSELoss", lambda: nn.MSELoss(), [_normal(2, 5), _normal(2, 5, seed=1)], True),
+    ("L1Loss", lambda: nn.L1Loss(), [_normal(2, 5), _normal(2, 5, seed=1)], True),
+    ("SmoothL1Loss", lambda: nn.SmoothL1Loss(beta=0.5), [_normal(2, 5), _normal(2, 5, seed=1)], True),
+    ("HuberLoss", lambda: nn.HuberLoss(delta=0.5), [_normal(2, 5), _normal(2, 5, seed=1)], True),
+    ("KLDivLoss", lambda: nn.KLDivLoss(reduction="batchmean"), [_normal(2, 3, 4), np.full((2, 3, 4), 0.25)], True),
+    ("SoftMarginLoss", lambda: nn.SoftMarginLoss(), [_normal(2, 5), np.sign(_normal(2, 5, seed=1))], True),
+    ("MultiLabelSoftMarginLoss", lambda: nn.MultiLabelSoftMarginLoss(), [_normal(2, 3, 4), np.ones((2, 3, 4))], True),
+    ("MultiMarginLoss", lambda: nn.MultiMarginLoss(), [_normal(2, 2, 3), _I[:, :2] % 3], True),
+    ("MultiLabelMarginLoss", lambda: nn.MultiLabelMarginLoss(), [_normal(2, 2, 3), np.full((2, 2, 3), -1)], True),
+    ("HingeEmbeddingLoss", lambda: nn.HingeEmbeddingLoss(), [_normal(2, 5), np.sign(_normal(2, 5, seed=1))], True),
+    (
+        "CosineEmbeddingLoss",
+        lambda: nn.CosineEmbeddingLoss(),
+        [_normal(2, 3, 4), _normal(2, 3, 4, seed=1), np.sign(_normal(2, 3))],
+        True,
+    ),
+    (
+        "MarginRankingLoss",
+        lambda: nn.MarginRankingLoss(0.1),
+        [_normal(2, 5), _normal(2, 5, seed=1), np.sign(_normal(2, 5, seed=2))],
+        True,
+    ),
+    (
+        "TripletMarginLoss",
+        lambda: nn.TripletMarginLoss(swap=True),
+        [_normal(2, 3, 4), _normal(2, 3, 4, seed=1), _normal(2, 3, 4, seed=2)],
+        True,
+    ),
+    ("PoissonNLLLoss", lambda: nn.PoissonNLLLoss(full=True), [_normal(2, 5), np.full((2, 5), 2.0)], True),
+    ("GaussianNLLLoss", lambda: nn.GaussianNLLLoss(), [_normal(2, 4), _normal(2, 4, seed=1), np.ones((2, 4))], True),
+]
+
+
+@pytest.mark.parametrize("make, inputs, training", [p[1:] for p in LAYERS], ids=[p[0] for p in LAYERS])
+def test_every_new_layer_jits_differentiates_and_vmaps(x64, make, inputs, training):
+    module = make().double().train(training)
+    graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+    floating = [i for i, x in enumerate(inputs) if np.issubdtype(x.dtype, np.floating)]
+
+    def f(params, *xs):
+        return jnp.sum(nnx.merge(graphdef, params, rest, copy=True)(*xs) ** 2)
+
+    grad = jax.grad(f, argnums=(0, *[1 + i for i in floating]))
+    for k in range(2):
+        example = [jnp.asarray(x[k]) for x in inputs]
+        _close(jax.jit(f)(params, *example), f(params, *example), f"jit, example {k}")
+        for have, want in zip(
+            jax.tree.leaves(jax.jit(grad)(params, *example)), jax.tree.leaves(grad(params, *example)), strict=True
+        ):
+            _close(have, want, f"jit(grad), example {k}")
+            assert np.all(np.isfinite(np.asarray(want))), "a non-finite gradient"
+    mapped = jax.jit(jax.vmap(f, in_axes=(None, *[0] * len(inputs))))(params, *[jnp.asarray(x) for x in inputs])
+    for k in range(2):
+        _close(mapped[k], f(params, *[jnp.asarray(x[k]) for x in inputs]), f"vmap entry {k}")
+    grads = jax.vmap(grad, in_axes=(None, *[0] * len(inputs)))(params, *[jnp.asarray(x) for x in inputs])
+    for k in range(2):
+        single = grad(params, *[jnp.asarray(x[k]) for x in inputs])
+        for have, want in zip(jax.tree.leaves(grads), jax.tree.leaves(single), strict=True):
+            _close(have[k], want, f"vmap(grad) entry {k}")
