@@ -687,6 +687,80 @@ def test_out_of_range_targets_under_jit_give_nan(x64):
     assert np.array_equal(np.isnan(np.asarray(loss)), [False, True, True])
 
 
+# CTC ---------------------------------------------------------------------------
+
+
+def _log_probs(t, n, c, seed=0):
+    x = _normal(t, n, c, seed=seed)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("zero_infinity", [False, True], ids=["inf", "zero_inf"])
+@pytest.mark.parametrize("layout", ["padded", "concatenated"])
+def test_ctc_loss_lengths_repeats_empty_targets_and_impossible_alignments(x64, reduction, zero_infinity, layout):
+    # Samples: full length; shorter input with repeated labels (needs a blank between the repeats); an empty target;
+    # an impossible one (4 labels with a repeat need 5 steps, 4 given): inf loss and NaN gradient unless zero_infinity.
+    targets = np.array([[1, 2, 3, 0], [2, 2, 1, 0], [0, 0, 0, 0], [3, 1, 1, 2]])
+    input_lengths, target_lengths = np.array([9, 6, 4, 4]), np.array([3, 3, 0, 4])
+    if layout == "concatenated":
+        targets = np.concatenate([row[:k] for row, k in zip(targets, target_lengths, strict=True)])
+    torch_loss, loss = _loss_pair("CTCLoss", blank=0, reduction=reduction, zero_infinity=zero_infinity)
+    lp = _log_probs(9, 4, 4)
+    if zero_infinity:
+        _compare(torch_loss, loss, lp, targets, input_lengths, target_lengths)
+        return
+    # An infinite loss: torch's gradient is NaN in the impossible sample's steps, and so is the mirror's.
+    args = [jnp.asarray(a) for a in (targets, input_lengths, target_lengths)]
+    out, vjp = jax.vjp(lambda x: loss(x, *args), jnp.asarray(lp))
+    lpt = torch.from_numpy(lp.copy()).requires_grad_(True)
+    out_t = torch_loss(lpt, *[torch.from_numpy(a) for a in (targets, input_lengths, target_lengths)])
+    out_t.backward(torch.ones_like(out_t))
+    finite = np.isfinite(out_t.detach().numpy())
+    assert not finite.all() and np.array_equal(np.isfinite(np.asarray(out)), finite)
+    _close(np.asarray(out)[finite], out_t.detach().numpy()[finite], "finite losses")
+    g, want = np.asarray(vjp(jnp.ones_like(out))[0]), lpt.grad.numpy()
+    np.testing.assert_array_equal(np.isnan(g), np.isnan(want))
+    _close(g[~np.isnan(want)], want[~np.isnan(want)], "gradient where finite")
+
+
+def test_ctc_loss_unbatched_other_blank_and_the_gradient_through_log_softmax(x64):
+    torch_loss, loss = _loss_pair("CTCLoss", blank=3, reduction="sum")
+    _compare(torch_loss, loss, _log_probs(7, 1, 5)[:, 0], np.array([0, 1, 1, 4]), np.array(7), np.array(4))
+    # From logits through log_softmax, as torch's documentation asks: the gradient in the logits is torch's too.
+    logits = _normal(8, 2, 5, seed=4)
+    targets, il, tl = np.array([[1, 2, 1], [4, 4, 0]]), np.array([8, 5]), np.array([3, 2])
+    xt = torch.from_numpy(logits.copy()).requires_grad_(True)
+    torch.nn.CTCLoss()(xt.log_softmax(2), *[torch.from_numpy(a) for a in (targets, il, tl)]).backward()
+    g = jax.grad(lambda x: nn.CTCLoss()(jax.nn.log_softmax(x, 2), jnp.asarray(targets), il, tl))(jnp.asarray(logits))
+    _close(g, xt.grad.numpy(), "gradient in the logits")
+
+
+def test_ctc_loss_under_jit_with_traced_lengths(x64):
+    lp, targets = _log_probs(6, 2, 4), np.array([1, 2, 3, 3, 1])
+    il, tl = np.array([6, 5]), np.array([3, 2])
+    want = torch.nn.functional.ctc_loss(*(torch.from_numpy(a) for a in (lp, targets, il, tl)), reduction="none")
+    have = jax.jit(lambda *a: nn.functional.ctc_loss(*a, reduction="none"))(lp, targets, il, tl)
+    _close(have, want.numpy(), "jitted with traced lengths (padded to the whole target length)")
+
+
+def test_ctc_loss_refusals():
+    lp = jnp.zeros((5, 2, 4))
+    cases = [
+        (lambda: nn.CTCLoss(blank=4)(lp, jnp.ones((2, 3), int), (5, 5), (3, 3)), "blank must be in label range"),
+        (lambda: nn.CTCLoss()(lp, jnp.ones((2, 3), int), (6, 5), (3, 3)), "input_lengths to have value at most 5"),
+        (lambda: nn.CTCLoss()(lp, jnp.ones((2, 3), int), (5, 5), (4, 3)), "size at least 4 at dimension 1"),
+        (lambda: nn.CTCLoss()(lp, jnp.ones(5, int), (5, 5), (4, 3)), "1-D targets hold 5 labels"),
+        (lambda: nn.CTCLoss()(lp, jnp.ones((2, 3), int), (5,), (3, 3)), "one entry per sample"),
+        (lambda: nn.CTCLoss()(jnp.zeros((5, 4)), jnp.ones((2, 3), int), 5, 3), "unbatched log_probs"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()
+    with pytest.raises(TypeError, match="integer targets"):
+        nn.CTCLoss()(lp, jnp.ones((2, 3)), (5, 5), (3, 3))
+
+
 # jit, grad and vmap of every layer ---------------------------------------------
 
 _R = nnx.Rngs(0)
@@ -751,6 +825,17 @@ LAYERS = [
     ),
     ("PoissonNLLLoss", lambda: nn.PoissonNLLLoss(full=True), [_normal(2, 5), np.full((2, 5), 2.0)], True),
     ("GaussianNLLLoss", lambda: nn.GaussianNLLLoss(), [_normal(2, 4), _normal(2, 4, seed=1), np.ones((2, 4))], True),
+    (
+        "CTCLoss",
+        lambda: nn.CTCLoss(),
+        [
+            np.stack([_log_probs(6, 2, 4), _log_probs(6, 2, 4, seed=1)]),
+            np.array([[[1, 2], [3, 3]], [[2, 1], [1, 0]]]),
+            np.array([[6, 5], [4, 6]]),
+            np.array([[2, 2], [2, 1]]),
+        ],
+        True,
+    ),
 ]
 
 

@@ -1469,3 +1469,180 @@ def triplet_margin_loss(
     if swap:
         d_neg = jnp.minimum(d_neg, pairwise_distance(positive, negative, p, eps))
     return _reduce(_clamp_min0(margin + d_pos - d_neg), reduction)
+
+
+def _lse(*xs):
+    # torch's CTC logsumexp: the maximum taken out, and 0 used for it when every term is -inf (no -inf - -inf).
+    m = functools.reduce(jnp.maximum, xs)
+    m = jnp.where(m == -jnp.inf, 0, m)
+    return jnp.log(sum(jnp.exp(x - m) for x in xs)) + m
+
+
+def _shift(x, k, fill):
+    # x[..., s - k] at s (k > 0 looks left, k < 0 right), `fill` where that falls outside.
+    pad = jnp.full(x.shape[:-1] + (abs(k),), fill, x.dtype)
+    return jnp.concatenate([pad, x[..., :-k]], -1) if k > 0 else jnp.concatenate([x[..., -k:], pad], -1)
+
+
+def _ctc_tables(log_probs, ext, input_lengths, target_lengths):
+    """torch's CPU CTC recursions: ``(log_alpha, log_beta, nll)``, ``(T, N, 2S + 1)`` tables, ``nll`` ``(N,)``."""
+    big_t = log_probs.shape[0]
+    neg = jnp.array(-jnp.inf, log_probs.dtype)
+    lp_ext = jnp.take_along_axis(log_probs, jnp.broadcast_to(ext, (big_t, *ext.shape)), axis=2)  # (T, N, S')
+    s = jnp.arange(ext.shape[1])
+    valid = s[None, :] <= 2 * target_lengths[:, None]  # the states of each sample's own label sequence
+    skip = (s >= 2) & (ext != _shift(ext, 2, -1))  # torch: s > 1 and l'(s - 2) != l'(s) (never for blanks)
+    skip_back = _shift(skip, -2, False)  # beta's mirror: s + 2 reachable from s
+    first = jnp.where((s[None, :] == 0) | ((s[None, :] == 1) & (target_lengths[:, None] > 0)), lp_ext[0], neg)
+    first = jnp.where(valid, first, neg)
+
+    def forward(alpha, t):
+        new = _lse(alpha, _shift(alpha, 1, neg), jnp.where(skip, _shift(alpha, 2, neg), neg)) + lp_ext[t]
+        new = jnp.where(valid, new, neg)
+        alpha = jnp.where((t < input_lengths)[:, None], new, alpha)  # a finished sample keeps its last column
+        return alpha, new
+
+    _, rest = lax.scan(forward, first, jnp.arange(1, big_t))
+    log_alpha = jnp.concatenate([first[None], rest])
+    last = jnp.take_along_axis(log_alpha, jnp.maximum(input_lengths - 1, 0)[None, :, None], axis=0)[0]
+    end = jnp.take_along_axis(last, (2 * target_lengths)[:, None], axis=1)[:, 0]
+    before = jnp.take_along_axis(last, jnp.maximum(2 * target_lengths - 1, 0)[:, None], axis=1)[:, 0]
+    nll = -jnp.where(target_lengths > 0, _lse(end, jnp.where(target_lengths > 0, before, neg)), end)
+
+    def backward(beta, t):
+        final = (s[None, :] == 2 * target_lengths[:, None]) | (s[None, :] == 2 * target_lengths[:, None] - 1)
+        start = jnp.where(final & valid, lp_ext[t], neg)
+        inner = (s[None, :] < 2 * target_lengths[:, None]) & valid
+        nxt = _lse(
+            beta,
+            jnp.where(inner, _shift(beta, -1, neg), neg),
+            jnp.where(skip_back & (s[None, :] < 2 * target_lengths[:, None] - 1), _shift(beta, -2, neg), neg),
+        )
+        new = jnp.where(valid, nxt + lp_ext[t], neg)
+        here = (t == input_lengths - 1)[:, None]
+        beta = jnp.where(here, start, jnp.where((t < input_lengths - 1)[:, None], new, neg))
+        return beta, beta
+
+    _, log_beta = lax.scan(backward, jnp.full(ext.shape, neg, log_probs.dtype), jnp.arange(big_t), reverse=True)
+    return log_alpha, log_beta, nll
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _ctc_nll(log_probs, ext, input_lengths, target_lengths, zero_infinity):
+    nll = _ctc_tables(log_probs, ext, input_lengths, target_lengths)[2]
+    return jnp.where(zero_infinity & (nll == jnp.inf), 0, nll)
+
+
+def _ctc_fwd(log_probs, ext, input_lengths, target_lengths, zero_infinity):
+    log_alpha, log_beta, nll = _ctc_tables(log_probs, ext, input_lengths, target_lengths)
+    out = jnp.where(zero_infinity & (nll == jnp.inf), 0, nll)
+    return out, (log_probs, ext, input_lengths, log_alpha, log_beta, nll)
+
+
+def _ctc_bwd(zero_infinity, res, g):
+    # torch's ctc_loss_backward_cpu: exp(lp) - exp(log(sum over the states of class c of alpha beta) + nll - lp),
+    # the gradient with respect to the logits under the log_softmax that torch assumes (not the derivative in the
+    # log-probabilities themselves); 0 from each sample's input length on, NaN for an impossible alignment unless
+    # zero_infinity, which zeroes it.
+    log_probs, ext, input_lengths, log_alpha, log_beta, nll = res
+    classes = log_probs.shape[2]
+    onehot = (ext[:, :, None] == jnp.arange(classes)).astype(log_probs.dtype)  # (N, S', C)
+    ab = log_alpha + log_beta  # (T, N, S')
+    m = jnp.max(ab, axis=2, keepdims=True)
+    m = jnp.where(m == -jnp.inf, 0, m)
+    summed = jnp.einsum("tns,nsc->tnc", jnp.exp(ab - m), onehot, precision=lax.Precision.HIGHEST)
+    log_sum = jnp.log(summed) + m  # -inf for a class no state carries
+    grad = jnp.exp(log_probs) - jnp.exp(log_sum + nll[None, :, None] - log_probs)
+    impossible = nll == jnp.inf
+    grad = jnp.where(impossible[None, :, None], jnp.nan, grad)
+    if zero_infinity:
+        grad = jnp.where(impossible[None, :, None], 0, grad)
+    live = jnp.arange(log_probs.shape[0])[:, None] < input_lengths[None, :]
+    grad = jnp.where(live[:, :, None], grad * g[None, :, None], 0)
+    return grad, None, None, None
+
+
+_ctc_nll.defvjp(_ctc_fwd, _ctc_bwd)
+
+
+def ctc_loss(
+    log_probs,
+    targets,
+    input_lengths,
+    target_lengths,
+    blank: int = 0,
+    reduction: str = "mean",
+    zero_infinity: bool = False,
+) -> jax.Array:
+    """``F.ctc_loss``: the connectionist temporal classification loss, torch's CPU algorithm.
+
+    Args:
+      log_probs: ``(T, N, C)`` (or unbatched ``(T, C)``) log-probabilities,
+        time first as in torch (normally ``log_softmax(x, 2)``).
+      targets: ``(N, S)`` padded class indices, or 1-D, the targets one after
+        another (``sum(target_lengths)``); never ``blank``.
+      input_lengths, target_lengths: ``(N,)`` integers (arrays, lists or tuples).
+      blank: the blank class. reduction: ``"mean"`` divides each sample's loss
+        by its target length (at least 1) and averages, ``"sum"``, ``"none"``.
+      zero_infinity: make infinite losses (no alignment fits) and their gradients 0.
+
+    The gradient is torch's: with respect to the logits under ``log_softmax``
+    (``exp(lp) - occupancy``), which differs from the derivative in
+    ``log_probs`` by ``exp(lp)`` and gives the same gradient through a
+    ``log_softmax``, as torch's does.
+    """
+    _check_reduction(reduction)
+    _check_floating(log_probs, "ctc_loss", "log_probs")
+    if log_probs.ndim not in (2, 3):
+        raise ValueError(f"ctc_loss expects log_probs (T, N, C) or (T, C); got shape {tuple(log_probs.shape)}.")
+    unbatched = log_probs.ndim == 2
+    targets = jnp.asarray(targets)
+    input_lengths, target_lengths = jnp.asarray(input_lengths), jnp.asarray(target_lengths)
+    if not jnp.issubdtype(targets.dtype, jnp.integer):
+        raise TypeError(f"ctc_loss expects integer targets; got dtype {targets.dtype}.")
+    if unbatched:
+        log_probs, input_lengths, target_lengths = (
+            log_probs[:, None],
+            input_lengths.reshape(1),
+            target_lengths.reshape(1),
+        )
+        if targets.ndim != 1:
+            raise ValueError(f"ctc_loss: unbatched log_probs (T, C) take 1-D targets; got {tuple(targets.shape)}.")
+        targets = targets[None]
+    big_t, n, classes = log_probs.shape
+    if not 0 <= blank < classes:
+        raise ValueError(f"blank must be in label range: got blank={blank} for {classes} classes.")
+    if input_lengths.shape != (n,) or target_lengths.shape != (n,):
+        raise ValueError(
+            f"ctc_loss: input_lengths and target_lengths must have one entry per sample ({n}); got shapes "
+            f"{tuple(input_lengths.shape)} and {tuple(target_lengths.shape)}."
+        )
+    if _concrete(input_lengths, target_lengths):
+        il, tl = np.asarray(input_lengths), np.asarray(target_lengths)
+        if (il > big_t).any() or (il < 0).any():
+            raise ValueError(f"Expected input_lengths to have value at most {big_t} (and >= 0), but got {il.tolist()}")
+        if (tl < 0).any():
+            raise ValueError(f"ctc_loss: target_lengths must be >= 0; got {tl.tolist()}.")
+        if targets.ndim == 2 and (tl > targets.shape[1]).any():
+            raise ValueError(
+                f"Expected tensor to have size at least {tl.max()} at dimension 1, but got size {targets.shape[1]} "
+                "for argument #2 'targets'"
+            )
+        if targets.ndim == 1 and tl.sum() > targets.shape[0]:
+            raise ValueError(f"ctc_loss: 1-D targets hold {targets.shape[0]} labels; target_lengths sum to {tl.sum()}.")
+    if targets.ndim == 1:  # concatenated: pad each sample's slice, to the longest length when it is known
+        longest = int(np.asarray(target_lengths).max()) if _concrete(target_lengths) and n else targets.shape[0]
+        starts = jnp.cumsum(target_lengths) - target_lengths
+        index = jnp.minimum(starts[:, None] + jnp.arange(longest), max(targets.shape[0] - 1, 0))
+        targets = jnp.take(targets, index) if targets.shape[0] else jnp.zeros((n, longest), targets.dtype)
+    elif targets.ndim != 2 or targets.shape[0] != n:
+        raise ValueError(f"ctc_loss: targets must be (N, S) = ({n}, S) or 1-D; got {tuple(targets.shape)}.")
+    s = targets.shape[1]
+    ext = jnp.full((n, 2 * s + 1), blank, jnp.int32)
+    ext = ext.at[:, 1::2].set(jnp.clip(targets, 0, classes - 1).astype(jnp.int32))
+    nll = _ctc_nll(log_probs, ext, input_lengths.astype(jnp.int32), target_lengths.astype(jnp.int32), zero_infinity)
+    if reduction == "mean":
+        return jnp.mean(nll / jnp.maximum(target_lengths, 1).astype(nll.dtype))
+    if reduction == "sum":
+        return jnp.sum(nll)
+    return nll[0] if unbatched else nll

@@ -359,3 +359,22 @@ class TripletMarginLoss(_Loss):
             anchor, positive, negative, margin=self.margin, p=self.p, eps=self.eps, swap=self.swap,
             reduction=self.reduction,
         )  # fmt: skip
+
+
+class CTCLoss(_Loss):
+    """``nn.CTCLoss(blank=0, reduction="mean", zero_infinity=False)``; called as
+    ``loss(log_probs (T, N, C), targets, input_lengths, target_lengths)``.
+
+    See :func:`jaxnets.nn.functional.ctc_loss` (torch's CPU algorithm and gradient).
+    """
+
+    def __init__(
+        self, blank: int = 0, reduction: str = "mean", zero_infinity: bool = False, *, rngs: nnx.Rngs | None = None
+    ):
+        super().__init__(reduction=reduction)
+        self.blank, self.zero_infinity = blank, zero_infinity
+
+    def __call__(self, log_probs: jax.Array, targets: jax.Array, input_lengths, target_lengths) -> jax.Array:
+        return F.ctc_loss(
+            log_probs, targets, input_lengths, target_lengths, self.blank, self.reduction, self.zero_infinity
+        )
