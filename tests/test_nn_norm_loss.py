@@ -687,6 +687,21 @@ def test_out_of_range_targets_under_jit_give_nan(x64):
     assert np.array_equal(np.isnan(np.asarray(loss)), [False, True, True])
 
 
+def test_linear_cross_entropy_loss_state_dict_and_refusals(x64):
+    torch_loss = torch.nn.LinearCrossEntropyLoss(5, 3, out_features=(2,), bias=True, weight=torch.ones(3))
+    loss = nn.LinearCrossEntropyLoss(5, 3, out_features=(2,), bias=True, weight=jnp.ones(3), rngs=nnx.Rngs(0))
+    assert [(k, tuple(v.shape)) for k, v in loss.state_dict().items()] == [
+        (k, tuple(v.shape)) for k, v in torch_loss.state_dict().items()
+    ]
+    _compare(torch_loss.double(), loss.double(), _normal(4, 5), np.array([[0, 2], [1, 1], [2, 0], [0, 0]]))
+    with pytest.raises(ValueError, match=r"expected weight shape to be \(3,\)"):
+        nn.LinearCrossEntropyLoss(5, 3, weight=jnp.ones(4), rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="requires batched input"):
+        loss(jnp.ones(5), jnp.zeros(2, int))
+    with pytest.raises(ValueError, match="ignore_index cannot be specified when target contains probabilities"):
+        nn.LinearCrossEntropyLoss(5, 3, ignore_index=0, rngs=nnx.Rngs(0))(jnp.ones((2, 5)), jnp.ones((2, 3)) / 3)
+
+
 # CTC ---------------------------------------------------------------------------
 
 
@@ -825,6 +840,12 @@ LAYERS = [
     ),
     ("PoissonNLLLoss", lambda: nn.PoissonNLLLoss(full=True), [_normal(2, 5), np.full((2, 5), 2.0)], True),
     ("GaussianNLLLoss", lambda: nn.GaussianNLLLoss(), [_normal(2, 4), _normal(2, 4, seed=1), np.ones((2, 4))], True),
+    (
+        "LinearCrossEntropyLoss",
+        lambda: nn.LinearCrossEntropyLoss(5, 3, bias=True, label_smoothing=0.1, rngs=_R),
+        [_normal(2, 4, 5), np.array([[0, 2, 1, 1], [2, 0, 0, 1]])],
+        True,
+    ),
     (
         "CTCLoss",
         lambda: nn.CTCLoss(),

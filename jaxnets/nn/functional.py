@@ -1646,3 +1646,58 @@ def ctc_loss(
     if reduction == "sum":
         return jnp.sum(nll)
     return nll[0] if unbatched else nll
+
+
+def linear_cross_entropy(
+    input,
+    linear_weight,
+    target,
+    *,
+    linear_bias=None,
+    weight=None,
+    reduction: str = "mean",
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    options=None,
+) -> jax.Array:
+    """``F.linear_cross_entropy``: :func:`cross_entropy` of ``linear(input, linear_weight, linear_bias)``.
+
+    ``input`` is ``(N, in)`` or ``(in,)``; ``linear_weight`` ``(C, *out_features,
+    in)`` (``out_features`` giving a K-dimensional loss, target ``(N,
+    *out_features)``). ``ignore_index=None`` means -100 for class indices.
+    ``options`` (torch's chunking of the batch, a memory strategy) is accepted
+    and not used: the logits are computed whole, which XLA may fuse or not.
+    """
+    del options
+    if input.ndim not in (1, 2):
+        raise ValueError(f"expected input with dimensionality 1 or 2, got {input.ndim}")
+    if linear_weight.ndim < 2:
+        raise ValueError(f"expected linear_weight with dimensionality at least 2, got {linear_weight.ndim}")
+    batch, in_features = input.shape[:-1], input.shape[-1]
+    if in_features != linear_weight.shape[-1]:
+        raise ValueError(
+            "expected equal input and linear_weight last dimensions (in_features), "
+            f"got {in_features} and {linear_weight.shape[-1]}, respectively"
+        )
+    classes, out_features = linear_weight.shape[0], tuple(linear_weight.shape[1:-1])
+    if linear_bias is not None and tuple(linear_bias.shape) != (classes, *out_features):
+        raise ValueError(f"expected linear_bias shape {(classes, *out_features)}, got {tuple(linear_bias.shape)}")
+    if out_features and not batch:
+        raise ValueError(
+            f"K-dimensional loss defined by linear_weight shape {tuple(linear_weight.shape)} requires batched input, "
+            f"(N, {in_features}), got unbatched input with shape {tuple(input.shape)}"
+        )
+    logits_shape = (*batch, classes, *out_features)
+    if tuple(jnp.shape(target)) == logits_shape and ignore_index is not None:
+        raise ValueError("ignore_index cannot be specified when target contains probabilities")
+    flat_w = linear_weight.reshape(-1, in_features)
+    flat_b = None if linear_bias is None else linear_bias.reshape(-1)
+    logits = linear(input, flat_w, flat_b).reshape(logits_shape)
+    return cross_entropy(
+        logits,
+        target,
+        weight=weight,
+        reduction=reduction,
+        ignore_index=-100 if ignore_index is None else ignore_index,
+        label_smoothing=label_smoothing,
+    )

@@ -12,12 +12,15 @@ layers: class scores are channels-first, ``(N, C)`` or ``(N, C, d1, ...)``.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from .. import functional as F
 from ..module import Buffer, Module
+from .linear import Linear
 
 
 def _buffer(value) -> Buffer | None:
@@ -377,4 +380,60 @@ class CTCLoss(_Loss):
     def __call__(self, log_probs: jax.Array, targets: jax.Array, input_lengths, target_lengths) -> jax.Array:
         return F.ctc_loss(
             log_probs, targets, input_lengths, target_lengths, self.blank, self.reduction, self.zero_infinity
+        )
+
+
+class LinearCrossEntropyLoss(_WeightedLoss):
+    """``nn.LinearCrossEntropyLoss(in_features, num_classes, *, out_features=(), bias=False, reduction="mean",
+    weight=None, ignore_index=None, label_smoothing=0.0, options=None)``: a ``linear`` projection to the logits,
+    then :class:`CrossEntropyLoss`.
+
+    The projection is a :class:`jaxnets.nn.Linear` child named ``linear``
+    (``linear.weight`` ``(num_classes * prod(out_features), in_features)``), so
+    the ``state_dict`` is torch's: ``weight`` (the class weights, a buffer),
+    then ``linear.weight`` and ``linear.bias``. ``options`` (torch's chunking, a
+    memory strategy) and ``device`` are accepted and not used.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        *,
+        out_features: tuple[int, ...] = (),
+        bias: bool = False,
+        device=None,
+        dtype=None,
+        reduction: str = "mean",
+        weight=None,
+        ignore_index: int | None = None,
+        label_smoothing: float = 0.0,
+        options=None,
+        rngs: nnx.Rngs,
+    ):
+        if weight is not None and tuple(jnp.shape(weight)) != (num_classes,):
+            raise ValueError(f"expected weight shape to be {(num_classes,)}, got {tuple(jnp.shape(weight))}")
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(f"expected label_smoothing to be in range [0, 1], got {label_smoothing}")
+        super().__init__(weight, reduction=reduction)
+        self.num_classes, self.out_features = num_classes, tuple(out_features)
+        self.ignore_index, self.label_smoothing, self.options = ignore_index, label_smoothing, options
+        rows = num_classes * math.prod(self.out_features)
+        self.linear = Linear(in_features, rows, bias=bias, dtype=dtype, rngs=rngs)
+
+    def __call__(self, input: jax.Array, target: jax.Array) -> jax.Array:
+        in_features = self.linear.in_features
+        linear_weight = self.linear.weight[...].reshape((self.num_classes, *self.out_features, in_features))
+        bias = self.linear.bias
+        linear_bias = None if bias is None else bias[...].reshape((self.num_classes, *self.out_features))
+        return F.linear_cross_entropy(
+            input, linear_weight, target, linear_bias=linear_bias, weight=self._weight(), reduction=self.reduction,
+            ignore_index=self.ignore_index, label_smoothing=self.label_smoothing,
+        )  # fmt: skip
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.linear.in_features}, num_classes={self.num_classes}, out_features={self.out_features}, "
+            f"bias={self.linear.bias is not None}, reduction={self.reduction}, ignore_index={self.ignore_index}, "
+            f"label_smoothing={self.label_smoothing}"
         )
