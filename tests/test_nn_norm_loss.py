@@ -4,7 +4,8 @@ test_nn_module_db runs torch's own database for these classes; the cases here
 are the ones it does not reach: running statistics over several steps and
 ``momentum=None``, float32 and RMSNorm's machine-epsilon rule, channel
 windows wider than the input, torch's refusals, and jit / grad / vmap of every
-layer. float64 at F64_RTOL (see tolerances.py) unless a test says otherwise.
+layer, and generated shapes and options (hypothesis) for the layers most
+ports use. float64 at F64_RTOL (see tolerances.py) unless a test says otherwise.
 """
 
 import warnings
@@ -15,6 +16,8 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tolerances import F32_ATOL, F32_RTOL, F64_ATOL, F64_RTOL
 
 from jaxnets import nn
@@ -26,7 +29,10 @@ def _close(have, want, what, rtol=F64_RTOL, atol=F64_ATOL):
     have, want = np.asarray(have), np.asarray(want)
     assert have.shape == want.shape, f"{what}: shape {have.shape}, torch {want.shape}"
     assert have.dtype == want.dtype, f"{what}: dtype {have.dtype}, torch {want.dtype}"
-    np.testing.assert_allclose(have, want, rtol=0, atol=rtol * np.max(np.abs(want), initial=0) + atol, err_msg=what)
+    # NaN exactly where torch has NaN (an all-ignored mean, an impossible alignment); the rest compared as numbers.
+    np.testing.assert_array_equal(np.isnan(have), np.isnan(want), err_msg=f"{what}: NaN positions")
+    scale = np.max(np.abs(want[~np.isnan(want)]), initial=0)
+    np.testing.assert_allclose(have, want, rtol=0, atol=rtol * scale + atol, err_msg=what)
 
 
 def _compare(torch_module, module, *inputs, steps=1, no_grad=(), rtol=F64_RTOL, atol=F64_ATOL):
@@ -883,3 +889,142 @@ def test_every_new_layer_jits_differentiates_and_vmaps(x64, make, inputs, traini
         _close(mapped[k], value, f"vmap entry {k}")
         for have, want in zip(jax.tree.leaves(grads), jax.tree.leaves(g), strict=True):
             _close(have[k], want, f"vmap(grad) entry {k}")
+
+
+# Generated shapes and options (hypothesis) -------------------------------------
+
+# Derandomized, as test_nn_hypothesis: the same examples on every run and machine.
+SETTINGS = settings(
+    max_examples=10, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@SETTINGS
+@given(
+    groups=st.integers(1, 3),
+    per_group=st.integers(1, 3),
+    spatial=st.lists(st.integers(1, 4), max_size=3),
+    batch=st.integers(1, 3),
+    affine=st.booleans(),
+    eps=st.sampled_from([1e-5, 1e-2]),
+)
+def test_group_norm_over_generated_shapes(x64, groups, per_group, spatial, batch, affine, eps):
+    channels = groups * per_group
+    if batch * per_group * int(np.prod(spatial)) == 1:
+        return  # torch refuses a single value per group (tested in test_group_norm_refusals)
+    torch_module = torch.nn.GroupNorm(groups, channels, eps=eps, affine=affine).double()
+    if affine:
+        with torch.no_grad():
+            torch_module.weight.normal_()
+            torch_module.bias.normal_()
+    _compare(
+        torch_module,
+        nn.GroupNorm(groups, channels, eps=eps, affine=affine).double(),
+        _normal(batch, channels, *spatial),
+    )
+
+
+@SETTINGS
+@given(
+    dims=st.integers(1, 3),
+    channels=st.integers(1, 3),
+    batch=st.integers(0, 3),
+    size=st.integers(2, 4),
+    affine=st.booleans(),
+    track=st.booleans(),
+    momentum=st.sampled_from([0.1, 0.5, None]),
+    training=st.booleans(),
+)
+def test_instance_norm_over_generated_shapes_and_options(
+    x64, dims, channels, batch, size, affine, track, momentum, training
+):
+    name = f"InstanceNorm{dims}d"
+    kwargs = dict(affine=affine, track_running_stats=track, momentum=momentum)
+    torch_module = getattr(torch.nn, name)(channels, **kwargs).double().train(training)
+    if track:  # moved statistics, so that eval mode reads something other than zeros and ones
+        with torch.no_grad():
+            torch_module.running_mean.uniform_(-1, 1)
+            torch_module.running_var.uniform_(0.5, 2)
+    shape = (batch, channels, *(size,) * dims) if batch else (channels, *(size,) * dims)  # batch 0: unbatched
+    _compare(torch_module, getattr(nn, name)(channels, **kwargs).double().train(training), _normal(*shape), steps=2)
+
+
+@SETTINGS
+@given(
+    shape=st.lists(st.integers(1, 4), min_size=1, max_size=4),
+    normalized=st.integers(1, 3),
+    affine=st.booleans(),
+    eps=st.sampled_from([None, 1e-6, 0.1]),
+    scale=st.sampled_from([1e-5, 1.0, 100.0]),
+)
+def test_rms_norm_over_generated_shapes(x64, shape, normalized, affine, eps, scale):
+    normalized_shape = shape[-min(normalized, len(shape)) :]
+    torch_module = torch.nn.RMSNorm(normalized_shape, eps=eps, elementwise_affine=affine).double()
+    if affine:
+        with torch.no_grad():
+            torch_module.weight.normal_()
+    module = nn.RMSNorm(normalized_shape, eps=eps, elementwise_affine=affine).double()
+    _compare(torch_module, module, scale * _normal(*shape))
+
+
+@SETTINGS
+@given(
+    size=st.integers(1, 6),
+    channels=st.integers(1, 6),
+    spatial=st.lists(st.integers(1, 3), min_size=1, max_size=3),
+    alpha=st.sampled_from([1e-4, 0.5]),
+    beta=st.sampled_from([0.75, 0.3]),
+    k=st.sampled_from([1.0, 2.0]),
+)
+def test_local_response_norm_over_generated_shapes(x64, size, channels, spatial, alpha, beta, k):
+    torch_module = torch.nn.LocalResponseNorm(size, alpha, beta, k)
+    _compare(torch_module, nn.LocalResponseNorm(size, alpha, beta, k), 3 * _normal(2, channels, *spatial))
+
+
+@SETTINGS
+@given(
+    num=st.integers(1, 6),
+    dim=st.integers(1, 4),
+    index_shape=st.lists(st.integers(1, 4), max_size=3),
+    padding=st.one_of(st.none(), st.integers(-6, 5)),
+    max_norm=st.sampled_from([None, 0.5, 2.0]),
+    norm_type=st.sampled_from([1.0, 2.0, 3.5]),
+    scale_grad_by_freq=st.booleans(),
+)
+def test_embedding_over_generated_shapes_and_options(
+    x64, num, dim, index_shape, padding, max_norm, norm_type, scale_grad_by_freq
+):
+    padding = None if padding is None or not -num <= padding < num else padding
+    kwargs = dict(padding_idx=padding, max_norm=max_norm, norm_type=norm_type, scale_grad_by_freq=scale_grad_by_freq)
+    torch_module, module = _embedding_pair(num, dim, **kwargs)
+    indices = np.random.default_rng(num * dim).integers(0, num, size=index_shape)
+    _compare(torch_module, module, indices, steps=2)
+
+
+@SETTINGS
+@given(
+    batch=st.integers(1, 4),
+    classes=st.integers(2, 5),
+    spatial=st.lists(st.integers(1, 3), max_size=2),
+    weighted=st.booleans(),
+    ignore=st.booleans(),
+    label_smoothing=st.sampled_from([0.0, 0.05, 0.5]),
+    probabilities=st.booleans(),
+)
+def test_cross_entropy_over_generated_shapes_and_options(
+    x64, batch, classes, spatial, weighted, ignore, label_smoothing, probabilities
+):
+    kwargs = dict(label_smoothing=label_smoothing)
+    if weighted:
+        kwargs["weight"] = np.abs(_normal(classes, seed=classes)) + 0.1
+    rng = np.random.default_rng(batch * classes)
+    if probabilities:
+        target = rng.dirichlet(np.ones(classes), size=(batch, *spatial))
+        target = np.moveaxis(target, -1, 1)
+    else:
+        target = rng.integers(0, classes, size=(batch, *spatial))
+        if ignore:
+            kwargs["ignore_index"] = 0  # some positions of class 0 ignored (maybe all: NaN on both sides)
+            target.flat[0] = 1
+    torch_loss, loss = _loss_pair("CrossEntropyLoss", **kwargs)
+    _compare(torch_loss, loss, 2 * _normal(batch, classes, *spatial), target)
