@@ -177,7 +177,7 @@ class KLDivLoss(_Loss):
     """``nn.KLDivLoss(reduction="mean", log_target=False)``; ``input`` is log-probabilities.
 
     ``reduction="batchmean"`` gives the KL divergence per sample; torch's
-    default ``"mean"`` divides by every element (torch warns; so does this).
+    default ``"mean"`` divides by every element (torch warns about it at each call; this docstring is the warning).
     """
 
     def __init__(
