@@ -75,6 +75,8 @@ def _to_jax(value):
         return getattr(nn.functional, value.__name__)  # torch.nn.functional.gelu -> jaxnets.nn.functional.gelu
     if isinstance(value, torch.Tensor):
         return jnp.asarray(np.array(value.detach().numpy(), copy=True))  # copied: never alias torch's memory
+    if isinstance(value, torch.dtype):
+        return jnp.dtype(str(value).removeprefix("torch."))  # dtype=torch.float64 -> float64
     if isinstance(value, tuple | list):
         return type(value)(_to_jax(v) for v in value)
     if isinstance(value, dict):

@@ -9,11 +9,14 @@ that JAX differentiates the branch torch differentiates.
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 # Activations ---------------------------------------------------------------
@@ -846,3 +849,1346 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
 def conv_transpose3d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """``F.conv_transpose3d``: input ``(N, C, D, H, W)`` or ``(C, D, H, W)``."""
     return _conv_transpose_nd(3, "conv_transpose3d", x, weight, bias, stride, padding, output_padding, groups, dilation)
+
+
+def _check_floating(x, fn: str, arg: str = "input") -> None:
+    # torch refuses integer inputs to normalisations and losses ("not implemented for 'Long'"), said plainly here.
+    dtype = jnp.result_type(x)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(
+            f"{fn} expects a floating-point `{arg}`; got dtype {dtype}. Cast it first, e.g. x.astype(jnp.float32)."
+        )
+
+
+def group_norm(
+    input: jax.Array,
+    num_groups: int,
+    weight: jax.Array | None = None,
+    bias: jax.Array | None = None,
+    eps: float = 1e-5,
+) -> jax.Array:
+    """``F.group_norm``: normalise ``(N, C, *)`` over each group of ``C / num_groups`` channels and the rest.
+
+    Statistics per sample and group (biased variance), torch's eps of 1e-5
+    (Flax's ``nnx.GroupNorm`` defaults to 1e-6), then a per-channel affine.
+    """
+    x = input
+    _check_floating(x, "group_norm")
+    if x.ndim < 2:
+        raise ValueError(f"Expected at least 2 dimensions for input tensor but received {x.ndim}")
+    n, c = x.shape[:2]
+    if num_groups <= 0 or c % num_groups:
+        raise ValueError(
+            f"Expected number of channels in input to be divisible by num_groups, but got input of shape "
+            f"{list(x.shape)} and num_groups={num_groups}"
+        )
+    values = (n * c // num_groups) * math.prod(x.shape[2:])
+    if values == 1:  # torch's _verify_batch_size, over [N * C / G, G, *spatial] with the G left out
+        raise ValueError(
+            "Expected more than 1 value per channel when training, got input size "
+            f"{[n * c // num_groups, num_groups, *x.shape[2:]]}"
+        )
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None and (p.ndim != 1 or p.shape[0] != c):
+            raise ValueError(
+                f"Expected {name} to be a vector of size equal to the number of channels in input, but got {name} "
+                f"of shape {list(p.shape)} and input of shape {list(x.shape)}"
+            )
+    grouped = x.reshape(n, num_groups, -1)  # (N, C, *) -> (N, G, C / G * prod(*))
+    mean = jnp.mean(grouped, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(grouped - mean), axis=-1, keepdims=True)
+    y = ((grouped - mean) * lax.rsqrt(var + eps)).reshape(x.shape)
+    shape = (1, c) + (1,) * (x.ndim - 2)
+    if weight is not None:
+        y = y * weight.reshape(shape)
+    if bias is not None:
+        y = y + bias.reshape(shape)
+    return y
+
+
+def instance_norm(
+    input: jax.Array,
+    running_mean: jax.Array | None = None,
+    running_var: jax.Array | None = None,
+    weight: jax.Array | None = None,
+    bias: jax.Array | None = None,
+    use_input_stats: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
+    """``F.instance_norm``, functional: returns ``(y, new_running_mean, new_running_var)``.
+
+    Each sample's channel is normalised over its own spatial positions (biased
+    variance) when ``use_input_stats``, else by the running statistics. As in
+    torch, the running statistics (when given and ``use_input_stats``) move by
+    ``momentum`` towards the batch average of the per-instance means and
+    *unbiased* variances; torch updates them in place, this returns them.
+    """
+    x = input
+    _check_floating(x, "instance_norm")
+    if x.ndim < 2:
+        raise ValueError(f"instance_norm expects input of shape (N, C, *); got shape {tuple(x.shape)}.")
+    if not use_input_stats and (running_mean is None or running_var is None):
+        raise ValueError("Expected running_mean and running_var to be defined when use_input_stats is false")
+    axes = tuple(range(2, x.ndim))
+    channel = (1, -1) + (1,) * (x.ndim - 2)
+    if use_input_stats:
+        n = math.prod(x.shape[2:])
+        if n == 1:
+            raise ValueError(f"Expected more than 1 spatial element when training, got input size {tuple(x.shape)}")
+        mean = jnp.mean(x, axis=axes, keepdims=True)
+        var = jnp.mean(jnp.square(x - mean), axis=axes, keepdims=True)
+        if running_mean is not None and n > 0:
+            batch_mean = lax.stop_gradient(jnp.mean(mean.reshape(x.shape[:2]), axis=0))
+            batch_var = lax.stop_gradient(jnp.mean(var.reshape(x.shape[:2]), axis=0)) * (n / (n - 1))
+            running_mean = (1 - momentum) * running_mean + momentum * batch_mean
+            running_var = (1 - momentum) * running_var + momentum * batch_var
+    else:
+        mean, var = running_mean.reshape(channel), running_var.reshape(channel)
+    y = (x - mean) * lax.rsqrt(var + eps)
+    if weight is not None:
+        y = y * weight.reshape(channel)
+    if bias is not None:
+        y = y + bias.reshape(channel)
+    return y, running_mean, running_var
+
+
+def rms_norm(
+    input: jax.Array,
+    normalized_shape: Sequence[int],
+    weight: jax.Array | None = None,
+    eps: float | None = None,
+) -> jax.Array:
+    """``F.rms_norm``: ``x / sqrt(mean(x**2) + eps) * weight`` over the last ``len(normalized_shape)`` dims.
+
+    ``eps=None`` is torch's rule: the machine epsilon of the computation type,
+    ``finfo(float64).eps`` for float64 input and ``finfo(float32).eps`` for
+    float32, float16 and bfloat16 (which are computed in float32 and cast back).
+    """
+    x = input
+    _check_floating(x, "rms_norm")
+    normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    k = len(normalized_shape)
+    if k == 0 or x.ndim < k or tuple(x.shape[x.ndim - k :]) != normalized_shape:
+        raise ValueError(
+            f"Given normalized_shape={list(normalized_shape)}, expected input with shape "
+            f"[*{', '.join(map(str, normalized_shape))}], but got input of size{list(x.shape)}"
+        )
+    if weight is not None and tuple(weight.shape) != normalized_shape:
+        raise ValueError(
+            f"Expected weight to be of same shape as normalized_shape, but got weight of shape {list(weight.shape)} "
+            f"and normalized_shape = {list(normalized_shape)}"
+        )
+    compute = jnp.float64 if x.dtype == jnp.float64 else jnp.float32
+    if eps is None:
+        eps = float(jnp.finfo(compute).eps)
+    xc = x.astype(compute)
+    axes = tuple(range(x.ndim - k, x.ndim))
+    y = (xc * lax.rsqrt(jnp.mean(jnp.square(xc), axis=axes, keepdims=True) + eps)).astype(x.dtype)
+    return y if weight is None else y * weight
+
+
+def local_response_norm(
+    input: jax.Array, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0
+) -> jax.Array:
+    """``F.local_response_norm`` across channels of ``(N, C, *)``, torch's formula.
+
+    ``x / (k + alpha * avg(x**2))**beta``, the average taken, as torch does with
+    an average pool, over the ``size`` channels ``c - size // 2`` to
+    ``c + (size - 1) // 2``, zero-padded at the ends and always divided by
+    ``size``.
+    """
+    x = input
+    _check_floating(x, "local_response_norm")
+    if x.ndim < 3:
+        raise ValueError(f"Expected 3D or higher dimensionality input (got {x.ndim} dimensions)")
+    if size <= 0:
+        raise ValueError(f"local_response_norm: size must be positive; got size={size}.")
+    if x.size == 0:
+        return x
+    c = x.shape[1]
+    sq = jnp.square(x)
+    padded = jnp.pad(sq, [(0, 0), (size // 2, (size - 1) // 2)] + [(0, 0)] * (x.ndim - 2))
+    window = padded[:, 0:c]
+    for i in range(1, size):
+        window = window + padded[:, i : i + c]
+    div = jnp.power(window / size * alpha + k, beta)
+    return x / div
+
+
+# Distances ---------------------------------------------------------------
+
+
+def _norm_value(x: jax.Array, p: float, axis: int, keepdims: bool) -> jax.Array:
+    a = jnp.abs(x)
+    if p == math.inf:
+        return jnp.max(a, axis=axis, keepdims=keepdims)
+    if p == -math.inf:
+        return jnp.min(a, axis=axis, keepdims=keepdims)
+    if p == 0:
+        return jnp.sum((x != 0).astype(x.dtype), axis=axis, keepdims=keepdims)
+    if p == 1:
+        return jnp.sum(a, axis=axis, keepdims=keepdims)
+    if p == 2:
+        return jnp.sqrt(jnp.sum(x * x, axis=axis, keepdims=keepdims))
+    return jnp.power(jnp.sum(jnp.power(a, p), axis=axis, keepdims=keepdims), 1.0 / p)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
+def vector_norm(x: jax.Array, p: float = 2.0, axis: int = -1, keepdims: bool = False) -> jax.Array:
+    """``torch.linalg.vector_norm(x, p, dim=axis)`` with torch's gradient.
+
+    torch defines the gradient where the naive expression has none: 0 where the
+    norm is 0 (``sqrt`` alone gives NaN there), ``sgn(x)`` for ``p=1``, and for
+    ``p=inf`` the gradient split evenly over the entries that reach the maximum.
+    """
+    return _norm_value(x, p, axis, keepdims)
+
+
+@vector_norm.defjvp
+def _vector_norm_jvp(p, axis, keepdims, primals, tangents):
+    # The transpose of torch's norm_backward (FunctionsManual.cpp), written as a JVP: <d norm / dx, dx>.
+    (x,), (dx,) = primals, tangents
+    norm = _norm_value(x, p, axis, True)
+    if p == 0:
+        scaled = jnp.zeros_like(x)
+    elif p == 1:
+        scaled = jnp.sign(x)
+    elif p == 2:
+        scaled = jnp.where(norm == 0, 0, x / jnp.where(norm == 0, 1, norm))
+    elif math.isinf(p):
+        is_max = (jnp.abs(x) == norm).astype(x.dtype)
+        scaled = jnp.sign(x) * is_max / jnp.sum(is_max, axis=axis, keepdims=True)
+    elif p < 1:
+        scaled = jnp.sign(x) * jnp.where(x == 0, 0, jnp.power(jnp.abs(x), p - 1)) * jnp.power(norm, 1 - p)
+    else:
+        pow_ = jnp.sign(x) * jnp.power(jnp.abs(x), p - 1) if p < 2 else x * jnp.power(jnp.abs(x), p - 2)
+        scaled = jnp.where(norm == 0, 0, pow_ / jnp.where(norm == 0, 1, jnp.power(norm, p - 1)))
+    out = norm if keepdims else jnp.squeeze(norm, axis)
+    return out, jnp.sum(scaled * dx, axis=axis, keepdims=keepdims)
+
+
+def pairwise_distance(
+    x1: jax.Array, x2: jax.Array, p: float = 2.0, eps: float = 1e-6, keepdim: bool = False
+) -> jax.Array:
+    """``F.pairwise_distance``: ``vector_norm(x1 - x2 + eps, p)`` over the last dim (torch adds ``eps`` first)."""
+    return vector_norm(x1 - x2 + eps, p, -1, keepdim)
+
+
+# Embedding ---------------------------------------------------------------
+
+
+def _concrete(*xs) -> bool:
+    # Value checks (an index out of range, a negative variance) run only where the values are known: eagerly.
+    return not any(isinstance(x, jax.core.Tracer) for x in xs)
+
+
+def _check_indices(indices, num: int, fn: str) -> None:
+    dtype = jnp.result_type(indices)
+    if not jnp.issubdtype(dtype, jnp.integer):
+        raise TypeError(
+            f"{fn} expects integer indices (torch: Long or Int); got dtype {dtype}. Cast with x.astype(jnp.int32)."
+        )
+    if _concrete(indices) and np.size(indices):
+        values = np.asarray(indices)  # a NumPy reduction: jnp.min would be traced inside jit even on a constant
+        lo, hi = int(values.min()), int(values.max())
+        if lo < 0 or hi >= num:
+            bad = lo if lo < 0 else hi
+            raise IndexError(f"index out of range in self: {fn} got index {bad}, expected 0 <= index < {num}.")
+
+
+def _padding_index(padding_idx: int | None, num: int, what: str = "Padding_idx") -> int | None:
+    if padding_idx is None:
+        return None
+    if not -num <= padding_idx < num:
+        raise ValueError(
+            f"{what} must be within num_embeddings: got padding_idx={padding_idx} for {num} embeddings "
+            f"(expected -{num} <= padding_idx < {num})."
+        )
+    return padding_idx + num if padding_idx < 0 else padding_idx
+
+
+def embedding_renorm(weight: jax.Array, input: jax.Array, max_norm: float, norm_type: float = 2.0) -> jax.Array:
+    """``torch.embedding_renorm_``, functional: ``weight`` with the rows ``input`` refers to rescaled to ``max_norm``.
+
+    Each referenced row whose ``norm_type``-norm exceeds ``max_norm`` is
+    multiplied by ``max_norm / (norm + 1e-7)``, as torch does in place (under
+    ``no_grad``); other rows are returned unchanged.
+    """
+    referenced = jnp.zeros(weight.shape[0], bool).at[input.reshape(-1)].set(True, mode="drop")
+    norms = _norm_value(weight, norm_type, 1, False)
+    scale = jnp.where(referenced & (norms > max_norm), max_norm / (norms + 1e-7), 1).astype(weight.dtype)
+    return lax.stop_gradient(weight * scale[:, None])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _lookup(weight, indices, padding_idx, scale_grad_by_freq):
+    # Out-of-range indices (possible only under a trace, where they cannot be checked) read NaN rows; jnp.take's
+    # "fill" mode would wrap negative ones Python-style instead.
+    valid = (indices >= 0) & (indices < weight.shape[0])
+    rows = jnp.take(weight, jnp.where(valid, indices, 0), axis=0)
+    return jnp.where(valid[..., None], rows, jnp.nan)
+
+
+def _lookup_fwd(weight, indices, padding_idx, scale_grad_by_freq):
+    return _lookup(weight, indices, padding_idx, scale_grad_by_freq), (weight.shape[0], indices)
+
+
+def _lookup_bwd(padding_idx, scale_grad_by_freq, res, g):
+    # torch's embedding_dense_backward: rows summed per index, none for padding_idx, divided by the index's count.
+    num, indices = res
+    flat = indices.reshape(-1)
+    g = g.reshape(flat.shape[0], -1)
+    if scale_grad_by_freq:
+        counts = jnp.zeros(num, g.dtype).at[flat].add(1, mode="drop")
+        g = g / jnp.take(counts, flat, mode="fill", fill_value=1)[:, None]
+    if padding_idx is not None:
+        g = jnp.where((flat == padding_idx)[:, None], 0, g)
+    grad = jnp.zeros((num, g.shape[1]), g.dtype).at[flat].add(g, mode="drop")
+    return grad, None
+
+
+_lookup.defvjp(_lookup_fwd, _lookup_bwd)
+
+
+def embedding(
+    input: jax.Array,
+    weight: jax.Array,
+    padding_idx: int | None = None,
+    max_norm: float | None = None,
+    norm_type: float = 2.0,
+    scale_grad_by_freq: bool = False,
+    sparse: bool = False,
+) -> jax.Array:
+    """``F.embedding``: rows of ``weight`` ``(num_embeddings, embedding_dim)`` at the integer ``input``.
+
+    The gradient is torch's: summed per row, zero for ``padding_idx`` (negative
+    counts from the end), and divided by each index's count in ``input`` with
+    ``scale_grad_by_freq``. With ``max_norm`` the referenced rows are first
+    rescaled as :func:`embedding_renorm` does; torch also writes them back into
+    ``weight`` in place, which a function cannot do: :class:`jaxnets.nn.Embedding`
+    writes them into its parameter, or call :func:`embedding_renorm` yourself.
+    ``sparse=True`` is accepted for torch's signature; gradients are dense.
+    Indices are checked (integer dtype; range when not traced); under ``jit`` an
+    out-of-range index reads a row of NaN instead of raising.
+    """
+    if weight.ndim != 2:
+        raise ValueError(f"embedding expects a 2-D weight (num_embeddings, embedding_dim); got {weight.shape}.")
+    num = weight.shape[0]
+    _check_indices(input, num, "embedding")
+    padding_idx = _padding_index(padding_idx, num)
+    if max_norm is not None:
+        renormed = embedding_renorm(weight, input, max_norm, norm_type)
+        weight = weight + lax.stop_gradient(renormed - weight)  # renormalised values, torch's gradient to the rows
+    return _lookup(weight, input, padding_idx, scale_grad_by_freq)
+
+
+def embedding_bag(
+    input: jax.Array,
+    weight: jax.Array,
+    offsets: jax.Array | None = None,
+    max_norm: float | None = None,
+    norm_type: float = 2,
+    scale_grad_by_freq: bool = False,
+    mode: str = "mean",
+    sparse: bool = False,
+    per_sample_weights: jax.Array | None = None,
+    include_last_offset: bool = False,
+    padding_idx: int | None = None,
+) -> jax.Array:
+    """``F.embedding_bag``: the sum, mean or max of the embeddings in each bag, ``(bags, embedding_dim)``.
+
+    ``input`` is ``(B, N)`` (B bags of N) or 1-D with ``offsets``, the start of
+    each bag (with ``include_last_offset`` the last offset ends the last bag
+    and is not a bag). Entries equal to ``padding_idx`` are left out (not
+    counted in a mean); an empty bag gives zeros. ``per_sample_weights`` (mode
+    ``"sum"`` only) weights each entry. ``"max"`` takes, per dimension, the
+    first entry reaching the maximum, which alone gets the gradient, as torch.
+    ``max_norm`` renormalises as in :func:`embedding` (not written back here);
+    ``sparse`` is accepted, gradients are dense.
+
+    Two departures from torch 2.13 on CPU, where its kernels contradict its
+    documentation: ``scale_grad_by_freq`` divides each row's gradient by the
+    count of *that* index, as :func:`embedding` does (torch's CPU kernel divides
+    by the count of another index when counts differ, pytorch#190063), and
+    ``include_last_offset`` with indices after the last offset is refused
+    eagerly (torch's sum, mean and max disagree there, pytorch#191965; under
+    ``jit`` those indices join no bag).
+    """
+    if per_sample_weights is not None and tuple(per_sample_weights.shape) != tuple(input.shape):
+        raise ValueError(
+            f"embedding_bag: If per_sample_weights ({tuple(per_sample_weights.shape)}) is not None, then it must "
+            f"have the same shape as the input ({tuple(input.shape)})"
+        )
+    if weight.ndim != 2:
+        raise ValueError(f"weight has to be a 2D Tensor, but got Tensor of dimension {weight.ndim}")
+    if input.ndim == 2:
+        if offsets is not None:
+            raise ValueError(
+                "if input is 2D, then offsets has to be None, as input is treated is a mini-batch of fixed length "
+                f"sequences. However, found offsets of type {type(offsets).__name__}"
+            )
+        bags, n = input.shape
+        segment = jnp.repeat(jnp.arange(bags), n)
+        input = input.reshape(-1)
+        if per_sample_weights is not None:
+            per_sample_weights = per_sample_weights.reshape(-1)
+    elif input.ndim == 1:
+        if offsets is None:
+            raise ValueError("offsets has to be a 1D Tensor but got None")
+        offsets = jnp.asarray(offsets)
+        if offsets.ndim != 1:
+            raise ValueError("offsets has to be a 1D Tensor")
+        if not jnp.issubdtype(offsets.dtype, jnp.integer):
+            raise TypeError(f"embedding_bag expects integer offsets; got dtype {offsets.dtype}.")
+        if _concrete(offsets) and offsets.size:
+            o = np.asarray(offsets)
+            if o[0] != 0:
+                raise ValueError(
+                    "offsets[0] has to be 0, i.e., the first sequence in the mini-batch has to start from position 0. "
+                    f"However, got {o[0]}"
+                )
+            if o[-1] > input.shape[0]:
+                raise ValueError(
+                    f"offsets[-1] can not be greater than input's length {input.shape[0]} but got offsets[-1] of "
+                    f"{o[-1]}"
+                )
+            if np.any(np.diff(o) < 0):
+                raise ValueError(f"embedding_bag: offsets must not decrease; got {o.tolist()}.")
+            if include_last_offset and o[-1] != input.shape[0]:
+                # torch 2.13's CPU kernels give three different answers here (pytorch#191965): refused.
+                raise ValueError(
+                    f"embedding_bag with include_last_offset=True expects offsets[-1] == len(input) (CSR format); "
+                    f"got offsets[-1] = {o[-1]} for {input.shape[0]} indices. Drop the trailing indices, or append "
+                    f"{input.shape[0]} to offsets to make them a bag."
+                )
+        bags = offsets.shape[0] - 1 if include_last_offset else offsets.shape[0]
+        # Bag of each entry: the last offset at or before it; entries past a final include_last_offset end none.
+        segment = jnp.searchsorted(offsets, jnp.arange(input.shape[0]), side="right") - 1
+    else:
+        raise ValueError(f"input has to be 1D or 2D Tensor, but got Tensor of dimension {input.ndim}")
+    if mode not in ("sum", "mean", "max"):
+        raise ValueError("mode has to be one of sum, mean or max")
+    if mode == "max" and scale_grad_by_freq:
+        raise ValueError("max mode does not support scaling the gradient by the frequency")
+    if mode == "max" and sparse:
+        raise ValueError("max mode does not support sparse weights")
+    if per_sample_weights is not None and mode != "sum":
+        raise NotImplementedError(
+            "embedding_bag: per_sample_weights was not None. per_sample_weights is only supported for mode='sum' "
+            f"(got mode='{mode}')."
+        )
+    num = weight.shape[0]
+    _check_indices(input, num, "embedding_bag")
+    padding_idx = _padding_index(padding_idx, num, "padding_idx")
+    if max_norm is not None:
+        weight = weight + lax.stop_gradient(embedding_renorm(weight, input, max_norm, norm_type) - weight)
+    rows = _lookup(weight, input, padding_idx, scale_grad_by_freq)  # (entries, dim)
+    keep = jnp.ones(input.shape, bool) if padding_idx is None else input != padding_idx
+    segment = jnp.where(keep, segment, bags)  # padding entries join no bag
+    if mode == "max":
+        if bags == 0 or input.shape[0] == 0:
+            return jnp.zeros((bags, weight.shape[1]), weight.dtype)
+        top = jax.ops.segment_max(lax.stop_gradient(rows), segment, bags + 1)[:bags]
+        hit = lax.stop_gradient(rows) == jnp.take(top, jnp.minimum(segment, bags - 1), axis=0)
+        hit = hit & (segment < bags)[:, None]
+        position = jnp.arange(input.shape[0])[:, None]
+        first = jax.ops.segment_min(jnp.where(hit, position, input.shape[0]), segment, bags + 1)[:bags]
+        empty = first >= input.shape[0]
+        picked = jnp.take_along_axis(rows, jnp.where(empty, 0, first), axis=0)
+        return jnp.where(empty, jnp.zeros_like(picked), picked)
+    if per_sample_weights is not None:
+        rows = rows * per_sample_weights[:, None]
+    total = jax.ops.segment_sum(rows, segment, bags + 1)[:bags]
+    if mode == "sum":
+        return total
+    counts = jax.ops.segment_sum(keep.astype(rows.dtype), segment, bags + 1)[:bags]
+    return jnp.where(counts[:, None] > 0, total / jnp.maximum(counts, 1)[:, None], 0)
+
+
+# Losses ------------------------------------------------------------------
+#
+# Each loss is torch's formula, written so that JAX differentiates the branch torch differentiates: a clamp_min(z, 0)
+# in torch's code passes the gradient at z == 0 (where(z >= 0, ...)), a C++ kernel's `z > 0 ? ... : 0` does not
+# (where(z > 0, ...)); where torch's backward is not the derivative of its forward (binary_cross_entropy's clamped
+# log, gaussian_nll_loss's clamped variance) a custom rule says what torch's does. Value checks on the data (a target
+# out of range, a negative variance) raise when the values are known and give NaN under jit, where they are not.
+
+
+def _reduction(size_average, reduce, reduction: str) -> str:
+    """torch's ``_Reduction``: the legacy ``size_average`` / ``reduce`` pair overrides ``reduction`` (and warns)."""
+    if size_average is None and reduce is None:
+        return reduction
+    size_average = True if size_average is None else size_average
+    reduce = True if reduce is None else reduce
+    reduction = "none" if not reduce else "mean" if size_average else "sum"
+    warnings.warn(
+        f"size_average and reduce args will be deprecated, please use reduction='{reduction}' instead.", stacklevel=3
+    )
+    return reduction
+
+
+def _reduce(loss: jax.Array, reduction: str) -> jax.Array:
+    if reduction == "mean":
+        return jnp.mean(loss)
+    if reduction == "sum":
+        return jnp.sum(loss)
+    if reduction == "none":
+        return loss
+    raise ValueError(f"{reduction} is not a valid value for reduction (expected 'none', 'mean' or 'sum').")
+
+
+def _check_reduction(reduction: str, allowed=("none", "mean", "sum")) -> None:
+    if reduction not in allowed:
+        raise ValueError(f"{reduction} is not a valid value for reduction (expected one of {', '.join(allowed)}).")
+
+
+def _broadcast(fn: str, *xs: jax.Array) -> list[jax.Array]:
+    try:
+        shape = np.broadcast_shapes(*(jnp.shape(x) for x in xs))
+    except ValueError:
+        shapes = " and ".join(str(tuple(jnp.shape(x))) for x in xs)
+        raise ValueError(
+            f"{fn}: the shapes {shapes} do not broadcast; input and target should have the same shape."
+        ) from None
+    return [jnp.broadcast_to(x, shape) for x in xs]
+
+
+def _warn_size(fn: str, input, target) -> None:
+    if jnp.shape(input) != jnp.shape(target):
+        warnings.warn(
+            f"{fn}: Using a target size ({tuple(jnp.shape(target))}) that is different to the input size "
+            f"({tuple(jnp.shape(input))}). This will likely lead to incorrect results due to broadcasting. "
+            "Please ensure they have the same size.",
+            stacklevel=3,
+        )
+
+
+@jax.custom_jvp
+def _abs(x: jax.Array) -> jax.Array:
+    # torch differentiates |x| as sgn(x): 0 at 0, where JAX's abs takes the slope +1.
+    return jnp.abs(x)
+
+
+_abs.defjvp(lambda primals, tangents: (jnp.abs(primals[0]), jnp.sign(primals[0]) * tangents[0]))
+
+
+def _clamp_min0(z: jax.Array) -> jax.Array:
+    # torch's clamp_min(z, 0): the gradient passes where z >= 0, the boundary included.
+    return jnp.where(z >= 0, z, jnp.zeros_like(z))
+
+
+def _relu_strict(z: jax.Array) -> jax.Array:
+    # A C++ kernel's `z > 0 ? z : 0`: no gradient at z == 0.
+    return jnp.where(z > 0, z, jnp.zeros_like(z))
+
+
+def _weighted(loss: jax.Array, weight: jax.Array | None, reduction: str) -> jax.Array:
+    # torch's weight= on l1/mse: the mean divides by the sum of the weights.
+    if weight is None:
+        return _reduce(loss, reduction)
+    if tuple(jnp.shape(weight)) != tuple(loss.shape):
+        raise ValueError(f"Weights and input must have the same size: got {tuple(jnp.shape(weight))} and {loss.shape}.")
+    loss = loss * weight
+    if reduction == "mean":
+        return jnp.sum(loss) / jnp.sum(weight)
+    return _reduce(loss, reduction)
+
+
+def l1_loss(input, target, size_average=None, reduce=None, reduction: str = "mean", weight=None) -> jax.Array:
+    """``F.l1_loss``: ``|input - target|``; the gradient at 0 is 0 (torch's ``sgn``)."""
+    reduction = _reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    _warn_size("l1_loss", input, target)
+    input, target = _broadcast("l1_loss", input, target)
+    return _weighted(_abs(input - target), weight, reduction)
+
+
+def mse_loss(input, target, size_average=None, reduce=None, reduction: str = "mean", weight=None) -> jax.Array:
+    """``F.mse_loss``: ``(input - target) ** 2``."""
+    reduction = _reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    _warn_size("mse_loss", input, target)
+    input, target = _broadcast("mse_loss", input, target)
+    d = input - target
+    return _weighted(d * d, weight, reduction)
+
+
+def smooth_l1_loss(
+    input, target, size_average=None, reduce=None, reduction: str = "mean", beta: float = 1.0
+) -> jax.Array:
+    """``F.smooth_l1_loss``: ``0.5 d**2 / beta`` where ``|d| < beta``, else ``|d| - 0.5 beta``; ``beta=0`` is L1."""
+    reduction = _reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    if beta < 0:
+        raise ValueError(f"smooth_l1_loss does not support negative values for beta; got beta={beta}.")
+    _warn_size("smooth_l1_loss", input, target)
+    input, target = _broadcast("smooth_l1_loss", input, target)
+    if beta == 0:
+        return _reduce(_abs(input - target), reduction)
+    d = input - target
+    z = jnp.abs(d)
+    return _reduce(jnp.where(z < beta, 0.5 * d * d / beta, z - 0.5 * beta), reduction)
+
+
+def huber_loss(input, target, reduction: str = "mean", delta: float = 1.0, weight=None) -> jax.Array:
+    """``F.huber_loss``: ``0.5 d**2`` where ``|d| < delta``, else ``delta (|d| - 0.5 delta)``.
+
+    With ``weight`` (same shape as ``input``), ``"mean"`` is the plain mean of
+    the weighted losses, as torch's (not divided by the weights' sum).
+    """
+    _check_reduction(reduction)
+    if delta <= 0:
+        raise ValueError(f"huber_loss does not support non-positive values for delta; got delta={delta}.")
+    _warn_size("huber_loss", input, target)
+    input, target = _broadcast("huber_loss", input, target)
+    d = input - target
+    z = jnp.abs(d)
+    loss = jnp.where(z < delta, 0.5 * d * d, delta * (z - 0.5 * delta))
+    if weight is not None:
+        if tuple(jnp.shape(weight)) != tuple(jnp.shape(input)):
+            raise ValueError("Weights and input must have the same size.")
+        loss = loss * weight
+    return _reduce(loss, reduction)
+
+
+# torch's Loss.cpp adds `constexpr float EPSILON = 1e-12`, a float32 constant, to double tensors too.
+_EPSILON = float(np.float32(1e-12))
+
+
+@jax.custom_vjp
+def _bce(input, target, weight):
+    loss = (target - 1) * jnp.maximum(jnp.log(1 - input), -100) - target * jnp.maximum(jnp.log(input), -100)
+    return loss * weight
+
+
+def _bce_fwd(input, target, weight):
+    return _bce(input, target, weight), (input, target, weight)
+
+
+def _bce_bwd(res, g):
+    # torch's binary_cross_entropy_backward: (x - y) / max(x (1 - x), EPSILON), not the clamped log's derivative
+    # (which is 0 where the clamp bites); the target's gradient is -logit(x) (binary_cross_entropy_target_backward).
+    input, target, weight = res
+    grad_input = g * (input - target) / jnp.maximum((1 - input) * input, _EPSILON) * weight
+    grad_target = -jnp.log(input / (1 - input)) * g * weight
+    unweighted = (target - 1) * jnp.maximum(jnp.log(1 - input), -100) - target * jnp.maximum(jnp.log(input), -100)
+    return grad_input, grad_target, unweighted * g
+
+
+_bce.defvjp(_bce_fwd, _bce_bwd)
+
+
+def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None, reduction: str = "mean"):
+    """``F.binary_cross_entropy`` of probabilities: each log clamped at -100, as torch's.
+
+    The gradient is torch's ``(x - y) / max(x (1 - x), 1e-12)``, finite at 0
+    and 1. ``input`` must lie in [0, 1] (checked when not traced).
+    """
+    reduction = _reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    _check_floating(input, "binary_cross_entropy")
+    if tuple(jnp.shape(target)) != tuple(jnp.shape(input)):
+        raise ValueError(
+            f"Using a target size ({tuple(jnp.shape(target))}) that is different to the input size "
+            f"({tuple(jnp.shape(input))}) is deprecated. Please ensure they have the same size."
+        )
+    if _concrete(input) and np.size(input):
+        values = np.asarray(input)
+        if not ((values >= 0) & (values <= 1)).all():
+            raise ValueError("all elements of input should be between 0 and 1 (probabilities)")
+    target = jnp.asarray(target, input.dtype)
+    weight = jnp.ones((), input.dtype) if weight is None else jnp.asarray(weight, input.dtype)
+    weight = jnp.broadcast_to(weight, np.broadcast_shapes(weight.shape, target.shape))
+    input, target, weight = (jnp.broadcast_to(a, weight.shape) for a in (input, target, weight))
+    return _reduce(_bce(input, target, weight), reduction)
+
+
+def binary_cross_entropy_with_logits(
+    input, target, weight=None, size_average=None, reduce=None, reduction: str = "mean", pos_weight=None
+):
+    """``F.binary_cross_entropy_with_logits``: ``(1 - y) x - (1 + (pos_weight - 1) y) log_sigmoid(x)``, times weight.
+
+    ``pos_weight`` broadcasts against the last dimension (one weight per class).
+    """
+    reduction = _reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    _check_floating(input, "binary_cross_entropy_with_logits")
+    if tuple(jnp.shape(target)) != tuple(jnp.shape(input)):
+        raise ValueError(
+            f"Target size ({tuple(jnp.shape(target))}) must be the same as input size ({tuple(jnp.shape(input))})"
+        )
+    log_sigmoid = jax.nn.log_sigmoid(input)
+    if pos_weight is not None:
+        log_sigmoid = log_sigmoid * ((pos_weight - 1) * target + 1)
+    loss = (1 - target) * input - log_sigmoid
+    if weight is not None:
+        loss = loss * weight
+    return _reduce(loss, reduction)
+
+
+@jax.custom_jvp
+def xlogy(x: jax.Array, y: jax.Array) -> jax.Array:
+    """``torch.xlogy``: ``x * log(y)``, 0 where ``x == 0`` (unless ``y`` is NaN), with torch's gradient.
+
+    torch differentiates it as ``xlogy(x != 0, y)`` for ``x`` and ``x / y`` for
+    ``y`` (NaN at ``x == y == 0``); ``jax.scipy.special.xlogy`` differs there.
+    """
+    dtype = jnp.result_type(x, y, 0.0)
+    x, y = jnp.broadcast_arrays(jnp.asarray(x, dtype), jnp.asarray(y, dtype))
+    return jnp.where((x == 0) & ~jnp.isnan(y), jnp.zeros_like(x), x * jnp.log(y))
+
+
+@xlogy.defjvp
+def _xlogy_jvp(primals, tangents):
+    x, y = primals
+    dx, dy = tangents
+    return xlogy(x, y), xlogy((x != 0).astype(jnp.result_type(x, 0.0)), y) * dx + x / y * dy
+
+
+def kl_div(
+    input, target, size_average=None, reduce=None, reduction: str = "mean", log_target: bool = False
+) -> jax.Array:
+    """``F.kl_div``: ``xlogy(target, target) - target * input``, ``input`` being log-probabilities.
+
+    As torch's: 0 where ``target == 0``, NaN where ``target < 0``, and the
+    target's gradient ``log(target) + 1`` (NaN at 0, from torch's ``xlogy`` rule).
+
+    ``log_target=True`` takes ``target`` as log-probabilities too:
+    ``exp(target) * (target - input)``. ``reduction="batchmean"`` divides the
+    sum by the batch size (dim 0), the true KL divergence; ``"mean"`` divides
+    by every element, as torch does (torch warns about it; this docstring is the
+    warning).
+    """
+    reduction = _reduction(size_average, reduce, reduction)
+    _check_reduction(reduction, ("none", "batchmean", "mean", "sum"))
+    input, target = _broadcast("kl_div", input, target)
+    if log_target:
+        loss = jnp.exp(target) * (target - input)
+    else:
+        loss = xlogy(target, target) - target * input
+    if reduction == "batchmean":
+        total = jnp.sum(loss)
+        return total / input.shape[0] if input.ndim else total
+    return _reduce(loss, reduction)
+
+
+def _class_targets(input, target, weight, ignore_index, fn):
+    """Checks for class-index targets; returns ``(class axis, number of classes)``."""
+    if input.ndim < 1:
+        raise ValueError(f"Expected 1 or more dimensions (got {input.ndim})")
+    if not jnp.issubdtype(jnp.result_type(target), jnp.integer):
+        raise TypeError(
+            f"{fn} expects integer class indices as target (torch: Long); got dtype {jnp.result_type(target)}. "
+            "For class probabilities give a floating-point target of the input's shape."
+        )
+    if input.ndim == 1:
+        if target.ndim > 1 or target.size != 1:
+            raise ValueError(f"For 1D input, 1D target must have size 1, but got target size: {target.size}")
+    else:
+        if target.ndim == 0 or target.shape[0] != input.shape[0]:
+            got = target.shape[0] if target.ndim else "none (a 0-D target)"
+            raise ValueError(f"Expected input batch_size ({input.shape[0]}) to match target batch_size ({got}).")
+        if tuple(target.shape[1:]) != tuple(input.shape[2:]):
+            raise ValueError(
+                f"Expected target size {[input.shape[0], *input.shape[2:]]}, got {list(target.shape)} (input is "
+                f"(N, C, d1, ...) = {tuple(input.shape)}; target holds one class index per position)"
+            )
+    axis = 0 if input.ndim == 1 else 1
+    classes = input.shape[axis]
+    if weight is not None and (weight.ndim != 1 or weight.shape[0] != classes):
+        raise ValueError(
+            f"weight tensor should be defined either for all {classes} classes or no classes but got weight tensor "
+            f"of shape: {list(weight.shape)}"
+        )
+    if _concrete(target) and target.size:
+        values = np.asarray(target)
+        bad = values[(values != ignore_index) & ((values < 0) | (values >= classes))]
+        if bad.size:
+            raise IndexError(f"Target {bad.flat[0]} is out of bounds ({fn} has {classes} classes).")
+    return axis, classes
+
+
+def _nll(input, target, weight, ignore_index, axis, classes):
+    """Per-position ``-w[t] * input[t]`` (0 where ignored, NaN for an unchecked target out of range) and ``w[t]``."""
+    if input.ndim == 1:
+        target = target.reshape(())
+    keep = target != ignore_index
+    inside = (target >= 0) & (target < classes)
+    safe = jnp.where(keep & inside, target, 0)
+    picked = jnp.squeeze(jnp.take_along_axis(input, jnp.expand_dims(safe, axis), axis=axis), axis)
+    w = jnp.ones((), input.dtype) if weight is None else jnp.take(weight, safe).astype(input.dtype)
+    w = jnp.where(keep, w, 0)
+    loss = jnp.where(keep, -picked * w, 0)
+    return jnp.where(keep & ~inside, jnp.nan, loss), jnp.broadcast_to(w, loss.shape)
+
+
+def nll_loss(
+    input, target, weight=None, size_average=None, ignore_index: int = -100, reduce=None, reduction: str = "mean"
+) -> jax.Array:
+    """``F.nll_loss`` of log-probabilities ``(C,)``, ``(N, C)`` or ``(N, C, d1, ...)`` at integer targets.
+
+    ``"mean"`` divides by the sum of the weights of the targets counted (not by
+    their number) and skips ``ignore_index``, as torch: all ignored gives NaN.
+    """
+    reduction = _reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    axis, classes = _class_targets(input, target, weight, ignore_index, "nll_loss")
+    loss, w = _nll(input, target, weight, ignore_index, axis, classes)
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return jnp.sum(loss)
+    return jnp.sum(loss) / jnp.sum(w)
+
+
+def cross_entropy(
+    input,
+    target,
+    weight=None,
+    size_average=None,
+    ignore_index: int = -100,
+    reduce=None,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> jax.Array:
+    """``F.cross_entropy`` of logits ``(C,)``, ``(N, C)`` or ``(N, C, d1, ...)``: class indices or probabilities.
+
+    A target of the input's shape is read as class probabilities (floating
+    point; ``"mean"`` divides by the number of positions, weights or not).
+    Otherwise the target holds class indices, and this is
+    ``nll_loss(log_softmax(input, 1), ...)`` with torch's weighted mean (the
+    sum of the counted targets' weights) and ``ignore_index``. With
+    ``label_smoothing`` ``s`` the loss is ``(1 - s) * nll + s / C * smooth``,
+    ``smooth`` being the (weighted) sum of ``-log_softmax`` over the classes,
+    ignored positions left out and reduced by the same denominator, as torch.
+    """
+    reduction = _reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    _check_floating(input, "cross_entropy")
+    if input.ndim < 1:
+        raise ValueError(f"Expected 1 or more dimensions (got {input.ndim})")
+    axis = 0 if input.ndim == 1 else 1
+    classes = input.shape[axis]
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+    logp = jax.nn.log_softmax(input, axis=axis)
+    wshape = [1] * input.ndim
+    wshape[axis] = classes
+    if tuple(jnp.shape(target)) == tuple(input.shape):  # class probabilities
+        if not jnp.issubdtype(jnp.result_type(target), jnp.floating):
+            raise TypeError(
+                f"Expected floating point type for target with class probabilities, got {jnp.result_type(target)}"
+            )
+        if ignore_index >= 0:
+            raise ValueError("ignore_index is not supported for floating point target")
+        if weight is not None and (weight.ndim != 1 or weight.shape[0] != classes):
+            raise ValueError(
+                f"cross_entropy: weight tensor should be defined either for all {classes} classes or no classes but "
+                f"got weight tensor of shape: {list(weight.shape)}"
+            )
+        if label_smoothing > 0:
+            target = target * (1 - label_smoothing) + label_smoothing / classes
+        terms = logp * target if weight is None else logp * target * weight.reshape(wshape)
+        if reduction == "none":
+            return -jnp.sum(terms, axis=axis)
+        total = -jnp.sum(terms)
+        if reduction == "sum":
+            return total
+        return total / (input.size // classes) if input.size else total * jnp.nan
+    _class_targets(input, target, weight, ignore_index, "cross_entropy")
+    loss, w = _nll(logp, target, weight, ignore_index, axis, classes)
+    nll = loss if reduction == "none" else jnp.sum(loss) if reduction == "sum" else jnp.sum(loss) / jnp.sum(w)
+    if label_smoothing == 0:
+        return nll
+    smooth = -jnp.sum(logp if weight is None else logp * weight.reshape(wshape), axis=axis)
+    keep = (target if input.ndim > 1 else target.reshape(())) != ignore_index
+    smooth = jnp.where(keep, smooth, 0)
+    if reduction == "mean":
+        smooth = jnp.sum(smooth) / (jnp.sum(keep) if weight is None else jnp.sum(w))
+    elif reduction == "sum":
+        smooth = jnp.sum(smooth)
+    return (1 - label_smoothing) * nll + smooth * (label_smoothing / classes)
+
+
+def poisson_nll_loss(
+    input,
+    target,
+    log_input: bool = True,
+    full: bool = False,
+    size_average=None,
+    eps: float = 1e-8,
+    reduce=None,
+    reduction: str = "mean",
+) -> jax.Array:
+    """``F.poisson_nll_loss``: ``exp(input) - target * input`` (or ``input - target * log(input + eps)``).
+
+    ``full`` adds Stirling's ``target log(target) - target + 0.5 log(2 pi target)`` where ``target > 1``.
+    """
+    reduction = _reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    input, target = _broadcast("poisson_nll_loss", input, target)
+    loss = jnp.exp(input) - target * input if log_input else input - target * jnp.log(input + eps)
+    if full:
+        stirling = target * jnp.log(target) - target + 0.5 * jnp.log(2 * math.pi * target)
+        loss = loss + jnp.where(target <= 1, jnp.zeros_like(stirling), stirling)
+    return _reduce(loss, reduction)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _clamp_min_passing(x, low):
+    # torch clamps gaussian_nll_loss's variance in place under no_grad: the value is clamped, the gradient is not.
+    return jnp.maximum(x, low)
+
+
+@_clamp_min_passing.defjvp
+def _clamp_min_passing_jvp(low, primals, tangents):
+    return _clamp_min_passing(primals[0], low), tangents[0]
+
+
+def gaussian_nll_loss(input, target, var, full: bool = False, eps: float = 1e-6, reduction: str = "mean") -> jax.Array:
+    """``F.gaussian_nll_loss``: ``0.5 (log(var) + (input - target)**2 / var)`` (+ ``0.5 log(2 pi)`` with ``full``).
+
+    ``var`` is a float, the input's shape, that shape without its last dim, or
+    that shape with one dim of size 1 (broadcast), as torch accepts. It is
+    clamped to ``eps`` for the value only: the gradient reaches ``var``
+    unclamped, as torch's in-place ``no_grad`` clamp does. Negative entries are
+    refused (when not traced).
+    """
+    if isinstance(var, float | int) and not isinstance(var, bool):
+        if var < 0:
+            raise ValueError("var has negative entry/entries")
+        var = var * jnp.ones_like(input)
+    elif _concrete(var) and np.any(np.asarray(var) < 0):
+        raise ValueError("var has negative entry/entries")
+    if tuple(var.shape) != tuple(input.shape):
+        if tuple(input.shape[:-1]) == tuple(var.shape):
+            var = var[..., None]
+        elif input.ndim == var.ndim and sum(v for i, v in zip(input.shape, var.shape, strict=True) if i != v) == 1:
+            pass
+        else:
+            raise ValueError(
+                f"var is of incorrect size: got {tuple(var.shape)} for input {tuple(input.shape)} (expected the "
+                "input's shape, that shape without its last dim, or with one dim of size 1)"
+            )
+    _check_reduction(reduction)
+    var = _clamp_min_passing(var, eps)
+    loss = 0.5 * (jnp.log(var) + (input - target) ** 2 / var)
+    if full:
+        loss = loss + 0.5 * math.log(2 * math.pi)
+    return _reduce(loss, reduction)
+
+
+def margin_ranking_loss(
+    input1, input2, target, margin: float = 0, size_average=None, reduce=None, reduction: str = "mean"
+) -> jax.Array:
+    """``F.margin_ranking_loss``: ``max(0, -target * (input1 - input2) + margin)``."""
+    reduction = _reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    if not jnp.ndim(input1) == jnp.ndim(input2) == jnp.ndim(target):
+        raise ValueError(
+            f"margin_ranking_loss : All input tensors should have same dimension but got sizes: input1: "
+            f"{tuple(jnp.shape(input1))}, input2: {tuple(jnp.shape(input2))}, target: {tuple(jnp.shape(target))} "
+        )
+    input1, input2, target = _broadcast("margin_ranking_loss", input1, input2, target)
+    return _reduce(_clamp_min0(-target * (input1 - input2) + margin), reduction)
+
+
+def hinge_embedding_loss(
+    input, target, margin: float = 1.0, size_average=None, reduce=None, reduction: str = "mean"
+) -> jax.Array:
+    """``F.hinge_embedding_loss``: ``x`` where ``target == 1``, ``max(0, margin - x)`` where ``target == -1``.
+
+    As torch's code: other target values get both terms.
+    """
+    reduction = _reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    input, target = _broadcast("hinge_embedding_loss", input, target)
+    zeros = jnp.zeros_like(input)
+    loss = jnp.where(target != 1, _clamp_min0(margin - input), zeros) + jnp.where(target != -1, input, zeros)
+    return _reduce(loss, reduction)
+
+
+def soft_margin_loss(input, target, size_average=None, reduce=None, reduction: str = "mean") -> jax.Array:
+    """``F.soft_margin_loss``: ``log(1 + exp(-target * input))``."""
+    reduction = _reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    input, target = _broadcast("soft_margin_loss", input, target)
+    return _reduce(jnp.log(1 + jnp.exp(-input * target)), reduction)
+
+
+def multilabel_soft_margin_loss(
+    input, target, weight=None, size_average=None, reduce=None, reduction: str = "mean"
+) -> jax.Array:
+    """``F.multilabel_soft_margin_loss``: per-class logistic losses averaged over the classes (last dim)."""
+    reduction = _reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    input, target = _broadcast("multilabel_soft_margin_loss", input, target)
+    loss = -(target * jax.nn.log_sigmoid(input) + (1 - target) * jax.nn.log_sigmoid(-input))
+    if weight is not None:
+        loss = loss * weight
+    return _reduce(jnp.sum(loss, axis=input.ndim - 1) / input.shape[-1], reduction)
+
+
+def cosine_embedding_loss(
+    input1, input2, target, margin: float = 0, size_average=None, reduce=None, reduction: str = "mean"
+) -> jax.Array:
+    """``F.cosine_embedding_loss``: ``1 - cos`` where ``target == 1``, ``max(0, cos - margin)`` where ``-1``.
+
+    ``cos`` is torch's: ``sum(x1 x2) / sqrt((sum(x1**2) + 1e-12) (sum(x2**2) + 1e-12))``.
+    """
+    reduction = _reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    if target.ndim not in (0, 1):
+        raise ValueError("0D or 1D target tensor expected, multi-target not supported")
+    want = target.ndim + 1
+    if input1.ndim != want:
+        raise ValueError(
+            f"{target.ndim}D target tensor expects {want}D input tensors, but found inputs with sizes "
+            f"{list(input1.shape)} and {list(input2.shape)}."
+        )
+    dim = target.ndim
+    prod = jnp.sum(input1 * input2, axis=dim)
+    mag1 = jnp.sum(input1 * input1, axis=dim) + _EPSILON
+    mag2 = jnp.sum(input2 * input2, axis=dim) + _EPSILON
+    cos = prod / jnp.sqrt(mag1 * mag2)
+    zeros = jnp.zeros_like(cos)
+    loss = jnp.where(target == 1, 1 - cos, zeros) + jnp.where(target == -1, _clamp_min0(cos - margin), zeros)
+    return _reduce(loss, reduction)
+
+
+def multi_margin_loss(
+    input,
+    target,
+    p: int = 1,
+    margin: float = 1.0,
+    weight=None,
+    size_average=None,
+    reduce=None,
+    reduction: str = "mean",
+) -> jax.Array:
+    """``F.multi_margin_loss``: ``sum_{j != y} max(0, margin - x[y] + x[j])**p * w[y] / C`` per sample."""
+    reduction = _reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    if p not in (1, 2):
+        raise ValueError("only p == 1 and p == 2 supported")
+    if weight is not None and weight.ndim != 1:
+        raise ValueError("weight must be one-dimensional")
+    if input.ndim not in (1, 2) or input.shape[-1] == 0:
+        raise ValueError(f"multi_margin_loss: expected a non-empty 1D or 2D input; got shape {tuple(input.shape)}.")
+    batch = () if input.ndim == 1 else (input.shape[0],)
+    if tuple(target.shape) != batch and not (input.ndim == 1 and tuple(target.shape) == (1,)):
+        raise ValueError(
+            "multi_margin_loss: target tensor should be 1-D with size equal to the number of input samples (batch "
+            f"size). Expected target size {list(batch)}, but got {list(target.shape)}. Input has shape "
+            f"{list(input.shape)}."
+        )
+    classes = input.shape[-1]
+    if _concrete(target) and target.size and not ((np.asarray(target) >= 0) & (np.asarray(target) < classes)).all():
+        raise IndexError(f"target out of range: multi_margin_loss has {classes} classes; got {np.asarray(target)}.")
+    x = input.reshape(-1, classes)
+    y = target.reshape(-1)
+    inside = (y >= 0) & (y < classes)
+    y = jnp.where(inside, y, 0)
+    x_y = jnp.take_along_axis(x, y[:, None], axis=1)
+    z = margin - x_y + x
+    h = _relu_strict(z) if p == 1 else jnp.where(z > 0, z * z, jnp.zeros_like(z))
+    if weight is not None:
+        h = h * jnp.take(weight, y)[:, None]
+    h = jnp.where(jnp.arange(classes)[None, :] == y[:, None], 0, h)
+    loss = jnp.where(inside, jnp.sum(h, axis=1) / classes, jnp.nan).reshape(batch)
+    return _reduce(loss, reduction)
+
+
+def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduction: str = "mean") -> jax.Array:
+    """``F.multilabel_margin_loss``: hinge between each target class and each non-target class, over ``C``.
+
+    ``target`` holds class indices, ended by the first -1 (the rest is
+    ignored), of the input's shape ``(C,)`` or ``(N, C)``.
+    """
+    reduction = _reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    if input.ndim not in (1, 2) or tuple(target.shape) != tuple(input.shape):
+        raise ValueError(
+            f"multilabel_margin_loss: inconsistent target size: {list(target.shape)} for input of size: "
+            f"{list(input.shape)} (expected (C,) or (N, C), the same for both)"
+        )
+    if not jnp.issubdtype(jnp.result_type(target), jnp.integer):
+        raise TypeError(f"multilabel_margin_loss expects integer class indices; got {jnp.result_type(target)}.")
+    classes = input.shape[-1]
+    if _concrete(target) and target.size and not ((np.asarray(target) >= -1) & (np.asarray(target) < classes)).all():
+        raise IndexError(f"argument #2 'target' is out of range: expected -1 <= target < {classes}.")
+    x = input.reshape(-1, classes)
+    t = target.reshape(-1, classes)
+    valid = jnp.cumprod(t != -1, axis=1).astype(bool)  # the targets before the first -1
+    safe = jnp.where(valid & (t >= 0) & (t < classes), t, 0)
+    is_target = jnp.any(valid[:, :, None] & (safe[:, :, None] == jnp.arange(classes)), axis=1)  # (N, C)
+    x_t = jnp.take_along_axis(x, safe, axis=1)  # (N, K): the target classes' scores
+    z = 1 - x_t[:, :, None] + x[:, None, :]  # (N, K, C)
+    pairs = valid[:, :, None] & ~is_target[:, None, :]
+    loss = jnp.sum(jnp.where(pairs, _relu_strict(z), 0), axis=(1, 2)) / classes
+    return _reduce(loss.reshape(input.shape[:-1]), reduction)
+
+
+def triplet_margin_loss(
+    anchor,
+    positive,
+    negative,
+    margin: float = 1.0,
+    p: float = 2,
+    eps: float = 1e-6,
+    swap: bool = False,
+    size_average=None,
+    reduce=None,
+    reduction: str = "mean",
+) -> jax.Array:
+    """``F.triplet_margin_loss``: ``max(0, margin + d(a, p) - d(a, n))`` with ``d`` = :func:`pairwise_distance`.
+
+    ``swap`` uses ``min(d(a, n), d(p, n))``, as torch.
+    """
+    reduction = _reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    if margin <= 0:
+        raise ValueError(f"margin must be greater than 0, got {margin}")
+    if not anchor.ndim == positive.ndim == negative.ndim:
+        raise ValueError(
+            "The anchor, positive, and negative tensors are expected to have the same number of dimensions, but "
+            f"got: anchor {anchor.ndim}D, positive {positive.ndim}D, and negative {negative.ndim}D inputs"
+        )
+    d_pos = pairwise_distance(anchor, positive, p, eps)
+    d_neg = pairwise_distance(anchor, negative, p, eps)
+    if swap:
+        d_neg = jnp.minimum(d_neg, pairwise_distance(positive, negative, p, eps))
+    return _reduce(_clamp_min0(margin + d_pos - d_neg), reduction)
+
+
+def _lse(*xs):
+    # torch's CTC logsumexp: the maximum taken out, and 0 used for it when every term is -inf (no -inf - -inf).
+    m = functools.reduce(jnp.maximum, xs)
+    m = jnp.where(m == -jnp.inf, 0, m)
+    return jnp.log(sum(jnp.exp(x - m) for x in xs)) + m
+
+
+def _shift(x, k, fill):
+    # x[..., s - k] at s (k > 0 looks left, k < 0 right), `fill` where that falls outside.
+    pad = jnp.full(x.shape[:-1] + (abs(k),), fill, x.dtype)
+    return jnp.concatenate([pad, x[..., :-k]], -1) if k > 0 else jnp.concatenate([x[..., -k:], pad], -1)
+
+
+def _ctc_tables(log_probs, ext, input_lengths, target_lengths):
+    """torch's CPU CTC recursions: ``(log_alpha, log_beta, nll)``, ``(T, N, 2S + 1)`` tables, ``nll`` ``(N,)``."""
+    big_t = log_probs.shape[0]
+    neg = jnp.array(-jnp.inf, log_probs.dtype)
+    lp_ext = jnp.take_along_axis(log_probs, jnp.broadcast_to(ext, (big_t, *ext.shape)), axis=2)  # (T, N, S')
+    s = jnp.arange(ext.shape[1])
+    valid = s[None, :] <= 2 * target_lengths[:, None]  # the states of each sample's own label sequence
+    skip = (s >= 2) & (ext != _shift(ext, 2, -1))  # torch: s > 1 and l'(s - 2) != l'(s) (never for blanks)
+    skip_back = _shift(skip, -2, False)  # beta's mirror: s + 2 reachable from s
+    first = jnp.where((s[None, :] == 0) | ((s[None, :] == 1) & (target_lengths[:, None] > 0)), lp_ext[0], neg)
+    first = jnp.where(valid, first, neg)
+
+    def forward(alpha, t):
+        new = _lse(alpha, _shift(alpha, 1, neg), jnp.where(skip, _shift(alpha, 2, neg), neg)) + lp_ext[t]
+        new = jnp.where(valid, new, neg)
+        alpha = jnp.where((t < input_lengths)[:, None], new, alpha)  # a finished sample keeps its last column
+        return alpha, new
+
+    _, rest = lax.scan(forward, first, jnp.arange(1, big_t))
+    log_alpha = jnp.concatenate([first[None], rest])
+    last = jnp.take_along_axis(log_alpha, jnp.maximum(input_lengths - 1, 0)[None, :, None], axis=0)[0]
+    end = jnp.take_along_axis(last, (2 * target_lengths)[:, None], axis=1)[:, 0]
+    before = jnp.take_along_axis(last, jnp.maximum(2 * target_lengths - 1, 0)[:, None], axis=1)[:, 0]
+    nll = -jnp.where(target_lengths > 0, _lse(end, jnp.where(target_lengths > 0, before, neg)), end)
+
+    def backward(beta, t):
+        final = (s[None, :] == 2 * target_lengths[:, None]) | (s[None, :] == 2 * target_lengths[:, None] - 1)
+        start = jnp.where(final & valid, lp_ext[t], neg)
+        inner = (s[None, :] < 2 * target_lengths[:, None]) & valid
+        nxt = _lse(
+            beta,
+            jnp.where(inner, _shift(beta, -1, neg), neg),
+            jnp.where(skip_back & (s[None, :] < 2 * target_lengths[:, None] - 1), _shift(beta, -2, neg), neg),
+        )
+        new = jnp.where(valid, nxt + lp_ext[t], neg)
+        here = (t == input_lengths - 1)[:, None]
+        beta = jnp.where(here, start, jnp.where((t < input_lengths - 1)[:, None], new, neg))
+        return beta, beta
+
+    _, log_beta = lax.scan(backward, jnp.full(ext.shape, neg, log_probs.dtype), jnp.arange(big_t), reverse=True)
+    return log_alpha, log_beta, nll
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _ctc_nll(log_probs, ext, input_lengths, target_lengths, zero_infinity):
+    nll = _ctc_tables(log_probs, ext, input_lengths, target_lengths)[2]
+    return jnp.where(zero_infinity & (nll == jnp.inf), 0, nll)
+
+
+def _ctc_fwd(log_probs, ext, input_lengths, target_lengths, zero_infinity):
+    log_alpha, log_beta, nll = _ctc_tables(log_probs, ext, input_lengths, target_lengths)
+    out = jnp.where(zero_infinity & (nll == jnp.inf), 0, nll)
+    return out, (log_probs, ext, input_lengths, log_alpha, log_beta, nll)
+
+
+def _ctc_bwd(zero_infinity, res, g):
+    # torch's ctc_loss_backward_cpu: exp(lp) - exp(log(sum over the states of class c of alpha beta) + nll - lp),
+    # the gradient with respect to the logits under the log_softmax that torch assumes (not the derivative in the
+    # log-probabilities themselves); 0 from each sample's input length on, NaN for an impossible alignment unless
+    # zero_infinity, which zeroes it.
+    log_probs, ext, input_lengths, log_alpha, log_beta, nll = res
+    classes = log_probs.shape[2]
+    onehot = (ext[:, :, None] == jnp.arange(classes)).astype(log_probs.dtype)  # (N, S', C)
+    ab = log_alpha + log_beta  # (T, N, S')
+    m = jnp.max(ab, axis=2, keepdims=True)
+    m = jnp.where(m == -jnp.inf, 0, m)
+    summed = jnp.einsum("tns,nsc->tnc", jnp.exp(ab - m), onehot, precision=lax.Precision.HIGHEST)
+    log_sum = jnp.log(summed) + m  # -inf for a class no state carries
+    grad = jnp.exp(log_probs) - jnp.exp(log_sum + nll[None, :, None] - log_probs)
+    impossible = nll == jnp.inf
+    grad = jnp.where(impossible[None, :, None], jnp.nan, grad)
+    if zero_infinity:
+        grad = jnp.where(impossible[None, :, None], 0, grad)
+    live = jnp.arange(log_probs.shape[0])[:, None] < input_lengths[None, :]
+    grad = jnp.where(live[:, :, None], grad * g[None, :, None], 0)
+    return grad, None, None, None
+
+
+_ctc_nll.defvjp(_ctc_fwd, _ctc_bwd)
+
+
+def ctc_loss(
+    log_probs,
+    targets,
+    input_lengths,
+    target_lengths,
+    blank: int = 0,
+    reduction: str = "mean",
+    zero_infinity: bool = False,
+) -> jax.Array:
+    """``F.ctc_loss``: the connectionist temporal classification loss, torch's CPU algorithm.
+
+    Args:
+      log_probs: ``(T, N, C)`` (or unbatched ``(T, C)``) log-probabilities,
+        time first as in torch (normally ``log_softmax(x, 2)``).
+      targets: ``(N, S)`` padded class indices, or 1-D, the targets one after
+        another (``sum(target_lengths)``); never ``blank``.
+      input_lengths, target_lengths: ``(N,)`` integers (arrays, lists or tuples).
+      blank: the blank class. reduction: ``"mean"`` divides each sample's loss
+        by its target length (at least 1) and averages, ``"sum"``, ``"none"``.
+      zero_infinity: make infinite losses (no alignment fits) and their gradients 0.
+
+    The gradient is torch's: with respect to the logits under ``log_softmax``
+    (``exp(lp) - occupancy``), which differs from the derivative in
+    ``log_probs`` by ``exp(lp)`` and gives the same gradient through a
+    ``log_softmax``, as torch's does.
+    """
+    _check_reduction(reduction)
+    _check_floating(log_probs, "ctc_loss", "log_probs")
+    if log_probs.ndim not in (2, 3):
+        raise ValueError(f"ctc_loss expects log_probs (T, N, C) or (T, C); got shape {tuple(log_probs.shape)}.")
+    unbatched = log_probs.ndim == 2
+    targets = jnp.asarray(targets)
+    input_lengths, target_lengths = jnp.asarray(input_lengths), jnp.asarray(target_lengths)
+    if not jnp.issubdtype(targets.dtype, jnp.integer):
+        raise TypeError(f"ctc_loss expects integer targets; got dtype {targets.dtype}.")
+    if unbatched:
+        log_probs, input_lengths, target_lengths = (
+            log_probs[:, None],
+            input_lengths.reshape(1),
+            target_lengths.reshape(1),
+        )
+        if targets.ndim != 1:
+            raise ValueError(f"ctc_loss: unbatched log_probs (T, C) take 1-D targets; got {tuple(targets.shape)}.")
+        targets = targets[None]
+    big_t, n, classes = log_probs.shape
+    if not 0 <= blank < classes:
+        raise ValueError(f"blank must be in label range: got blank={blank} for {classes} classes.")
+    if input_lengths.shape != (n,) or target_lengths.shape != (n,):
+        raise ValueError(
+            f"ctc_loss: input_lengths and target_lengths must have one entry per sample ({n}); got shapes "
+            f"{tuple(input_lengths.shape)} and {tuple(target_lengths.shape)}."
+        )
+    if _concrete(input_lengths, target_lengths):
+        il, tl = np.asarray(input_lengths), np.asarray(target_lengths)
+        if (il > big_t).any() or (il < 0).any():
+            raise ValueError(f"Expected input_lengths to have value at most {big_t} (and >= 0), but got {il.tolist()}")
+        if (tl < 0).any():
+            raise ValueError(f"ctc_loss: target_lengths must be >= 0; got {tl.tolist()}.")
+        if targets.ndim == 2 and (tl > targets.shape[1]).any():
+            raise ValueError(
+                f"Expected tensor to have size at least {tl.max()} at dimension 1, but got size {targets.shape[1]} "
+                "for argument #2 'targets'"
+            )
+        if targets.ndim == 1 and tl.sum() > targets.shape[0]:
+            raise ValueError(f"ctc_loss: 1-D targets hold {targets.shape[0]} labels; target_lengths sum to {tl.sum()}.")
+    if targets.ndim == 1:  # concatenated: pad each sample's slice, to the longest length when it is known
+        longest = int(np.asarray(target_lengths).max()) if _concrete(target_lengths) and n else targets.shape[0]
+        starts = jnp.cumsum(target_lengths) - target_lengths
+        index = jnp.minimum(starts[:, None] + jnp.arange(longest), max(targets.shape[0] - 1, 0))
+        targets = jnp.take(targets, index) if targets.shape[0] else jnp.zeros((n, longest), targets.dtype)
+    elif targets.ndim != 2 or targets.shape[0] != n:
+        raise ValueError(f"ctc_loss: targets must be (N, S) = ({n}, S) or 1-D; got {tuple(targets.shape)}.")
+    s = targets.shape[1]
+    ext = jnp.full((n, 2 * s + 1), blank, jnp.int32)
+    ext = ext.at[:, 1::2].set(jnp.clip(targets, 0, classes - 1).astype(jnp.int32))
+    nll = _ctc_nll(log_probs, ext, input_lengths.astype(jnp.int32), target_lengths.astype(jnp.int32), zero_infinity)
+    if reduction == "mean":
+        return jnp.mean(nll / jnp.maximum(target_lengths, 1).astype(nll.dtype))
+    if reduction == "sum":
+        return jnp.sum(nll)
+    return nll[0] if unbatched else nll
+
+
+def linear_cross_entropy(
+    input,
+    linear_weight,
+    target,
+    *,
+    linear_bias=None,
+    weight=None,
+    reduction: str = "mean",
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    options=None,
+) -> jax.Array:
+    """``F.linear_cross_entropy``: :func:`cross_entropy` of ``linear(input, linear_weight, linear_bias)``.
+
+    ``input`` is ``(N, in)`` or ``(in,)``; ``linear_weight`` ``(C, *out_features,
+    in)`` (``out_features`` giving a K-dimensional loss, target ``(N,
+    *out_features)``). ``ignore_index=None`` means -100 for class indices.
+    ``options`` (torch's chunking of the batch, a memory strategy) is accepted
+    and not used: the logits are computed whole, which XLA may fuse or not.
+    """
+    del options
+    if input.ndim not in (1, 2):
+        raise ValueError(f"expected input with dimensionality 1 or 2, got {input.ndim}")
+    if linear_weight.ndim < 2:
+        raise ValueError(f"expected linear_weight with dimensionality at least 2, got {linear_weight.ndim}")
+    batch, in_features = input.shape[:-1], input.shape[-1]
+    if in_features != linear_weight.shape[-1]:
+        raise ValueError(
+            "expected equal input and linear_weight last dimensions (in_features), "
+            f"got {in_features} and {linear_weight.shape[-1]}, respectively"
+        )
+    classes, out_features = linear_weight.shape[0], tuple(linear_weight.shape[1:-1])
+    if linear_bias is not None and tuple(linear_bias.shape) != (classes, *out_features):
+        raise ValueError(f"expected linear_bias shape {(classes, *out_features)}, got {tuple(linear_bias.shape)}")
+    if out_features and not batch:
+        raise ValueError(
+            f"K-dimensional loss defined by linear_weight shape {tuple(linear_weight.shape)} requires batched input, "
+            f"(N, {in_features}), got unbatched input with shape {tuple(input.shape)}"
+        )
+    logits_shape = (*batch, classes, *out_features)
+    if tuple(jnp.shape(target)) == logits_shape and ignore_index is not None:
+        raise ValueError("ignore_index cannot be specified when target contains probabilities")
+    flat_w = linear_weight.reshape(-1, in_features)
+    flat_b = None if linear_bias is None else linear_bias.reshape(-1)
+    logits = linear(input, flat_w, flat_b).reshape(logits_shape)
+    return cross_entropy(
+        logits,
+        target,
+        weight=weight,
+        reduction=reduction,
+        ignore_index=-100 if ignore_index is None else ignore_index,
+        label_smoothing=label_smoothing,
+    )

@@ -142,3 +142,35 @@ from .transformer import TransformerDecoder as TransformerDecoder
 from .transformer import TransformerDecoderLayer as TransformerDecoderLayer
 from .transformer import TransformerEncoder as TransformerEncoder
 from .transformer import TransformerEncoderLayer as TransformerEncoderLayer
+
+# isort: split
+# Normalisation, embedding and loss layers (a block of their own, appended so parallel branches merge cleanly).
+from .instancenorm import InstanceNorm1d as InstanceNorm1d
+from .instancenorm import InstanceNorm2d as InstanceNorm2d
+from .instancenorm import InstanceNorm3d as InstanceNorm3d
+from .loss import BCELoss as BCELoss
+from .loss import BCEWithLogitsLoss as BCEWithLogitsLoss
+from .loss import CosineEmbeddingLoss as CosineEmbeddingLoss
+from .loss import CrossEntropyLoss as CrossEntropyLoss
+from .loss import CTCLoss as CTCLoss
+from .loss import GaussianNLLLoss as GaussianNLLLoss
+from .loss import HingeEmbeddingLoss as HingeEmbeddingLoss
+from .loss import HuberLoss as HuberLoss
+from .loss import KLDivLoss as KLDivLoss
+from .loss import L1Loss as L1Loss
+from .loss import LinearCrossEntropyLoss as LinearCrossEntropyLoss
+from .loss import MarginRankingLoss as MarginRankingLoss
+from .loss import MSELoss as MSELoss
+from .loss import MultiLabelMarginLoss as MultiLabelMarginLoss
+from .loss import MultiLabelSoftMarginLoss as MultiLabelSoftMarginLoss
+from .loss import MultiMarginLoss as MultiMarginLoss
+from .loss import NLLLoss as NLLLoss
+from .loss import PoissonNLLLoss as PoissonNLLLoss
+from .loss import SmoothL1Loss as SmoothL1Loss
+from .loss import SoftMarginLoss as SoftMarginLoss
+from .loss import TripletMarginLoss as TripletMarginLoss
+from .normalization import GroupNorm as GroupNorm
+from .normalization import LocalResponseNorm as LocalResponseNorm
+from .normalization import RMSNorm as RMSNorm
+from .sparse import Embedding as Embedding
+from .sparse import EmbeddingBag as EmbeddingBag
