@@ -43,6 +43,7 @@ import os
 import re
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -295,6 +296,30 @@ def _handlers() -> dict:
 
 # -- save --------------------------------------------------------------------------
 
+_WRITERS: dict[tuple[int, int], ocp.Checkpointer] = {}
+_WRITERS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _writer():
+    """This process's orbax writer of step directories, built once and kept: one save at a time.
+
+    Building orbax's handlers, checkpointer and manager anew cost about a third
+    of every save (measured 46 ms a save against 31 ms with one kept writer, the
+    LeNet and Adam state of ``jaxnets train``). The writer is keyed by the
+    process index and count, since :func:`_this_process`'s options depend on
+    them; the lock keeps saves from several threads one after another.
+    """
+    key = (jax.process_index(), jax.process_count())
+    with _WRITERS_LOCK:
+        if key not in _WRITERS:
+            options = _this_process()
+            composite = ocp.CompositeCheckpointHandler(
+                composite_options=ocp.CompositeOptions(multiprocessing_options=options), **_handlers()
+            )
+            _WRITERS[key] = ocp.Checkpointer(composite, multiprocessing_options=options)
+        yield _WRITERS[key]
+
 
 def _remove_leftovers(path: Path) -> None:
     """Delete unfinished saves and interrupted deletions left by a killed process."""
@@ -359,24 +384,15 @@ def save(directory, step: int, state, metadata: dict | None = None, *, keep: int
     manifest, state = _manifest(state)
     path.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(path)
-    # lightweight_initialize: the manager need not read (possibly damaged) earlier steps to write a new one.
-    options = ocp.CheckpointManagerOptions(
-        enable_async_checkpointing=False,
-        cleanup_tmp_directories=True,
-        save_root_metadata=False,
-        lightweight_initialize=True,
-        create=False,  # made above; orbax cannot create it with `active_processes` set
-        multiprocessing_options=_this_process(),
-    )
     args = ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         metadata=ocp.args.JsonSave(dict(metadata)),
         manifest=ocp.args.JsonSave(manifest),
     )
     try:
-        with _orbax_call(), ocp.CheckpointManager(path, item_handlers=_handlers(), options=options) as manager:
-            manager.save(step, args=args, force=True)
-            manager.wait_until_finished()
+        with _orbax_call(), _writer() as writer:
+            # Into DIR/<step>.orbax-checkpoint-tmp-*, renamed to DIR/<step> once every item is on disk.
+            writer.save(path / str(step), args=args)
     except Exception as error:
         raise CheckpointError(
             f"could not write checkpoint {path / str(step)}: {_summary(error)}. The earlier checkpoints "
