@@ -174,7 +174,6 @@ def test_matches_torch_on_torchs_module_db(x64, info, training, index):
 NOT_MIRRORED = {"FractionalMaxPool2d", "FractionalMaxPool3d"}
 
 
-@pytest.mark.xfail(strict=True, reason="#15: jaxnets.nn does not have every module_db class yet")
 def test_every_module_db_class_is_mirrored():
     names = {info.module_cls.__name__ for info in common_modules.module_db if not info.is_lazy}
     missing = sorted(names - NOT_MIRRORED - {n for n in names if hasattr(nn, n)})
