@@ -55,3 +55,13 @@ def test_optimizer_example_prints_what_torch_computes(capsys):
         scheduler.step()
     print(p.detach().numpy(), optimizer.state[p]["ax"].numpy())
     assert capsys.readouterr().out == printed
+
+
+def test_porting_walkthrough_prints_what_the_readme_shows(capsys):
+    section = _section("Porting a model of your own")
+    block = _python_blocks(section)[0]
+    shown = re.search(r"depend on the CPU\)\n\n```\n(.*?)```", section, flags=re.S).group(1)
+    exec(compile(block, "README.md (porting)", "exec"), {})
+    printed = capsys.readouterr().out
+    assert _rounding_masked(printed) == _rounding_masked(shown)
+    assert "all layers agree" in printed
