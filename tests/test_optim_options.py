@@ -35,6 +35,11 @@ MAXIMIZE = [
     (torch.optim.RAdam, optim.radam, dict(lr=0.05, betas=(0.8, 0.9), weight_decay=0.1, decoupled_weight_decay=True)),
     (torch.optim.ASGD, optim.asgd, dict(lr=0.05, lambd=0.01, alpha=0.5, t0=3, weight_decay=0.1)),
     (torch.optim.Rprop, optim.rprop, dict(lr=0.05, etas=(0.3, 1.5), step_sizes=(1e-3, 0.2))),
+    (
+        torch.optim.Adafactor,
+        optim.adafactor,
+        dict(lr=0.05, beta2_decay=-0.5, eps=(1e-3, 1e-2), d=1.2, weight_decay=0.1),
+    ),
 ]
 
 
@@ -98,6 +103,7 @@ SCHEDULED = [
     (torch.optim.RAdam, optim.radam, dict(lr=0.05, betas=(0.8, 0.9), weight_decay=0.1, decoupled_weight_decay=True)),
     (torch.optim.ASGD, optim.asgd, dict(lr=0.05, lambd=0.01, t0=3, weight_decay=0.1)),
     (torch.optim.Rprop, optim.rprop, dict(lr=0.05)),
+    (torch.optim.Adafactor, optim.adafactor, dict(lr=0.05, weight_decay=0.1)),
 ]
 
 
@@ -139,6 +145,12 @@ REFUSED = [
     (torch.optim.Rprop, optim.rprop, dict(etas=(1.0, 1.2)), r"rprop got etas=\(1.0, 1.2\); expected 0 < etaminus"),
     (torch.optim.Rprop, optim.rprop, dict(etas=(0.5, 1.0)), r"rprop got etas=\(0.5, 1.0\)"),
     (torch.optim.Rprop, optim.rprop, dict(etas=(0.0, 1.2)), r"rprop got etas=\(0.0, 1.2\)"),
+    (torch.optim.Adafactor, optim.adafactor, dict(lr=-1.0), r"adafactor got lr=-1.0"),
+    (torch.optim.Adafactor, optim.adafactor, dict(beta2_decay=0.8), r"adafactor got beta2_decay=0.8; expected .* <= 0"),
+    (torch.optim.Adafactor, optim.adafactor, dict(eps=(-1e-30, 1e-3)), r"adafactor got eps\[0\]=-1e-30"),
+    (torch.optim.Adafactor, optim.adafactor, dict(eps=(None, -1.0)), r"adafactor got eps\[1\]=-1.0"),
+    (torch.optim.Adafactor, optim.adafactor, dict(d=0.0), r"adafactor got d=0.0; expected a clipping threshold >= 1"),
+    (torch.optim.Adafactor, optim.adafactor, dict(weight_decay=-0.1), r"adafactor got weight_decay=-0.1"),
 ]
 
 
@@ -155,7 +167,7 @@ def test_refuses_what_torch_refuses(torch_cls, make, kwargs, message):
 
 
 ALL = [optim.sgd, optim.adam, optim.adamw, optim.rmsprop, optim.adagrad]
-ALL += [optim.adadelta, optim.adamax, optim.nadam, optim.radam, optim.asgd, optim.rprop]
+ALL += [optim.adadelta, optim.adamax, optim.nadam, optim.radam, optim.asgd, optim.rprop, optim.adafactor]
 
 
 @pytest.mark.parametrize("make", ALL, ids=lambda f: f.__name__)
@@ -286,3 +298,27 @@ def test_rprop_state_is_torchs_and_a_sign_change_zeroes_the_gradient(x64):
     np.testing.assert_array_equal(np.asarray(u["w"]), [0.0, -0.12])
     np.testing.assert_array_equal(np.asarray(s.prev["w"]), [0.0, 1.0])
     np.testing.assert_allclose(np.asarray(s.step_size["w"]), [0.05, 0.12])
+
+
+def test_adafactor_state_is_torchs_factored_rows_and_columns(x64):
+    params, a, b = _problem()
+    kwargs = dict(lr=0.05, weight_decay=0.1)
+    want = _torch_state_after_steps(torch.optim.Adafactor, kwargs, params, a, b)
+    state = _jaxnets_state_after_steps(optim.adafactor(**kwargs), params, a, b)
+    (inner,) = [
+        s
+        for s in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, optim.TorchAdafactorState))
+        if isinstance(s, optim.TorchAdafactorState)
+    ]
+    assert int(inner.step) == int(want["weight"]["step"]) == STEPS
+    _close(inner.row_var["weight"], want["weight"]["row_var"])  # (3, 1), as torch's
+    _close(inner.col_var["weight"], want["weight"]["col_var"])  # (1, 4)
+    assert inner.row_var["weight"].shape == (3, 1) and inner.col_var["weight"].shape == (1, 4)
+    for k in ("bias", "scale"):  # not factored: a full second moment
+        _close(inner.variance[k], want[k]["variance"])
+        assert "row_var" not in want[k]
+
+
+def test_adafactor_refuses_complex_params():
+    with pytest.raises(ValueError, match="adafactor got a complex parameter of dtype complex64"):
+        optim.adafactor().init({"w": jnp.ones((2, 3), jnp.complex64)})

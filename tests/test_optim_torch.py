@@ -38,6 +38,7 @@ JAXNETS = {
     "RAdam": optim.radam,
     "ASGD": optim.asgd,
     "Rprop": optim.rprop,
+    "Adafactor": optim.adafactor,
 }
 # torch optimizers jaxnets does not port, and why.
 NOT_PORTED = {

@@ -4,7 +4,7 @@ Each function has the argument names and defaults of its ``torch.optim``
 counterpart (torch 2.13, single-tensor algorithm, ``maximize`` included) and
 returns an ``optax.GradientTransformation``. Where an optax alias already
 computes torch's update it is returned, configured to match; where none does
-(SGD dampening, AMSGrad, Adagrad, NAdam, RAdam, ASGD, Rprop) a small transform
+(SGD dampening, AMSGrad, Adagrad, NAdam, RAdam, ASGD, Rprop, Adafactor) a small transform
 with torch-named state fills the gap. ``lr`` may be a number or an optax
 schedule ``count -> lr`` (torch's lr of step ``t``, from 1, at ``count = t - 1``).
 ``SparseAdam`` is not ported: JAX has no sparse gradients, so its lazy update
@@ -24,6 +24,9 @@ traced values, so ``optax.inject_hyperparams`` does not apply.
 """
 
 from ._adadelta import adadelta as adadelta
+from ._adafactor import TorchAdafactorState as TorchAdafactorState
+from ._adafactor import adafactor as adafactor
+from ._adafactor import scale_by_torch_adafactor as scale_by_torch_adafactor
 from ._adagrad import TorchAdagradState as TorchAdagradState
 from ._adagrad import adagrad as adagrad
 from ._adagrad import scale_by_torch_adagrad as scale_by_torch_adagrad
@@ -79,6 +82,9 @@ __all__ = [
     "TorchRAdamState",
     "TorchRpropState",
     "adadelta",
+    "adafactor",
+    "TorchAdafactorState",
+    "scale_by_torch_adafactor",
     "adamax",
     "asgd",
     "asgd_averaged_params",
