@@ -38,9 +38,14 @@ def _lerp(start, end, weight):
 
 
 def scale_by_torch_adafactor(
-    lr=1e-2, beta2_decay: float = -0.8, eps1: float | None = None, eps2: float = 1e-3, d: float = 1.0
+    lr=1e-2,
+    beta2_decay: float = -0.8,
+    eps1: float | None = None,
+    eps2: float = 1e-3,
+    d: float = 1.0,
+    weight_decay: float = 0.0,
 ) -> optax.GradientTransformation:
-    """The whole ``torch.optim.Adafactor`` step except weight decay, learning rate included.
+    """The whole ``torch.optim.Adafactor`` step after ``maximize``, learning rate and weight decay included.
 
     At step ``t`` (from 1), per parameter ``p`` with gradient ``g``, torch
     computes ``rho = min(lr, 1 / sqrt(t))``, ``alpha = max(eps2, rms(p)) *
@@ -53,7 +58,8 @@ def scale_by_torch_adafactor(
     - otherwise ``variance = lerp(variance, g**2, w)`` and ``v = variance``;
 
     then ``u = g / sqrt(max(v, eps1**2))`` and the step ``-alpha / max(1,
-    rms(u) / d) * u``.
+    rms(u) / d) * u``, after the decoupled decay ``p *= 1 - lr * weight_decay``
+    (``alpha`` reads ``p`` before the decay).
 
     ``optax.scale_by_factored_rms`` differs: it adds ``eps`` to ``g**2``
     before averaging, factors only parameters whose two largest dims are at
@@ -70,12 +76,13 @@ def scale_by_torch_adafactor(
         ``None`` for the machine epsilon of each parameter's dtype.
       eps2: floor of ``rms(p)`` in the parameter scaling.
       d: the clipping threshold of ``rms(u)``.
+      weight_decay: decoupled weight decay coefficient, times the step's ``lr``.
 
     Returns:
       An ``optax.GradientTransformation`` whose state is a
       :class:`TorchAdafactorState`; its ``update`` needs ``params``.
     """
-    beta2_decay, eps2, d = float(beta2_decay), float(eps2), float(d)
+    beta2_decay, eps2, d, weight_decay = float(beta2_decay), float(eps2), float(d), float(weight_decay)
 
     def init_fn(params):
         for leaf in jax.tree.leaves(params):
@@ -129,28 +136,14 @@ def scale_by_torch_adafactor(
             u = g * jax.lax.rsqrt(jnp.maximum(var_estimate, e1 * e1))
             rms_u = jnp.sqrt(jnp.sum(jnp.square(u))).astype(t.dtype) / (size**0.5 * d)
             scale = -alpha / jnp.maximum(1.0, rms_u)
-            return scale.astype(p.dtype) * u, row_var, col_var, variance
+            delta = scale.astype(p.dtype) * u
+            if weight_decay:
+                delta = delta - jnp.asarray(step_lr * weight_decay, p.dtype) * p
+            return delta, row_var, col_var, variance
 
         out = jax.tree.map(leaf, updates, params, state.row_var, state.col_var, state.variance)
         parts = [jax.tree.map(lambda _, o, i=i: o[i], updates, out) for i in range(4)]
         return parts[0], TorchAdafactorState(step, parts[1], parts[2], parts[3])
-
-    return optax.GradientTransformation(init_fn, update_fn)
-
-
-def _decoupled_decay(lr, weight_decay: float) -> optax.GradientTransformation:
-    """``u -= lr * weight_decay * p``: torch's ``p *= 1 - lr * weight_decay``, with the lr of this step."""
-
-    def init_fn(params):
-        del params
-        return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
-
-    def update_fn(updates, state, params=None):
-        if params is None:
-            raise ValueError("adafactor with weight_decay needs the params; call update(grads, state, params).")
-        coef = lr_at(lr, state.count) * weight_decay
-        updates = jax.tree.map(lambda u, p: u - jnp.asarray(coef, p.dtype) * p, updates, params)
-        return updates, optax.ScaleByScheduleState(count=optax.safe_increment(state.count))
 
     return optax.GradientTransformation(init_fn, update_fn)
 
@@ -182,9 +175,8 @@ def adafactor(
     0.01 instead of ``lr``, has momentum and decay-rate options torch has not,
     and no ``maximize``; see :func:`scale_by_torch_adafactor`.
 
-    Optimizer state: ``TorchAdafactorState(step, row_var, col_var, variance)``
-    (torch's names and shapes) and, with ``weight_decay``, an
-    ``optax.ScaleByScheduleState`` step count for the lr of the decay.
+    Optimizer state: ``TorchAdafactorState(step, row_var, col_var, variance)``,
+    torch's names and shapes.
 
     Args:
       lr: learning rate, >= 0, or an optax schedule ``count -> lr``: caps the
@@ -232,8 +224,5 @@ def adafactor(
             f"{name} got d={d!r}; expected a clipping threshold >= 1, as {torch_name} does. Pass e.g. d=1.0."
         )
     check_nonnegative(name, torch_name, weight_decay=weight_decay)
-    core = scale_by_torch_adafactor(lr, beta2_decay, eps1, eps2, d)
-    if weight_decay:
-        # Both read the params before the decay, as torch reads rms(p) before p *= 1 - lr * weight_decay.
-        core = optax.chain(core, _decoupled_decay(lr, float(weight_decay)))
+    core = scale_by_torch_adafactor(lr, beta2_decay, eps1, eps2, d, float(weight_decay))
     return maybe_maximize(maximize, core)
