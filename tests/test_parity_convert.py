@@ -187,14 +187,46 @@ OPTIMIZERS = {
         lambda: jaxnets.optim.radam(1e-2, betas=(0.8, 0.9), weight_decay=0.1),
     ),
     "rprop": (lambda p: torch.optim.Rprop(p, lr=1e-3), lambda: jaxnets.optim.rprop(1e-3)),
+    "adadelta-wd": (
+        lambda p: torch.optim.Adadelta(p, lr=0.5, rho=0.8, weight_decay=0.1),
+        lambda: jaxnets.optim.adadelta(0.5, rho=0.8, weight_decay=0.1),
+    ),
+    "adamax-maximize": (
+        lambda p: torch.optim.Adamax(p, lr=1e-2, weight_decay=0.1, maximize=True),
+        lambda: jaxnets.optim.adamax(1e-2, weight_decay=0.1, maximize=True),
+    ),
+    "nadam-wd": (
+        lambda p: torch.optim.NAdam(p, lr=1e-2, weight_decay=0.1, momentum_decay=0.01),
+        lambda: jaxnets.optim.nadam(1e-2, weight_decay=0.1, momentum_decay=0.01),
+    ),
+    "nadam-decoupled": (
+        lambda p: torch.optim.NAdam(p, lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True),
+        lambda: jaxnets.optim.nadam(1e-2, weight_decay=0.1, decoupled_weight_decay=True),
+    ),
+    # t0=2: averaging starts within the torch part of the run, so ax, eta and mu all matter.
+    "asgd": (
+        lambda p: torch.optim.ASGD(p, lr=1e-2, lambd=0.01, t0=2, weight_decay=0.1),
+        lambda: jaxnets.optim.asgd(1e-2, lambd=0.01, t0=2, weight_decay=0.1),
+    ),
 }
+# Adafactor factors the last two dims: jaxnets' (in, out) linear kernels are torch's weights
+# transposed (the factors swap), but a Flax HWIO conv kernel is not OIHW's, so LeNet cannot move.
+MODEL = {"adafactor-wd": "two_layer", "adafactor-maximize": "sequential"}
+OPTIMIZERS["adafactor-wd"] = (
+    lambda p: torch.optim.Adafactor(p, lr=1e-2, weight_decay=0.1, d=1.5),
+    lambda: jaxnets.optim.adafactor(1e-2, weight_decay=0.1, d=1.5),
+)
+OPTIMIZERS["adafactor-maximize"] = (
+    lambda p: torch.optim.Adafactor(p, beta2_decay=-0.5, eps=(1e-3, 1e-3), maximize=True),
+    lambda: jaxnets.optim.adafactor(beta2_decay=-0.5, eps=(1e-3, 1e-3), maximize=True),
+)
 
 
 @pytest.mark.parametrize("opt_name", list(OPTIMIZERS))
 def test_optimizer_state_continues_a_torch_run_in_jax_and_back(x64, opt_name):
     make_torch_opt, make_tx = OPTIMIZERS[opt_name]
-    torch_model, jax_model, x = pairs()["lenet"]
-    y = torch.randn(3, 10, dtype=torch.float64)
+    torch_model, jax_model, x = pairs()[MODEL.get(opt_name, "lenet")]
+    y = torch.randn(x.shape[0], 10 if x.ndim == 4 else 3, dtype=torch.float64)
     xj, yj = jax_input(x), jnp.asarray(y.numpy())
     opt = make_torch_opt(torch_model.parameters())
 
@@ -240,6 +272,35 @@ def test_optimizer_state_conversion_errors(x64):
         ValueError, match=r"different step counts \(linear1.weight: 1, linear1.bias: 1, linear2.weight: 0"
     ):
         parity.optimizer_state_from_torch(opt, torch_model, jaxnets.optim.adam().init(params))
+
+
+def test_adafactor_state_of_a_conv_kernel_is_refused_both_ways(x64):
+    # torch factors an OIHW conv weight over (H, W); jaxnets' HWIO kernel over (I, O): different factors.
+    torch_model, jax_model, x = pairs()["lenet"]
+    opt = torch.optim.Adafactor(torch_model.parameters())
+    torch_model(x).sum().backward()
+    opt.step()
+    state = jaxnets.optim.adafactor().init(nnx.state(jax_model, nnx.Param))
+    with pytest.raises(ValueError, match=r"cannot convert the Adafactor state of 'conv1.weight'.*HWIO"):
+        parity.optimizer_state_from_torch(opt, torch_model, state)
+    with pytest.raises(ValueError, match=r"cannot convert the Adafactor state of 'conv1.weight'"):
+        parity.load_optimizer_state_into_torch(state, opt, torch_model)
+
+
+def test_adafactor_factors_swap_between_torch_and_flax_linear_layouts(x64):
+    torch_model, jax_model, x = pairs()["two_layer"]
+    opt = torch.optim.Adafactor(torch_model.parameters())
+    torch_model(x).sum().backward()
+    opt.step()
+    state = parity.optimizer_state_from_torch(
+        opt, torch_model, jaxnets.optim.adafactor().init(nnx.state(jax_model, nnx.Param))
+    )
+    torch_state = opt.state[torch_model.linear1.weight]  # weight (8, 20): row_var (8, 1), col_var (1, 20)
+    np.testing.assert_array_equal(state.row_var["linear1"]["kernel"][...], torch_state["col_var"].numpy().T)
+    np.testing.assert_array_equal(state.col_var["linear1"]["kernel"][...], torch_state["row_var"].numpy().T)
+    np.testing.assert_array_equal(
+        state.variance["linear1"]["bias"][...], opt.state[torch_model.linear1.bias]["variance"]
+    )
 
 
 def test_jaxnets_nn_models_convert_by_path_with_buffers_both_ways(x64):
