@@ -322,3 +322,74 @@ def test_adafactor_state_is_torchs_factored_rows_and_columns(x64):
 def test_adafactor_refuses_complex_params():
     with pytest.raises(ValueError, match="adafactor got a complex parameter of dtype complex64"):
         optim.adafactor().init({"w": jnp.ones((2, 3), jnp.complex64)})
+
+
+# Beyond torch's five LBFGS configurations: a short history that wraps, max_eval cutting the
+# line search short, a loose tolerance_change that stops early, and a large lr the line search
+# must bracket and zoom back from.
+LBFGS_CASES = [
+    dict(history_size=3, max_iter=7),
+    dict(history_size=3, max_iter=7, line_search_fn="strong_wolfe"),
+    dict(max_iter=10, max_eval=4, line_search_fn="strong_wolfe"),
+    dict(lr=5.0, line_search_fn="strong_wolfe"),
+    dict(lr=0.5, tolerance_change=1e-3),
+]
+
+
+@pytest.mark.parametrize("kwargs", LBFGS_CASES, ids=lambda k: "-".join(f"{a}={v}" for a, v in k.items()))
+def test_lbfgs_options_match_torch(x64, kwargs):
+    params, a, b = _problem()
+    expected = run_torch(torch.optim.LBFGS, kwargs, params, a, b)
+    _assert_same_trajectory(expected, run_jaxnets(optim.lbfgs, kwargs, params, a, b), params)
+
+
+def test_lbfgs_state_counts_are_torchs(x64):
+    params, a, b = _problem()
+    kwargs = dict(history_size=3, max_iter=7, line_search_fn="strong_wolfe")
+    p = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in params.items()}
+    ta, tb = {k: torch.tensor(v) for k, v in a.items()}, {k: torch.tensor(v) for k, v in b.items()}
+    opt = torch.optim.LBFGS(list(p.values()), **kwargs)
+
+    def closure():
+        opt.zero_grad()
+        loss = _loss(p, ta, tb, torch.sin)
+        loss.backward()
+        return loss
+
+    tx = optim.lbfgs(**kwargs)
+    jp = {k: jnp.asarray(v) for k, v in params.items()}
+    state = tx.init(jp)
+    value_and_grad = jax.value_and_grad(lambda q: _loss(q, a, b, jnp.sin))
+    for _ in range(3):
+        want_loss = float(opt.step(closure).detach())
+        jp, state, loss = tx.step(jp, state, value_and_grad)
+        assert abs(float(loss) - want_loss) <= RTOL * abs(want_loss)  # the loss before the step, as torch returns
+        want = opt.state[p["weight"]]
+        assert (state.func_evals, state.n_iter, len(state.old_dirs)) == (
+            want["func_evals"],
+            want["n_iter"],
+            len(want["old_dirs"]),
+        )
+    assert len(state.old_dirs) == 3  # the history wrapped
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(lr=-1.0), r"lbfgs got lr=-1.0; expected a value >= 0"),
+        (dict(line_search_fn="armijo"), r"lbfgs got line_search_fn='armijo'; expected None or 'strong_wolfe'"),
+        (dict(history_size=0), r"lbfgs got history_size=0; expected an integer >= 1"),
+        (dict(max_iter=0), r"lbfgs got max_iter=0; expected an integer >= 1"),
+        (dict(max_eval=0), r"lbfgs got max_eval=0; expected an integer >= 1 or None"),
+        (dict(lr=lambda count: 0.1), r"lbfgs got a schedule as lr"),
+    ],
+    ids=["lr", "line_search_fn", "history_size", "max_iter", "max_eval", "schedule"],
+)
+def test_lbfgs_refuses_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        optim.lbfgs(**kwargs)
+
+
+def test_lbfgs_refuses_lr_torch_refuses():
+    with pytest.raises(ValueError):
+        torch.optim.LBFGS([torch.zeros(2, requires_grad=True)], lr=-1.0)

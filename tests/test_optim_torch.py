@@ -39,6 +39,7 @@ JAXNETS = {
     "ASGD": optim.asgd,
     "Rprop": optim.rprop,
     "Adafactor": optim.adafactor,
+    "LBFGS": optim.lbfgs,
 }
 # torch optimizers jaxnets does not port, and why.
 NOT_PORTED = {
@@ -94,11 +95,16 @@ def run_torch(optim_cls, kwargs, params, a, b):
     a = {k: torch.tensor(v) for k, v in a.items()}
     b = {k: torch.tensor(v) for k, v in b.items()}
     optimizer = optim_cls(list(p.values()), **kwargs)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = _loss(p, a, b, torch.sin)
+        loss.backward()
+        return loss
+
     history = []
     for _ in range(STEPS):
-        optimizer.zero_grad()
-        _loss(p, a, b, torch.sin).backward()
-        optimizer.step()
+        optimizer.step(closure)
         history.append({k: v.detach().numpy().copy() for k, v in p.items()})
     return history
 
@@ -107,6 +113,13 @@ def run_jaxnets(make, kwargs, params, a, b):
     """The weights after each of :data:`STEPS` jaxnets steps, every step compiled."""
     tx = make(**_jaxnets_kwargs(kwargs))
     p = {k: jnp.asarray(v) for k, v in params.items()}
+    if isinstance(tx, optim.LBFGS):  # torch's step(closure): the step calls the loss itself
+        value_and_grad = jax.jit(jax.value_and_grad(lambda p: _loss(p, a, b, jnp.sin)))
+        state, history = tx.init(p), []
+        for _ in range(STEPS):
+            p, state, _ = tx.step(p, state, value_and_grad)
+            history.append({k: np.asarray(v) for k, v in p.items()})
+        return history
 
     @jax.jit
     def step(p, opt_state):

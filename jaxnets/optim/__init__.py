@@ -7,6 +7,9 @@ computes torch's update it is returned, configured to match; where none does
 (SGD dampening, AMSGrad, Adagrad, NAdam, RAdam, ASGD, Rprop, Adafactor) a small transform
 with torch-named state fills the gap. ``lr`` may be a number or an optax
 schedule ``count -> lr`` (torch's lr of step ``t``, from 1, at ``count = t - 1``).
+``lbfgs`` is the exception: torch's step calls
+the loss many times (its closure), so it returns an :class:`LBFGS` whose
+``step(params, state, value_and_grad_fn)`` does the same.
 ``SparseAdam`` is not ported: JAX has no sparse gradients, so its lazy update
 cannot be matched. ``param_groups`` gives torch's parameter groups and
 ``clip_grad_norm``/``clip_grad_value`` torch's gradient clipping. Use them like any optax optimizer::
@@ -45,6 +48,9 @@ from ._clip import clip_grad_value as clip_grad_value
 from ._clip import get_total_norm as get_total_norm
 from ._clip import total_norm as total_norm
 from ._groups import param_groups as param_groups
+from ._lbfgs import LBFGS as LBFGS
+from ._lbfgs import LBFGSState as LBFGSState
+from ._lbfgs import lbfgs as lbfgs
 from ._nadam import TorchNAdamState as TorchNAdamState
 from ._nadam import nadam as nadam
 from ._nadam import scale_by_torch_nadam as scale_by_torch_nadam
@@ -83,6 +89,9 @@ __all__ = [
     "TorchRpropState",
     "adadelta",
     "adafactor",
+    "LBFGS",
+    "LBFGSState",
+    "lbfgs",
     "TorchAdafactorState",
     "scale_by_torch_adafactor",
     "adamax",
