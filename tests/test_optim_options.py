@@ -393,3 +393,93 @@ def test_lbfgs_refuses_bad_arguments(kwargs, message):
 def test_lbfgs_refuses_lr_torch_refuses():
     with pytest.raises(ValueError):
         torch.optim.LBFGS([torch.zeros(2, requires_grad=True)], lr=-1.0)
+
+
+def _muon_problem():
+    from test_optim_torch import MATRIX_SHAPES
+
+    return _problem(MATRIX_SHAPES)
+
+
+# Beyond torch's Muon configurations: no Nesterov, Moonshot's lr adjustment, and zero momentum.
+MUON_CASES = [
+    dict(lr=0.02, nesterov=False),
+    dict(lr=0.02, adjust_lr_fn="match_rms_adamw", weight_decay=0.05),
+    dict(lr=0.02, adjust_lr_fn="original", momentum=0.0, eps=1e-3),
+]
+
+
+@pytest.mark.parametrize("kwargs", MUON_CASES, ids=lambda k: "-".join(f"{a}={v}" for a, v in k.items()))
+def test_muon_options_match_torch(x64, kwargs):
+    params, a, b = _muon_problem()
+    expected = run_torch(torch.optim.Muon, kwargs, params, a, b)
+    got = run_jaxnets(optim.muon, dict(kwargs, layout="out_in"), params, a, b)
+    _assert_same_trajectory(expected, got, params)
+
+
+def test_muon_in_out_layout_is_torchs_step_on_transposed_kernels(x64):
+    # torch's (out, in) weights as Flax (in, out) kernels: the same trajectory, transposed.
+    params, a, b = _muon_problem()
+    expected = run_torch(torch.optim.Muon, dict(lr=0.02), params, a, b)
+    t, ta, tb = ({k: v.T for k, v in d.items()} for d in (params, a, b))
+    got = run_jaxnets(optim.muon, dict(lr=0.02), t, ta, tb)
+    _assert_same_trajectory(expected, [{k: v.T for k, v in g.items()} for g in got], params)
+    # the layout matters: the tall (5, 2) weight gets sqrt(5 / 2) more lr in torch's reading
+    wrong = run_jaxnets(optim.muon, dict(lr=0.02, layout="out_in"), t, ta, tb)
+    assert np.max(np.abs(wrong[-1]["tall"].T - expected[-1]["tall"])) > 1e-4
+
+
+def test_muon_schedule_as_lr_matches_torch_lambdalr(x64):
+    params, a, b = _muon_problem()
+    expected = run_torch_scheduled(torch.optim.Muon, dict(lr=0.02), params, a, b)
+    got = run_jaxnets(optim.muon, dict(lr=lambda count: 0.02 * _factor(count), layout="out_in"), params, a, b)
+    _assert_same_trajectory(expected, got, params)
+
+
+def test_muon_refuses_non_2d_params_naming_them():
+    torch_error = "Muon only supports 2D parameters"
+    with pytest.raises(ValueError, match=torch_error):
+        torch.optim.Muon([torch.zeros(2, requires_grad=True)])
+    with pytest.raises(ValueError, match=r"muon only supports 2-D parameters.*\['b'\] of shape \(2,\)"):
+        optim.muon().init({"w": jnp.zeros((2, 3)), "b": jnp.zeros(2)})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(lr=-1.0), r"muon got lr=-1.0"),
+        (dict(momentum=-0.1), r"muon got momentum=-0.1"),
+        (dict(weight_decay=-0.1), r"muon got weight_decay=-0.1"),
+        (dict(adjust_lr_fn="arbitrary"), r"muon got adjust_lr_fn='arbitrary'; expected None, 'original'"),
+    ],
+    ids=["lr", "momentum", "weight_decay", "adjust_lr_fn"],
+)
+def test_muon_refuses_what_torch_refuses(kwargs, message):
+    with pytest.raises(ValueError):
+        torch.optim.Muon([torch.zeros(2, 3, requires_grad=True)], **kwargs)
+    with pytest.raises(ValueError, match=message):
+        optim.muon(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(ns_steps=100), r"muon got ns_steps=100; expected an integer in \[0, 100\)"),
+        (dict(ns_coefficients=(1.0, 2.0)), r"muon got ns_coefficients=\(1.0, 2.0\); expected three numbers"),
+        (dict(layout="hwio"), r"muon got layout='hwio'; expected one of 'in_out'"),
+    ],
+    ids=["ns_steps", "ns_coefficients", "layout"],
+)
+def test_muon_refuses_at_construction_what_torch_refuses_at_its_first_step(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        optim.muon(**kwargs)
+
+
+def test_muon_float32_params_stay_float32_under_x64(x64):
+    params = {"w": jnp.full((3, 2), 0.5, jnp.float32)}
+    tx = optim.muon(lr=optax.exponential_decay(0.01, 1, 0.9))
+    state = tx.init(params)
+    for _ in range(3):
+        updates, state = tx.update({"w": jnp.full((3, 2), 0.3, jnp.float32)}, state, params)
+        params = optax.apply_updates(params, updates)
+    assert params["w"].dtype == updates["w"].dtype == state.momentum_buffer["w"].dtype == jnp.float32

@@ -4,7 +4,7 @@ Each function has the argument names and defaults of its ``torch.optim``
 counterpart (torch 2.13, single-tensor algorithm, ``maximize`` included) and
 returns an ``optax.GradientTransformation``. Where an optax alias already
 computes torch's update it is returned, configured to match; where none does
-(SGD dampening, AMSGrad, Adagrad, NAdam, RAdam, ASGD, Rprop, Adafactor) a small transform
+(SGD dampening, AMSGrad, Adagrad, NAdam, RAdam, ASGD, Rprop, Adafactor, Muon) a small transform
 with torch-named state fills the gap. ``lr`` may be a number or an optax
 schedule ``count -> lr`` (torch's lr of step ``t``, from 1, at ``count = t - 1``).
 ``lbfgs`` is the exception: torch's step calls
@@ -51,6 +51,9 @@ from ._groups import param_groups as param_groups
 from ._lbfgs import LBFGS as LBFGS
 from ._lbfgs import LBFGSState as LBFGSState
 from ._lbfgs import lbfgs as lbfgs
+from ._muon import TorchMuonState as TorchMuonState
+from ._muon import muon as muon
+from ._muon import zeropower_via_newtonschulz as zeropower_via_newtonschulz
 from ._nadam import TorchNAdamState as TorchNAdamState
 from ._nadam import nadam as nadam
 from ._nadam import scale_by_torch_nadam as scale_by_torch_nadam
@@ -92,6 +95,9 @@ __all__ = [
     "LBFGS",
     "LBFGSState",
     "lbfgs",
+    "TorchMuonState",
+    "muon",
+    "zeropower_via_newtonschulz",
     "TorchAdafactorState",
     "scale_by_torch_adafactor",
     "adamax",
