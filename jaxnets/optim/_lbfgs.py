@@ -383,9 +383,7 @@ def lbfgs(
     if max_eval is None:
         max_eval = max_iter * 5 // 4
     if isinstance(max_eval, bool) or not isinstance(max_eval, numbers.Integral) or max_eval < 1:
-        raise ValueError(
-            f"{name} got max_eval={max_eval!r}; expected an integer >= 1 or None (for max_iter * 5 // 4)."
-        )
+        raise ValueError(f"{name} got max_eval={max_eval!r}; expected an integer >= 1 or None (for max_iter * 5 // 4).")
     if line_search_fn not in (None, "strong_wolfe"):
         raise ValueError(
             f"{name} got line_search_fn={line_search_fn!r}; expected None or 'strong_wolfe', the two that "
