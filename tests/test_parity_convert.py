@@ -345,3 +345,33 @@ def test_jaxnets_nn_int64_counter_loads_into_int32_when_it_fits():
     with pytest.raises(parity.StateDictMismatch, match="num_batches_tracked int64 -> int32"):
         load_torch_arrays(bn, arrays)
     assert int(bn.num_batches_tracked[...]) == 7
+
+
+@pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
+def test_lbfgs_trains_the_two_layer_net_as_torch(x64, line_search_fn):
+    # LBFGS has no optax state to convert; this checks its step on a real model's nnx.State
+    # (flattened in JAX's leaf order, torch in parameter order) against torch's step(closure).
+    torch_model, jax_model, x = pairs()["two_layer"]
+    y = torch.randn(5, 3, dtype=torch.float64)
+    parity.load_torch_state_dict(jax_model, torch_model.state_dict())
+    opt = torch.optim.LBFGS(torch_model.parameters(), lr=0.5, max_iter=5, history_size=3, line_search_fn=line_search_fn)
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(torch_model(x), y)
+        loss.backward()
+        return loss
+
+    graphdef, params = nnx.split(jax_model, nnx.Param)
+    xj, yj = jax_input(x), jnp.asarray(y.numpy())
+    value_and_grad = jax.jit(jax.value_and_grad(lambda p: jaxnets.losses.mse_loss(nnx.merge(graphdef, p)(xj), yj)))
+    tx = jaxnets.optim.lbfgs(lr=0.5, max_iter=5, history_size=3, line_search_fn=line_search_fn)
+    state = tx.init(params)
+    for _ in range(4):
+        want = float(opt.step(closure).detach())
+        params, state, loss = tx.step(params, state, value_and_grad)
+        # 1e-10, as tests/test_optim_torch: roundings compound over the iterations of each step
+        np.testing.assert_allclose(float(loss), want, rtol=1e-10)
+    for name, value in parity.to_torch_state_dict(params).items():
+        np.testing.assert_allclose(value, torch_model.state_dict()[name], rtol=1e-10, atol=1e-12, err_msg=name)
+    assert state.n_iter == opt.state[next(iter(torch_model.parameters()))]["n_iter"] > 4  # several iterations per step
