@@ -21,6 +21,7 @@ jaxnets.optim                    optax state                                 tor
 ``nadam``                        ``TorchNAdamState``                         ``step, mu_product, exp_avg, exp_avg_sq``
 ``asgd``                         ``TorchASGDState(step, eta, mu, ax)``       ``step, eta, mu, ax``
 ``adafactor``                    ``TorchAdafactorState``                     ``step, row_var, col_var, variance``
+``muon``                         ``TorchMuonState(step, momentum_buffer)``   ``momentum_buffer``
 ===============================  ==========================================  ==========================
 
 torch keeps a step count per parameter and optax one per optimizer, so the
@@ -32,7 +33,9 @@ has no ``step_size`` and the conversion would give zeros, not ``lr``).
 torch's scalars kept per parameter (NAdam's ``mu_product``, ASGD's ``eta``
 and ``mu``) are one scalar in optax, so they too must agree across
 parameters. optax's Adadelta keeps no step count and torch's does not enter
-the update: it goes to torch as 0. Adafactor's row and column factors are
+the update: it goes to torch as 0. torch's Muon keeps no step count: the
+``step`` of a ``TorchMuonState`` (which only indexes an lr schedule) is
+kept from the template. Adafactor's row and column factors are
 converted through the layout table as the parameter they factor: torch's
 ``(out, in)`` linear weight is jaxnets' ``(in, out)`` kernel, so torch's
 ``row_var`` becomes jaxnets' ``col_var`` (transposed, with the flatten
@@ -57,6 +60,7 @@ from jaxnets.optim import (
     TorchAdagradState,
     TorchAmsgradState,
     TorchASGDState,
+    TorchMuonState,
     TorchNAdamState,
     TorchRAdamState,
     TorchRpropState,
@@ -78,6 +82,7 @@ FIELDS = {
     TorchNAdamState: ("step", {"exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq"}),
     TorchASGDState: ("step", {"ax": "ax"}),
     TorchAdafactorState: ("step", {}),  # row_var, col_var, variance: see _adafactor_*
+    TorchMuonState: (None, {"momentum_buffer": "momentum_buffer"}),  # torch keeps no step
 }
 # optax state type -> {optax scalar field: torch per-parameter scalar state key}
 SCALARS = {
@@ -107,8 +112,8 @@ def _nodes(opt_state):
         supported = ", ".join(t.__name__ for t in FIELDS)
         raise TypeError(
             f"parity cannot convert optimizer state of type {type(opt_state).__name__}; it converts {supported} "
-            "(the states of jaxnets.optim.sgd, adam, adamw, adagrad, radam, rprop, adadelta, adamax, nadam, asgd "
-            "and adafactor)."
+            "(the states of jaxnets.optim.sgd, adam, adamw, adagrad, radam, rprop, adadelta, adamax, nadam, asgd, "
+            "adafactor and muon)."
         )
 
 

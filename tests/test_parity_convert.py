@@ -375,3 +375,61 @@ def test_lbfgs_trains_the_two_layer_net_as_torch(x64, line_search_fn):
     for name, value in parity.to_torch_state_dict(params).items():
         np.testing.assert_allclose(value, torch_model.state_dict()[name], rtol=1e-10, atol=1e-12, err_msg=name)
     assert state.n_iter == opt.state[next(iter(torch_model.parameters()))]["n_iter"] > 4  # several iterations per step
+
+
+class _TorchBiasFree(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear1 = torch.nn.Linear(6, 5, bias=False)
+        self.linear2 = torch.nn.Linear(5, 3, bias=False)
+
+    def forward(self, x):
+        return self.linear2(torch.tanh(self.linear1(x)))
+
+
+class _BiasFree(nnx.Module):
+    """Muon takes 2-D weights only: a Flax (in, out) two-layer net without biases."""
+
+    def __init__(self, rngs):
+        self.linear1 = nnx.Linear(6, 5, use_bias=False, param_dtype=jnp.float64, rngs=rngs)
+        self.linear2 = nnx.Linear(5, 3, use_bias=False, param_dtype=jnp.float64, rngs=rngs)
+
+    def __call__(self, x):
+        return self.linear2(jnp.tanh(self.linear1(x)))
+
+
+@pytest.mark.parametrize("layout_name", ["in_out", "out_in-is-wrong-here"])
+def test_muon_state_continues_a_torch_run_in_jax_and_back(x64, layout_name):
+    torch.manual_seed(0)
+    torch_model, jax_model = _TorchBiasFree().double(), _BiasFree(nnx.Rngs(0))
+    x, y = torch.randn(4, 6, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    xj, yj = jnp.asarray(x.numpy().copy()), jnp.asarray(y.numpy())
+    opt = torch.optim.Muon(torch_model.parameters(), lr=0.02, weight_decay=0.05)
+
+    def torch_step():
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(torch_model(x), y)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    for _ in range(3):
+        torch_step()
+    parity.load_torch_state_dict(jax_model, torch_model.state_dict())
+    layout_arg = layout_name.split("-")[0]
+    tx = jaxnets.optim.muon(lr=0.02, weight_decay=0.05, layout=layout_arg)
+    trainer = jaxnets.Trainer(jax_model, tx, lambda m, x, y: jaxnets.losses.mse_loss(m(x), y))
+    trainer.opt_state = parity.optimizer_state_from_torch(opt, torch_model, trainer.opt_state)
+    torch_losses = [torch_step() for _ in range(3)]
+    jax_losses = [float(trainer.step(xj, yj)) for _ in range(3)]
+    if layout_arg != "in_out":  # Flax kernels read as (out, in): linear1's (6, 5) looks tall, gets sqrt(6/5) the lr
+        assert np.max(np.abs(np.subtract(jax_losses, torch_losses))) > 1e-6
+        return
+    np.testing.assert_allclose(jax_losses, torch_losses, rtol=F64_RTOL)
+    opt = torch.optim.Muon(torch_model.parameters(), lr=0.02, weight_decay=0.05)
+    parity.load_optimizer_state_into_torch(trainer.opt_state, opt, torch_model)
+    torch_losses = [torch_step() for _ in range(3)]
+    jax_losses = [float(trainer.step(xj, yj)) for _ in range(3)]
+    np.testing.assert_allclose(jax_losses, torch_losses, rtol=F64_RTOL)
+    for name, value in parity.to_torch_state_dict(trainer.params).items():
+        np.testing.assert_allclose(value, torch_model.state_dict()[name], rtol=F64_RTOL, atol=F64_ATOL, err_msg=name)
