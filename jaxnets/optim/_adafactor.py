@@ -73,7 +73,9 @@ def scale_by_torch_adafactor(
         or an optax schedule ``count -> lr``.
       beta2_decay: the exponent of ``t`` in the second-moment weight, <= 0.
       eps1: floor of the second moment (squared) and of the row mean;
-        ``None`` for the machine epsilon of each parameter's dtype.
+        ``None`` for the machine epsilon of each parameter's dtype (torch
+        takes the first parameter's dtype for all of them, which differs only
+        when the dtypes are mixed).
       eps2: floor of ``rms(p)`` in the parameter scaling.
       d: the clipping threshold of ``rms(u)``.
       weight_decay: decoupled weight decay coefficient, times the step's ``lr``.
