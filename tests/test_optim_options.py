@@ -35,6 +35,11 @@ MAXIMIZE = [
     (torch.optim.RAdam, optim.radam, dict(lr=0.05, betas=(0.8, 0.9), weight_decay=0.1, decoupled_weight_decay=True)),
     (torch.optim.ASGD, optim.asgd, dict(lr=0.05, lambd=0.01, alpha=0.5, t0=3, weight_decay=0.1)),
     (torch.optim.Rprop, optim.rprop, dict(lr=0.05, etas=(0.3, 1.5), step_sizes=(1e-3, 0.2))),
+    (
+        torch.optim.Adafactor,
+        optim.adafactor,
+        dict(lr=0.05, beta2_decay=-0.5, eps=(1e-3, 1e-2), d=1.2, weight_decay=0.1),
+    ),
 ]
 
 
@@ -98,6 +103,7 @@ SCHEDULED = [
     (torch.optim.RAdam, optim.radam, dict(lr=0.05, betas=(0.8, 0.9), weight_decay=0.1, decoupled_weight_decay=True)),
     (torch.optim.ASGD, optim.asgd, dict(lr=0.05, lambd=0.01, t0=3, weight_decay=0.1)),
     (torch.optim.Rprop, optim.rprop, dict(lr=0.05)),
+    (torch.optim.Adafactor, optim.adafactor, dict(lr=0.05, weight_decay=0.1)),
 ]
 
 
@@ -139,6 +145,12 @@ REFUSED = [
     (torch.optim.Rprop, optim.rprop, dict(etas=(1.0, 1.2)), r"rprop got etas=\(1.0, 1.2\); expected 0 < etaminus"),
     (torch.optim.Rprop, optim.rprop, dict(etas=(0.5, 1.0)), r"rprop got etas=\(0.5, 1.0\)"),
     (torch.optim.Rprop, optim.rprop, dict(etas=(0.0, 1.2)), r"rprop got etas=\(0.0, 1.2\)"),
+    (torch.optim.Adafactor, optim.adafactor, dict(lr=-1.0), r"adafactor got lr=-1.0"),
+    (torch.optim.Adafactor, optim.adafactor, dict(beta2_decay=0.8), r"adafactor got beta2_decay=0.8; expected .* <= 0"),
+    (torch.optim.Adafactor, optim.adafactor, dict(eps=(-1e-30, 1e-3)), r"adafactor got eps\[0\]=-1e-30"),
+    (torch.optim.Adafactor, optim.adafactor, dict(eps=(None, -1.0)), r"adafactor got eps\[1\]=-1.0"),
+    (torch.optim.Adafactor, optim.adafactor, dict(d=0.0), r"adafactor got d=0.0; expected a clipping threshold >= 1"),
+    (torch.optim.Adafactor, optim.adafactor, dict(weight_decay=-0.1), r"adafactor got weight_decay=-0.1"),
 ]
 
 
@@ -155,7 +167,7 @@ def test_refuses_what_torch_refuses(torch_cls, make, kwargs, message):
 
 
 ALL = [optim.sgd, optim.adam, optim.adamw, optim.rmsprop, optim.adagrad]
-ALL += [optim.adadelta, optim.adamax, optim.nadam, optim.radam, optim.asgd, optim.rprop]
+ALL += [optim.adadelta, optim.adamax, optim.nadam, optim.radam, optim.asgd, optim.rprop, optim.adafactor]
 
 
 @pytest.mark.parametrize("make", ALL, ids=lambda f: f.__name__)
@@ -286,3 +298,188 @@ def test_rprop_state_is_torchs_and_a_sign_change_zeroes_the_gradient(x64):
     np.testing.assert_array_equal(np.asarray(u["w"]), [0.0, -0.12])
     np.testing.assert_array_equal(np.asarray(s.prev["w"]), [0.0, 1.0])
     np.testing.assert_allclose(np.asarray(s.step_size["w"]), [0.05, 0.12])
+
+
+def test_adafactor_state_is_torchs_factored_rows_and_columns(x64):
+    params, a, b = _problem()
+    kwargs = dict(lr=0.05, weight_decay=0.1)
+    want = _torch_state_after_steps(torch.optim.Adafactor, kwargs, params, a, b)
+    state = _jaxnets_state_after_steps(optim.adafactor(**kwargs), params, a, b)
+    (inner,) = [
+        s
+        for s in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, optim.TorchAdafactorState))
+        if isinstance(s, optim.TorchAdafactorState)
+    ]
+    assert int(inner.step) == int(want["weight"]["step"]) == STEPS
+    _close(inner.row_var["weight"], want["weight"]["row_var"])  # (3, 1), as torch's
+    _close(inner.col_var["weight"], want["weight"]["col_var"])  # (1, 4)
+    assert inner.row_var["weight"].shape == (3, 1) and inner.col_var["weight"].shape == (1, 4)
+    for k in ("bias", "scale"):  # not factored: a full second moment
+        _close(inner.variance[k], want[k]["variance"])
+        assert "row_var" not in want[k]
+
+
+def test_adafactor_refuses_complex_params():
+    with pytest.raises(ValueError, match="adafactor got a complex parameter of dtype complex64"):
+        optim.adafactor().init({"w": jnp.ones((2, 3), jnp.complex64)})
+
+
+# Beyond torch's five LBFGS configurations: a short history that wraps, max_eval cutting the
+# line search short, a loose tolerance_change that stops early, and a large lr the line search
+# must bracket and zoom back from.
+LBFGS_CASES = [
+    dict(history_size=3, max_iter=7),
+    dict(history_size=3, max_iter=7, line_search_fn="strong_wolfe"),
+    dict(max_iter=10, max_eval=4, line_search_fn="strong_wolfe"),
+    dict(lr=5.0, line_search_fn="strong_wolfe"),
+    dict(lr=0.5, tolerance_change=1e-3),
+]
+
+
+@pytest.mark.parametrize("kwargs", LBFGS_CASES, ids=lambda k: "-".join(f"{a}={v}" for a, v in k.items()))
+def test_lbfgs_options_match_torch(x64, kwargs):
+    params, a, b = _problem()
+    expected = run_torch(torch.optim.LBFGS, kwargs, params, a, b)
+    _assert_same_trajectory(expected, run_jaxnets(optim.lbfgs, kwargs, params, a, b), params)
+
+
+def test_lbfgs_state_counts_are_torchs(x64):
+    params, a, b = _problem()
+    kwargs = dict(history_size=3, max_iter=7, line_search_fn="strong_wolfe")
+    p = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in params.items()}
+    ta, tb = {k: torch.tensor(v) for k, v in a.items()}, {k: torch.tensor(v) for k, v in b.items()}
+    opt = torch.optim.LBFGS(list(p.values()), **kwargs)
+
+    def closure():
+        opt.zero_grad()
+        loss = _loss(p, ta, tb, torch.sin)
+        loss.backward()
+        return loss
+
+    tx = optim.lbfgs(**kwargs)
+    jp = {k: jnp.asarray(v) for k, v in params.items()}
+    state = tx.init(jp)
+    value_and_grad = jax.value_and_grad(lambda q: _loss(q, a, b, jnp.sin))
+    for _ in range(3):
+        want_loss = float(opt.step(closure).detach())
+        jp, state, loss = tx.step(jp, state, value_and_grad)
+        assert abs(float(loss) - want_loss) <= RTOL * abs(want_loss)  # the loss before the step, as torch returns
+        want = opt.state[p["weight"]]
+        assert (state.func_evals, state.n_iter, len(state.old_dirs)) == (
+            want["func_evals"],
+            want["n_iter"],
+            len(want["old_dirs"]),
+        )
+    assert len(state.old_dirs) == 3  # the history wrapped
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(lr=-1.0), r"lbfgs got lr=-1.0; expected a value >= 0"),
+        (dict(line_search_fn="armijo"), r"lbfgs got line_search_fn='armijo'; expected None or 'strong_wolfe'"),
+        (dict(history_size=0), r"lbfgs got history_size=0; expected an integer >= 1"),
+        (dict(max_iter=0), r"lbfgs got max_iter=0; expected an integer >= 1"),
+        (dict(max_eval=0), r"lbfgs got max_eval=0; expected an integer >= 1 or None"),
+        (dict(lr=lambda count: 0.1), r"lbfgs got a schedule as lr"),
+    ],
+    ids=["lr", "line_search_fn", "history_size", "max_iter", "max_eval", "schedule"],
+)
+def test_lbfgs_refuses_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        optim.lbfgs(**kwargs)
+
+
+def test_lbfgs_refuses_lr_torch_refuses():
+    with pytest.raises(ValueError):
+        torch.optim.LBFGS([torch.zeros(2, requires_grad=True)], lr=-1.0)
+
+
+def _muon_problem():
+    from test_optim_torch import MATRIX_SHAPES
+
+    return _problem(MATRIX_SHAPES)
+
+
+# Beyond torch's Muon configurations: no Nesterov, Moonshot's lr adjustment, and zero momentum.
+MUON_CASES = [
+    dict(lr=0.02, nesterov=False),
+    dict(lr=0.02, adjust_lr_fn="match_rms_adamw", weight_decay=0.05),
+    dict(lr=0.02, adjust_lr_fn="original", momentum=0.0, eps=1e-3),
+]
+
+
+@pytest.mark.parametrize("kwargs", MUON_CASES, ids=lambda k: "-".join(f"{a}={v}" for a, v in k.items()))
+def test_muon_options_match_torch(x64, kwargs):
+    params, a, b = _muon_problem()
+    expected = run_torch(torch.optim.Muon, kwargs, params, a, b)
+    got = run_jaxnets(optim.muon, dict(kwargs, layout="out_in"), params, a, b)
+    _assert_same_trajectory(expected, got, params)
+
+
+def test_muon_in_out_layout_is_torchs_step_on_transposed_kernels(x64):
+    # torch's (out, in) weights as Flax (in, out) kernels: the same trajectory, transposed.
+    params, a, b = _muon_problem()
+    expected = run_torch(torch.optim.Muon, dict(lr=0.02), params, a, b)
+    t, ta, tb = ({k: v.T for k, v in d.items()} for d in (params, a, b))
+    got = run_jaxnets(optim.muon, dict(lr=0.02), t, ta, tb)
+    _assert_same_trajectory(expected, [{k: v.T for k, v in g.items()} for g in got], params)
+    # the layout matters: the tall (5, 2) weight gets sqrt(5 / 2) more lr in torch's reading
+    wrong = run_jaxnets(optim.muon, dict(lr=0.02, layout="out_in"), t, ta, tb)
+    assert np.max(np.abs(wrong[-1]["tall"].T - expected[-1]["tall"])) > 1e-4
+
+
+def test_muon_schedule_as_lr_matches_torch_lambdalr(x64):
+    params, a, b = _muon_problem()
+    expected = run_torch_scheduled(torch.optim.Muon, dict(lr=0.02), params, a, b)
+    got = run_jaxnets(optim.muon, dict(lr=lambda count: 0.02 * _factor(count), layout="out_in"), params, a, b)
+    _assert_same_trajectory(expected, got, params)
+
+
+def test_muon_refuses_non_2d_params_naming_them():
+    torch_error = "Muon only supports 2D parameters"
+    with pytest.raises(ValueError, match=torch_error):
+        torch.optim.Muon([torch.zeros(2, requires_grad=True)])
+    with pytest.raises(ValueError, match=r"muon only supports 2-D parameters.*\['b'\] of shape \(2,\)"):
+        optim.muon().init({"w": jnp.zeros((2, 3)), "b": jnp.zeros(2)})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(lr=-1.0), r"muon got lr=-1.0"),
+        (dict(momentum=-0.1), r"muon got momentum=-0.1"),
+        (dict(weight_decay=-0.1), r"muon got weight_decay=-0.1"),
+        (dict(adjust_lr_fn="arbitrary"), r"muon got adjust_lr_fn='arbitrary'; expected None, 'original'"),
+    ],
+    ids=["lr", "momentum", "weight_decay", "adjust_lr_fn"],
+)
+def test_muon_refuses_what_torch_refuses(kwargs, message):
+    with pytest.raises(ValueError):
+        torch.optim.Muon([torch.zeros(2, 3, requires_grad=True)], **kwargs)
+    with pytest.raises(ValueError, match=message):
+        optim.muon(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(ns_steps=100), r"muon got ns_steps=100; expected an integer in \[0, 100\)"),
+        (dict(ns_coefficients=(1.0, 2.0)), r"muon got ns_coefficients=\(1.0, 2.0\); expected three numbers"),
+        (dict(layout="hwio"), r"muon got layout='hwio'; expected one of 'in_out'"),
+    ],
+    ids=["ns_steps", "ns_coefficients", "layout"],
+)
+def test_muon_refuses_at_construction_what_torch_refuses_at_its_first_step(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        optim.muon(**kwargs)
+
+
+def test_muon_float32_params_stay_float32_under_x64(x64):
+    params = {"w": jnp.full((3, 2), 0.5, jnp.float32)}
+    tx = optim.muon(lr=optax.exponential_decay(0.01, 1, 0.9))
+    state = tx.init(params)
+    for _ in range(3):
+        updates, state = tx.update({"w": jnp.full((3, 2), 0.3, jnp.float32)}, state, params)
+        params = optax.apply_updates(params, updates)
+    assert params["w"].dtype == updates["w"].dtype == state.momentum_buffer["w"].dtype == jnp.float32

@@ -9,6 +9,8 @@ one step feeds into the next, and the weights must agree within
 :data:`RTOL` relative at every step.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,6 +40,10 @@ JAXNETS = {
     "RAdam": optim.radam,
     "ASGD": optim.asgd,
     "Rprop": optim.rprop,
+    "Adafactor": optim.adafactor,
+    "LBFGS": optim.lbfgs,
+    # The arrays here are in torch's (out, in) layout, which Muon's lr adjustment reads.
+    "Muon": functools.partial(optim.muon, layout="out_in"),
 }
 # torch optimizers jaxnets does not port, and why.
 NOT_PORTED = {
@@ -52,14 +58,18 @@ IMPLEMENTATION = {"foreach", "fused", "capturable", "differentiable"}
 # A weight (torch's (out, in) layout; the loss treats every array alike), a bias and a
 # scalar, so that every optimizer meets a 2-D, a 1-D and a 0-D parameter.
 SHAPES = {"weight": (3, 4), "bias": (3,), "scale": ()}
+# Muon takes 2-D parameters only (torch refuses others): a wide and a tall one, so its
+# Newton-Schulz transposition and its lr adjustment sqrt(max(1, out / in)) both act.
+MATRIX_SHAPES = {"weight": (3, 4), "tall": (5, 2)}
 
 
-def _problem():
+def _problem(shapes=None):
     """Starting parameters and the fixed coefficients of the loss, as float64 NumPy arrays."""
+    shapes = SHAPES if shapes is None else shapes
     rng = np.random.default_rng(0)
-    params = {name: rng.normal(size=shape) for name, shape in SHAPES.items()}
-    a = {name: rng.normal(size=shape) for name, shape in SHAPES.items()}
-    b = {name: rng.uniform(0.5, 1.5, size=shape) for name, shape in SHAPES.items()}
+    params = {name: rng.normal(size=shape) for name, shape in shapes.items()}
+    a = {name: rng.normal(size=shape) for name, shape in shapes.items()}
+    b = {name: rng.uniform(0.5, 1.5, size=shape) for name, shape in shapes.items()}
     return params, a, b
 
 
@@ -82,9 +92,9 @@ def _configs():
 
 
 def _jaxnets_kwargs(kwargs):
-    """torch's keyword arguments as jaxnets takes them: a tensor lr is its value."""
+    """torch's keyword arguments as jaxnets takes them: a tensor lr is a NumPy scalar of its dtype."""
     assert not IMPLEMENTATION & set(kwargs), kwargs
-    return {k: float(v) if torch.is_tensor(v) else v for k, v in kwargs.items()}
+    return {k: v.numpy()[()] if torch.is_tensor(v) else v for k, v in kwargs.items()}
 
 
 def run_torch(optim_cls, kwargs, params, a, b):
@@ -93,11 +103,16 @@ def run_torch(optim_cls, kwargs, params, a, b):
     a = {k: torch.tensor(v) for k, v in a.items()}
     b = {k: torch.tensor(v) for k, v in b.items()}
     optimizer = optim_cls(list(p.values()), **kwargs)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = _loss(p, a, b, torch.sin)
+        loss.backward()
+        return loss
+
     history = []
     for _ in range(STEPS):
-        optimizer.zero_grad()
-        _loss(p, a, b, torch.sin).backward()
-        optimizer.step()
+        optimizer.step(closure)
         history.append({k: v.detach().numpy().copy() for k, v in p.items()})
     return history
 
@@ -106,6 +121,13 @@ def run_jaxnets(make, kwargs, params, a, b):
     """The weights after each of :data:`STEPS` jaxnets steps, every step compiled."""
     tx = make(**_jaxnets_kwargs(kwargs))
     p = {k: jnp.asarray(v) for k, v in params.items()}
+    if isinstance(tx, optim.LBFGS):  # torch's step(closure): the step calls the loss itself
+        value_and_grad = jax.jit(jax.value_and_grad(lambda p: _loss(p, a, b, jnp.sin)))
+        state, history = tx.init(p), []
+        for _ in range(STEPS):
+            p, state, _ = tx.step(p, state, value_and_grad)
+            history.append({k: np.asarray(v) for k, v in p.items()})
+        return history
 
     @jax.jit
     def step(p, opt_state):
@@ -123,7 +145,7 @@ def run_jaxnets(make, kwargs, params, a, b):
 
 @pytest.mark.parametrize("optim_cls, kwargs", list(_configs()))
 def test_matches_torch_on_torchs_own_configurations(x64, optim_cls, kwargs):
-    params, a, b = _problem()
+    params, a, b = _problem(MATRIX_SHAPES if optim_cls.__name__ == "Muon" else SHAPES)
     expected = run_torch(optim_cls, kwargs, params, a, b)
     got = run_jaxnets(JAXNETS[optim_cls.__name__], kwargs, params, a, b)
     for step, (want, have) in enumerate(zip(expected, got, strict=True), start=1):
@@ -134,7 +156,6 @@ def test_matches_torch_on_torchs_own_configurations(x64, optim_cls, kwargs):
     assert max(np.max(np.abs(expected[-1][k] - params[k])) for k in params) > 1e-4
 
 
-@pytest.mark.xfail(strict=True, reason="#14: the other torch.optim optimizers are being ported")
 def test_every_torch_optimizer_is_ported_or_refused_with_a_reason():
     names = {entry.optim_cls.__name__ for entry in common_optimizers.optim_db}
     missing = names - set(JAXNETS) - set(NOT_PORTED)

@@ -187,14 +187,46 @@ OPTIMIZERS = {
         lambda: jaxnets.optim.radam(1e-2, betas=(0.8, 0.9), weight_decay=0.1),
     ),
     "rprop": (lambda p: torch.optim.Rprop(p, lr=1e-3), lambda: jaxnets.optim.rprop(1e-3)),
+    "adadelta-wd": (
+        lambda p: torch.optim.Adadelta(p, lr=0.5, rho=0.8, weight_decay=0.1),
+        lambda: jaxnets.optim.adadelta(0.5, rho=0.8, weight_decay=0.1),
+    ),
+    "adamax-maximize": (
+        lambda p: torch.optim.Adamax(p, lr=1e-2, weight_decay=0.1, maximize=True),
+        lambda: jaxnets.optim.adamax(1e-2, weight_decay=0.1, maximize=True),
+    ),
+    "nadam-wd": (
+        lambda p: torch.optim.NAdam(p, lr=1e-2, weight_decay=0.1, momentum_decay=0.01),
+        lambda: jaxnets.optim.nadam(1e-2, weight_decay=0.1, momentum_decay=0.01),
+    ),
+    "nadam-decoupled": (
+        lambda p: torch.optim.NAdam(p, lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True),
+        lambda: jaxnets.optim.nadam(1e-2, weight_decay=0.1, decoupled_weight_decay=True),
+    ),
+    # t0=2: averaging starts within the torch part of the run, so ax, eta and mu all matter.
+    "asgd": (
+        lambda p: torch.optim.ASGD(p, lr=1e-2, lambd=0.01, t0=2, weight_decay=0.1),
+        lambda: jaxnets.optim.asgd(1e-2, lambd=0.01, t0=2, weight_decay=0.1),
+    ),
 }
+# Adafactor factors the last two dims: jaxnets' (in, out) linear kernels are torch's weights
+# transposed (the factors swap), but a Flax HWIO conv kernel is not OIHW's, so LeNet cannot move.
+MODEL = {"adafactor-wd": "two_layer", "adafactor-maximize": "sequential"}
+OPTIMIZERS["adafactor-wd"] = (
+    lambda p: torch.optim.Adafactor(p, lr=1e-2, weight_decay=0.1, d=1.5),
+    lambda: jaxnets.optim.adafactor(1e-2, weight_decay=0.1, d=1.5),
+)
+OPTIMIZERS["adafactor-maximize"] = (
+    lambda p: torch.optim.Adafactor(p, beta2_decay=-0.5, eps=(1e-3, 1e-3), maximize=True),
+    lambda: jaxnets.optim.adafactor(beta2_decay=-0.5, eps=(1e-3, 1e-3), maximize=True),
+)
 
 
 @pytest.mark.parametrize("opt_name", list(OPTIMIZERS))
 def test_optimizer_state_continues_a_torch_run_in_jax_and_back(x64, opt_name):
     make_torch_opt, make_tx = OPTIMIZERS[opt_name]
-    torch_model, jax_model, x = pairs()["lenet"]
-    y = torch.randn(3, 10, dtype=torch.float64)
+    torch_model, jax_model, x = pairs()[MODEL.get(opt_name, "lenet")]
+    y = torch.randn(x.shape[0], 10 if x.ndim == 4 else 3, dtype=torch.float64)
     xj, yj = jax_input(x), jnp.asarray(y.numpy())
     opt = make_torch_opt(torch_model.parameters())
 
@@ -242,6 +274,35 @@ def test_optimizer_state_conversion_errors(x64):
         parity.optimizer_state_from_torch(opt, torch_model, jaxnets.optim.adam().init(params))
 
 
+def test_adafactor_state_of_a_conv_kernel_is_refused_both_ways(x64):
+    # torch factors an OIHW conv weight over (H, W); jaxnets' HWIO kernel over (I, O): different factors.
+    torch_model, jax_model, x = pairs()["lenet"]
+    opt = torch.optim.Adafactor(torch_model.parameters())
+    torch_model(x).sum().backward()
+    opt.step()
+    state = jaxnets.optim.adafactor().init(nnx.state(jax_model, nnx.Param))
+    with pytest.raises(ValueError, match=r"cannot convert the Adafactor state of 'conv1.weight'.*HWIO"):
+        parity.optimizer_state_from_torch(opt, torch_model, state)
+    with pytest.raises(ValueError, match=r"cannot convert the Adafactor state of 'conv1.weight'"):
+        parity.load_optimizer_state_into_torch(state, opt, torch_model)
+
+
+def test_adafactor_factors_swap_between_torch_and_flax_linear_layouts(x64):
+    torch_model, jax_model, x = pairs()["two_layer"]
+    opt = torch.optim.Adafactor(torch_model.parameters())
+    torch_model(x).sum().backward()
+    opt.step()
+    state = parity.optimizer_state_from_torch(
+        opt, torch_model, jaxnets.optim.adafactor().init(nnx.state(jax_model, nnx.Param))
+    )
+    torch_state = opt.state[torch_model.linear1.weight]  # weight (8, 20): row_var (8, 1), col_var (1, 20)
+    np.testing.assert_array_equal(state.row_var["linear1"]["kernel"][...], torch_state["col_var"].numpy().T)
+    np.testing.assert_array_equal(state.col_var["linear1"]["kernel"][...], torch_state["row_var"].numpy().T)
+    np.testing.assert_array_equal(
+        state.variance["linear1"]["bias"][...], opt.state[torch_model.linear1.bias]["variance"]
+    )
+
+
 def test_jaxnets_nn_models_convert_by_path_with_buffers_both_ways(x64):
     from jaxnets import nn
 
@@ -284,3 +345,91 @@ def test_jaxnets_nn_int64_counter_loads_into_int32_when_it_fits():
     with pytest.raises(parity.StateDictMismatch, match="num_batches_tracked int64 -> int32"):
         load_torch_arrays(bn, arrays)
     assert int(bn.num_batches_tracked[...]) == 7
+
+
+@pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
+def test_lbfgs_trains_the_two_layer_net_as_torch(x64, line_search_fn):
+    # LBFGS has no optax state to convert; this checks its step on a real model's nnx.State
+    # (flattened in JAX's leaf order, torch in parameter order) against torch's step(closure).
+    torch_model, jax_model, x = pairs()["two_layer"]
+    y = torch.randn(5, 3, dtype=torch.float64)
+    parity.load_torch_state_dict(jax_model, torch_model.state_dict())
+    opt = torch.optim.LBFGS(torch_model.parameters(), lr=0.5, max_iter=5, history_size=3, line_search_fn=line_search_fn)
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(torch_model(x), y)
+        loss.backward()
+        return loss
+
+    graphdef, params = nnx.split(jax_model, nnx.Param)
+    xj, yj = jax_input(x), jnp.asarray(y.numpy())
+    value_and_grad = jax.jit(jax.value_and_grad(lambda p: jaxnets.losses.mse_loss(nnx.merge(graphdef, p)(xj), yj)))
+    tx = jaxnets.optim.lbfgs(lr=0.5, max_iter=5, history_size=3, line_search_fn=line_search_fn)
+    state = tx.init(params)
+    for _ in range(4):
+        want = float(opt.step(closure).detach())
+        params, state, loss = tx.step(params, state, value_and_grad)
+        # 1e-10, as tests/test_optim_torch: roundings compound over the iterations of each step
+        np.testing.assert_allclose(float(loss), want, rtol=1e-10)
+    for name, value in parity.to_torch_state_dict(params).items():
+        np.testing.assert_allclose(value, torch_model.state_dict()[name], rtol=1e-10, atol=1e-12, err_msg=name)
+    assert state.n_iter == opt.state[next(iter(torch_model.parameters()))]["n_iter"] > 4  # several iterations per step
+
+
+class _TorchBiasFree(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear1 = torch.nn.Linear(6, 5, bias=False)
+        self.linear2 = torch.nn.Linear(5, 3, bias=False)
+
+    def forward(self, x):
+        return self.linear2(torch.tanh(self.linear1(x)))
+
+
+class _BiasFree(nnx.Module):
+    """Muon takes 2-D weights only: a Flax (in, out) two-layer net without biases."""
+
+    def __init__(self, rngs):
+        self.linear1 = nnx.Linear(6, 5, use_bias=False, param_dtype=jnp.float64, rngs=rngs)
+        self.linear2 = nnx.Linear(5, 3, use_bias=False, param_dtype=jnp.float64, rngs=rngs)
+
+    def __call__(self, x):
+        return self.linear2(jnp.tanh(self.linear1(x)))
+
+
+@pytest.mark.parametrize("layout_name", ["in_out", "out_in-is-wrong-here"])
+def test_muon_state_continues_a_torch_run_in_jax_and_back(x64, layout_name):
+    torch.manual_seed(0)
+    torch_model, jax_model = _TorchBiasFree().double(), _BiasFree(nnx.Rngs(0))
+    x, y = torch.randn(4, 6, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    xj, yj = jnp.asarray(x.numpy().copy()), jnp.asarray(y.numpy())
+    opt = torch.optim.Muon(torch_model.parameters(), lr=0.02, weight_decay=0.05)
+
+    def torch_step():
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(torch_model(x), y)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    for _ in range(3):
+        torch_step()
+    parity.load_torch_state_dict(jax_model, torch_model.state_dict())
+    layout_arg = layout_name.split("-")[0]
+    tx = jaxnets.optim.muon(lr=0.02, weight_decay=0.05, layout=layout_arg)
+    trainer = jaxnets.Trainer(jax_model, tx, lambda m, x, y: jaxnets.losses.mse_loss(m(x), y))
+    trainer.opt_state = parity.optimizer_state_from_torch(opt, torch_model, trainer.opt_state)
+    torch_losses = [torch_step() for _ in range(3)]
+    jax_losses = [float(trainer.step(xj, yj)) for _ in range(3)]
+    if layout_arg != "in_out":  # Flax kernels read as (out, in): linear1's (6, 5) looks tall, gets sqrt(6/5) the lr
+        assert np.max(np.abs(np.subtract(jax_losses, torch_losses))) > 1e-6
+        return
+    np.testing.assert_allclose(jax_losses, torch_losses, rtol=F64_RTOL)
+    opt = torch.optim.Muon(torch_model.parameters(), lr=0.02, weight_decay=0.05)
+    parity.load_optimizer_state_into_torch(trainer.opt_state, opt, torch_model)
+    torch_losses = [torch_step() for _ in range(3)]
+    jax_losses = [float(trainer.step(xj, yj)) for _ in range(3)]
+    np.testing.assert_allclose(jax_losses, torch_losses, rtol=F64_RTOL)
+    for name, value in parity.to_torch_state_dict(trainer.params).items():
+        np.testing.assert_allclose(value, torch_model.state_dict()[name], rtol=F64_RTOL, atol=F64_ATOL, err_msg=name)

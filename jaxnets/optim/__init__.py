@@ -4,9 +4,12 @@ Each function has the argument names and defaults of its ``torch.optim``
 counterpart (torch 2.13, single-tensor algorithm, ``maximize`` included) and
 returns an ``optax.GradientTransformation``. Where an optax alias already
 computes torch's update it is returned, configured to match; where none does
-(SGD dampening, AMSGrad, Adagrad, NAdam, RAdam, ASGD, Rprop) a small transform
+(SGD dampening, AMSGrad, Adagrad, NAdam, RAdam, ASGD, Rprop, Adafactor, Muon) a small transform
 with torch-named state fills the gap. ``lr`` may be a number or an optax
 schedule ``count -> lr`` (torch's lr of step ``t``, from 1, at ``count = t - 1``).
+``lbfgs`` is the exception: torch's step calls
+the loss many times (its closure), so it returns an :class:`LBFGS` whose
+``step(params, state, value_and_grad_fn)`` does the same.
 ``SparseAdam`` is not ported: JAX has no sparse gradients, so its lazy update
 cannot be matched. ``param_groups`` gives torch's parameter groups and
 ``clip_grad_norm``/``clip_grad_value`` torch's gradient clipping. Use them like any optax optimizer::
@@ -24,6 +27,9 @@ traced values, so ``optax.inject_hyperparams`` does not apply.
 """
 
 from ._adadelta import adadelta as adadelta
+from ._adafactor import TorchAdafactorState as TorchAdafactorState
+from ._adafactor import adafactor as adafactor
+from ._adafactor import scale_by_torch_adafactor as scale_by_torch_adafactor
 from ._adagrad import TorchAdagradState as TorchAdagradState
 from ._adagrad import adagrad as adagrad
 from ._adagrad import scale_by_torch_adagrad as scale_by_torch_adagrad
@@ -42,6 +48,12 @@ from ._clip import clip_grad_value as clip_grad_value
 from ._clip import get_total_norm as get_total_norm
 from ._clip import total_norm as total_norm
 from ._groups import param_groups as param_groups
+from ._lbfgs import LBFGS as LBFGS
+from ._lbfgs import LBFGSState as LBFGSState
+from ._lbfgs import lbfgs as lbfgs
+from ._muon import TorchMuonState as TorchMuonState
+from ._muon import muon as muon
+from ._muon import zeropower_via_newtonschulz as zeropower_via_newtonschulz
 from ._nadam import TorchNAdamState as TorchNAdamState
 from ._nadam import nadam as nadam
 from ._nadam import scale_by_torch_nadam as scale_by_torch_nadam
@@ -79,6 +91,15 @@ __all__ = [
     "TorchRAdamState",
     "TorchRpropState",
     "adadelta",
+    "adafactor",
+    "LBFGS",
+    "LBFGSState",
+    "lbfgs",
+    "TorchMuonState",
+    "muon",
+    "zeropower_via_newtonschulz",
+    "TorchAdafactorState",
+    "scale_by_torch_adafactor",
     "adamax",
     "asgd",
     "asgd_averaged_params",
