@@ -187,9 +187,14 @@ def test_every_layer_jits_grads_and_vmaps(x64, make, shape):
     def forward(state, x):
         return first(nnx.merge(graphdef, state, copy=True)(x))
 
-    eager = first(module(x))
-    np.testing.assert_allclose(np.asarray(jax.jit(forward)(state, x)), np.asarray(eager), rtol=1e-12)
-    g = jax.jit(jax.grad(lambda x: (forward(state, x) ** 2).sum()))(x)
+    # One compiled program: the single calls, the gradient and the vmapped pair (eager op-by-op calls compiled
+    # every primitive anew and took most of this test's time; the other tests compare these layers with torch).
+    @jax.jit
+    def run(state, x):
+        g = jax.grad(lambda x: (forward(state, x) ** 2).sum())(x)
+        return forward(state, x), forward(state, -x), g, jax.vmap(forward, in_axes=(None, 0))(state, jnp.stack([x, -x]))
+
+    single, single_neg, g, mapped = run(state, x)
     assert g.shape == x.shape and bool(jnp.all(jnp.isfinite(g))) and float(jnp.abs(g).sum()) > 0
-    mapped = jax.vmap(forward, in_axes=(None, 0))(state, jnp.stack([x, -x]))
-    np.testing.assert_allclose(np.asarray(mapped[1]), np.asarray(first(module(-x))), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(mapped[0]), np.asarray(single), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(mapped[1]), np.asarray(single_neg), rtol=1e-12)
