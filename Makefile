@@ -43,12 +43,12 @@ test: $(STAMP)
 	$(BIN)/ruff check jaxnets tests $(wildcard parity)
 	XLA_FLAGS="$(QUICK_XLA) $$XLA_FLAGS" $(PYTEST) -m "not slow"
 
-# What CI runs: every test at XLA's default settings, then every test but the slow ones again under
+# What CI runs: every test at XLA's default settings with every hypothesis example (tests/budget.py), then every test but the slow ones again under
 # older instruction sets (AVX2, SSE4.2), whose kernels add in another order: an exactness test that
 # holds only for this CPU's summation order fails here, not on a user's machine.
 test-all: $(STAMP)
 	$(BIN)/ruff check jaxnets tests $(wildcard parity)
-	$(PYTEST)
+	JAXNETS_TEST_EXAMPLES=full $(PYTEST)
 	XLA_FLAGS="--xla_cpu_max_isa=AVX2 $(QUICK_XLA) $$XLA_FLAGS" $(PYTEST) -m "not slow"
 	XLA_FLAGS="--xla_cpu_max_isa=SSE4_2 $(QUICK_XLA) $$XLA_FLAGS" $(PYTEST) -m "not slow"
 

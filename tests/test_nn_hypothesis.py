@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
+from budget import examples
 from flax import nnx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,7 +16,10 @@ torch.set_num_threads(1)  # torch and XLA share two cores in this process
 
 # Derandomized: the same examples on every run and machine; each example compiles nothing (eager JAX).
 SETTINGS = settings(
-    max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(12),
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 
 

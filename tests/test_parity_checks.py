@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from budget import examples
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -24,7 +25,7 @@ torch.set_num_threads(1)  # torch and XLA share two cores in this process
 # Fixed examples, no shrinking (each example compiles; shrinking a LeNet failure took minutes): the report
 # names the failing example, and its sizes reproduce it.
 BOUNDED = settings(
-    max_examples=10,
+    max_examples=examples(10),
     deadline=None,
     derandomize=True,
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
@@ -290,7 +291,7 @@ def run_rows(job_list):
     return checks.run_jobs([j for j in job_list if j is not None])  # JAX halves in a worker, torch's here
 
 
-@settings(BOUNDED, max_examples=8)  # each LeNet example compiles two programs for its new shapes
+@settings(BOUNDED, max_examples=examples(8))  # each LeNet example compiles two programs for its new shapes
 @given(
     kernel_size=st.sampled_from([3, 5]),
     extra=st.integers(0, 18),
