@@ -7,7 +7,8 @@ import numpy as np
 from flax import nnx
 
 
-def _layer_line(layer) -> str:
+def _layer_line(layer) -> tuple[str, str]:
+    """``(description, parameter shapes)`` of one child; a nested module's whole summary has no shapes."""
     if isinstance(layer, nnx.Conv):
         ks = tuple(layer.kernel_size)
         pad = layer.padding if isinstance(layer.padding, str) else tuple(layer.padding)
@@ -18,15 +19,15 @@ def _layer_line(layer) -> str:
     elif isinstance(layer, nnx.Linear):
         desc = f"Linear({layer.in_features} -> {layer.out_features})"
     elif isinstance(layer, nnx.Module):
-        return summary(layer, params=False)
+        return summary(layer, params=False), ""
     else:
-        return f"{getattr(layer, '__name__', type(layer).__name__)}()"
+        return f"{getattr(layer, '__name__', type(layer).__name__)}()", ""
     shapes = "  ".join(
         f"{name} {tuple(v.shape)}"
         for name, v in (("kernel", layer.kernel), ("bias", getattr(layer, "bias", None)))
         if v is not None
     )
-    return f"{desc:<62}{shapes}"
+    return desc, shapes
 
 
 def _children(module: nnx.Module):
@@ -54,9 +55,12 @@ def summary(model: nnx.Module, *, params: bool = True) -> str:
         )
     """
     lines = [f"{type(model).__name__}("]
-    for name, child in _children(model):
-        body = _layer_line(child).replace("\n", "\n  ")
-        lines.append(f"  ({name}): {body}")
+    rows = [(f"  ({name}): ", *_layer_line(child)) for name, child in _children(model)]
+    # The shapes start in one column, two spaces after the longest description that has shapes.
+    width = max((len(head + desc) for head, desc, shapes in rows if shapes), default=0)
+    for head, desc, shapes in rows:
+        line = f"{head + desc:<{width}}  {shapes}" if shapes else head + desc.replace("\n", "\n  ")
+        lines.append(line)
     lines.append(")")
     if params:
         leaves = jax.tree.leaves(nnx.state(model, nnx.Param))

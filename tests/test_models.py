@@ -320,3 +320,10 @@ def test_summary_reads_like_print_net():
     assert text.endswith("10 parameter arrays, 61,706 values")
     seq = jaxnets.summary(jaxnets.two_layer_sequential(3, 4, 2, rngs=nnx.Rngs(0)))
     assert "(0): Linear(3 -> 4)" in seq and "(1): relu()" in seq and "(2): Linear(4 -> 2)" in seq
+    # The shapes line up in one column, at least two spaces after the longest description (#16: the conv lines
+    # printed "padding=VALID)kernel (5, 5, 1, 6)").
+    for block in (text, seq):
+        rows = [line for line in block.splitlines() if "kernel (" in line]
+        columns = {line.index("kernel (") for line in rows}
+        assert len(columns) == 1, block
+        assert all(line[: line.index("kernel (")].endswith("  ") for line in rows), block
