@@ -23,6 +23,7 @@ bfloat16 params keep their dtype) when the optimizer is built; they cannot be
 traced values, so ``optax.inject_hyperparams`` does not apply.
 """
 
+from . import lr_scheduler as lr_scheduler
 from ._adadelta import adadelta as adadelta
 from ._adagrad import TorchAdagradState as TorchAdagradState
 from ._adagrad import adagrad as adagrad
@@ -61,6 +62,7 @@ __all__ = [
     "clip_grad_norm",
     "clip_grad_value",
     "get_total_norm",
+    "lr_scheduler",
     "param_groups",
     "total_norm",
     "DampenedTraceState",
