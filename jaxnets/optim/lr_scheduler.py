@@ -500,6 +500,7 @@ class Schedule:
     """
 
     _constant_tail = False  # True: torch keeps the lr constant after the table's end
+    _past_end: str | None = None  # why the table ends at the horizon, when the horizon is torch's end
 
     def __init__(self, lr: float, *, steps_per_epoch: int = 1, horizon: int = DEFAULT_HORIZON):
         name = type(self).__name__
@@ -520,14 +521,22 @@ class Schedule:
             sim = self._build(optimizer)
             group = optimizer.param_groups[0]
             lrs, momenta = [float(group["lr"])], [group["momentum"]]
-            for _ in range(self.horizon):
+            end = self._past_end or f"Pass a larger `horizon=` (scheduler steps, now {self.horizon}) when building it."
+            for step in range(1, self.horizon + 1):
                 try:
                     sim.step()
+                    lr, momentum = group["lr"], group["momentum"]
+                    if not isinstance(lr, numbers.Real) or not isinstance(momentum, numbers.Real | None):
+                        raise TypeError(f"the lr became {lr!r} and the momentum {momentum!r}, not real numbers")
                 except _PastTheEnd:
                     break
-                lrs.append(float(group["lr"]))
-                momenta.append(group["momentum"])
+                except (ArithmeticError, TypeError, ValueError) as error:  # e.g. 2.0 ** 1025 in triangular2
+                    end = f"torch's scheduler fails at step {step} too: {type(error).__name__}: {error}."
+                    break
+                lrs.append(float(lr))
+                momenta.append(momentum)
             has_momentum = all(m is not None for m in momenta)
+            self._end = end
             self._table = (np.array(lrs, np.float64), np.array(momenta, np.float64) if has_momentum else None)
         return self._table
 
@@ -540,10 +549,12 @@ class Schedule:
         table = self._tables()[1]
         if table is None:
             return None
-        return _TableSchedule(table, self.steps_per_epoch, self._constant_tail, f"{type(self).__name__}.momentum")
+        name = f"{type(self).__name__}.momentum"
+        return _TableSchedule(table, self.steps_per_epoch, self._constant_tail, name, self._end)
 
     def __call__(self, count):
-        return _TableSchedule(self.lrs, self.steps_per_epoch, self._constant_tail, type(self).__name__)(count)
+        table = self.lrs
+        return _TableSchedule(table, self.steps_per_epoch, self._constant_tail, type(self).__name__, self._end)(count)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
@@ -551,8 +562,9 @@ class Schedule:
 
 
 class _TableSchedule:
-    def __init__(self, table: np.ndarray, steps_per_epoch: int, constant_tail: bool, name: str):
+    def __init__(self, table: np.ndarray, steps_per_epoch: int, constant_tail: bool, name: str, end: str):
         self.table, self.steps_per_epoch, self.constant_tail, self.name = table, steps_per_epoch, constant_tail, name
+        self.end = end
 
     def __call__(self, count):
         n = len(self.table)
@@ -563,9 +575,7 @@ class _TableSchedule:
             if epoch >= n and not self.constant_tail:
                 raise ValueError(
                     f"{self.name} got count={int(count)}, which is scheduler step {epoch} "
-                    f"(steps_per_epoch={self.steps_per_epoch}); the table ends at step {n - 1}. Pass a larger "
-                    "`horizon=` (scheduler steps) when building the scheduler"
-                    + (" (torch's OneCycleLR raises past total_steps too)." if "OneCycle" in self.name else ".")
+                    f"(steps_per_epoch={self.steps_per_epoch}); the table ends at step {n - 1}. {self.end}"
                 )
             return jnp.asarray(self.table[min(epoch, n - 1)])
         epoch = count // self.steps_per_epoch
@@ -858,6 +868,8 @@ class OneCycleLR(Schedule):
     ``.momentum`` is the momentum (or Adam's beta1) torch cycles with it. The
     table ends at ``total_steps``, where torch raises.
     """
+
+    _past_end = "torch's OneCycleLR raises past total_steps too."
 
     def __init__(
         self,
