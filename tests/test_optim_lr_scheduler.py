@@ -240,8 +240,8 @@ def test_lambdas_are_called_on_python_ints():
         seen.append(type(epoch))
         return 0.9**epoch
 
-    ls.LambdaLR(0.1, lr_lambda, horizon=5).lrs
-    ls.MultiplicativeLR(0.1, lr_lambda, horizon=5).lrs
+    assert len(ls.LambdaLR(0.1, lr_lambda, horizon=5).lrs) == 6
+    assert len(ls.MultiplicativeLR(0.1, lr_lambda, horizon=5).lrs) == 6
     assert set(seen) == {int} and len(seen) == 6 + 5
 
 
