@@ -465,6 +465,28 @@ def test_sgd_with_reduce_lr_on_plateau_trains_as_torch(x64):
     assert np.max(np.abs(plain["w1"] - got["w1"])) > 1e-6
 
 
+@pytest.mark.parametrize(
+    ("torch_cls", "fn", "kwargs"),
+    [
+        (torch.optim.Adam, optim.adam, dict()),
+        (torch.optim.Adam, optim.adam, dict(weight_decay=0.1, amsgrad=True)),
+        (torch.optim.AdamW, optim.adamw, dict(weight_decay=0.1)),
+    ],
+    ids=["adam", "adam-amsgrad-l2", "adamw"],
+)
+def test_adam_with_one_cycle_and_cycled_beta1_trains_as_torch(torch_cls, fn, kwargs, x64):
+    expected = _run_torch(
+        lambda p: torch_cls(p, lr=0.01, betas=(0.9, 0.99), **kwargs),
+        lambda o: T.OneCycleLR(o, 0.05, total_steps=12, pct_start=0.4),
+        12,
+    )
+    schedule = ls.OneCycleLR(0.05, total_steps=12, pct_start=0.4)
+    got = _run_jax(fn(lr=schedule, betas=(schedule.momentum, 0.99), **kwargs), 12)
+    _assert_same(got, expected)
+    fixed = _run_jax(fn(lr=schedule, betas=(0.95, 0.99), **kwargs), 12)
+    assert np.max(np.abs(fixed["w1"] - got["w1"])) > 1e-6
+
+
 def test_adam_with_lambda_lr_trains_as_torch(x64):
     expected = _run_torch(lambda p: torch.optim.Adam(p, lr=0.05), lambda o: T.LambdaLR(o, _halve_every), 12)
     _assert_same(_run_jax(optim.adam(lr=ls.LambdaLR(0.05, _halve_every)), 12), expected)
@@ -500,6 +522,7 @@ BAD = [
         lambda: ls.SequentialLR([ls.StepLR(0.1, 2, steps_per_epoch=4), ls.StepLR(0.1, 2)], [3]),
         r"steps_per_epoch=4; give steps_per_epoch to SequentialLR",
     ),
+    (lambda: optim.nadam(betas=(ls.OneCycleLR(0.1, 10).momentum, 0.99)), r"only adam and adamw take a cycled"),
     (lambda: ls.ReduceLROnPlateau(0.1, factor=1.0), r"factor=1.0; expected < 1.0"),
     (lambda: ls.ReduceLROnPlateau(0.1, mode="down"), r"mode='down'; expected 'min'"),
     (lambda: ls.ReduceLROnPlateau(0.1, threshold_mode="pct"), r"threshold_mode='pct'"),
