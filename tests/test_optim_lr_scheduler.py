@@ -522,6 +522,7 @@ BAD = [
         lambda: ls.SequentialLR([ls.StepLR(0.1, 2, steps_per_epoch=4), ls.StepLR(0.1, 2)], [3]),
         r"steps_per_epoch=4; give steps_per_epoch to SequentialLR",
     ),
+    (lambda: optim.sgd(momentum=ls.OneCycleLR(0.1, 10, cycle_momentum=False).momentum), r"momentum=None"),
     (lambda: optim.nadam(betas=(ls.OneCycleLR(0.1, 10).momentum, 0.99)), r"only adam and adamw take a cycled"),
     (lambda: ls.ReduceLROnPlateau(0.1, factor=1.0), r"factor=1.0; expected < 1.0"),
     (lambda: ls.ReduceLROnPlateau(0.1, mode="down"), r"mode='down'; expected 'min'"),

@@ -117,6 +117,11 @@ def sgd(
       ValueError: for the arguments ``torch.optim.SGD`` rejects.
     """
     lr = check_lr("sgd", "torch.optim.SGD", lr)
+    if momentum is None:
+        raise ValueError(
+            "sgd got momentum=None; expected a number >= 0 or a schedule. (A CyclicLR or OneCycleLR built with "
+            "cycle_momentum=False has momentum None: pass a number, e.g. momentum=0.9.)"
+        )
     if callable(momentum):  # a cycled momentum, as CyclicLR/OneCycleLR write into torch's param group
         if not 0.0 <= weight_decay:
             raise ValueError(f"sgd got weight_decay={weight_decay!r}; expected a value >= 0, as torch.optim.SGD does.")

@@ -33,7 +33,8 @@ traced (a ``ValueError`` cannot be raised from inside ``jit``): pass a larger
 
 ``CyclicLR`` and ``OneCycleLR`` with ``cycle_momentum=True`` also give
 ``schedule.momentum``, the momentum torch writes into the optimizer (SGD's
-``momentum``, Adam's ``betas[0]``): ``sgd(lr=schedule, momentum=schedule.momentum)``.
+``momentum``, Adam's ``betas[0]``): ``sgd(lr=schedule, momentum=schedule.momentum)``
+or ``adam(lr=schedule, betas=(schedule.momentum, 0.999))``.
 
 ``ReduceLROnPlateau`` depends on a metric, not on the step count: it is an
 object whose ``wrap(optimizer, **kwargs)`` returns an optax transformation
