@@ -3,9 +3,9 @@
 A run lives in one directory::
 
     RUN_DIR/
-      checkpoints/<epoch>/   one orbax checkpoint per epoch: parameters, optimizer
-                             state, and as metadata the config, the model and the
-                             history so far (jaxnets.checkpoint)
+      checkpoints/<epoch>/   one checkpoint per epoch: parameters, optimizer state,
+                             and as metadata the config, the model and the history
+                             so far (jaxnets.checkpoint: NumPy bytes, SHA-256s, JSON)
       metrics.json           config, per-epoch history, final ``test_accuracy``
                              (a fraction in [0, 1]), status
       curves.png             loss and accuracy per epoch (redrawn after the last

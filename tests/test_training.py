@@ -533,9 +533,7 @@ def truncate(path: Path) -> None:
 
 def test_evaluate_a_run_with_a_truncated_checkpoint_names_it(run_copy, capsys):
     step_dir = run_copy / "checkpoints" / "2"
-    arrays = sorted((f for f in (step_dir / "state").rglob("*") if f.is_file() and f.parent.name == "d"),
-                    key=lambda f: -f.stat().st_size)  # fmt: skip
-    truncate(arrays[0])
+    truncate(step_dir / checkpoint.ARRAYS)
     assert run_cli("evaluate", run_copy) == 1
     err = capsys.readouterr().err
     assert err.startswith("jaxnets evaluate: error: ") and f"checkpoint {step_dir} is damaged" in err
