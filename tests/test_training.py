@@ -121,6 +121,24 @@ def test_train_writes_metrics_curves_and_a_checkpoint_per_epoch(trained):
     assert checkpoint.read_metadata(out / "checkpoints", 2)["history"] == history
 
 
+@pytest.mark.parametrize("every, drawn_after", [(1e9, [3]), (0.0, [1, 2, 3])], ids=["short-run", "every-epoch"])
+def test_curves_are_drawn_after_the_last_epoch_and_at_most_every_curves_every_seconds(
+    tmp_path, monkeypatch, every, drawn_after
+):
+    # A draw costs about 0.3 s of CPU: a run shorter than CURVES_EVERY draws once, after its last epoch.
+    calls = []
+    monkeypatch.setattr(
+        training, "plot_curves", lambda history, path, title="": calls.append([h["epoch"] for h in history])
+    )
+    monkeypatch.setattr(training, "CURVES_EVERY", every)
+    out = tmp_path / "run"
+    assert (
+        run_cli("train", "--data", "digits", "--epochs", "3", "--batch-size", "64", "--out", out, "--no-progress") == 0
+    )
+    assert [drawn[-1] for drawn in calls] == drawn_after
+    assert calls[-1] == [1, 2, 3]
+
+
 def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, capsys):
     setting = ["--data", "digits", "--batch-size", "64", "--seed", "3", "--no-progress"]
     whole, split = tmp_path / "whole", tmp_path / "split"
@@ -624,3 +642,23 @@ def test_cli_refuses_a_negative_checkpoint_epoch_before_reading_anything(command
         run_cli(command, tmp_path / "no-run", *extra, "--checkpoint", "-1")
     assert exit_info.value.code == 2
     assert "EPOCH must be an integer >= 0 (a checkpoint's epoch); got '-1'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "spec, seed",
+    [({"model": "lenet", "image_size": 32}, 0), ({"model": "lenet", "image_size": 32}, 7),
+     ({"model": "lenet", "kernel_size": 3, "image_size": 28, "in_channels": 3, "num_classes": 4}, 2**40 + 1)],
+    ids=["digits-seed-0", "digits-seed-7", "3x3-rgb-big-seed"],
+)  # fmt: skip
+def test_build_model_compiled_is_bit_identical_to_the_eager_constructor(spec, seed):
+    from flax import nnx
+
+    from jaxnets import LeNet
+
+    built = training.build_model(spec, seed=seed)
+    eager = LeNet(**{k: v for k, v in spec.items() if k != "model"}, rngs=nnx.Rngs(seed))
+    assert training.model_spec(built) == training.model_spec(eager)
+    got, want = nnx.to_pure_dict(nnx.state(built)), nnx.to_pure_dict(nnx.state(eager))
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want), strict=True):
+        assert np.asarray(a).dtype == np.asarray(b).dtype and np.asarray(a).tobytes() == np.asarray(b).tobytes(), path
