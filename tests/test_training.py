@@ -644,6 +644,27 @@ def test_cli_refuses_a_negative_checkpoint_epoch_before_reading_anything(command
     assert "EPOCH must be an integer >= 0 (a checkpoint's epoch); got '-1'" in capsys.readouterr().err
 
 
+def test_the_command_skips_the_teardown_yet_loses_no_output(tmp_path):
+    import subprocess
+    import sys
+
+    # A pipe makes Python buffer stdout: exiting with os._exit before a flush would lose the last lines.
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "jaxnets", "train", "--out", str(out), "--epochs", "2", "--batch-size", "64"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.rstrip().splitlines()[-1].startswith("test accuracy")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "complete" and checkpoint.all_steps(out / "checkpoints") == [1, 2]
+    assert is_png(out / "curves.png")
+    refused = subprocess.run(
+        [sys.executable, "-m", "jaxnets", "train", "--out", str(out)], capture_output=True, text=True
+    )
+    assert refused.returncode == 1 and "already holds a run" in refused.stderr  # the exit code survives too
+    code = "import jax; from jaxnets import cli; jax.devices(); assert not cli._teardown_needed()"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0
+
+
 @pytest.mark.parametrize(
     "spec, seed",
     [({"model": "lenet", "image_size": 32}, 0), ({"model": "lenet", "image_size": 32}, 7),
