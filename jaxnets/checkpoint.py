@@ -15,8 +15,9 @@ killed mid-save leaves the earlier steps intact and an unfinished temporary
 directory that :func:`all_steps` ignores and the next :func:`save` removes. Old
 steps dropped by ``keep`` are renamed out of the way before they are deleted,
 so a kill during the clean-up never leaves a half-deleted step that looks
-complete. Plain NumPy and JSON: a save of ``jaxnets train``'s state costs about
-a millisecond of CPU, where orbax (format 1) cost 31 to 39 ms.
+complete. Plain NumPy and JSON: a save of ``jaxnets train``'s state (LeNet and Adam)
+costs about 3 ms of CPU, where orbax (format 1) cost 39 ms; uncompressed, it takes
+about three times orbax's space on disk (749 KB against 245 KB).
 
 Restoring checks everything it reads: the arrays' structure, shapes and dtypes
 against the ``like`` tree, and every array's bytes against the SHA-256 recorded
