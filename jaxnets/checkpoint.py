@@ -362,14 +362,13 @@ def save(directory, step: int, state, metadata: dict | None = None, *, keep: int
     arrays = [_as_numpy(name, leaf) for name, leaf in leaves]
     # The state's containers with each leaf replaced by its index in flattening order (= the manifest's).
     skeleton = _skeleton(jax.tree.unflatten(jax.tree.structure(state), range(len(leaves))))
-    metadata = json.loads(json.dumps(dict(metadata)))  # a copy: the caller may change its dict while we write
     path.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(path)
     tmp = path / f"{step}.partial-{secrets.token_hex(6)}"
     final = path / str(step)
     try:
         tmp.mkdir()
-        _write_step(tmp, [name for name, _ in leaves], arrays, skeleton, metadata)
+        _write_step(tmp, [name for name, _ in leaves], arrays, skeleton, dict(metadata))
         os.rename(tmp, final)  # atomic: DIR/<step> appears whole or not at all
         _fsync(path)  # the rename itself is on disk
     except OSError as error:

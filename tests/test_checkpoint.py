@@ -232,13 +232,6 @@ def test_round_trip_keeps_empty_and_shared_arrays(tmp_path):
     np.testing.assert_array_equal(restored["a"], state["a"])
 
 
-def test_metadata_is_copied_at_save(tmp_path):
-    meta = {"history": [1]}
-    checkpoint.save(tmp_path, 1, {"w": np.ones(1)}, meta)
-    meta["history"].append(2)
-    assert checkpoint.read_metadata(tmp_path) == {"history": [1]}
-
-
 # -- bad input to save ------------------------------------------------------------------
 
 
