@@ -198,7 +198,30 @@ def model_specs() -> list[ModelSpec]:
 
 # -- optimizers ------------------------------------------------------------------------------------
 
-_TORCH_OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop", "adagrad": "Adagrad"}
+_TORCH_OPTIMIZERS = {
+    "sgd": "SGD",
+    "adam": "Adam",
+    "adamw": "AdamW",
+    "rmsprop": "RMSprop",
+    "adagrad": "Adagrad",
+    "adadelta": "Adadelta",
+    "adamax": "Adamax",
+    "nadam": "NAdam",
+    "radam": "RAdam",
+    "asgd": "ASGD",
+    "rprop": "Rprop",
+    "adafactor": "Adafactor",
+}
+"""The optimizers of the matrix: ``jaxnets.optim`` name -> ``torch.optim`` name.
+
+Not here: ``muon`` (torch's Muon takes 2-D parameters only, and every model of
+the matrix has biases; its parity is tested on a bias-free net in
+``tests/test_optim_torch.py`` and ``tests/test_parity_convert.py``) and
+``lbfgs`` (not an optax transformation: its ``step(params, state,
+value_and_grad_fn)`` evaluates the loss many times per step, as torch's
+``step(closure)`` does; ``tests/test_optim_torch.py`` runs torch's own LBFGS
+configurations against it).
+"""
 
 
 @dataclass(frozen=True)
@@ -206,7 +229,7 @@ class OptimConfig:
     """A ``jaxnets.optim`` optimizer and the ``torch.optim`` one it must match (the same argument names).
 
     Attributes:
-      family: ``sgd``, ``adam``, ``adamw``, ``rmsprop`` or ``adagrad``.
+      family: a key of ``_TORCH_OPTIMIZERS`` (``sgd``, ``adam``, ..., ``adafactor``).
       lr: the learning rate.
       options: keyword arguments passed to both, as ``(name, value)`` pairs.
       jax_options: keyword arguments for the jaxnets side only, when given (a
@@ -258,6 +281,15 @@ def optimizer_configs() -> list[OptimConfig]:
         c("adagrad", 1e-2, (("lr_decay", 0.1),)),
         c("adagrad", 1e-2, (("weight_decay", 0.1),)),
         c("adagrad", 1e-2, (("initial_accumulator_value", 0.1),)),
+        c("adadelta", 1.0),
+        c("adamax", 1e-3),
+        c("nadam", 1e-3),
+        c("nadam", 3e-4, (("weight_decay", 0.1), ("decoupled_weight_decay", True))),
+        c("radam", 1e-3),
+        c("radam", 1e-3, (("weight_decay", 0.1), ("decoupled_weight_decay", True))),
+        c("asgd", 1e-4, (("t0", 5),)),
+        c("rprop", 3e-4),
+        c("adafactor", 1e-2),
     ]
 
 
@@ -324,6 +356,17 @@ def update_configs() -> list[OptimConfig]:
         c("adagrad", 1e-2, (("lr_decay", 0.1),)),
         c("adagrad", 1e-2, (("weight_decay", 0.1),)),
         c("adagrad", 1e-2, (("initial_accumulator_value", 0.1),)),
+        c("adam", 1e-3, (("maximize", True),)),
+        c("adadelta", 1.0, (("rho", 0.5),)),
+        c("adadelta", 1.0, (("maximize", True),)),
+        c("adamax", 1e-3, (("betas", (0.9, 0.9)), ("weight_decay", 0.1))),
+        c("nadam", 1e-3, (("momentum_decay", 0.5),)),
+        c("nadam", 1e-3, (("weight_decay", 0.1), ("decoupled_weight_decay", True))),
+        c("radam", 1e-3, (("betas", (0.9, 0.9)), ("weight_decay", 0.1), ("decoupled_weight_decay", True))),
+        c("asgd", 1e-2, (("lambd", 10.0), ("alpha", 0.5), ("t0", 3))),
+        c("rprop", 1e-3, (("etas", (0.3, 1.5)), ("step_sizes", (2e-4, 2e-3)))),
+        c("rprop", 1e-3, (("maximize", True),)),
+        c("adafactor", 1e-2, (("beta2_decay", -0.5), ("weight_decay", 0.1))),
     ]
 
 

@@ -105,7 +105,7 @@ def tolerance(dtype: str, check: str) -> float:
     if dtype == "float32":
         kind, _, rest = check.partition("/")
         if kind == "step":
-            return F32_STEP_RTOL if rest.startswith("sgd") else F32_NORMALISED_STEP_RTOL
+            return F32_STEP_RTOL if rest.startswith(("sgd", "asgd")) else F32_NORMALISED_STEP_RTOL
         return {"trajectory": F32_TRAJECTORY_RTOL, "update": F32_UPDATE_RTOL}.get(kind, F32_RTOL)
     raise ValueError(f"parity checks run in 'float32' or 'float64'; got {dtype!r}.")
 
