@@ -30,7 +30,20 @@ check                     what is compared
 ========================  =================================================================
 
 Everything runs in float64 (``jax.enable_x64`` scoped to the check, ``torch.double``)
-and in float32, except stage 1's NumPy rows (float64 only). :func:`run` overlaps the
+and in float32, except stage 1's NumPy rows and Rprop's trajectory (float64 only:
+:data:`FLOAT64_ONLY_TRAJECTORIES`).
+
+The optimizer rows cover every ``torch.optim`` optimizer that jaxnets ports as an
+optax transformation and that trains the two-layer net: SGD, Adam, AdamW, RMSprop,
+Adagrad, Adadelta, Adamax, NAdam, RAdam, ASGD (its averaged parameters compared
+too), Rprop and Adafactor (:data:`parity._specs._TORCH_OPTIMIZERS`). Muon is not
+in them: it takes 2-D parameters only and every model here has biases; its
+parity is tested on torch's own configurations and on a bias-free two-layer net
+(``tests/test_optim_torch.py``, ``tests/test_parity_convert.py``). Neither is
+LBFGS: it is not an optax transformation (its ``step(params, state,
+value_and_grad_fn)`` evaluates the loss several times per step, as torch's
+``step(closure)`` does), and ``tests/test_optim_torch.py`` runs torch's own LBFGS
+configurations against it. :func:`run` overlaps the
 two frameworks: JAX compiles and runs in one worker thread while torch runs in the
 caller's thread (see :func:`run_jobs`).
 ``python -m parity`` prints the table; :func:`row_ids` lists the rows without
