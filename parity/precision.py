@@ -61,7 +61,7 @@ Tolerances (on the norm-wise relative error):
   NAdam (1.8e-6) are alike; the other rows stay below 8.4e-7. RAdam at
   ``beta2 = 0.999`` would be 1.87e-5 off on every seed (the same rounding,
   amplified by the cancellation in its ``rho_t``), so its row uses
-  ``betas=(0.9, 0.9)`` (see :func:`parity.checks.update_configs`). Their options are set where they change the
+  ``betas=(0.9, 0.9)``. The rows' options are set where they change the
   weights visibly (:func:`parity.checks.update_configs`): dropping any one of
   them moves the weights by at least 9.3e-4 on seed 0 (``adamw`` back to its default
   ``weight_decay``), 46 times the bound, in float32 as in float64 (the rows
