@@ -21,8 +21,15 @@ each to a function here that builds NumPy arrays; any other name (a pickled
 ``nn.Module``, ``os.system``, ``posix.mkdir``) is refused when the unpickler
 meets it, before anything it would build or call runs. That is what
 ``torch.load(path, weights_only=True)`` accepts, less the tensor kinds that
-have no NumPy form (sparse, quantized, nested, tensor subclasses), which are
-refused by name. No torch, no code from the file.
+have no NumPy form (sparse, quantized, nested, on the meta device), which are
+refused by name; a tensor's Python attributes (``t.foo = 1``) are dropped.
+No torch, no code from the file.
+
+One difference from torch 2.13: in a big-endian file (``byteorder`` ``big``)
+the uint16/uint32/uint64 and float8 tensors, whose storages are pickled as
+untyped bytes beside the dtype (``_rebuild_tensor_v3``), are swapped here by
+their element size; torch swaps a storage by its pickled type, bytes, so it
+leaves them as they were written.
 
 Each tensor becomes a new C-contiguous array copied out of its storage with
 ``np.lib.stride_tricks.as_strided`` (offset, shape and strides checked against
@@ -117,7 +124,6 @@ NO_NUMPY_FORM = {
     "torch._utils._rebuild_meta_tensor_no_storage": "a tensor on the meta device",
     "torch._utils._rebuild_device_tensor_from_numpy": "a tensor saved from a NumPy array on another device",
     "torch._utils._rebuild_device_tensor_from_cpu_tensor": "a tensor saved from another device",
-    "torch._tensor._rebuild_from_type_v2": "a tensor subclass or a tensor with Python attributes",
 }
 for _name in ("ComplexHalf", "QInt8", "QUInt8", "QInt32", "QUInt4x2", "QUInt2x4"):
     NO_NUMPY_FORM[f"torch.{_name}Storage"] = f"a {_name} tensor"
@@ -233,6 +239,25 @@ def _rebuild_parameter(data, requires_grad, backward_hooks, state=None):
     return data
 
 
+class _TensorClass:
+    """``torch.Tensor`` or ``torch.nn.Parameter`` as ``_rebuild_from_type_v2`` receives it: a name, nothing to call."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+
+_TENSOR_CLASSES = (_TensorClass("torch.Tensor"), _TensorClass("torch.nn.Parameter"))
+
+
+def _rebuild_from_type_v2(func, new_type, args, state):
+    """A tensor or Parameter that carries Python attributes (``state``, dropped here), saved as ``func(*args)``."""
+    if new_type not in _TENSOR_CLASSES or func not in _REBUILDS or not isinstance(args, tuple):
+        raise PtFormatError(f"_rebuild_from_type_v2 of {new_type!r} by {func!r}: not a plain tensor")
+    return func(*args)
+
+
 def _device(*args) -> str:
     return ":".join(str(a) for a in args)
 
@@ -243,6 +268,8 @@ def _encode(text, encoding="latin1"):
         raise PtFormatError(f"_codecs.encode({text!r}, {encoding!r}) is not how a pickle stores bytes")
     return text.encode("latin1")
 
+
+_REBUILDS = (_rebuild_tensor, _rebuild_tensor_v2, _rebuild_tensor_v3, _rebuild_parameter)
 
 _GLOBALS: dict[str, object] = {
     "collections.OrderedDict": OrderedDict,
@@ -258,6 +285,9 @@ _GLOBALS: dict[str, object] = {
     "torch._utils._rebuild_tensor_v3": _rebuild_tensor_v3,
     "torch._utils._rebuild_parameter": _rebuild_parameter,
     "torch._utils._rebuild_parameter_with_state": _rebuild_parameter,
+    "torch._tensor._rebuild_from_type_v2": _rebuild_from_type_v2,
+    "torch.Tensor": _TENSOR_CLASSES[0],
+    "torch.nn.parameter.Parameter": _TENSOR_CLASSES[1],
     "torch.Size": tuple,
     "torch.device": _device,
     "torch.serialization._get_layout": str,

@@ -256,8 +256,8 @@ def _import(argv: list[str]) -> int:
 
     p = argparse.ArgumentParser(
         prog="jaxnets import",
-        description="Bring PyTorch LeNet weights (.safetensors, or a .pt state_dict read with "
-        "torch.load(weights_only=True)) into a jaxnets run directory, for evaluate, predict and export.",
+        description="Bring PyTorch LeNet weights (.safetensors, or a .pt state_dict read as "
+        "torch.load(weights_only=True) reads it) into a jaxnets run directory, for evaluate, predict and export.",
     )
     p.add_argument("weights", help="a .safetensors file or a .pt/.pth state_dict of the tutorial's Net")
     p.add_argument("--out", required=True, metavar="DIR", help="the run directory to create")

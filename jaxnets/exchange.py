@@ -14,13 +14,15 @@ torch's (C, H, W) flatten order (:mod:`jaxnets.torch_layout` holds the rules)::
     jaxnets.exchange.load_weights(model, "net.pt")
 
 Safety: a safetensors file is a JSON header and raw arrays; reading it runs no
-code. A ``.pt`` file is a pickle, read only with
-``torch.load(path, weights_only=True, map_location="cpu")``, whose restricted
-unpickler accepts tensors and plain containers and refuses everything else
-(a whole pickled ``nn.Module``, or any object whose unpickling would run code)
-before running any of it. jaxnets never imports torch: a ``.pt`` file is read
-by :mod:`parity.torch_files` in a child process, which hands the tensors back
-as a temporary safetensors file.
+code. A ``.pt`` file (torch.save's zip format) is a pickle, read without torch
+by :mod:`jaxnets._pt_format`, whose restricted unpickler, like
+``torch.load(path, weights_only=True)``'s, accepts tensors and plain
+containers and refuses everything else (a whole pickled ``nn.Module``, or any
+object whose unpickling would run code) before running any of it. jaxnets
+never imports torch: a file in torch's legacy, non-zip, format
+(``_use_new_zipfile_serialization=False``) is read with
+``torch.load(weights_only=True)`` by :mod:`parity.torch_files` in a child
+process, which needs torch installed.
 """
 
 from __future__ import annotations
@@ -414,9 +416,11 @@ def read_weights(path: str | os.PathLike, *, format: str | None = None) -> dict[
     A ``.pt`` file may hold a state_dict (``torch.save(model.state_dict(), path)``)
     or a checkpoint dict with one under ``"state_dict"`` or ``"model_state_dict"``
     (other entries, such as an epoch or optimizer state, are then ignored).
-    It is read only with ``torch.load(path, weights_only=True, map_location="cpu")``,
-    in a child process running :mod:`parity.torch_files` (about 2 s for torch to
-    start): this process never imports torch.
+    It is read without torch by :mod:`jaxnets._pt_format`, which unpickles only
+    tensors and plain containers, as ``torch.load(path, weights_only=True)``
+    does, and gives the same arrays. A file in torch's legacy, non-zip, format
+    is read with torch in a child process running :mod:`parity.torch_files`
+    (about 2 s for torch to start; this process never imports torch).
 
     Args:
       path: a ``*.safetensors``, ``*.pt`` or ``*.pth`` file.
@@ -429,7 +433,7 @@ def read_weights(path: str | os.PathLike, *, format: str | None = None) -> dict[
       WeightsFileError: the file is corrupt or truncated, holds pickled objects
         other than tensors (refused before any of their code runs), or is not a
         dict of tensors.
-      ImportError: a ``.pt`` file and no torch installed.
+      ImportError: a legacy (non-zip) ``.pt`` file and no torch installed.
       FileNotFoundError, IsADirectoryError: no such file.
     """
     path = Path(path)

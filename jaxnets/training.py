@@ -745,7 +745,7 @@ def load_model(source: str | os.PathLike, *, step: int | None = None) -> tuple[L
 
     path = Path(source)
     if path.is_file():
-        arrays = exchange.read_weights(path)  # read once: a .pt file costs a child process with torch
+        arrays = exchange.read_weights(path)  # read once: a legacy .pt file costs a child process with torch
         model = model_from_weights(arrays)
         exchange.load_torch_arrays(model, arrays, what=f"the weights file {str(path)!r}")
         return model, {"source": str(path)}

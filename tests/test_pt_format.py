@@ -108,6 +108,12 @@ def _parameters():
     }
 
 
+def _with_attributes():
+    t, p = torch.arange(4.0), torch.nn.Parameter(torch.ones(2, dtype=torch.float64))
+    t.foo, p.bar = 1, "x"
+    return {"t": t, "p": p}
+
+
 CASES = {
     "every-dtype": _every_dtype,
     "views": _views,
@@ -116,6 +122,7 @@ CASES = {
     "parameters": _parameters,
     "nested-wrapper": lambda: {"state_dict": {"model_state_dict": _module_state_dict()}},
     "list": lambda: [torch.ones(2), (torch.zeros(1, dtype=torch.int8),)],
+    "python-attributes": _with_attributes,  # saved with _rebuild_from_type_v2 and _rebuild_parameter_with_state
 }
 
 
@@ -175,18 +182,22 @@ def every_array(obj, seen=None):
             yield from every_array(v, seen)
 
 
+@pytest.mark.parametrize("protocol", [2, 4], ids=["pickle2", "pickle4"])
 @pytest.mark.parametrize("byteorder_record", [True, False], ids=["byteorder", "no-byteorder-record"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_reader_gives_torch_loads_values_bit_for_bit(tmp_path, case, byteorder_record):
+def test_reader_gives_torch_loads_values_bit_for_bit(tmp_path, case, byteorder_record, protocol):
     path = tmp_path / "w.pt"
-    torch.save(CASES[case](), path)
+    torch.save(CASES[case](), path, pickle_protocol=protocol)  # torch's default is 2; 4 names globals otherwise
     if not byteorder_record:  # as older torch wrote them (torch 2.13 writes the record even with
         # _disable_byteorder_record=True): both readers then take the file as little-endian
         rewrite(tmp_path / "w.pt", tmp_path / "nb.pt", lambda n, d: None if n == "byteorder" else d)
         path = tmp_path / "nb.pt"
     with zipfile.ZipFile(path) as z:
         assert any(n.endswith("/byteorder") for n in z.namelist()) == byteorder_record
-    theirs = torch.load(path, weights_only=True, map_location="cpu")
+    if protocol == 2:
+        theirs = torch.load(path, weights_only=True, map_location="cpu")
+    else:  # torch's restricted unpickler knows protocol 2's opcodes only; this file is ours, so trusted
+        theirs = torch.load(path, weights_only=False, map_location="cpu")
     ours = _pt_format.read_pt_zip(path)
     assert_same(ours, theirs)
     arrays = list(every_array(ours))
