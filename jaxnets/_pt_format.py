@@ -275,10 +275,8 @@ _GLOBALS: dict[str, object] = {
     "collections.OrderedDict": OrderedDict,
     "collections.Counter": Counter,
     "builtins.set": set,
-    "builtins.frozenset": frozenset,
     "builtins.bytearray": bytearray,
     "builtins.complex": complex,
-    "builtins.slice": slice,
     "_codecs.encode": _encode,
     "torch._utils._rebuild_tensor": _rebuild_tensor,
     "torch._utils._rebuild_tensor_v2": _rebuild_tensor_v2,
@@ -293,7 +291,6 @@ _GLOBALS: dict[str, object] = {
     "torch.serialization._get_layout": str,
     "torch.storage.UntypedStorage": _StorageType(np.dtype(np.uint8)),
     **{f"torch.{name}": _StorageType(_DTYPES[dtype]) for name, dtype in _STORAGES.items()},
-    **{f"torch.cuda.{name}": _StorageType(_DTYPES[dtype]) for name, dtype in _STORAGES.items()},
     **{f"torch.{name}": _DType(dtype) for name, dtype in _DTYPES.items()},
 }
 
