@@ -25,16 +25,20 @@ have no NumPy form (sparse, quantized, nested, on the meta device), which are
 refused by name; a tensor's Python attributes (``t.foo = 1``) are dropped.
 No torch, no code from the file.
 
-One difference from torch 2.13: in a big-endian file (``byteorder`` ``big``)
-the uint16/uint32/uint64 and float8 tensors, whose storages are pickled as
-untyped bytes beside the dtype (``_rebuild_tensor_v3``), are swapped here by
-their element size; torch swaps a storage by its pickled type, bytes, so it
-leaves them as they were written.
+Differences from torch 2.13's ``torch.load(weights_only=True)``: in a
+big-endian file (``byteorder`` ``big``) the uint16/uint32/uint64 tensors,
+whose storages are pickled as untyped bytes beside the dtype
+(``_rebuild_tensor_v3``), are swapped here by their element size, where torch
+swaps a storage by its pickled type, bytes, and so leaves them as written;
+and a pickle of protocol 3 to 5 is read here, where torch's restricted
+unpickler knows protocol 2 (torch.save's) only.
 
-Each tensor becomes a new C-contiguous array copied out of its storage with
-``np.lib.stride_tricks.as_strided`` (offset, shape and strides checked against
-the storage's size first), so views, transposes and tensors sharing a storage
-come out as ``torch.load`` gives them, and no two arrays share memory.
+Each tensor becomes a new C-contiguous array copied out of its storage through
+a strided ``np.ndarray`` view (what ``np.lib.stride_tricks.as_strided`` makes,
+which would lose the ml_dtypes types), its offset, shape and strides checked
+against the storage's size first, so views, transposes and tensors sharing a
+storage come out as ``torch.load`` gives them, each in its own memory (a
+tensor pickled twice, such as a tied weight, is one object, as in torch).
 bfloat16 and the float8s are ``ml_dtypes`` types (JAX's own).
 """
 
@@ -204,7 +208,7 @@ def _tensor(storage, offset, size, stride, dtype: np.dtype | None = None, metada
     if 0 in shape:
         out = np.empty(shape, dtype)
     else:
-        # as np.lib.stride_tricks.as_strided, which loses ml_dtypes' types; np.ndarray checks the bounds again
+        # np.ndarray checks the bounds again (as_strided would not, and would lose ml_dtypes' types)
         view = np.ndarray(
             shape, dtype, buffer=flat, offset=offset * dtype.itemsize, strides=tuple(s * dtype.itemsize for s in stride)
         )
