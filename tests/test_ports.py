@@ -7,7 +7,10 @@ parameter gradients and input gradients agree to 1e-10 in float64 and within
 PORT_F32_RTOL in float32; 20 optimizer steps follow torch's trajectory in
 float64; and a deliberately changed layer is named by ``parity.compare``.
 Inputs are small (ResNet-18 on 2x3x32x32, sequences of 6 tokens) so that
-``make test`` stays short; the ResNet-18 trajectory is marked slow.
+``make test`` stays short; the float32 cases, the torchvision comparison and
+ResNet-18's eval layer-by-layer run in ``make test-all`` only (marked slow).
+Known bug: ResNet-18's 20-step SGD trajectory departs from torch's (a strict
+xfail) although its single steps agree; the other four trajectories pass.
 """
 
 from __future__ import annotations
