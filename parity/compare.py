@@ -56,6 +56,8 @@ import numpy as np
 import torch
 from flax import nnx
 
+from jaxnets.nn.module import Module as _JaxModule
+from jaxnets.nn.modules.dropout import _DropoutNd as _JaxDropoutNd
 from jaxnets.torch_layout import _mirror
 
 from .convert import load_torch_state_dict
@@ -217,12 +219,24 @@ def _align(jax_value: np.ndarray, torch_shape: tuple) -> np.ndarray | None:
     return None
 
 
-def _dropouts(torch_model: torch.nn.Module) -> list[str]:
-    return [
-        name or "(model)"
-        for name, m in torch_model.named_modules()
-        if isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0
-    ]
+def _active_dropout(m) -> bool:
+    """Whether a module draws random masks in train mode: any torch or jaxnets.nn dropout layer (Dropout,
+    Dropout1d/2d/3d, AlphaDropout, FeatureAlphaDropout) with p > 0, and torch's attention and stacked RNNs with
+    their own dropout rate."""
+    if isinstance(m, torch.nn.modules.dropout._DropoutNd | _JaxDropoutNd):
+        return m.p > 0
+    if isinstance(m, torch.nn.MultiheadAttention):
+        return m.dropout > 0
+    if isinstance(m, torch.nn.RNNBase):
+        return m.dropout > 0 and m.num_layers > 1
+    return False
+
+
+def _dropouts(torch_model: torch.nn.Module, jax_model=None) -> list[str]:
+    found = [name or "(model)" for name, m in torch_model.named_modules() if _active_dropout(m)]
+    if isinstance(jax_model, _JaxModule):
+        found += [f"{name or '(model)'} (jax)" for name, m in jax_model.named_modules() if _active_dropout(m)]
+    return found
 
 
 def _to_numpy(value) -> np.ndarray:
@@ -279,10 +293,10 @@ def compare(
     if not isinstance(jax_model, nnx.Module):
         raise TypeError(f"compare: jax_model must be a Flax NNX module; got {type(jax_model).__name__}.")
     training = mode == "train"
-    if training and _dropouts(torch_model):
+    if training and _dropouts(torch_model, jax_model):
         raise ValueError(
             f"compare cannot match dropout masks in train mode (torch and JAX draw from different generators); "
-            f"active dropout in: {', '.join(_dropouts(torch_model))}. Compare in mode='eval', or set p=0."
+            f"active dropout in: {', '.join(_dropouts(torch_model, jax_model))}. Compare in mode='eval', or set p=0."
         )
     tol = tolerance(dtype, "grad")
     with jax.enable_x64(dtype == "float64"):

@@ -2192,3 +2192,136 @@ def linear_cross_entropy(
         ignore_index=-100 if ignore_index is None else ignore_index,
         label_smoothing=label_smoothing,
     )
+
+
+# Channel-wise and alpha dropout, interpolation, one_hot, attention (#15) -----
+# One block, appended, so that parallel branches editing the sections above merge cleanly.
+
+# SELU's negative saturation value, -scale * alpha, as ATen's alpha_dropout writes it.
+_SELU_SATURATION = 1.7580993408473766
+
+
+def _check_dropout_p(p) -> None:
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+
+
+def _dropout_nd(x, p, training, key, mask, *, feature: bool, alpha: bool, fn: str) -> jax.Array:
+    """ATen's ``_dropout_impl``: a Bernoulli(1 - p) keep mask, per element or per (sample, channel)."""
+    _check_dropout_p(p)
+    if not training or p == 0:
+        return x
+    if feature and x.ndim < 2:
+        raise ValueError(
+            f"{fn}: feature dropout requires at least 2 dimensions in the input (batch, channels, ...); "
+            f"got shape {tuple(x.shape)}. Add the missing dimension (x[None]) or use dropout."
+        )
+    if p == 1:
+        return x * jnp.zeros((), x.dtype)  # torch multiplies by a zero tensor: zeros, gradient zero
+    shape = tuple(x.shape[:2]) + (1,) * (x.ndim - 2) if feature else tuple(x.shape)
+    if mask is None:
+        if key is None:
+            raise ValueError(
+                f"{fn} in training mode with 0 < p < 1 needs random keys: pass key=jax.random.key(seed), "
+                "a keep mask with mask=, or training=False."
+            )
+        keep = jax.random.bernoulli(key, 1 - p, shape)
+    else:
+        keep = jnp.asarray(mask)
+        if tuple(keep.shape) != shape:
+            raise ValueError(
+                f"{fn}: mask has shape {tuple(keep.shape)}; expected {shape}, the keep mask "
+                f"{'per (sample, channel)' if feature else 'per element'} for an input of shape {tuple(x.shape)}."
+            )
+    noise = keep.astype(x.dtype)
+    if not alpha:
+        return x * (noise / (1 - p))
+    a = 1.0 / math.sqrt((_SELU_SATURATION**2 * p + 1) * (1 - p))
+    b = (noise - 1) * (_SELU_SATURATION * a) + _SELU_SATURATION * a * p
+    return x * (noise * a) + b
+
+
+def dropout1d(x, p: float = 0.5, training: bool = True, inplace: bool = False, *, key=None, mask=None) -> jax.Array:
+    """``F.dropout1d``: zero whole channels of ``(N, C, L)`` or ``(C, L)`` input, scale the rest by ``1 / (1 - p)``.
+
+    torch draws the mask from its global generator; here it comes from ``key``
+    (a ``jax.random.key``), or is given as ``mask``: the boolean keep mask of
+    shape ``(N, C, 1)`` (``(1, C, 1)`` for unbatched input), True where a channel
+    is kept, which lets a test hand torch's mask to both sides. ``inplace`` is
+    accepted for torch's signature; JAX arrays are immutable.
+    """
+    _check_dropout_p(p)
+    if x.ndim not in (2, 3):
+        raise ValueError(
+            f"dropout1d: Expected 2D or 3D input, but received a {x.ndim}D input of shape {tuple(x.shape)}. "
+            "dropout1d drops channels of (N, C, L) or (C, L) input; use dropout for other shapes."
+        )
+    batched = x.ndim == 3
+    y = _dropout_nd(x if batched else x[None], p, training, key, mask, feature=True, alpha=False, fn="dropout1d")
+    return y if batched else y[0]
+
+
+def dropout2d(x, p: float = 0.5, training: bool = True, inplace: bool = False, *, key=None, mask=None) -> jax.Array:
+    """``F.dropout2d``: zero whole channels of ``(N, C, H, W)`` input, scale the rest by ``1 / (1 - p)``.
+
+    As torch, a 3D input is read as ``(N, C, L)`` (channel-wise 1D dropout, with
+    torch's warning), not as unbatched ``(C, H, W)``; other ranks warn and drop
+    per ``(dim 0, dim 1)`` entry. ``key``, ``mask`` (shape ``(N, C, 1, 1)``)
+    and ``inplace`` as in :func:`dropout1d`.
+    """
+    _check_dropout_p(p)
+    if x.ndim not in (3, 4):
+        warnings.warn(
+            f"dropout2d: Received a {x.ndim}-D input to dropout2d, which is deprecated and will result in an "
+            "error in a future release. To retain the behavior and silence this warning, please use dropout "
+            "instead.",
+            stacklevel=2,
+        )
+    if x.ndim == 3:
+        warnings.warn(
+            "dropout2d: Received a 3D input to dropout2d and assuming that channel-wise 1D dropout behavior is "
+            "desired - input is interpreted as shape (N, C, L), where C is the channel dim. Use dropout1d for that.",
+            stacklevel=2,
+        )
+    return _dropout_nd(x, p, training, key, mask, feature=True, alpha=False, fn="dropout2d")
+
+
+def dropout3d(x, p: float = 0.5, training: bool = True, inplace: bool = False, *, key=None, mask=None) -> jax.Array:
+    """``F.dropout3d``: zero whole channels of ``(N, C, D, H, W)`` or ``(C, D, H, W)`` input.
+
+    Other ranks warn and are treated as unbatched, as in torch. ``key``,
+    ``mask`` (shape ``(N, C, 1, 1, 1)``, ``(1, C, 1, 1, 1)`` unbatched) and
+    ``inplace`` as in :func:`dropout1d`.
+    """
+    _check_dropout_p(p)
+    if x.ndim not in (4, 5):
+        warnings.warn(
+            f"dropout3d: Received a {x.ndim}-D input to dropout3d, which is deprecated and will result in an "
+            "error in a future release. To retain the behavior and silence this warning, please use dropout "
+            "instead.",
+            stacklevel=2,
+        )
+    batched = x.ndim == 5
+    y = _dropout_nd(x if batched else x[None], p, training, key, mask, feature=True, alpha=False, fn="dropout3d")
+    return y if batched else y[0]
+
+
+def alpha_dropout(x, p: float = 0.5, training: bool = False, inplace: bool = False, *, key=None, mask=None):
+    """``F.alpha_dropout``: dropped elements become SELU's saturation, then ``a * x + b`` keeps mean 0, variance 1.
+
+    ``a = 1 / sqrt((alpha'^2 p + 1)(1 - p))`` and ``b = a alpha' p`` on kept
+    elements, ``-a alpha' (1 - p)`` on dropped ones, with ``alpha' =
+    1.7580993408473766``, as ATen. ``training`` defaults to False, as in
+    torch. ``key``, ``mask`` (shape of ``x``) and ``inplace`` as in
+    :func:`dropout1d`.
+    """
+    return _dropout_nd(x, p, training, key, mask, feature=False, alpha=True, fn="alpha_dropout")
+
+
+def feature_alpha_dropout(x, p: float = 0.5, training: bool = False, inplace: bool = False, *, key=None, mask=None):
+    """``F.feature_alpha_dropout``: :func:`alpha_dropout` with one mask entry per (sample, channel).
+
+    The input needs at least 2 dimensions, ``(N, C, ...)``; ``mask`` has shape
+    ``(N, C, 1, ...)``. ``training`` defaults to False, as in torch.
+    """
+    return _dropout_nd(x, p, training, key, mask, feature=True, alpha=True, fn="feature_alpha_dropout")

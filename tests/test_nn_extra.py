@@ -1,0 +1,213 @@
+"""jaxnets.nn's dropout variants, interpolation, one_hot and scaled_dot_product_attention against torch.
+
+torch's dropout masks come from its global generator, which JAX cannot
+reproduce. So the float64 comparison hands both sides the same mask: torch's
+mask is read back from torch's output (a kept element is never exactly the
+dropped value for continuous random inputs) and passed to jaxnets through
+``mask=``. The random path is tested for what it must be: whole channels
+dropped for the channel variants, the drop rate near ``p``, and kept values
+scaled exactly as the mask formula says.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+from flax import nnx
+from tolerances import F64_ATOL, F64_RTOL
+
+from jaxnets import nn
+from jaxnets.nn import functional as F
+
+
+def _close(have, want, what=""):
+    np.testing.assert_allclose(np.asarray(have), np.asarray(want), rtol=F64_RTOL, atol=F64_ATOL, err_msg=what)
+
+
+def _normal(shape, seed=0):
+    return np.random.default_rng(seed).normal(size=shape)
+
+
+# Dropout variants ----------------------------------------------------------
+
+ALPHA = 1.7580993408473766
+
+
+def _alpha_dropped(p):
+    """The value torch gives a dropped element of alpha dropout: x * 0 + b with ATen's b for noise 0."""
+    a = 1.0 / math.sqrt((ALPHA * ALPHA * p + 1) * (1 - p))
+    return (0.0 - 1) * (ALPHA * a) + ALPHA * a * p
+
+
+# (name, torch function, input shape, feature-wise, alpha)
+DROPOUTS = [
+    ("dropout1d", TF.dropout1d, (3, 5, 7), True, False),
+    ("dropout1d", TF.dropout1d, (5, 7), True, False),  # unbatched (C, L)
+    ("dropout2d", TF.dropout2d, (3, 5, 4, 6), True, False),
+    ("dropout3d", TF.dropout3d, (2, 5, 3, 4, 2), True, False),
+    ("dropout3d", TF.dropout3d, (5, 3, 4, 2), True, False),  # unbatched (C, D, H, W)
+    ("alpha_dropout", TF.alpha_dropout, (4, 6, 5), False, True),
+    ("feature_alpha_dropout", TF.feature_alpha_dropout, (3, 6, 4, 5), True, True),
+]
+DROPOUT_IDS = [f"{c[0]}-{len(c[2])}d" for c in DROPOUTS]
+
+
+def _torch_mask(y, shape, feature, alpha, p, unbatched):
+    """torch's keep mask, read back from its output, in the shape jaxnets' ``mask=`` takes."""
+    dropped_value = _alpha_dropped(p) if alpha else 0.0
+    kept = y != dropped_value
+    if unbatched:
+        kept = kept[None]
+    if feature:
+        per_channel = kept.reshape(kept.shape[:2] + (-1,))
+        assert (per_channel.all(-1) | ~per_channel.any(-1)).all(), "torch dropped part of a channel"
+        kept = per_channel.all(-1).reshape(kept.shape[:2] + (1,) * (kept.ndim - 2))
+    return kept
+
+
+@pytest.mark.parametrize("p", [0.2, 0.5, 0.9])
+@pytest.mark.parametrize("name, torch_fn, shape, feature, alpha", DROPOUTS, ids=DROPOUT_IDS)
+def test_dropout_given_torchs_mask_matches_torch(x64, name, torch_fn, shape, feature, alpha, p):
+    x, cot = _normal(shape, 1), _normal(shape, 2)
+    torch.manual_seed(int(p * 10))
+    xt = torch.tensor(x, requires_grad=True)
+    yt = torch_fn(xt, p, True)
+    (yt * torch.tensor(cot)).sum().backward()
+    y_np = yt.detach().numpy()
+    unbatched = name in ("dropout1d", "dropout3d") and len(shape) in (2, 4)
+    mask = _torch_mask(y_np, shape, feature, alpha, p, unbatched)
+    assert mask.any() and not mask.all(), "pick a seed where torch both keeps and drops"
+    fn = getattr(F, name)
+    y, vjp = jax.vjp(lambda x: fn(x, p, True, mask=jnp.asarray(mask)), jnp.asarray(x))
+    _close(y, y_np, f"{name} output")
+    _close(vjp(jnp.asarray(cot))[0], xt.grad.numpy(), f"{name} input gradient")
+
+
+@pytest.mark.parametrize("name, torch_fn, shape, feature, alpha", DROPOUTS, ids=DROPOUT_IDS)
+def test_dropout_edge_probabilities_and_eval_match_torch(x64, name, torch_fn, shape, feature, alpha):
+    x = _normal(shape, 3)
+    fn = getattr(F, name)
+    for p, training in [(0.0, True), (1.0, True), (0.5, False), (1.0, False)]:
+        want = torch_fn(torch.tensor(x), p, training).numpy()
+        have = fn(jnp.asarray(x), p, training)  # no key needed: nothing random happens here
+        np.testing.assert_array_equal(np.asarray(have), want, err_msg=f"{name} p={p} training={training}")
+    grad = jax.grad(lambda x: fn(x, 1.0, True).sum())(jnp.asarray(x))
+    np.testing.assert_array_equal(np.asarray(grad), np.zeros(shape))
+
+
+DROPOUT_CLASSES = ["Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "FeatureAlphaDropout"]
+
+
+@pytest.mark.parametrize("cls", DROPOUT_CLASSES)
+def test_dropout_layer_is_identity_in_eval_and_random_in_train(x64, cls):
+    shape = {"Dropout1d": (2, 4, 5), "Dropout2d": (2, 4, 3, 5)}.get(cls, (2, 4, 3, 5, 2))
+    x = jnp.asarray(_normal(shape, 4)) + 10  # all positive, so no kept value is the dropped value
+    layer = getattr(nn, cls)(0.5, rngs=nnx.Rngs(0))
+    assert repr(getattr(torch.nn, cls)(0.5)).endswith(f"({layer.extra_repr()})")
+    np.testing.assert_array_equal(np.asarray(layer.eval()(x)), np.asarray(x))
+    layer.train()
+    first, second = np.asarray(layer(x)), np.asarray(layer(x))
+    assert not np.array_equal(first, second), "the rng stream must advance between calls"
+    assert not np.array_equal(first, np.asarray(x))
+
+
+@pytest.mark.parametrize("p", [0.3, 0.7])
+@pytest.mark.parametrize("name, torch_fn, shape, feature, alpha", DROPOUTS, ids=DROPOUT_IDS)
+def test_dropout_random_masks_have_torchs_structure_and_scale(x64, name, torch_fn, shape, feature, alpha, p):
+    big = (40, 50) + shape[-(len(shape) - 2) :] if len(shape) > 2 else (40, 50)
+    if name in ("dropout1d", "dropout3d") and len(shape) in (2, 4):
+        big = (50,) + shape[1:]  # unbatched
+    x = jnp.asarray(np.abs(_normal(big, 5)) + 1)
+    y = np.asarray(getattr(F, name)(x, p, True, key=jax.random.key(7)))
+    x = np.asarray(x)
+    if alpha:
+        a = 1.0 / math.sqrt((ALPHA * ALPHA * p + 1) * (1 - p))
+        kept = y != _alpha_dropped(p)
+        _close(y[kept], a * x[kept] + ALPHA * a * p)
+    else:
+        kept = y != 0
+        _close(y[kept], x[kept] / (1 - p))
+    if feature:
+        flat = kept.reshape(kept.shape[:2] + (-1,)) if kept.ndim == len(big) and len(big) > 2 else kept[..., None]
+        if name in ("dropout1d", "dropout3d") and len(shape) in (2, 4):
+            flat = kept.reshape(kept.shape[0], -1)[None]
+        assert (flat.all(-1) | ~flat.any(-1)).all(), "a channel was dropped in part"
+        rate = 1 - flat.all(-1).mean()
+        n = flat.shape[0] * flat.shape[1]
+    else:
+        rate, n = 1 - kept.mean(), kept.size
+    # The drop rate is a binomial proportion: 6 standard errors fail only on a wrong p.
+    assert abs(rate - p) < 6 * math.sqrt(p * (1 - p) / n), (rate, p, n)
+
+
+def test_dropout_jits_differentiates_and_vmaps(x64):
+    x = jnp.asarray(_normal((3, 4, 5), 6))
+    f = jax.jit(lambda x, key: F.dropout1d(x, 0.4, True, key=key))
+    key = jax.random.key(1)
+    y = f(x, key)
+    grad = jax.grad(lambda x: (f(x, key) * x).sum())(x)
+    _close(grad, 2 * np.asarray(y))  # d/dx of x * m * x is 2 x m
+    keys = jax.random.split(jax.random.key(2), 3)
+    mapped = jax.vmap(lambda x, k: F.feature_alpha_dropout(x, 0.4, True, key=k))(x, keys)
+    for i in range(3):
+        _close(mapped[i], F.feature_alpha_dropout(x[i], 0.4, True, key=keys[i]))
+    layer = nn.Dropout2d(0.5, rngs=nnx.Rngs(3))
+    z = jnp.asarray(_normal((2, 6, 3, 3), 7))
+    run = nnx.jit(lambda m, z: m(z))
+    assert not np.array_equal(np.asarray(run(layer, z)), np.asarray(run(layer, z)))
+    np.testing.assert_array_equal(np.asarray(run(layer.eval(), z)), np.asarray(z))
+
+
+def test_dropout_refuses_bad_arguments_clearly():
+    x = jnp.ones((2, 3, 4))
+    for cls in DROPOUT_CLASSES:
+        for p in (-0.1, 1.5):
+            with pytest.raises(ValueError, match=f"between 0 and 1, but got {p}"):
+                getattr(nn, cls)(p)
+    for name in ("dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout"):
+        with pytest.raises(ValueError, match="between 0 and 1, but got 2"):
+            getattr(F, name)(jnp.ones((2,)), 2, True)  # p is checked first, as in torch
+        shape = {"dropout1d": (2, 3, 4), "dropout3d": (2, 3, 4, 5, 6)}.get(name, (2, 3, 4, 5))
+        with pytest.raises(ValueError, match="needs random keys: pass key=jax.random.key"):
+            getattr(F, name)(jnp.ones(shape), 0.5, True)
+    with pytest.raises(ValueError, match="needs random keys: build it with rngs=nnx.Rngs"):
+        nn.Dropout1d(0.5)(x)
+    with pytest.raises(ValueError, match=r"Expected 2D or 3D input, but received a 4D input of shape \(1, 2, 3, 4\)"):
+        F.dropout1d(jnp.ones((1, 2, 3, 4)), 0.5, True, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"requires at least 2 dimensions.*got shape \(5,\)"):
+        F.feature_alpha_dropout(jnp.ones(5), 0.5, True, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"mask has shape \(2, 3, 4\); expected \(2, 3, 1\)"):
+        F.dropout1d(x, 0.5, True, mask=jnp.ones((2, 3, 4), bool))
+    with pytest.warns(UserWarning, match="interpreted as shape \\(N, C, L\\)"):
+        F.dropout2d(x, 0.5, False)
+
+
+def test_parity_compare_refuses_every_dropout_variant_in_train_mode():
+    from parity import compare
+
+    for cls in DROPOUT_CLASSES:
+        d = {"Dropout1d": 1, "Dropout3d": 3}.get(cls, 2)
+        x = np.random.default_rng(0).normal(size=(2, 3) + (4,) * d)
+        model = torch.nn.Sequential(getattr(torch.nn, f"Conv{d}d")(3, 3, 1), getattr(torch.nn, cls)(0.3))
+        port = nn.Sequential(
+            getattr(nn, f"Conv{d}d")(3, 3, 1, rngs=nnx.Rngs(0)), getattr(nn, cls)(0.3, rngs=nnx.Rngs(0))
+        )
+        with pytest.raises(ValueError, match="cannot match dropout masks in train mode.*active dropout in: 1"):
+            compare(model, port, x, mode="train")
+        assert compare(model, port, x, mode="eval").passed
+    x = np.random.default_rng(0).normal(size=(2, 3, 4, 4))
+    # A dropout on one side only (torch calls F.dropout in its forward; the port has a layer) is refused too.
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1), torch.nn.Identity())
+    port = nn.Sequential(nn.Conv2d(3, 3, 1, rngs=nnx.Rngs(0)), nn.Dropout2d(0.3, rngs=nnx.Rngs(0)))
+    with pytest.raises(ValueError, match=r"active dropout in: 1 \(jax\)"):
+        compare(model, port, x, mode="train")
+    # torch's attention draws its own dropout mask without a Dropout submodule.
+    mha = torch.nn.MultiheadAttention(4, 2, dropout=0.2, batch_first=True)
+    port = nn.MultiheadAttention(4, 2, dropout=0.2, batch_first=True, rngs=nnx.Rngs(0))
+    q = np.random.default_rng(1).normal(size=(2, 3, 4))
+    with pytest.raises(ValueError, match=r"active dropout in: \(model\)"):
+        compare(mha, port, q, q, q, mode="train")
