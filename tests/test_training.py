@@ -683,3 +683,18 @@ def test_build_model_compiled_is_bit_identical_to_the_eager_constructor(spec, se
     assert jax.tree.structure(got) == jax.tree.structure(want)
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want), strict=True):
         assert np.asarray(a).dtype == np.asarray(b).dtype and np.asarray(a).tobytes() == np.asarray(b).tobytes(), path
+
+
+def test_teardown_is_needed_for_a_running_thread_but_not_a_cancelled_timer():
+    import subprocess
+    import sys
+
+    # JAX starts a threading.Timer while it looks for a TPU and cancels it; its thread can outlive the cancel.
+    code = (
+        "import threading; from jaxnets import cli\n"
+        "timer = threading.Timer(60, print); timer.start(); timer.cancel(); cancelled = cli._teardown_needed()\n"
+        "stop = threading.Event(); worker = threading.Thread(target=stop.wait); worker.start()\n"
+        "running = cli._teardown_needed(); stop.set(); print(cancelled, running)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["False", "True"], done.stderr
