@@ -2325,3 +2325,180 @@ def feature_alpha_dropout(x, p: float = 0.5, training: bool = False, inplace: bo
     ``(N, C, 1, ...)``. ``training`` defaults to False, as in torch.
     """
     return _dropout_nd(x, p, training, key, mask, feature=True, alpha=True, fn="feature_alpha_dropout")
+
+
+# Interpolation: ATen's CPU index arithmetic, computed in NumPy at trace time (the sizes are static), in the
+# input's "opmath" precision (float64 for float64 input, float32 otherwise), with ATen's floorf, which rounds
+# a float64 source index to float32 before flooring.
+
+_INTERP_DIMS = {"linear": 1, "bilinear": 2, "bicubic": 2, "trilinear": 3}
+
+
+def _floorf(v: np.ndarray) -> np.ndarray:
+    return np.floor(v.astype(np.float32)).astype(np.int64)
+
+
+def _interp_scale(in_size: int, out_size: int, align_corners: bool, scale, op) -> np.floating:
+    """ATen's ``area_pixel_compute_scale``: ``(in - 1) / (out - 1)`` aligned, else ``1 / scale`` or ``in / out``."""
+    if align_corners:
+        return op(in_size - 1) / op(out_size - 1) if out_size > 1 else op(0)
+    if scale is not None and scale > 0:
+        return op(1.0 / scale)
+    return op(in_size) / op(out_size)
+
+
+def _source_index(scale, out_size: int, align_corners: bool, cubic: bool, op) -> np.ndarray:
+    """ATen's ``area_pixel_compute_source_index`` for every output index."""
+    i = np.arange(out_size).astype(op)
+    if align_corners:
+        return scale * i
+    src = scale * (i + op(0.5)) - op(0.5)
+    return src if cubic else np.maximum(src, op(0))
+
+
+def _axis_taps(mode, in_size, out_size, align_corners, scale, op) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Source indices and weights along one axis: ``out[i] = sum_k w[k][i] * in[idx[k][i]]``."""
+    one = [np.ones(out_size, op)]
+    if mode in ("nearest", "nearest-exact"):
+        s = _interp_scale(in_size, out_size, False, scale, op)
+        if mode == "nearest":
+            idx = _floorf(s * np.arange(out_size).astype(op))
+        else:
+            idx = _floorf(_source_index(s, out_size, False, False, op) + op(0.5))
+        return [np.minimum(idx, in_size - 1)], one
+    s = _interp_scale(in_size, out_size, align_corners, scale, op)
+    if mode == "bicubic":
+        real = _source_index(s, out_size, align_corners, True, op)
+        idx = np.minimum(_floorf(real), in_size - 1)
+        t = np.clip(real - idx, op(0), op(1)).astype(op)
+        a = op(-0.75)
+
+        def conv1(x):
+            return ((a + 2) * x - (a + 3)) * x * x + 1
+
+        def conv2(x):
+            return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+        weights = [conv2(t + op(1)), conv1(t), conv1(op(1) - t), conv2(op(1) - t + op(1))]
+        return [np.clip(idx - 1 + k, 0, in_size - 1) for k in range(4)], [w.astype(op) for w in weights]
+    if out_size == in_size:  # ATen copies: scale factor 1
+        return [np.arange(out_size)], one
+    real = _source_index(s, out_size, align_corners, False, op)
+    idx0 = np.minimum(_floorf(real), in_size - 1)
+    lambda1 = np.clip(real - idx0, op(0), op(1)).astype(op)
+    idx1 = idx0 + (idx0 < in_size - 1)
+    return [idx0, idx1], [(op(1) - lambda1).astype(op), lambda1]
+
+
+def interpolate(
+    input: jax.Array,
+    size=None,
+    scale_factor=None,
+    mode: str = "nearest",
+    align_corners: bool | None = None,
+    recompute_scale_factor: bool | None = None,
+    antialias: bool = False,
+) -> jax.Array:
+    """``F.interpolate``: resize ``(N, C, *spatial)`` input (1 to 3 spatial dims) by ``size`` or ``scale_factor``.
+
+    Modes ``nearest`` (torch's legacy ``floor(i * scale)``), ``nearest-exact``,
+    ``linear`` (3D input), ``bilinear`` and ``bicubic`` (4D), ``trilinear`` (5D)
+    and ``area`` (adaptive average pooling), with ``align_corners`` and
+    ``recompute_scale_factor`` as torch: the source positions follow ATen's CPU
+    kernels, computed in float64 for float64 input and in float32 otherwise,
+    so the same output pixels read the same input pixels. Without
+    ``recompute_scale_factor`` a given ``scale_factor`` is the one that maps
+    positions (``1 / scale_factor``), and the output size is
+    ``floor(in * scale_factor)``. ``antialias=True`` is not supported.
+    """
+    if input.ndim not in (3, 4, 5):
+        raise ValueError(
+            f"interpolate expects (N, C, *spatial) input with 1 to 3 spatial dimensions (3D to 5D); got shape "
+            f"{tuple(input.shape)}. Add the batch dimension (x[None]) to unbatched input."
+        )
+    if mode not in ("nearest", "nearest-exact"):
+        _check_floating(input, "interpolate")
+    dim = input.ndim - 2
+    if mode in ("nearest", "area", "nearest-exact"):
+        if align_corners is not None:
+            raise ValueError(
+                "align_corners option can only be set with the interpolating modes: linear | bilinear | bicubic | "
+                f"trilinear; got mode={mode!r}. Leave align_corners=None."
+            )
+    elif mode in _INTERP_DIMS:
+        if _INTERP_DIMS[mode] != dim:
+            raise ValueError(
+                f"Got {input.ndim}D input, but {mode} mode needs {_INTERP_DIMS[mode] + 2}D input "
+                f"(N, C, and {_INTERP_DIMS[mode]} spatial dimensions)."
+            )
+        align_corners = bool(align_corners)
+    else:
+        raise ValueError(
+            f"interpolate got mode={mode!r}; expected one of 'nearest', 'nearest-exact', 'linear', 'bilinear', "
+            "'bicubic', 'trilinear', 'area'."
+        )
+    if antialias:
+        raise NotImplementedError("interpolate: antialias=True is not supported by jaxnets; use antialias=False.")
+    spatial = tuple(input.shape[2:])
+    if size is not None and scale_factor is not None:
+        raise ValueError("only one of size or scale_factor should be defined")
+    if size is not None:
+        if recompute_scale_factor:
+            raise ValueError("recompute_scale_factor is not meaningful with an explicit size.")
+        sizes = list(size) if isinstance(size, list | tuple) else [size] * dim
+        if len(sizes) != dim or not all(isinstance(s, int | np.integer) for s in sizes):
+            raise ValueError(
+                f"interpolate: size={size!r} must be an int or {dim} ints, one per spatial dimension of the input "
+                f"of shape {tuple(input.shape)}."
+            )
+        scales = [None] * dim
+    elif scale_factor is not None:
+        scales = list(scale_factor) if isinstance(scale_factor, list | tuple) else [scale_factor] * dim
+        if len(scales) != dim:
+            raise ValueError(
+                f"Input and scale_factor must have the same number of spatial dimensions, but got input with "
+                f"spatial dimensions of {list(spatial)} and scale_factor of shape {scale_factor}. Give one factor "
+                "per spatial dimension."
+            )
+        sizes = [int(math.floor(n * float(s))) for n, s in zip(spatial, scales, strict=True)]
+        if recompute_scale_factor or mode == "area":
+            scales = [None] * dim
+        else:
+            scales = [float(s) for s in scales]
+    else:
+        raise ValueError("either size or scale_factor should be defined")
+    if min(spatial) <= 0 or min(sizes) <= 0:
+        raise ValueError(
+            f"Input and output sizes should be greater than 0, but got input {list(spatial)} and output {sizes}. "
+            "Pick a larger size or scale_factor."
+        )
+    if mode == "area":
+        return adaptive_avg_pool(input, dim, tuple(sizes), name="interpolate")
+    op = np.float64 if input.dtype == jnp.float64 else np.float32
+    y = input
+    for axis in reversed(range(dim)):  # innermost first, as ATen nests its sums
+        indices, weights = _axis_taps(mode, spatial[axis], sizes[axis], align_corners, scales[axis], op)
+        shape = (-1,) + (1,) * (dim - 1 - axis)
+        terms = [
+            jnp.take(y, jnp.asarray(i), axis=2 + axis) * jnp.asarray(w, y.dtype).reshape(shape)
+            for i, w in zip(indices, weights, strict=True)
+        ]
+        y = terms[0]
+        for t in terms[1:]:
+            y = y + t
+    return y
+
+
+def upsample(input, size=None, scale_factor=None, mode: str = "nearest", align_corners: bool | None = None):
+    """``F.upsample`` (deprecated in torch): :func:`interpolate`."""
+    return interpolate(input, size, scale_factor, mode, align_corners)
+
+
+def upsample_nearest(input, size=None, scale_factor=None):
+    """``F.upsample_nearest``: :func:`interpolate` with mode ``nearest``."""
+    return interpolate(input, size, scale_factor, mode="nearest")
+
+
+def upsample_bilinear(input, size=None, scale_factor=None):
+    """``F.upsample_bilinear``: :func:`interpolate` with mode ``bilinear`` and ``align_corners=True``."""
+    return interpolate(input, size, scale_factor, mode="bilinear", align_corners=True)
