@@ -14,13 +14,15 @@ torch's (C, H, W) flatten order (:mod:`jaxnets.torch_layout` holds the rules)::
     jaxnets.exchange.load_weights(model, "net.pt")
 
 Safety: a safetensors file is a JSON header and raw arrays; reading it runs no
-code. A ``.pt`` file is a pickle, read only with
-``torch.load(path, weights_only=True, map_location="cpu")``, whose restricted
-unpickler accepts tensors and plain containers and refuses everything else
-(a whole pickled ``nn.Module``, or any object whose unpickling would run code)
-before running any of it. jaxnets never imports torch: a ``.pt`` file is read
-by :mod:`parity.torch_files` in a child process, which hands the tensors back
-as a temporary safetensors file.
+code. A ``.pt`` file (torch.save's zip format) is a pickle, read without torch
+by :mod:`jaxnets._pt_format`, whose restricted unpickler, like
+``torch.load(path, weights_only=True)``'s, accepts tensors and plain
+containers and refuses everything else (a whole pickled ``nn.Module``, or any
+object whose unpickling would run code) before running any of it. jaxnets
+never imports torch: a file in torch's legacy, non-zip, format
+(``_use_new_zipfile_serialization=False``) is read with
+``torch.load(weights_only=True)`` by :mod:`parity.torch_files` in a child
+process, which needs torch installed.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from flax import nnx
 from safetensors import SafetensorError, safe_open
 from safetensors import numpy as safetensors_numpy
 
+from . import _pt_format
 from ._files import atomic_write
 from .torch_layout import StateDictMismatch, _params, check_state_dict, layout
 
@@ -294,13 +297,85 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
 
 
 PT_READER = "parity.torch_files"
-"""The module that reads ``.pt`` files, in a child process: ``python -m parity.torch_files SRC DST``."""
+"""Reads legacy (non-zip) ``.pt`` files, in a child process: ``python -m parity.torch_files SRC DST``."""
 
 _BAD_FILE = 3  # its exit code for a file it read and refused
 
+_NOT_READABLE = "{path!r} is not a readable PyTorch file (corrupt, truncated, or not written by torch.save): {why}"
+
+
+def _refused(path: Path, name: str) -> str:
+    return (
+        f"refused to load {str(path)!r}: it holds Python objects other than tensors (GLOBAL {name}), such as "
+        "a whole pickled nn.Module, and jaxnets reads .pt files only as torch.load(weights_only=True) does, "
+        "running no code from the file. Save the weights alone: torch.save(model.state_dict(), path) or "
+        "safetensors.torch.save_file(model.state_dict(), 'weights.safetensors')."
+    )
+
+
+def _state_dict_arrays(obj, path: Path, is_tensor, to_array) -> dict[str, np.ndarray]:
+    """The ``{name: array}`` of a loaded ``.pt`` object: a flat dict of tensors, or one under a wrapper key.
+
+    Shared by the reader here and :mod:`parity.torch_files` (``is_tensor`` and
+    ``to_array(tensor, name)`` say what a tensor is in each).
+    """
+    if isinstance(obj, Mapping):
+        wrapped = [k for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)]
+        if wrapped:
+            obj = obj[wrapped[0]]
+    if not isinstance(obj, Mapping):
+        raise WeightsFileError(
+            f"{str(path)!r} holds a {type(obj).__name__}, not a state_dict (a dict of tensors); "
+            "save one with torch.save(model.state_dict(), path)."
+        )
+    bad = [f"{k!r} ({type(v).__name__})" for k, v in obj.items() if not (isinstance(k, str) and is_tensor(v))]
+    if bad:
+        raise WeightsFileError(
+            f"{str(path)!r} is not a flat state_dict: entries that are not tensors: {', '.join(bad)}. Expected "
+            f"{{name: tensor}} as from model.state_dict(), or a checkpoint dict holding one under "
+            f"{' or '.join(map(repr, WRAPPER_KEYS))}."
+        )
+    return {k: to_array(v, k) for k, v in obj.items()}
+
 
 def _read_torch(path: Path) -> dict[str, np.ndarray]:
-    """Read a ``.pt`` state_dict without importing torch here: :data:`PT_READER` converts it in a child process.
+    """Read a ``.pt`` state_dict without torch: :mod:`jaxnets._pt_format` for torch.save's zip format.
+
+    A file in torch's legacy format (``_use_new_zipfile_serialization=False``)
+    goes to :data:`PT_READER` in a child process, which needs torch.
+    """
+    try:
+        obj = _pt_format.read_pt_zip(path)
+    except _pt_format.RefusedGlobal as e:
+        if e.name in _pt_format.NO_NUMPY_FORM:
+            raise WeightsFileError(
+                f"{str(path)!r} holds {_pt_format.NO_NUMPY_FORM[e.name]} (GLOBAL {e.name}), which has no NumPy "
+                "form; save plain dense CPU tensors, e.g. {k: v.to_dense() for k, v in state_dict.items()}."
+            ) from e
+        raise WeightsFileError(_refused(path, e.name)) from e
+    except _pt_format.NotAZipFile as e:
+        with open(path, "rb") as f:
+            head = f.read(16)
+        if _pt_format.is_legacy_pt(head):
+            return _read_torch_in_child(path)
+        raise WeightsFileError(
+            _NOT_READABLE.format(path=str(path), why=f"it is not a zip archive (starts with {head[:8]!r})")
+        ) from e
+    except _pt_format.PtFormatError as e:
+        raise WeightsFileError(_NOT_READABLE.format(path=str(path), why=e)) from e
+    seen: set[int] = set()
+
+    def to_array(tensor: _pt_format.Tensor, name: str) -> np.ndarray:
+        """The tensor's array; a copy for a tensor seen before (a tied weight is one object, as torch.load gives it)."""
+        first = id(tensor) not in seen
+        seen.add(id(tensor))
+        return tensor.array if first else tensor.array.copy()
+
+    return _state_dict_arrays(obj, path, lambda v: isinstance(v, _pt_format.Tensor), to_array)
+
+
+def _read_torch_in_child(path: Path) -> dict[str, np.ndarray]:
+    """Read a legacy ``.pt`` file without importing torch here: :data:`PT_READER` converts it in a child process.
 
     The child (part of the ``parity`` package, which may import torch) reads the
     file with ``torch.load(weights_only=True)`` and writes the tensors to a
@@ -318,8 +393,10 @@ def _read_torch(path: Path) -> dict[str, np.ndarray]:
         no_torch = re.search(r"(ModuleNotFound|Import)Error: No module named '?torch'?$", proc.stderr, re.M)
         if proc.returncode != 0 and no_torch:
             raise ImportError(
-                f"reading the PyTorch file {str(path)!r} needs torch: pip install torch. Safetensors files need "
-                "nothing more; convert it where torch is installed with "
+                f"the PyTorch file {str(path)!r} is in torch's legacy format (saved with "
+                "_use_new_zipfile_serialization=False), and reading it needs torch: pip install torch. Or convert "
+                "it where torch is installed to torch.save's default zip format, which jaxnets reads without torch, "
+                "with torch.save(torch.load(path, weights_only=True), 'weights.pt'), or to safetensors with "
                 "safetensors.torch.save_file(torch.load(path, weights_only=True), 'weights.safetensors')."
             ) from error
         if proc.returncode == _BAD_FILE:
@@ -339,9 +416,11 @@ def read_weights(path: str | os.PathLike, *, format: str | None = None) -> dict[
     A ``.pt`` file may hold a state_dict (``torch.save(model.state_dict(), path)``)
     or a checkpoint dict with one under ``"state_dict"`` or ``"model_state_dict"``
     (other entries, such as an epoch or optimizer state, are then ignored).
-    It is read only with ``torch.load(path, weights_only=True, map_location="cpu")``,
-    in a child process running :mod:`parity.torch_files` (about 2 s for torch to
-    start): this process never imports torch.
+    It is read without torch by :mod:`jaxnets._pt_format`, which unpickles only
+    tensors and plain containers, as ``torch.load(path, weights_only=True)``
+    does, and gives the same arrays. A file in torch's legacy, non-zip, format
+    is read with torch in a child process running :mod:`parity.torch_files`
+    (about 2 s for torch to start; this process never imports torch).
 
     Args:
       path: a ``*.safetensors``, ``*.pt`` or ``*.pth`` file.
@@ -354,7 +433,7 @@ def read_weights(path: str | os.PathLike, *, format: str | None = None) -> dict[
       WeightsFileError: the file is corrupt or truncated, holds pickled objects
         other than tensors (refused before any of their code runs), or is not a
         dict of tensors.
-      ImportError: a ``.pt`` file and no torch installed.
+      ImportError: a legacy (non-zip) ``.pt`` file and no torch installed.
       FileNotFoundError, IsADirectoryError: no such file.
     """
     path = Path(path)

@@ -309,6 +309,11 @@ def _compare(torch_model, jax_model, inputs, jax_inputs, loss, training, dtype, 
 
     # Torch: a copy in the dtype, hooks on every submodule, then one backward pass.
     reference = copylib.deepcopy(torch_model).to(torch_dtype).train(training)
+    for module in reference.modules():
+        if getattr(module, "inplace", False) is True:
+            # ReLU(inplace=True) overwrites the output recorded for the layer before it, whose retained
+            # gradient would then be the activation's: out of place, the same numbers, every output kept.
+            module.inplace = False
     initial = {k: v.detach().clone() for k, v in reference.state_dict().items()}  # before the forward moves buffers
     t_inputs = [
         torch.as_tensor(_to_numpy(x)).to(torch_dtype).requires_grad_(True)
@@ -320,6 +325,8 @@ def _compare(torch_model, jax_model, inputs, jax_inputs, loss, training, dtype, 
 
     def hook(name):
         def record(module, args, out):
+            if isinstance(out, tuple) and out and isinstance(out[0], torch.Tensor):
+                out = out[0]  # an RNN's (output, hidden), attention's (output, weights): compare the output
             if isinstance(out, torch.Tensor):
                 if out.requires_grad:
                     out.retain_grad()
@@ -340,7 +347,10 @@ def _compare(torch_model, jax_model, inputs, jax_inputs, loss, training, dtype, 
         lambda v: v.astype(jnp_dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v, nnx.state(port)
     )
     nnx.update(port, floats)
-    load_torch_state_dict(port, initial)
+    if _mirror(port) is not None:  # by torch's keys, so a tied weight (one Param under two keys) loads too
+        port.load_state_dict({k: v.numpy() for k, v in initial.items()})
+    else:
+        load_torch_state_dict(port, initial)
     if _mirror(port) is not None:
         port.train(training)
     else:
@@ -359,8 +369,15 @@ def _compare(torch_model, jax_model, inputs, jax_inputs, loss, training, dtype, 
 
         def on_call(module, out):
             name = names.get(id(module))
-            if name is None or not _is_array(out):
+            if name is None:
                 return out
+            if isinstance(out, tuple) and out and _is_array(out[0]):  # as on the torch side: the first element
+                return (on_call_array(name, out[0]), *out[1:])
+            if not _is_array(out):
+                return out
+            return on_call_array(name, out)
+
+        def on_call_array(name, out):
             key = f"{name}#{counts[name]}"
             counts[name] += 1
             if probes is not None and key in probes:
@@ -476,7 +493,11 @@ def _align_back(torch_value: np.ndarray, jax_shape: tuple) -> jnp.ndarray:
 def _grads_by_torch_name(port: nnx.Module, grads: nnx.State) -> dict[str, np.ndarray]:
     """The JAX parameter gradients under torch's names, in torch's layout."""
     if _mirror(port) is not None:
-        return {".".join(map(str, path)): np.asarray(v) for path, v in nnx.to_flat_state(grads)}
+        # A shared (tied) Param sits once in the state, under whichever path NNX reaches first; torch names it
+        # by its first registration, as named_parameters() does.
+        by_path = {path: np.asarray(v) for path, v in nnx.to_flat_state(grads)}
+        path_of = {id(var): path for path, var in nnx.to_flat_state(nnx.state(port, nnx.Param))}
+        return {name: by_path[path_of[id(var)]] for name, var in port.named_parameters()}
     from jaxnets.exchange import to_torch_arrays
 
     return to_torch_arrays(grads)

@@ -1,7 +1,9 @@
-"""Reading PyTorch ``.pt`` state_dicts, for ``jaxnets.exchange``: the one place torch touches a weights file.
+"""Reading legacy PyTorch ``.pt`` state_dicts with torch, for ``jaxnets.exchange``.
 
-``jaxnets`` never imports torch, so it reads a ``.pt`` file by running this
-module in a child process::
+``jaxnets`` reads torch.save's zip format itself, without torch
+(:mod:`jaxnets._pt_format`). A file in torch's legacy format
+(``torch.save(..., _use_new_zipfile_serialization=False)``) it reads by
+running this module in a child process (``jaxnets`` never imports torch)::
 
     python -m parity.torch_files SRC.pt DST.safetensors
 
@@ -19,14 +21,13 @@ from __future__ import annotations
 import pickle
 import re
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors import numpy as safetensors_numpy
 
-from jaxnets.exchange import _BAD_FILE, WRAPPER_KEYS, WeightsFileError
+from jaxnets.exchange import _BAD_FILE, _NOT_READABLE, WeightsFileError, _refused, _state_dict_arrays
 
 from .torch_models import to_numpy
 
@@ -66,44 +67,12 @@ def read_pt(path: Path) -> dict[str, np.ndarray]:
     except pickle.UnpicklingError as e:
         refused = _refused_global(str(e))
         if refused is None:
-            raise WeightsFileError(
-                f"{str(path)!r} is not a readable PyTorch file (corrupt, truncated, or not written by torch.save): "
-                f"{_gist(str(e))}"
-            ) from e
-        raise WeightsFileError(
-            f"refused to load {str(path)!r}: it holds Python objects other than tensors (GLOBAL {refused}), such as "
-            "a whole pickled nn.Module, and jaxnets reads .pt files only with torch.load(weights_only=True), which "
-            "runs no code from the file. Save the weights alone: torch.save(model.state_dict(), path) or "
-            "safetensors.torch.save_file(model.state_dict(), 'weights.safetensors')."
-        ) from e
+            raise WeightsFileError(_NOT_READABLE.format(path=str(path), why=_gist(str(e)))) from e
+        raise WeightsFileError(_refused(path, refused)) from e
     except (RuntimeError, EOFError, KeyError, ValueError, IndexError, AttributeError) as e:
-        raise WeightsFileError(
-            f"{str(path)!r} is not a readable PyTorch file (corrupt, truncated, or not written by torch.save): "
-            f"{type(e).__name__}: {_gist(str(e)) or '(no message)'}"
-        ) from e
-    return _state_dict_arrays(obj, path)
-
-
-def _state_dict_arrays(obj, path: Path) -> dict[str, np.ndarray]:
-    """The ``{name: array}`` of a loaded ``.pt`` object: a flat dict of tensors, or one under a wrapper key."""
-
-    if isinstance(obj, Mapping):
-        wrapped = [k for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)]
-        if wrapped:
-            obj = obj[wrapped[0]]
-    if not isinstance(obj, Mapping):
-        raise WeightsFileError(
-            f"{str(path)!r} holds a {type(obj).__name__}, not a state_dict (a dict of tensors); "
-            "save one with torch.save(model.state_dict(), path)."
-        )
-    bad = [f"{k!r} ({type(v).__name__})" for k, v in obj.items() if not (isinstance(k, str) and torch.is_tensor(v))]
-    if bad:
-        raise WeightsFileError(
-            f"{str(path)!r} is not a flat state_dict: entries that are not tensors: {', '.join(bad)}. Expected "
-            f"{{name: tensor}} as from model.state_dict(), or a checkpoint dict holding one under "
-            f"{' or '.join(map(repr, WRAPPER_KEYS))}."
-        )
-    return {k: _torch_to_numpy(v, k, path) for k, v in obj.items()}
+        why = f"{type(e).__name__}: {_gist(str(e)) or '(no message)'}"
+        raise WeightsFileError(_NOT_READABLE.format(path=str(path), why=why)) from e
+    return _state_dict_arrays(obj, path, torch.is_tensor, lambda v, k: _torch_to_numpy(v, k, path))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -73,6 +73,21 @@ def test_import_leaves_torch_out():
     assert result.returncode == 0, result.stderr
 
 
+def test_save_and_restore_of_format_2_load_no_orbax(tmp_path):
+    # orbax and tensorstore cost start-up time and 31-39 ms of CPU a save; only format 1 needs them.
+    code = textwrap.dedent(f"""
+        import sys, numpy as np
+        from jaxnets import checkpoint
+        checkpoint.save({str(tmp_path)!r}, 1, {{"w": np.arange(3.0)}}, {{"epoch": 1}})
+        state, meta = checkpoint.restore({str(tmp_path)!r})
+        assert meta == {{"epoch": 1}} and state["w"].tolist() == [0.0, 1.0, 2.0]
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("orbax", "tensorstore"))
+        assert not loaded, loaded
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+
+
 # -- round trips --------------------------------------------------------------------
 
 
@@ -154,7 +169,8 @@ def test_steps_of_a_missing_or_empty_directory(tmp_path):
 def test_steps_are_listed_in_order_and_each_restores_its_own_state(tmp_path):
     for step in (0, 2, 10):
         checkpoint.save(tmp_path, step, {"w": np.full(3, step, np.int32)}, {"epoch": step})
-    (tmp_path / "11.orbax-checkpoint-tmp").mkdir()  # an unfinished save
+    (tmp_path / "11.partial-0a1b2c").mkdir()  # an unfinished save
+    (tmp_path / "12.orbax-checkpoint-tmp").mkdir()  # an unfinished save of format 1
     (tmp_path / "notes").mkdir()
     assert checkpoint.all_steps(tmp_path) == [0, 2, 10]
     assert checkpoint.latest_step(str(tmp_path)) == 10
@@ -179,12 +195,8 @@ def test_keep_defaults_to_all(tmp_path):
     assert checkpoint.all_steps(tmp_path) == [1, 2, 3, 4]
 
 
-def test_saves_keep_one_orbax_writer_across_directories_and_threads(tmp_path, monkeypatch):
-    # Building orbax's handlers and checkpointer per save was a third of a save's cost in `jaxnets train`.
-    built = []
-    handlers = checkpoint._handlers
-    monkeypatch.setattr(checkpoint, "_handlers", lambda: built.append(1) or handlers())
-    monkeypatch.setattr(checkpoint, "_WRITERS", {})
+def test_saves_from_several_threads_into_their_own_directories(tmp_path):
+    # jaxnets train saves from a writer thread while the training thread reads the directory.
     saves = [(tmp_path / name, step) for name in ("a", "b") for step in (1, 2, 3)]
     errors = []
 
@@ -201,12 +213,23 @@ def test_saves_keep_one_orbax_writer_across_directories_and_threads(tmp_path, mo
     for t in threads:
         t.join()
     assert errors == []
-    assert len(built) == 1
     for directory, step in saves:
         state, metadata = checkpoint.restore(directory, step=step, like={"w": np.zeros(2, np.int64)})
         np.testing.assert_array_equal(state["w"], np.full(2, step))
         assert metadata == {"d": directory.name}
     assert checkpoint.all_steps(tmp_path / "a") == checkpoint.all_steps(tmp_path / "b") == [1, 2, 3]
+
+
+def test_round_trip_keeps_empty_and_shared_arrays(tmp_path):
+    shared = np.arange(3.0)  # one object in two places: two entries, each restored
+    state = {"z": np.zeros((0, 3), np.float32), "a": np.arange(5, dtype=np.int16), "e": [np.zeros(0, np.uint8)],
+             "s": (shared, shared)}  # fmt: skip
+    checkpoint.save(tmp_path, 1, state, {})
+    assert_trees_identical(checkpoint.restore(tmp_path, like=fresh_like(state))[0], state)
+    restored, _ = checkpoint.restore(tmp_path)
+    assert restored["z"].shape == (0, 3) and restored["e"][0].shape == (0,)
+    assert [x.tolist() for x in restored["s"]] == [[0.0, 1.0, 2.0]] * 2
+    np.testing.assert_array_equal(restored["a"], state["a"])
 
 
 # -- bad input to save ------------------------------------------------------------------
@@ -229,11 +252,6 @@ def test_save_refuses_a_step_that_is_not_after_the_latest_and_changes_nothing(tm
         (dict(state={"w": 1.5}), TypeError, r"state leaf w is a float; every leaf must be a jax or numpy array"),
         (dict(state={"k": jax.random.key(0)}), TypeError, r"state leaf k is a typed PRNG key.*key_data"),
         (dict(state={}), ValueError, r"`state` holds no arrays"),
-        (
-            dict(state={"z": np.zeros((0, 3))}),
-            ValueError,
-            r"state leaf z is empty \(shape \(0, 3\)\); orbax cannot save",
-        ),
         (dict(metadata={"mean": np.float32(1.0)}), TypeError, r"metadata\['mean'\] is a float32.*float\(\.\.\.\)"),
         (dict(metadata={"h": [1, {2: 3}]}), TypeError, r"metadata\['h'\]\[1\] has the key 2 of type int"),
         (dict(metadata=[1]), TypeError, r"`metadata` must be a dict; got list"),
@@ -246,7 +264,6 @@ def test_save_refuses_a_step_that_is_not_after_the_latest_and_changes_nothing(tm
         "python-float",
         "prng-key",
         "empty-state",
-        "zero-size-leaf",
         "numpy-in-metadata",
         "int-key",
         "list-metadata",
@@ -331,34 +348,26 @@ def test_no_checkpoint_says_how_to_make_one(tmp_path, read):
     assert issubclass(checkpoint.CheckpointError, ValueError)
 
 
-def _data_files(step_dir: Path) -> list[Path]:
-    return sorted(
-        (f for f in (step_dir / "state").rglob("*") if f.is_file() and f.parent.name == "d"),
-        key=lambda f: -f.stat().st_size,
-    )
-
-
 def _truncate(step_dir: Path) -> None:
-    biggest = _data_files(step_dir)[0]
-    os.truncate(biggest, biggest.stat().st_size // 2)
+    arrays = step_dir / checkpoint.ARRAYS
+    os.truncate(arrays, arrays.stat().st_size // 2)
 
 
 def _delete(step_dir: Path) -> None:
-    _data_files(step_dir)[0].unlink()
+    (step_dir / checkpoint.ARRAYS).unlink()
 
 
 def _flip_bit(step_dir: Path) -> None:
-    # Random floats do not compress: zstd stores them raw, so a flipped bit changes a value and
-    # orbax reads it back without complaint. Only the manifest's SHA-256 notices.
-    biggest = _data_files(step_dir)[0]
-    data = bytearray(biggest.read_bytes())
+    # A changed value of the right size: only the manifest's SHA-256 notices.
+    arrays = step_dir / checkpoint.ARRAYS
+    data = bytearray(arrays.read_bytes())
     data[len(data) // 2] ^= 0x10
-    biggest.write_bytes(bytes(data))
+    arrays.write_bytes(bytes(data))
 
 
 def _garbage(item: str):
     def corrupt(step_dir: Path) -> None:
-        (step_dir / item / "metadata").write_text("{not json")
+        (step_dir / f"{item}.json").write_text("{not json")
 
     return corrupt
 
@@ -368,22 +377,28 @@ def _empty(step_dir: Path) -> None:
         f.rmdir() if f.is_dir() else f.unlink()
 
 
-def _no_state(step_dir: Path) -> None:
-    for f in sorted((step_dir / "state").rglob("*"), key=lambda p: -len(p.parts)):
-        f.rmdir() if f.is_dir() else f.unlink()
-    (step_dir / "state").rmdir()
+def _no_manifest(step_dir: Path) -> None:
+    (step_dir / checkpoint.MANIFEST).unlink()
+
+
+def _bad_tree(step_dir: Path) -> None:
+    manifest = step_dir / checkpoint.MANIFEST
+    doc = json.loads(manifest.read_text())
+    doc["tree"] = {"a": 0, "b": 0}
+    manifest.write_text(json.dumps(doc))
 
 
 @pytest.mark.parametrize(
     "corrupt, message",
     [
-        (_truncate, r"is damaged: (its arrays in .*/2/state cannot be read \(ValueError: OUT_OF_RANGE|.*SHA-256)"),
-        (_delete, r"is damaged: its arrays in .*/2/state cannot be read"),
+        (_truncate, r"is damaged: its arrays in .*/2/arrays.bin take 2020 bytes, but the manifest lists 4040"),
+        (_delete, r"checkpoint .*/2 is incomplete: arrays.bin missing"),
         (_flip_bit, r"is damaged: a reads back with other bytes than were saved \(SHA-256 mismatch\)"),
-        (_garbage("metadata"), r"is damaged: its metadata file in .*/2/metadata cannot be read \(JSONDecodeError"),
-        (_garbage("manifest"), r"is damaged: its manifest file in .*/2/manifest cannot be read \(JSONDecodeError"),
+        (_garbage("metadata"), r"is damaged: its metadata file in .*/2/metadata.json cannot be read \(JSONDecodeErr"),
+        (_garbage("manifest"), r"is damaged: its manifest file in .*/2/manifest.json cannot be read \(JSONDecodeErr"),
         (_empty, r"checkpoint .*/2 is empty: .* Delete .*/2\. Other checkpoints in this directory: steps 1"),
-        (_no_state, r"checkpoint .*/2 is incomplete: state/ missing"),
+        (_no_manifest, r"checkpoint .*/2 is incomplete: manifest.json missing"),
+        (_bad_tree, r"is damaged: the tree in its manifest .*/2/manifest.json does not name each of its 2 arrays"),
     ],
     ids=[
         "truncated-array-file",
@@ -392,7 +407,8 @@ def _no_state(step_dir: Path) -> None:
         "garbage-metadata",
         "garbage-manifest",
         "empty-step-dir",
-        "no-state-dir",
+        "no-manifest",
+        "bad-tree",
     ],
 )
 def test_damaged_checkpoint_raises_checkpoint_error_naming_it_and_spares_the_others(tmp_path, corrupt, message):
@@ -416,7 +432,7 @@ def test_damaged_checkpoint_raises_checkpoint_error_naming_it_and_spares_the_oth
     assert metadata == {"epoch": 1}
 
 
-def test_errors_from_orbax_are_chained(tmp_path):
+def test_errors_of_reading_are_chained(tmp_path):
     checkpoint.save(tmp_path, 1, {"a": np.ones(1000, np.float32)})
     _garbage("metadata")(tmp_path / "1")
     with pytest.raises(checkpoint.CheckpointError) as info:
@@ -434,7 +450,7 @@ import numpy as np
 from jaxnets import checkpoint
 checkpoint.save({directory!r}, 1, {{"w": np.arange(12, dtype=np.float32).reshape(3, 4)}}, {{"epoch": 1}})
 rng = np.random.default_rng(0)
-# About 200 MB of incompressible data: orbax needs most of a second to write it.
+# About 200 MB of incompressible data: most of a second to write and flush.
 big = {{"w": [rng.integers(0, 2**32, 12_500_000, dtype=np.uint32) for _ in range(4)]}}
 checkpoint.save({directory!r}, 2, big, {{"epoch": 2}})
 print("save 2 finished", flush=True)
@@ -452,11 +468,7 @@ def _wait_for_partial_save(directory: Path, process: subprocess.Popen, timeout: 
     """Step 2's temporary directory once it holds some array data (the save is then mid-write)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        tmp = (
-            [p for p in directory.iterdir() if p.name.startswith("2.orbax-checkpoint-tmp")]
-            if directory.exists()
-            else []
-        )
+        tmp = [p for p in directory.iterdir() if p.name.startswith("2.partial-")] if directory.exists() else []
         if tmp and (written := _bytes_under(tmp[0])) >= PARTIAL_BYTES:
             return tmp[0], written
         if process.poll() is not None:
@@ -522,7 +534,61 @@ def test_save_after_a_damaged_or_empty_step_works_and_keep_prunes_them(tmp_path)
 
 def test_checkpoint_of_another_format_version_says_so(tmp_path):
     checkpoint.save(tmp_path, 1, {"w": np.ones(2)})
-    manifest = tmp_path / "1" / "manifest" / "metadata"
+    manifest = tmp_path / "1" / checkpoint.MANIFEST
     manifest.write_text(json.dumps(json.loads(manifest.read_text()) | {"format": 99}))
-    with pytest.raises(checkpoint.CheckpointError, match=r"1 has format 99; this jaxnets reads format 1"):
+    with pytest.raises(checkpoint.CheckpointError, match=r"1 has format 99; this jaxnets reads formats 1 and 2"):
         checkpoint.restore(tmp_path)
+
+
+# -- format 1: checkpoints jaxnets wrote with orbax -------------------------------------------
+
+V1 = REPO / "tests" / "data" / "checkpoints_v1"
+"""Two steps written by jaxnets.checkpoint.save of format 1 (commit b1837e5, orbax 0.11) from `v1_state()`."""
+
+
+def v1_state():
+    import optax
+
+    k = np.arange(12, dtype=np.float32).reshape(3, 4) / 7
+    b = np.array([-0.0, 1.5, np.inf, 2.0], np.float32)
+    mu = {"fc": {"kernel": k * 0.1, "bias": b * 0.5}}
+    nu = {"fc": {"kernel": k * k, "bias": np.array([0.0, 2.25, np.inf, 4.0], np.float32)}}
+    adam = optax.ScaleByAdamState(count=np.int32(3), mu=mu, nu=nu)
+    return {"params": {"fc": {"kernel": k, "bias": b}}, "opt_state": (adam, optax.EmptyState()),
+            "rng": np.arange(4, dtype=np.uint32), "best": np.float64(0.123456789012345678)}  # fmt: skip
+
+
+def test_checkpoints_of_format_1_restore_bit_identical(tmp_path):
+    assert checkpoint.all_steps(V1) == [1, 2]
+    state = v1_state()
+    restored, metadata = checkpoint.restore(V1, like=fresh_like(state))
+    assert_trees_identical(restored, state)
+    assert metadata == {"epoch": 2, "model": {"model": "toy"}, "history": [{"loss": 2.5}, {"loss": 1.25}]}
+    assert checkpoint.read_metadata(V1, 1)["epoch"] == 1
+    plain, _ = checkpoint.restore(V1, step=1)
+    assert plain["opt_state"][1] is None and set(plain["opt_state"][0]) == {"count", "mu", "nu"}
+    np.testing.assert_array_equal(plain["params"]["fc"]["bias"], state["params"]["fc"]["bias"])
+    # A run continues in format 2 beside them.
+    copy = tmp_path / "checkpoints"
+    import shutil
+
+    shutil.copytree(V1, copy)
+    checkpoint.save(copy, 3, restored, metadata | {"epoch": 3})
+    assert checkpoint.all_steps(copy) == [1, 2, 3] and (copy / "3" / checkpoint.MANIFEST).is_file()
+    assert_trees_identical(checkpoint.restore(copy, like=fresh_like(state))[0], state)
+
+
+def test_a_damaged_checkpoint_of_format_1_is_still_caught(tmp_path):
+    import shutil
+
+    copy = tmp_path / "checkpoints"
+    shutil.copytree(V1, copy)
+    for f in (copy / "2" / "state").rglob("*"):  # flip one bit of every array file: values change, sizes do not
+        if f.is_file() and f.parent.name == "d":
+            data = bytearray(f.read_bytes())
+            data[-8] ^= 0x01
+            f.write_bytes(bytes(data))
+    with pytest.raises(checkpoint.CheckpointError, match=r"checkpoint .*/2 is damaged") as info:
+        checkpoint.restore(copy, like=fresh_like(v1_state()))
+    assert "Other checkpoints in this directory: steps 1" in str(info.value)
+    assert_trees_identical(checkpoint.restore(copy, step=1, like=fresh_like(v1_state()))[0], v1_state())

@@ -311,20 +311,22 @@ def test_read_errors_for_names_and_missing_files(tmp_path):
         exchange.read_weights(tmp_path / "missing.pt")
 
 
-def test_pt_without_torch_says_pip_install_torch(tmp_path, monkeypatch):
+def test_pt_without_torch_reads_the_zip_format_and_says_pip_install_torch_for_the_legacy_one(tmp_path, monkeypatch):
     net = make_torch("two_layer")
     torch.save(net.state_dict(), tmp_path / "w.pt")
-    safetensors.torch.save_file(net.state_dict(), tmp_path / "w.safetensors")
+    torch.save(net.state_dict(), tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now fails as if it were not installed
-    # ... here and in the child process that reads .pt files (parity.torch_files): a `torch` package
-    # first on its path that fails to import, as a missing one would.
+    # ... here and in the child process that reads legacy .pt files (parity.torch_files): a `torch`
+    # package first on its path that fails to import, as a missing one would.
     fake = tmp_path / "no_torch" / "torch"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("raise ImportError('No module named torch')\n")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(fake.parent), os.environ.get("PYTHONPATH", "")]))
-    with pytest.raises(ImportError, match="needs torch: pip install torch"):
-        exchange.read_weights(tmp_path / "w.pt")
-    assert set(exchange.read_weights(tmp_path / "w.safetensors")) == set(net.state_dict())
+    arrays = exchange.read_weights(tmp_path / "w.pt")  # torch.save's default format needs no torch
+    for name, value in net.state_dict().items():
+        np.testing.assert_array_equal(arrays[name], value.numpy(), err_msg=name)
+    with pytest.raises(ImportError, match=r"legacy\.pt' is in torch's legacy format .*needs torch: pip install torch"):
+        exchange.read_weights(tmp_path / "legacy.pt")
 
 
 def test_import_jaxnets_exchange_does_not_import_torch():
@@ -332,13 +334,15 @@ def test_import_jaxnets_exchange_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
-def test_pt_reader_does_not_import_modules_from_the_working_directory(tmp_path, monkeypatch):
-    # The child runs `python -P -m parity.torch_files`: a torch.py where the user stands is not imported (and run).
+def test_legacy_pt_reader_does_not_import_modules_from_the_working_directory(tmp_path, monkeypatch):
+    # A legacy (non-zip) .pt file is read by torch in a child process, `python -P -m parity.torch_files`:
+    # a torch.py where the user stands is not imported (and run).
     net = tm.Net()
-    torch.save(net.state_dict(), tmp_path / "w.pt")
+    torch.save(net.state_dict(), tmp_path / "w.pt", _use_new_zipfile_serialization=False)
     marker = tmp_path / "ran"
     (tmp_path / "torch.py").write_text(f"open({str(marker)!r}, 'w').close()\nraise SystemExit(7)\n")
     monkeypatch.chdir(tmp_path)
     arrays = exchange.read_weights("w.pt")
     assert not marker.exists()
-    np.testing.assert_array_equal(arrays["conv1.weight"], net.conv1.weight.detach().numpy())
+    for name, value in net.state_dict().items():
+        np.testing.assert_array_equal(arrays[name], value.numpy(), err_msg=name)

@@ -1,5 +1,7 @@
 """LeNet(impl="fast") and its layers against the lax reference and torch: values, gradients, ties, shapes, errors."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -186,15 +188,22 @@ def test_fast_conv_matches_nnx_conv_with_the_same_parameters(x64, in_channels, k
     np.testing.assert_array_equal(fast.bias[...], ref.bias[...])
     x = images("ties", (rows, 3, 14, 14, in_channels), jnp.float64)  # two leading batch axes
 
-    def grads(layer):
-        graphdef, params = nnx.split(layer, nnx.Param)
-        loss = lambda p, x: jnp.sum(jnp.sin(nnx.merge(graphdef, p)(x)))
-        return jax.grad(loss, argnums=(0, 1))(params, x)
+    # One compiled program per layer: batched and single-image outputs and the gradients (eagerly, every
+    # primitive compiled on its own: 196 compilations for these 6 cases).
+    @functools.partial(jax.jit, static_argnums=2)  # the graphdef (hashable) picks the layer
+    def outputs_and_grads(params, x, graphdef):
+        call = lambda p, x: nnx.merge(graphdef, p)(x)
+        loss = lambda p, x: jnp.sum(jnp.sin(call(p, x)))
+        return call(params, x), call(params, x[0, 0]), jax.grad(loss, argnums=(0, 1))(params, x)
 
-    assert fast(x).shape == ref(x).shape == (rows, 3, 15 - kernel_size, 15 - kernel_size, 4)
-    assert rel_err(fast(x), ref(x)) <= F64_RTOL
-    assert rel_err(fast(x[0, 0]), ref(x[0, 0])) <= F64_RTOL  # a single image
-    assert rel_err(grads(fast), grads(ref)) <= F64_RTOL
+    (fast_out, fast_single, fast_grads), (ref_out, ref_single, ref_grads) = (
+        outputs_and_grads(params, x, graphdef)
+        for graphdef, params in (nnx.split(fast, nnx.Param), nnx.split(ref, nnx.Param))
+    )
+    assert fast_out.shape == ref_out.shape == (rows, 3, 15 - kernel_size, 15 - kernel_size, 4)
+    assert rel_err(fast_out, ref_out) <= F64_RTOL
+    assert rel_err(fast_single, ref_single) <= F64_RTOL  # a single image
+    assert rel_err(fast_grads, ref_grads) <= F64_RTOL
 
 
 @pytest.mark.parametrize("batch,shifts", [(1, False), (7, False), (8, True), (64, True)])

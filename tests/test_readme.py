@@ -24,6 +24,11 @@ def test_jaxnets_nn_port_example_runs():
     exec(compile(blocks[0], "README.md (jaxnets.nn)", "exec"), {})
 
 
+def test_real_models_ported_example_runs():
+    (block,) = _python_blocks(_section("Real models ported (work in progress)"))
+    exec(compile(block, "README.md (jaxnets.ports)", "exec"), {})
+
+
 def _rounding_masked(text: str) -> str:
     # Errors below 1e-10 are rounding, whose digits depend on the CPU's summation order.
     return re.sub(r"\d\.\d\de-(1\d|[2-9]\d)|0\.00e\+00", "<rounding>", text)

@@ -121,6 +121,24 @@ def test_train_writes_metrics_curves_and_a_checkpoint_per_epoch(trained):
     assert checkpoint.read_metadata(out / "checkpoints", 2)["history"] == history
 
 
+@pytest.mark.parametrize("every, drawn_after", [(1e9, [3]), (0.0, [1, 2, 3])], ids=["short-run", "every-epoch"])
+def test_curves_are_drawn_after_the_last_epoch_and_at_most_every_curves_every_seconds(
+    tmp_path, monkeypatch, every, drawn_after
+):
+    # A draw costs about 0.3 s of CPU: a run shorter than CURVES_EVERY draws once, after its last epoch.
+    calls = []
+    monkeypatch.setattr(
+        training, "plot_curves", lambda history, path, title="": calls.append([h["epoch"] for h in history])
+    )
+    monkeypatch.setattr(training, "CURVES_EVERY", every)
+    out = tmp_path / "run"
+    assert (
+        run_cli("train", "--data", "digits", "--epochs", "3", "--batch-size", "64", "--out", out, "--no-progress") == 0
+    )
+    assert [drawn[-1] for drawn in calls] == drawn_after
+    assert calls[-1] == [1, 2, 3]
+
+
 def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, capsys):
     setting = ["--data", "digits", "--batch-size", "64", "--seed", "3", "--no-progress"]
     whole, split = tmp_path / "whole", tmp_path / "split"
@@ -533,9 +551,7 @@ def truncate(path: Path) -> None:
 
 def test_evaluate_a_run_with_a_truncated_checkpoint_names_it(run_copy, capsys):
     step_dir = run_copy / "checkpoints" / "2"
-    arrays = sorted((f for f in (step_dir / "state").rglob("*") if f.is_file() and f.parent.name == "d"),
-                    key=lambda f: -f.stat().st_size)  # fmt: skip
-    truncate(arrays[0])
+    truncate(step_dir / checkpoint.ARRAYS)
     assert run_cli("evaluate", run_copy) == 1
     err = capsys.readouterr().err
     assert err.startswith("jaxnets evaluate: error: ") and f"checkpoint {step_dir} is damaged" in err
@@ -626,3 +642,44 @@ def test_cli_refuses_a_negative_checkpoint_epoch_before_reading_anything(command
         run_cli(command, tmp_path / "no-run", *extra, "--checkpoint", "-1")
     assert exit_info.value.code == 2
     assert "EPOCH must be an integer >= 0 (a checkpoint's epoch); got '-1'" in capsys.readouterr().err
+
+
+def test_the_command_skips_the_teardown_yet_loses_no_output(tmp_path):
+    import subprocess
+    import sys
+
+    # A pipe makes Python buffer stdout: exiting with os._exit before a flush would lose the last lines.
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "jaxnets", "train", "--out", str(out), "--epochs", "2", "--batch-size", "64"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.rstrip().splitlines()[-1].startswith("test accuracy")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "complete" and checkpoint.all_steps(out / "checkpoints") == [1, 2]
+    assert is_png(out / "curves.png")
+    refused = subprocess.run(
+        [sys.executable, "-m", "jaxnets", "train", "--out", str(out)], capture_output=True, text=True
+    )
+    assert refused.returncode == 1 and "already holds a run" in refused.stderr  # the exit code survives too
+    code = "import jax; from jaxnets import cli; jax.devices(); assert not cli._teardown_needed()"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0
+
+
+@pytest.mark.parametrize(
+    "spec, seed",
+    [({"model": "lenet", "image_size": 32}, 0), ({"model": "lenet", "image_size": 32}, 7),
+     ({"model": "lenet", "kernel_size": 3, "image_size": 28, "in_channels": 3, "num_classes": 4}, 2**40 + 1)],
+    ids=["digits-seed-0", "digits-seed-7", "3x3-rgb-big-seed"],
+)  # fmt: skip
+def test_build_model_compiled_is_bit_identical_to_the_eager_constructor(spec, seed):
+    from flax import nnx
+
+    from jaxnets import LeNet
+
+    built = training.build_model(spec, seed=seed)
+    eager = LeNet(**{k: v for k, v in spec.items() if k != "model"}, rngs=nnx.Rngs(seed))
+    assert training.model_spec(built) == training.model_spec(eager)
+    got, want = nnx.to_pure_dict(nnx.state(built)), nnx.to_pure_dict(nnx.state(eager))
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want), strict=True):
+        assert np.asarray(a).dtype == np.asarray(b).dtype and np.asarray(a).tobytes() == np.asarray(b).tobytes(), path

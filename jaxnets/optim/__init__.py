@@ -26,6 +26,7 @@ bfloat16 params keep their dtype) when the optimizer is built; they cannot be
 traced values, so ``optax.inject_hyperparams`` does not apply.
 """
 
+from . import lr_scheduler as lr_scheduler
 from ._adadelta import adadelta as adadelta
 from ._adafactor import TorchAdafactorState as TorchAdafactorState
 from ._adafactor import adafactor as adafactor
@@ -73,6 +74,7 @@ __all__ = [
     "clip_grad_norm",
     "clip_grad_value",
     "get_total_norm",
+    "lr_scheduler",
     "param_groups",
     "total_norm",
     "DampenedTraceState",

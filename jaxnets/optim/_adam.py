@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ._common import check_lr, maybe_maximize
+from ._common import check_lr, lr_at, maybe_maximize
 
 
 class TorchAmsgradState(NamedTuple):
@@ -29,7 +29,9 @@ class TorchAmsgradState(NamedTuple):
     max_exp_avg_sq: optax.Updates
 
 
-def scale_by_torch_amsgrad(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> optax.GradientTransformation:
+def scale_by_torch_amsgrad(
+    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, amsgrad: bool = True
+) -> optax.GradientTransformation:
     """Rescale updates by AMSGrad as ``torch.optim.Adam(amsgrad=True)`` does.
 
     torch keeps the maximum of the raw second moment,
@@ -41,9 +43,13 @@ def scale_by_torch_amsgrad(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
     and the two drift apart.
 
     Args:
-      b1: decay rate of the first moment (torch's ``betas[0]``).
+      b1: decay rate of the first moment (torch's ``betas[0]``), or a schedule
+        ``count -> b1``: torch's cycled beta1 (``lr_scheduler.OneCycleLR(...).momentum``),
+        used in the moment and in the bias correction ``1 - b1**t`` of each step.
       b2: decay rate of the second moment (torch's ``betas[1]``).
       eps: added to the denominator after the square root.
+      amsgrad: False gives torch's plain Adam (``max_exp_avg_sq`` then
+        mirrors ``exp_avg_sq``); :func:`adam` uses it for a scheduled ``b1``.
 
     Returns:
       An ``optax.GradientTransformation`` whose state is a
@@ -51,7 +57,8 @@ def scale_by_torch_amsgrad(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
       ``optax.scale_by_learning_rate(lr)``.
     """
     # Python floats stay weakly typed: a NumPy float64 would promote float32 leaves under x64.
-    b1, b2, eps = float(b1), float(b2), float(eps)
+    b1 = b1 if callable(b1) else float(b1)
+    b2, eps = float(b2), float(eps)
 
     def init_fn(params):
         return TorchAmsgradState(
@@ -63,11 +70,12 @@ def scale_by_torch_amsgrad(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
 
     def update_fn(updates, state, params=None):
         del params
+        b1_t = lr_at(b1, state.step)
         step = optax.safe_increment(state.step)
-        exp_avg = optax.tree.update_moment(updates, state.exp_avg, b1, 1)
+        exp_avg = optax.tree.update_moment(updates, state.exp_avg, b1_t, 1)
         exp_avg_sq = optax.tree.update_moment_per_elem_norm(updates, state.exp_avg_sq, b2, 2)
-        max_exp_avg_sq = jax.tree.map(jnp.maximum, state.max_exp_avg_sq, exp_avg_sq)
-        bias_correction1 = 1 - b1**step
+        max_exp_avg_sq = jax.tree.map(jnp.maximum, state.max_exp_avg_sq, exp_avg_sq) if amsgrad else exp_avg_sq
+        bias_correction1 = 1 - b1_t**step
         bias_correction2_sqrt = jnp.sqrt(1 - b2**step)
 
         def scale(m, v):
@@ -80,7 +88,9 @@ def scale_by_torch_amsgrad(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _adam_args(name: str, torch_name: str, lr, betas: tuple[float, float], eps: float, weight_decay: float) -> tuple:
+def _adam_args(
+    name: str, torch_name: str, lr, betas: tuple[float, float], eps: float, weight_decay: float, b1_schedule=False
+) -> tuple:
     """Validate Adam's arguments as torch does; return ``lr, b1, b2, eps, weight_decay`` as Python floats.
 
     ``lr`` may be a schedule, returned unchanged. Shared by adam, adamw, adamax, nadam and radam.
@@ -94,13 +104,20 @@ def _adam_args(name: str, torch_name: str, lr, betas: tuple[float, float], eps: 
     if isinstance(betas, str | bytes) or not hasattr(betas, "__len__") or len(betas) != 2:
         raise ValueError(f"{name} got betas={betas!r}; expected a pair (beta1, beta2) such as (0.9, 0.999).")
     for index, beta in enumerate(betas):
+        if index == 0 and callable(beta):  # a cycled beta1 (CyclicLR/OneCycleLR's schedule.momentum)
+            if b1_schedule:
+                continue
+            raise ValueError(
+                f"{name} got a schedule for betas[0]; only adam and adamw take a cycled beta1. Pass a number."
+            )
         if not 0.0 <= beta < 1.0:
             raise ValueError(
                 f"{name} got betas[{index}]={beta!r}; expected a value in [0, 1), as {torch_name} "
                 "does. Use e.g. betas=(0.9, 0.999)."
             )
     # Python floats stay weakly typed: a NumPy float64 would promote float32 leaves under x64.
-    return lr, float(betas[0]), float(betas[1]), float(eps), float(weight_decay)
+    b1 = betas[0] if callable(betas[0]) else float(betas[0])
+    return lr, b1, float(betas[1]), float(eps), float(weight_decay)
 
 
 def adam(
@@ -137,7 +154,8 @@ def adam(
       lr: learning rate, >= 0, or an optax schedule ``count -> lr`` (step
         ``t`` from 1 uses ``lr(t - 1)``).
       betas: decay rates ``(b1, b2)`` of the first and second moments, each in
-        ``[0, 1)``.
+        ``[0, 1)``; ``b1`` may be a schedule ``count -> b1`` (torch's cycled
+        ``betas[0]``: ``betas=(scheduler.momentum, 0.999)``).
       eps: added to the denominator after the square root, >= 0.
       weight_decay: L2 penalty added to the gradient, >= 0.
       amsgrad: use torch's AMSGrad variant.
@@ -153,11 +171,11 @@ def adam(
     Raises:
       ValueError: for the arguments ``torch.optim.Adam`` rejects.
     """
-    lr, b1, b2, eps, weight_decay = _adam_args("adam", "torch.optim.Adam", lr, betas, eps, weight_decay)
+    lr, b1, b2, eps, weight_decay = _adam_args("adam", "torch.optim.Adam", lr, betas, eps, weight_decay, True)
     if decoupled_weight_decay:
         return maybe_maximize(maximize, _adamw(lr, b1, b2, eps, weight_decay, amsgrad))
-    if amsgrad:
-        core = optax.chain(scale_by_torch_amsgrad(b1, b2, eps), optax.scale_by_learning_rate(lr))
+    if amsgrad or callable(b1):
+        core = optax.chain(scale_by_torch_amsgrad(b1, b2, eps, amsgrad), optax.scale_by_learning_rate(lr))
     else:
         core = optax.adam(lr, b1=b1, b2=b2, eps=eps)
     if weight_decay:
@@ -191,7 +209,8 @@ def adamw(
       lr: learning rate, >= 0, or an optax schedule ``count -> lr`` (step
         ``t`` from 1 uses ``lr(t - 1)``).
       betas: decay rates ``(b1, b2)`` of the first and second moments, each in
-        ``[0, 1)``.
+        ``[0, 1)``; ``b1`` may be a schedule ``count -> b1`` (torch's cycled
+        ``betas[0]``: ``betas=(scheduler.momentum, 0.999)``).
       eps: added to the denominator after the square root, >= 0.
       weight_decay: decoupled weight decay coefficient, >= 0.
       amsgrad: use torch's AMSGrad variant.
@@ -203,15 +222,15 @@ def adamw(
     Raises:
       ValueError: for the arguments ``torch.optim.AdamW`` rejects.
     """
-    lr, b1, b2, eps, weight_decay = _adam_args("adamw", "torch.optim.AdamW", lr, betas, eps, weight_decay)
+    lr, b1, b2, eps, weight_decay = _adam_args("adamw", "torch.optim.AdamW", lr, betas, eps, weight_decay, True)
     return maybe_maximize(maximize, _adamw(lr, b1, b2, eps, weight_decay, amsgrad))
 
 
 def _adamw(lr, b1: float, b2: float, eps: float, weight_decay: float, amsgrad: bool) -> optax.GradientTransformation:
     """Adam with decoupled weight decay, from validated arguments."""
-    if amsgrad:
+    if amsgrad or callable(b1):
         return optax.chain(
-            scale_by_torch_amsgrad(b1, b2, eps),
+            scale_by_torch_amsgrad(b1, b2, eps, amsgrad),
             optax.add_decayed_weights(weight_decay),
             optax.scale_by_learning_rate(lr),
         )

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ._common import check_lr, maybe_maximize
+from ._common import check_lr, lr_at, maybe_maximize
 
 
 class DampenedTraceState(NamedTuple):
@@ -25,7 +25,7 @@ class DampenedTraceState(NamedTuple):
     momentum_buffer: optax.Updates
 
 
-def dampened_trace(momentum: float, dampening: float) -> optax.GradientTransformation:
+def dampened_trace(momentum, dampening: float, nesterov: bool = False) -> optax.GradientTransformation:
     """Momentum as ``torch.optim.SGD`` computes it when ``dampening`` is nonzero.
 
     torch sets ``buf = g`` on the first step and ``buf = momentum * buf +
@@ -35,15 +35,18 @@ def dampened_trace(momentum: float, dampening: float) -> optax.GradientTransform
     ``1 - dampening``.
 
     Args:
-      momentum: momentum factor.
+      momentum: momentum factor, or a schedule ``count -> momentum`` (torch's
+        cycled momentum, e.g. ``lr_scheduler.OneCycleLR(...).momentum``).
       dampening: dampening for momentum; the first step is never damped.
+      nesterov: return ``g + momentum * buf`` instead of ``buf``.
 
     Returns:
       An ``optax.GradientTransformation`` whose state is a
       :class:`DampenedTraceState`.
     """
     # Python floats stay weakly typed: a NumPy float64 would promote float32 leaves under x64.
-    momentum, dampening = float(momentum), float(dampening)
+    momentum = momentum if callable(momentum) else float(momentum)
+    dampening = float(dampening)
 
     def init_fn(params):
         return DampenedTraceState(step=jnp.zeros([], jnp.int32), momentum_buffer=optax.tree.zeros_like(params))
@@ -51,12 +54,15 @@ def dampened_trace(momentum: float, dampening: float) -> optax.GradientTransform
     def update_fn(updates, state, params=None):
         del params
         first_step = state.step == 0
+        m = lr_at(momentum, state.step)
         momentum_buffer = jax.tree.map(
-            lambda g, buf: jnp.where(first_step, g, momentum * buf + (1 - dampening) * g),
+            lambda g, buf: jnp.where(first_step, g, m * buf + (1 - dampening) * g),
             updates,
             state.momentum_buffer,
         )
         new_state = DampenedTraceState(step=optax.safe_increment(state.step), momentum_buffer=momentum_buffer)
+        if nesterov:
+            return jax.tree.map(lambda g, buf: g + m * buf, updates, momentum_buffer), new_state
         return momentum_buffer, new_state
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -93,7 +99,9 @@ def sgd(
     Args:
       lr: learning rate, >= 0, or an optax schedule ``count -> lr`` (step
         ``t`` from 1 uses ``lr(t - 1)``). torch 2.x defaults to 1e-3 (torch 1.x required it).
-      momentum: momentum factor, >= 0; 0 disables momentum.
+      momentum: momentum factor, >= 0; 0 disables momentum. May be a schedule
+        ``count -> momentum`` (torch's ``CyclicLR``/``OneCycleLR`` with
+        ``cycle_momentum``: ``momentum=scheduler.momentum``).
       dampening: dampening for momentum; ignored without momentum, as in torch.
       weight_decay: L2 penalty added to the gradient, >= 0.
       nesterov: use Nesterov momentum; needs ``momentum > 0`` and
@@ -109,6 +117,18 @@ def sgd(
       ValueError: for the arguments ``torch.optim.SGD`` rejects.
     """
     lr = check_lr("sgd", "torch.optim.SGD", lr)
+    if momentum is None:
+        raise ValueError(
+            "sgd got momentum=None; expected a number >= 0 or a schedule. (A CyclicLR or OneCycleLR built with "
+            "cycle_momentum=False has momentum None: pass a number, e.g. momentum=0.9.)"
+        )
+    if callable(momentum):  # a cycled momentum, as CyclicLR/OneCycleLR write into torch's param group
+        if not 0.0 <= weight_decay:
+            raise ValueError(f"sgd got weight_decay={weight_decay!r}; expected a value >= 0, as torch.optim.SGD does.")
+        core = optax.chain(dampened_trace(momentum, float(dampening), nesterov), optax.scale_by_learning_rate(lr))
+        if weight_decay:
+            core = optax.chain(optax.add_decayed_weights(float(weight_decay)), core)
+        return maybe_maximize(maximize, core)
     for name, value in (("momentum", momentum), ("weight_decay", weight_decay)):
         if not 0.0 <= value:
             raise ValueError(

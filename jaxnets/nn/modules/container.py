@@ -22,7 +22,11 @@ class _Indexed(Module):
     """Children stored as attributes "0", "1"..., so the state paths are torch's keys."""
 
     def _names(self) -> list[str]:
-        return [name for name, value in vars(self).items() if isinstance(value, nnx.Module)]
+        names = [name for name, value in vars(self).items() if isinstance(value, nnx.Module)]
+        if all(name.isdigit() for name in names):
+            # nnx.clone and nnx.merge (inside nnx.jit too) rebuild the attributes sorted as strings: "10" before "2"
+            names.sort(key=int)
+        return names
 
     def __len__(self) -> int:
         return len(self._names())

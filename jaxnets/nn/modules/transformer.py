@@ -339,6 +339,29 @@ class TransformerDecoderLayer(Module):
         return self.dropout3(self.linear2(self.dropout(self.activation(self.linear1(x)))))
 
 
+def _clone(module: Module) -> Module:
+    """``nnx.clone`` with the attributes in the original's order: torch's parameter and state_dict order.
+
+    ``nnx.clone`` rebuilds a module from its graph, whose attributes come back
+    sorted by name (``linear1`` before ``self_attn``); torch's deep copies keep
+    the registration order, which optimizer state_dicts index by.
+    """
+    copy = nnx.clone(module)
+
+    def reorder(original, clone):
+        attrs = vars(clone)
+        order = [k for k in vars(original) if k in attrs] + [k for k in attrs if k not in vars(original)]
+        items = [(k, attrs[k]) for k in order]
+        attrs.clear()
+        attrs.update(items)
+        for k, value in items:
+            if isinstance(value, nnx.Module):
+                reorder(getattr(original, k), value)
+
+    reorder(module, copy)
+    return copy
+
+
 class TransformerEncoder(Module):
     """``nn.TransformerEncoder(encoder_layer, num_layers, norm=None)``: ``num_layers`` copies of the layer.
 
@@ -358,7 +381,7 @@ class TransformerEncoder(Module):
         *,
         rngs: nnx.Rngs | None = None,
     ):
-        self.layers = ModuleList([nnx.clone(encoder_layer) for _ in range(num_layers)])
+        self.layers = ModuleList([_clone(encoder_layer) for _ in range(num_layers)])
         self.num_layers = num_layers
         self.norm = norm
         self.enable_nested_tensor, self.mask_check = enable_nested_tensor, mask_check
@@ -376,7 +399,7 @@ class TransformerDecoder(Module):
     def __init__(
         self, decoder_layer: Module, num_layers: int, norm: Module | None = None, *, rngs: nnx.Rngs | None = None
     ):
-        self.layers = ModuleList([nnx.clone(decoder_layer) for _ in range(num_layers)])
+        self.layers = ModuleList([_clone(decoder_layer) for _ in range(num_layers)])
         self.num_layers = num_layers
         self.norm = norm
 
