@@ -2502,3 +2502,133 @@ def upsample_nearest(input, size=None, scale_factor=None):
 def upsample_bilinear(input, size=None, scale_factor=None):
     """``F.upsample_bilinear``: :func:`interpolate` with mode ``bilinear`` and ``align_corners=True``."""
     return interpolate(input, size, scale_factor, mode="bilinear", align_corners=True)
+
+
+def one_hot(tensor, num_classes: int = -1) -> jax.Array:
+    """``F.one_hot``: integer classes ``(*)`` to ``(*, num_classes)`` integer indicators (torch's int64 under x64).
+
+    ``num_classes=-1`` takes ``max + 1`` of the values, which needs concrete
+    values: under ``jax.jit`` pass ``num_classes``. Concrete values are checked
+    as torch checks them (non-negative, smaller than ``num_classes``); traced
+    ones cannot be, and a class out of range gives a zero row.
+    """
+    t = jnp.asarray(tensor)
+    if not jnp.issubdtype(t.dtype, jnp.integer):
+        raise TypeError(
+            f"one_hot is only applicable to index tensor of integer dtype; got {t.dtype}. Cast it with .astype(int)."
+        )
+    concrete = not isinstance(t, jax.core.Tracer)
+    if num_classes == -1:
+        if not concrete:
+            raise ValueError(
+                "one_hot with num_classes=-1 reads the largest class from the values, which jit does not have; "
+                "pass num_classes explicitly."
+            )
+        if t.size == 0:
+            raise ValueError("Can not infer total number of classes from empty tensor; pass num_classes.")
+        num_classes = int(t.max()) + 1
+    elif num_classes < 0:
+        raise ValueError(f"one_hot: num_classes should be -1 or a non-negative int, got {num_classes}.")
+    if concrete and t.size:
+        if int(t.min()) < 0:
+            raise ValueError(f"one_hot: class values must be non-negative; got the minimum {int(t.min())}.")
+        if int(t.max()) >= num_classes:
+            raise ValueError(
+                f"one_hot: class values must be smaller than num_classes={num_classes}; got {int(t.max())}."
+            )
+    return (t[..., None] == jnp.arange(num_classes, dtype=t.dtype)).astype(jax.dtypes.canonicalize_dtype(jnp.int64))
+
+
+def scaled_dot_product_attention(
+    query: jax.Array,
+    key: jax.Array,
+    value: jax.Array,
+    attn_mask: jax.Array | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: float | None = None,
+    enable_gqa: bool = False,
+    *,
+    rng: jax.Array | None = None,
+    dropout_mask: jax.Array | None = None,
+) -> jax.Array:
+    """``F.scaled_dot_product_attention``: ``softmax(q k^T * scale + mask) v`` with torch's conventions.
+
+    ``query`` is ``(..., L, E)``, ``key`` ``(..., S, E)``, ``value`` ``(..., S, Ev)``.
+    A boolean ``attn_mask`` is True where attention is *allowed* (torch's
+    convention for this function; the opposite of ``nn.MultiheadAttention``'s),
+    a float mask is added to the scores; both broadcast to ``(..., L, S)``.
+    ``is_causal`` uses the top-left causal mask (query ``i`` sees keys ``<= i``)
+    and excludes ``attn_mask``, as in torch. ``scale`` defaults to
+    ``1 / sqrt(E)``. ``enable_gqa`` lets ``key``/``value`` have fewer heads (dim
+    -3) that divide the query's, each shared by consecutive query heads. A query
+    row with every key masked gives zeros, as torch's math kernel does.
+
+    torch applies dropout whenever ``dropout_p > 0`` (its callers pass
+    ``dropout_p=0`` in eval). The keep mask over the ``(..., L, S)`` weights is
+    drawn from ``rng`` (a ``jax.random.key``; the name ``key`` is the attention's
+    key tensor) or given as ``dropout_mask``; kept weights are scaled by
+    ``1 / (1 - dropout_p)``.
+    """
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        _check_floating(t, "scaled_dot_product_attention", name)
+        if t.ndim < 2:
+            raise ValueError(
+                f"scaled_dot_product_attention: {name} must have at least 2 dimensions (..., length, features); "
+                f"got shape {tuple(t.shape)}."
+            )
+    if query.shape[-1] != key.shape[-1] or key.shape[-2] != value.shape[-2]:
+        raise ValueError(
+            f"scaled_dot_product_attention: query {tuple(query.shape)}, key {tuple(key.shape)} and value "
+            f"{tuple(value.shape)} must share the feature size E (query and key: (..., L, E), (..., S, E)) and the "
+            "key length S (key and value)."
+        )
+    _check_dropout_p(dropout_p)
+    if is_causal and attn_mask is not None:
+        raise ValueError(
+            "scaled_dot_product_attention: explicit attn_mask should not be set when is_causal=True; "
+            "fold the causal mask into attn_mask or drop it."
+        )
+    if enable_gqa and query.ndim >= 3 and key.shape[-3] != query.shape[-3]:
+        hq, hk = query.shape[-3], key.shape[-3]
+        if hk == 0 or hq % hk or value.shape[-3] != hk:
+            raise ValueError(
+                f"scaled_dot_product_attention with enable_gqa: the query's {hq} heads must be a multiple of the "
+                f"key's and value's heads; got key {tuple(key.shape)} and value {tuple(value.shape)}."
+            )
+        key = jnp.repeat(key, hq // hk, axis=-3)
+        value = jnp.repeat(value, hq // hk, axis=-3)
+    L, S = query.shape[-2], key.shape[-2]
+    if scale is None:
+        scale = 1.0 / math.sqrt(query.shape[-1])
+    scores = jnp.matmul(query, jnp.swapaxes(key, -1, -2)) * jnp.asarray(scale, query.dtype)
+    allowed = None
+    if is_causal:
+        allowed = jnp.tril(jnp.ones((L, S), bool))
+    elif attn_mask is not None:
+        attn_mask = jnp.asarray(attn_mask)
+        if attn_mask.dtype == jnp.bool_:
+            allowed = attn_mask
+        else:
+            scores = scores + attn_mask.astype(scores.dtype)
+    if allowed is not None:
+        scores = jnp.where(allowed, scores, -jnp.inf)
+    # torch's _safe_softmax: a row with every score -inf gives zeros (and zero gradient) instead of NaN.
+    top = jnp.max(scores, axis=-1, keepdims=True)
+    all_masked = top == -jnp.inf
+    e = jnp.exp(scores - jnp.where(all_masked, 0, jax.lax.stop_gradient(top)))
+    weights = jnp.where(all_masked, 0, e / jnp.where(all_masked, 1, e.sum(axis=-1, keepdims=True)))
+    if dropout_p > 0:
+        shape = weights.shape
+        if dropout_mask is None:
+            if rng is None:
+                raise ValueError(
+                    "scaled_dot_product_attention with dropout_p > 0 needs random keys: pass "
+                    "rng=jax.random.key(seed), a keep mask with dropout_mask=, or dropout_p=0 (eval)."
+                )
+            keep = jax.random.bernoulli(rng, 1 - dropout_p, shape)
+        else:
+            keep = jnp.broadcast_to(jnp.asarray(dropout_mask, bool), shape)
+        factor = 0.0 if dropout_p == 1 else 1 / (1 - dropout_p)  # p = 1: every weight dropped, zeros
+        weights = jnp.where(keep, weights, 0) * jnp.asarray(factor, weights.dtype)
+    return jnp.matmul(weights, value)

@@ -179,3 +179,9 @@ from .normalization import LocalResponseNorm as LocalResponseNorm
 from .normalization import RMSNorm as RMSNorm
 from .sparse import Embedding as Embedding
 from .sparse import EmbeddingBag as EmbeddingBag
+
+# isort: split
+# Resizing layers (#15), appended so parallel branches merge cleanly.
+from .upsampling import Upsample as Upsample
+from .upsampling import UpsamplingBilinear2d as UpsamplingBilinear2d
+from .upsampling import UpsamplingNearest2d as UpsamplingNearest2d
