@@ -414,3 +414,58 @@ def test_scaled_dot_product_attention_random_dropout_drops_weights_at_rate_p(x64
         F.scaled_dot_product_attention(q, k, eye, jnp.ones((16, 32), bool), is_causal=True)
     with pytest.raises(ValueError, match="must be a multiple of the key's"):
         F.scaled_dot_product_attention(q, k[:, :3], eye[None, None].repeat(3, 1), enable_gqa=True)
+
+
+# Shuffles, normalize and distances ------------------------------------------
+
+# (jaxnets / torch function name, input shapes, arguments); row 0 of the inputs is zero where marked, to reach
+# the eps clamps (torch clamps the norm's value, not its gradient).
+REARRANGE = [
+    ("pixel_shuffle", [(2, 12, 3, 4)], (2,), False),
+    ("pixel_shuffle", [(18, 2, 3)], (3,), False),  # unbatched
+    ("pixel_unshuffle", [(2, 3, 4, 6)], (2,), False),
+    ("channel_shuffle", [(2, 6, 3, 2)], (3,), False),
+    ("normalize", [(4, 5, 3)], (2.0, 1), True),
+    ("normalize", [(4, 5)], (1.0, -1), True),
+    ("normalize", [(3, 4, 5)], (3.0, 2), False),
+    ("cosine_similarity", [(4, 5), (4, 5)], (1,), True),
+    ("cosine_similarity", [(3, 1, 6), (1, 4, 6)], (-1,), False),  # broadcast
+    ("pairwise_distance", [(4, 5), (4, 5)], (2.0, 1e-6, True), False),
+]
+
+
+@pytest.mark.parametrize("name, shapes, args, zero_row", REARRANGE, ids=[f"{c[0]}-{c[1]}" for c in REARRANGE])
+def test_shuffles_normalize_and_distances_match_torch(x64, name, shapes, args, zero_row):
+    xs = [_normal(s, 16 + i) for i, s in enumerate(shapes)]
+    if zero_row:
+        xs[0][0] = 0.0
+    ts = [torch.tensor(x, requires_grad=True) for x in xs]
+    want = getattr(TF, name)(*ts, *args)
+    g = _normal(tuple(want.shape), 20)
+    want.backward(torch.tensor(g))
+
+    @jax.jit
+    def value_and_grad(xs, g):
+        y, vjp = jax.vjp(lambda *xs: getattr(F, name)(*xs, *args), *xs)
+        return y, vjp(g)
+
+    y, grads = value_and_grad([jnp.asarray(x) for x in xs], jnp.asarray(g))
+    _close(y, want.detach().numpy(), "output")
+    for i, (have, t) in enumerate(zip(grads, ts, strict=True)):
+        _close(have, t.grad.numpy(), f"gradient of input {i}")
+
+
+def test_shuffle_and_distance_layers_match_torch_and_refuse_bad_shapes(x64):
+    x = _normal((2, 8, 4, 6), 21)
+    for cls, arg in (("PixelShuffle", 2), ("PixelUnshuffle", 2), ("ChannelShuffle", 4)):
+        _close(getattr(nn, cls)(arg)(jnp.asarray(x)), getattr(torch.nn, cls)(arg)(torch.tensor(x)).numpy(), cls)
+    a, b = _normal((3, 7), 22), _normal((3, 7), 23)
+    for cls in ("CosineSimilarity", "PairwiseDistance"):
+        want = getattr(torch.nn, cls)()(torch.tensor(a), torch.tensor(b)).numpy()
+        _close(getattr(nn, cls)()(jnp.asarray(a), jnp.asarray(b)), want, cls)
+    with pytest.raises(ValueError, match=r"C \* upscale_factor\*\*2.*got shape \(2, 8, 4, 6\) and upscale_factor=3"):
+        F.pixel_shuffle(jnp.asarray(x), 3)
+    with pytest.raises(ValueError, match="divisible by downscale_factor"):
+        F.pixel_unshuffle(jnp.asarray(x), 5)
+    with pytest.raises(ValueError, match="C divisible by groups"):
+        F.channel_shuffle(jnp.asarray(x), 3)

@@ -2632,3 +2632,76 @@ def scaled_dot_product_attention(
         factor = 0.0 if dropout_p == 1 else 1 / (1 - dropout_p)  # p = 1: every weight dropped, zeros
         weights = jnp.where(keep, weights, 0) * jnp.asarray(factor, weights.dtype)
     return jnp.matmul(weights, value)
+
+
+# Pixel and channel shuffles, normalize, cosine similarity (#15) -------------
+
+
+def pixel_shuffle(input: jax.Array, upscale_factor: int) -> jax.Array:
+    """``F.pixel_shuffle``: ``(*, C r^2, H, W)`` to ``(*, C, H r, W r)``, torch's channel order."""
+    r = upscale_factor
+    if input.ndim < 3 or r <= 0 or input.shape[-3] % (r * r):
+        raise ValueError(
+            f"pixel_shuffle expects input (*, C * upscale_factor**2, H, W) with upscale_factor > 0; got shape "
+            f"{tuple(input.shape)} and upscale_factor={r}."
+        )
+    *batch, c, h, w = input.shape
+    x = input.reshape(*batch, c // (r * r), r, r, h, w)
+    n = len(batch)
+    x = x.transpose(*range(n), n, n + 3, n + 1, n + 4, n + 2)
+    return x.reshape(*batch, c // (r * r), h * r, w * r)
+
+
+def pixel_unshuffle(input: jax.Array, downscale_factor: int) -> jax.Array:
+    """``F.pixel_unshuffle``: ``(*, C, H r, W r)`` to ``(*, C r^2, H, W)``, the inverse of :func:`pixel_shuffle`."""
+    r = downscale_factor
+    if input.ndim < 3 or r <= 0 or input.shape[-2] % r or input.shape[-1] % r:
+        raise ValueError(
+            f"pixel_unshuffle expects input (*, C, H, W) with H and W divisible by downscale_factor > 0; got shape "
+            f"{tuple(input.shape)} and downscale_factor={r}."
+        )
+    *batch, c, h, w = input.shape
+    x = input.reshape(*batch, c, h // r, r, w // r, r)
+    n = len(batch)
+    x = x.transpose(*range(n), n, n + 2, n + 4, n + 1, n + 3)
+    return x.reshape(*batch, c * r * r, h // r, w // r)
+
+
+def channel_shuffle(input: jax.Array, groups: int) -> jax.Array:
+    """``F.channel_shuffle``: ``(N, C, *)`` with channels ``(groups, C / groups)`` transposed."""
+    if input.ndim < 3 or groups <= 0 or input.shape[1] % groups:
+        raise ValueError(
+            f"channel_shuffle expects input (N, C, *) with at least 3 dimensions and C divisible by groups > 0; "
+            f"got shape {tuple(input.shape)} and groups={groups}."
+        )
+    n, c, *rest = input.shape
+    return input.reshape(n, groups, c // groups, *rest).swapaxes(1, 2).reshape(input.shape)
+
+
+native_channel_shuffle = channel_shuffle
+
+
+def _clamp_min_no_grad(x: jax.Array, low: float) -> jax.Array:
+    # torch clamps a norm in place under no_grad: the value is clamped, the gradient is the norm's.
+    return x + jax.lax.stop_gradient(jnp.maximum(x, low) - x)
+
+
+def normalize(input: jax.Array, p: float = 2.0, dim: int = 1, eps: float = 1e-12, out=None) -> jax.Array:
+    """``F.normalize``: ``input / max(||input||_p, eps)`` along ``dim``."""
+    if out is not None:
+        raise ValueError("normalize: out= has no meaning in JAX (arrays are immutable); use the returned array.")
+    _check_floating(input, "normalize")
+    return input / jnp.maximum(vector_norm(input, p, dim, True), eps)
+
+
+def cosine_similarity(x1: jax.Array, x2: jax.Array, dim: int = 1, eps: float = 1e-8) -> jax.Array:
+    """``F.cosine_similarity``: ATen's ``sum(x1 / max(||x1||, eps) * x2 / max(||x2||, eps), dim)``.
+
+    The inputs broadcast; as in ATen the norms are clamped without their
+    gradient being clamped.
+    """
+    _check_floating(x1, "cosine_similarity", "x1")
+    x1, x2 = jnp.broadcast_arrays(x1, x2)
+    n1 = _clamp_min_no_grad(vector_norm(x1, 2.0, dim, True), eps)
+    n2 = _clamp_min_no_grad(vector_norm(x2, 2.0, dim, True), eps)
+    return ((x1 / n1) * (x2 / n2)).sum(axis=dim)

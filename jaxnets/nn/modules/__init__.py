@@ -181,7 +181,12 @@ from .sparse import Embedding as Embedding
 from .sparse import EmbeddingBag as EmbeddingBag
 
 # isort: split
-# Resizing layers (#15), appended so parallel branches merge cleanly.
+# Resizing, shuffling and distance layers (#15), appended so parallel branches merge cleanly.
+from .distance import CosineSimilarity as CosineSimilarity
+from .distance import PairwiseDistance as PairwiseDistance
+from .pixelshuffle import ChannelShuffle as ChannelShuffle
+from .pixelshuffle import PixelShuffle as PixelShuffle
+from .pixelshuffle import PixelUnshuffle as PixelUnshuffle
 from .upsampling import Upsample as Upsample
 from .upsampling import UpsamplingBilinear2d as UpsamplingBilinear2d
 from .upsampling import UpsamplingNearest2d as UpsamplingNearest2d
