@@ -469,3 +469,48 @@ def test_shuffle_and_distance_layers_match_torch_and_refuse_bad_shapes(x64):
         F.pixel_unshuffle(jnp.asarray(x), 5)
     with pytest.raises(ValueError, match="C divisible by groups"):
         F.channel_shuffle(jnp.asarray(x), 3)
+
+
+# Max unpooling ----------------------------------------------------------------
+
+# (class dims, input shape of the pooling, kernel, stride, padding, output_size); torch's own max-pool indices
+UNPOOLS = [
+    (1, (2, 3, 8), 2, None, 0, None),
+    (2, (2, 3, 6, 7), 2, 2, 1, [6, 7]),  # padded: the default size (6, 6) would not hold index 40
+    (2, (3, 5, 6), (2, 3), None, 0, [1, 3, 5, 7]),  # unbatched, output_size with N, C, larger than the default
+    (3, (1, 2, 4, 6, 4), 2, None, 0, None),
+]
+
+
+@pytest.mark.parametrize("n, shape, kernel, stride, padding, output_size", UNPOOLS)
+def test_max_unpool_matches_torch(x64, n, shape, kernel, stride, padding, output_size):
+    x = torch.tensor(_normal(shape, 24))
+    pooled, idx = getattr(TF, f"max_pool{n}d")(x, kernel, stride, padding, return_indices=True)
+    pooled = pooled.detach().requires_grad_(True)
+    torch_layer = getattr(torch.nn, f"MaxUnpool{n}d")(kernel, stride, padding)
+    want = torch_layer(pooled, idx, output_size)
+    g = _normal(tuple(want.shape), 25)
+    want.backward(torch.tensor(g))
+    layer = getattr(nn, f"MaxUnpool{n}d")(kernel, stride, padding)
+    jidx = jnp.asarray(idx.numpy().copy())
+
+    @jax.jit
+    def value_and_grad(p, g):
+        y, vjp = jax.vjp(lambda p: layer(p, jidx, output_size), p)
+        return y, vjp(g)[0]
+
+    y, grad = value_and_grad(jnp.asarray(pooled.detach().numpy().copy()), jnp.asarray(g))
+    _close(y, want.detach().numpy(), "output")
+    _close(grad, pooled.grad.numpy(), "input gradient")
+
+
+def test_max_unpool_refuses_bad_arguments_clearly():
+    x, idx = jnp.ones((1, 2, 3, 3)), jnp.zeros((1, 2, 3, 3), int)
+    with pytest.raises(ValueError, match=r"invalid output_size \[9, 6\] \(dim 0 must be between 4 and 8"):
+        F.max_unpool2d(x, idx, 2, output_size=(9, 6))
+    with pytest.raises(ValueError, match="found an invalid max index 36"):
+        F.max_unpool2d(x, idx.at[0, 0, 0, 0].set(36), 2)
+    with pytest.raises(ValueError, match="must have the input's shape"):
+        F.max_unpool2d(x, idx[0], 2)
+    with pytest.raises(ValueError, match="with 2 spatial dimension"):
+        F.max_unpool2d(jnp.ones((2, 3)), jnp.zeros((2, 3), int), 2)

@@ -2705,3 +2705,76 @@ def cosine_similarity(x1: jax.Array, x2: jax.Array, dim: int = 1, eps: float = 1
     n1 = _clamp_min_no_grad(vector_norm(x1, 2.0, dim, True), eps)
     n2 = _clamp_min_no_grad(vector_norm(x2, 2.0, dim, True), eps)
     return ((x1 / n1) * (x2 / n2)).sum(axis=dim)
+
+
+# Max unpooling (#15) ---------------------------------------------------------
+
+
+def max_unpool(input, indices, n: int, kernel_size, stride=None, padding=0, output_size=None, name="max_unpool"):
+    """``F.max_unpool1d/2d/3d``: zeros with ``input``'s values at max-pool's flat per-channel ``indices``.
+
+    The default output size is ``(in - 1) * stride - 2 * padding + kernel``; an
+    explicit ``output_size`` (``n`` sizes, or ``N, C`` and ``n`` sizes) must lie
+    strictly within ``stride`` of it, as torch checks. Concrete indices are
+    checked against the output plane. Where two inputs name the same index
+    (overlapping pooling windows) which one lands is not specified.
+    """
+    _check_floating(input, name)
+    if input.ndim not in (n + 1, n + 2):
+        raise ValueError(
+            f"{name} expects (N, C, *spatial) or (C, *spatial) input with {n} spatial dimension(s); got shape "
+            f"{tuple(input.shape)}."
+        )
+    if tuple(jnp.shape(indices)) != tuple(input.shape):
+        raise ValueError(
+            f"{name}: indices of shape {tuple(jnp.shape(indices))} must have the input's shape {tuple(input.shape)} "
+            "(the indices max_pool returned with return_indices=True)."
+        )
+    k = _ntuple(kernel_size, n, "kernel_size")
+    s = k if stride is None else _ntuple(stride, n, "stride")
+    p = _ntuple(padding, n, "padding")
+    spatial = input.shape[-n:]
+    default = [(spatial[d] - 1) * s[d] + k[d] - 2 * p[d] for d in range(n)]
+    if output_size is None:
+        out = default
+    else:
+        out = [int(v) for v in output_size]
+        if len(out) == n + 2:
+            out = out[2:]
+        if len(out) != n:
+            raise ValueError(f"{name}: output_size must have {n} or {n + 2} elements; got {list(output_size)}.")
+        for d in range(n):
+            if not default[d] - s[d] < out[d] < default[d] + s[d]:
+                raise ValueError(
+                    f"{name}: invalid output_size {out} (dim {d} must be between {default[d] - s[d]} and "
+                    f"{default[d] + s[d]}, exclusive)."
+                )
+    plane = math.prod(out)
+    if _concrete(indices) and np.size(indices):
+        values = np.asarray(indices)
+        if values.min() < 0 or values.max() >= plane:
+            raise ValueError(
+                f"{name}: found an invalid max index {int(values.max() if values.max() >= plane else values.min())} "
+                f"(the output plane {out} has {plane} elements)."
+            )
+    batch = input.shape[:-n]
+    x = input.reshape(-1, math.prod(spatial))
+    idx = jnp.asarray(indices).reshape(x.shape)
+    rows = jnp.arange(x.shape[0])[:, None]
+    y = jnp.zeros((x.shape[0], plane), input.dtype).at[rows, idx].set(x)
+    return y.reshape(*batch, *out)
+
+
+def max_unpool1d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+    """``F.max_unpool1d``: :func:`max_unpool` over 1 spatial dimension."""
+    return max_unpool(input, indices, 1, kernel_size, stride, padding, output_size, "max_unpool1d")
+
+
+def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+    """``F.max_unpool2d``: :func:`max_unpool` over 2 spatial dimensions."""
+    return max_unpool(input, indices, 2, kernel_size, stride, padding, output_size, "max_unpool2d")
+
+
+def max_unpool3d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+    """``F.max_unpool3d``: :func:`max_unpool` over 3 spatial dimensions."""
+    return max_unpool(input, indices, 3, kernel_size, stride, padding, output_size, "max_unpool3d")

@@ -187,6 +187,9 @@ from .distance import PairwiseDistance as PairwiseDistance
 from .pixelshuffle import ChannelShuffle as ChannelShuffle
 from .pixelshuffle import PixelShuffle as PixelShuffle
 from .pixelshuffle import PixelUnshuffle as PixelUnshuffle
+from .unpooling import MaxUnpool1d as MaxUnpool1d
+from .unpooling import MaxUnpool2d as MaxUnpool2d
+from .unpooling import MaxUnpool3d as MaxUnpool3d
 from .upsampling import Upsample as Upsample
 from .upsampling import UpsamplingBilinear2d as UpsamplingBilinear2d
 from .upsampling import UpsamplingNearest2d as UpsamplingNearest2d
