@@ -514,3 +514,38 @@ def test_max_unpool_refuses_bad_arguments_clearly():
         F.max_unpool2d(x, idx[0], 2)
     with pytest.raises(ValueError, match="with 2 spatial dimension"):
         F.max_unpool2d(jnp.ones((2, 3)), jnp.zeros((2, 3), int), 2)
+
+
+# Unfold and Fold ----------------------------------------------------------------
+
+FOLDS = [
+    ((2, 3, 7, 8), dict(kernel_size=3)),
+    ((3, 6, 5), dict(kernel_size=(2, 3), dilation=(2, 1), padding=1, stride=(2, 3))),  # unbatched
+]
+
+
+@pytest.mark.parametrize("shape, kw", FOLDS)
+def test_unfold_and_fold_match_torch(x64, shape, kw):
+    x = _normal(shape, 26)
+    xt = torch.tensor(x, requires_grad=True)
+    cols = torch.nn.Unfold(**kw)(xt)
+    c = torch.tensor(_normal(tuple(cols.shape), 27), requires_grad=True)
+    back = torch.nn.Fold(shape[-2:], **kw)(c)
+    g1, g2 = _normal(tuple(cols.shape), 28), _normal(tuple(back.shape), 29)
+    (cols * torch.tensor(g1)).sum().add((back * torch.tensor(g2)).sum()).backward()
+    unfold_layer, fold_layer = nn.Unfold(**kw), nn.Fold(shape[-2:], **kw)
+
+    @jax.jit
+    def value_and_grad(x, c, g1, g2):
+        (y1, y2), vjp = jax.vjp(lambda x, c: (unfold_layer(x), fold_layer(c)), x, c)
+        return y1, y2, vjp((g1, g2))
+
+    y1, y2, (gx, gc) = value_and_grad(*map(jnp.asarray, (x, c.detach().numpy(), g1, g2)))
+    _close(y1, cols.detach().numpy(), "unfold")
+    _close(y2, back.detach().numpy(), "fold")
+    _close(gx, xt.grad.numpy(), "unfold's input gradient")
+    _close(gc, c.grad.numpy(), "fold's input gradient")
+    with pytest.raises(ValueError, match="dim -1 must be the"):
+        F.fold(jnp.ones((2, 27, 5)), (7, 8), 3)
+    with pytest.raises(ValueError, match="unfold expects 3D"):
+        F.unfold(jnp.ones((2, 3, 4, 5, 6)), 2)

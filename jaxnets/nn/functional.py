@@ -2778,3 +2778,63 @@ def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_siz
 def max_unpool3d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
     """``F.max_unpool3d``: :func:`max_unpool` over 3 spatial dimensions."""
     return max_unpool(input, indices, 3, kernel_size, stride, padding, output_size, "max_unpool3d")
+
+
+# Unfold and fold (im2col, col2im) (#15) ---------------------------------------
+
+
+def _fold_args(name, kernel_size, dilation, padding, stride):
+    return tuple(
+        _ntuple(v, 2, f"{name}: {what}")
+        for v, what in ((kernel_size, "kernel_size"), (dilation, "dilation"), (padding, "padding"), (stride, "stride"))
+    )
+
+
+def unfold(input: jax.Array, kernel_size, dilation=1, padding=0, stride=1) -> jax.Array:
+    """``F.unfold`` (im2col): ``(N, C, H, W)`` or ``(C, H, W)`` to ``(N, C * kh * kw, L)``, torch's order."""
+    _check_floating(input, "unfold")
+    if input.ndim not in (3, 4):
+        raise ValueError(
+            f"unfold expects 3D (C, H, W) or 4D (N, C, H, W) input; got shape {tuple(input.shape)} "
+            "(torch's Unfold supports only 4D spatial input)."
+        )
+    k, d, p, s = _fold_args("unfold", kernel_size, dilation, padding, stride)
+    x = input if input.ndim == 4 else input[None]
+    patches = jax.lax.conv_general_dilated_patches(
+        x,
+        k,
+        s,
+        [(p[0], p[0]), (p[1], p[1])],
+        rhs_dilation=d,
+        dimension_numbers=("NCHW", "OIHW", "NCHW"),
+        precision=jax.lax.Precision.HIGHEST,
+    )
+    if 0 in patches.shape[2:]:
+        raise ValueError(
+            f"unfold: the sliding blocks do not fit: input {tuple(input.shape)} with kernel_size {k}, dilation {d}, "
+            f"padding {p}, stride {s} gives no block. Pad more or use a smaller kernel."
+        )
+    y = patches.reshape(x.shape[0], patches.shape[1], -1)
+    return y if input.ndim == 4 else y[0]
+
+
+def fold(input: jax.Array, output_size, kernel_size, dilation=1, padding=0, stride=1) -> jax.Array:
+    """``F.fold`` (col2im): sums ``(N, C * kh * kw, L)`` blocks into ``(N, C, *output_size)``; the adjoint of unfold."""
+    _check_floating(input, "fold")
+    if input.ndim not in (2, 3):
+        raise ValueError(f"fold expects 2D (C * kh * kw, L) or 3D (N, C * kh * kw, L) input; got {tuple(input.shape)}.")
+    k, d, p, s = _fold_args("fold", kernel_size, dilation, padding, stride)
+    out = _ntuple(output_size, 2, "fold: output_size")
+    x = input if input.ndim == 3 else input[None]
+    blocks = [(out[i] + 2 * p[i] - d[i] * (k[i] - 1) - 1) // s[i] + 1 for i in range(2)]
+    if x.shape[1] % (k[0] * k[1]) or x.shape[2] != blocks[0] * blocks[1]:
+        raise ValueError(
+            f"fold: input of shape {tuple(input.shape)} does not match: dim -2 must be divisible by the kernel's "
+            f"{k[0] * k[1]} elements and dim -1 must be the {blocks[0]} x {blocks[1]} = {blocks[0] * blocks[1]} "
+            f"blocks of output_size {out} with kernel_size {k}, dilation {d}, padding {p}, stride {s}."
+        )
+    c = x.shape[1] // (k[0] * k[1])
+    zeros = jnp.zeros((x.shape[0], c, *out), x.dtype)
+    _, vjp = jax.vjp(lambda z: unfold(z, k, d, p, s), zeros)
+    y = vjp(x)[0]
+    return y if input.ndim == 3 else y[0]

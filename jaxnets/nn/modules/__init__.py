@@ -184,6 +184,8 @@ from .sparse import EmbeddingBag as EmbeddingBag
 # Resizing, shuffling and distance layers (#15), appended so parallel branches merge cleanly.
 from .distance import CosineSimilarity as CosineSimilarity
 from .distance import PairwiseDistance as PairwiseDistance
+from .fold import Fold as Fold
+from .fold import Unfold as Unfold
 from .pixelshuffle import ChannelShuffle as ChannelShuffle
 from .pixelshuffle import PixelShuffle as PixelShuffle
 from .pixelshuffle import PixelUnshuffle as PixelUnshuffle
