@@ -211,3 +211,341 @@ def test_parity_compare_refuses_every_dropout_variant_in_train_mode():
     q = np.random.default_rng(1).normal(size=(2, 3, 4))
     with pytest.raises(ValueError, match=r"active dropout in: \(model\)"):
         compare(mha, port, q, q, q, mode="train")
+
+
+# Interpolation ---------------------------------------------------------------
+
+# (input shape, keyword arguments): every mode, size and scale_factor (integer, fractional, per axis,
+# shrinking), align_corners both ways, recompute_scale_factor, and sizes where floor(i * scale) rounds.
+INTERPOLATIONS = [
+    ((2, 3, 5), dict(size=9, mode="nearest")),
+    ((2, 3, 4, 5), dict(scale_factor=(2.0, 1.5), mode="nearest")),
+    ((1, 2, 3, 4, 5), dict(size=(5, 3, 8), mode="nearest")),
+    ((2, 3, 7), dict(scale_factor=0.6, mode="nearest")),
+    ((2, 3, 7, 6), dict(scale_factor=1.7, mode="nearest", recompute_scale_factor=True)),
+    ((2, 3, 5), dict(size=12, mode="nearest-exact")),
+    ((2, 2, 6, 5), dict(scale_factor=(0.7, 2.3), mode="nearest-exact")),
+    ((1, 2, 3, 4, 3), dict(scale_factor=2, mode="nearest-exact")),
+    ((2, 3, 5), dict(size=11, mode="linear", align_corners=False)),
+    ((2, 3, 6), dict(scale_factor=1.3, mode="linear", align_corners=True)),
+    ((2, 3, 9), dict(size=4, mode="linear")),
+    ((2, 3, 4, 5), dict(size=(7, 9), mode="bilinear", align_corners=False)),
+    ((2, 3, 4, 5), dict(size=(7, 9), mode="bilinear", align_corners=True)),
+    ((2, 3, 8, 6), dict(scale_factor=(0.5, 1.5), mode="bilinear")),
+    ((2, 3, 5, 5), dict(scale_factor=2.5, mode="bilinear", recompute_scale_factor=True)),
+    ((1, 2, 5, 4), dict(size=(1, 4), mode="bilinear", align_corners=True)),  # output 1 and unchanged axis
+    ((2, 2, 4, 5), dict(size=(9, 6), mode="bicubic", align_corners=False)),
+    ((2, 2, 4, 5), dict(scale_factor=1.75, mode="bicubic", align_corners=True)),
+    ((2, 2, 9, 7), dict(size=(4, 3), mode="bicubic")),
+    ((1, 2, 3, 4, 3), dict(size=(5, 6, 4), mode="trilinear", align_corners=False)),
+    ((1, 2, 3, 4, 3), dict(scale_factor=(1.5, 0.75, 2.0), mode="trilinear", align_corners=True)),
+    ((2, 3, 7), dict(size=3, mode="area")),
+    ((2, 3, 7, 5), dict(scale_factor=(0.5, 1.6), mode="area")),
+    ((1, 2, 6, 4, 5), dict(size=(3, 7, 2), mode="area")),
+]
+
+
+def _interp_id(case):
+    shape, kw = case
+    return f"{kw['mode']}-{len(shape) - 2}d-" + "-".join(f"{k}={v}" for k, v in kw.items() if k != "mode")
+
+
+@pytest.mark.parametrize("shape, kw", INTERPOLATIONS, ids=[_interp_id(c) for c in INTERPOLATIONS])
+def test_interpolate_matches_torch(x64, shape, kw):
+    x = _normal(shape, 11)
+    xt = torch.tensor(x, requires_grad=True)
+    want = TF.interpolate(xt, **kw)
+    g = _normal(tuple(want.shape), 12)
+    want.backward(torch.tensor(g))
+
+    @jax.jit
+    def value_and_grad(x, g):
+        y, vjp = jax.vjp(lambda x: F.interpolate(x, **kw), x)
+        return y, vjp(g)[0]
+
+    y, grad = value_and_grad(jnp.asarray(x), jnp.asarray(g))
+    assert y.shape == tuple(want.shape)
+    _close(y, want.detach().numpy(), "output")
+    _close(grad, xt.grad.numpy(), "input gradient")
+
+
+@pytest.mark.parametrize(
+    "cls, args, kw",
+    [
+        ("Upsample", (), dict(scale_factor=1.5, mode="bilinear")),
+        ("Upsample", (), dict(size=(3, 5, 4), mode="trilinear", align_corners=True)),
+        ("UpsamplingNearest2d", (), dict(scale_factor=2)),
+        ("UpsamplingBilinear2d", ((7, 9),), {}),
+    ],
+)
+def test_upsampling_layers_match_torch(x64, cls, args, kw):
+    shape = (2, 3, 4, 5, 3) if kw.get("mode") == "trilinear" else (2, 3, 4, 5)
+    x = _normal(shape, 13)
+    want = getattr(torch.nn, cls)(*args, **kw)(torch.tensor(x))
+    _close(getattr(nn, cls)(*args, **kw)(jnp.asarray(x)), want.numpy())
+
+
+def test_interpolate_refuses_bad_arguments_clearly():
+    x = jnp.ones((1, 2, 3, 4))
+    with pytest.raises(ValueError, match="bilinear mode needs 4D input"):
+        F.interpolate(jnp.ones((1, 2, 3)), size=4, mode="bilinear")
+    with pytest.raises(ValueError, match="align_corners option can only be set"):
+        F.interpolate(x, size=4, mode="nearest", align_corners=True)
+    with pytest.raises(ValueError, match="only one of size or scale_factor"):
+        F.interpolate(x, size=4, scale_factor=2)
+    with pytest.raises(ValueError, match="either size or scale_factor"):
+        F.interpolate(x)
+    with pytest.raises(ValueError, match="expected one of 'nearest'"):
+        F.interpolate(x, size=4, mode="cubic")
+    with pytest.raises(ValueError, match="same number of spatial dimensions"):
+        F.interpolate(x, scale_factor=(2, 2, 2))
+    with pytest.raises(ValueError, match="1 to 3 spatial dimensions"):
+        F.interpolate(jnp.ones((2, 3)), size=4)
+    with pytest.raises(ValueError, match="greater than 0"):
+        F.interpolate(x, scale_factor=0.2)
+    with pytest.raises(NotImplementedError, match="antialias"):
+        F.interpolate(x, size=4, mode="bilinear", antialias=True)
+
+
+# one_hot and scaled_dot_product_attention ----------------------------------
+
+
+def test_one_hot_matches_torch():
+    t = np.array([[0, 3, 1], [2, 2, 0]])
+    for n in (-1, 4, 6):
+        want = TF.one_hot(torch.tensor(t), n).numpy()
+        have = F.one_hot(jnp.asarray(t), n)
+        np.testing.assert_array_equal(np.asarray(have), want)
+    np.testing.assert_array_equal(np.asarray(jax.jit(F.one_hot, static_argnums=1)(jnp.asarray(t), 5)), np.eye(5)[t])
+    with pytest.raises(ValueError, match="smaller than num_classes=3; got 3"):
+        F.one_hot(jnp.asarray(t), 3)
+    with pytest.raises(ValueError, match="non-negative; got the minimum -1"):
+        F.one_hot(jnp.asarray([-1, 0]), 3)
+    with pytest.raises(TypeError, match="integer dtype; got float32"):
+        F.one_hot(jnp.asarray([0.0, 1.0]), 3)
+    with pytest.raises(ValueError, match="pass num_classes explicitly"):
+        jax.jit(F.one_hot)(jnp.asarray(t))
+
+
+# (query shape, key shape, value shape, keyword arguments); masks are drawn in the test from their name.
+SDPA = [
+    ((2, 3, 4, 8), (2, 3, 6, 8), (2, 3, 6, 5), {}),
+    ((2, 3, 4, 8), (2, 3, 6, 8), (2, 3, 6, 5), dict(attn_mask="bool", scale=0.3)),
+    ((2, 3, 4, 8), (2, 3, 6, 8), (2, 3, 6, 5), dict(attn_mask="bool-empty-row")),
+    ((2, 3, 4, 8), (2, 3, 6, 8), (2, 3, 6, 5), dict(attn_mask="float")),
+    ((2, 3, 5, 8), (2, 3, 5, 8), (2, 3, 5, 8), dict(is_causal=True)),
+    ((2, 3, 4, 8), (2, 3, 6, 8), (2, 3, 6, 5), dict(is_causal=True)),  # L < S: top-left aligned
+    ((4, 5, 6), (4, 7, 6), (4, 7, 3), dict(attn_mask="float")),  # 3D, no head dimension
+    ((2, 6, 4, 8), (2, 2, 6, 8), (2, 2, 6, 5), dict(enable_gqa=True, attn_mask="bool")),
+    ((2, 3, 4, 8), (2, 3, 6, 8), (2, 3, 6, 5), dict(dropout_p=0.3, attn_mask="float")),
+    ((2, 6, 5, 8), (2, 3, 5, 8), (2, 3, 5, 5), dict(dropout_p=0.5, is_causal=True, enable_gqa=True)),
+]
+
+
+def _sdpa_id(case):
+    return f"{len(case[0])}d-" + "-".join(f"{k}={v}" for k, v in case[3].items()) if case[3] else f"{len(case[0])}d"
+
+
+@pytest.mark.parametrize("qs, ks, vs, kw", SDPA, ids=[_sdpa_id(c) for c in SDPA])
+def test_scaled_dot_product_attention_matches_torch(x64, qs, ks, vs, kw):
+    kw = dict(kw)
+    rng = np.random.default_rng(14)
+    q, k, v = (rng.normal(size=s) for s in (qs, ks, vs))
+    L, S = qs[-2], ks[-2]
+    kind = kw.pop("attn_mask", None)
+    mask = None
+    if kind == "float":
+        mask = rng.normal(size=(L, S))
+    elif kind is not None:  # a different boolean mask per batch item, broadcast over the heads
+        mask = rng.random(size=(qs[0], 1, L, S) if len(qs) == 4 else (L, S)) > 0.3
+        mask[..., 0] = True  # every query attends somewhere, except
+        if kind == "bool-empty-row":
+            mask[..., 1, :] = False  # query 1, which attends nowhere: torch gives zeros there
+    ts = [torch.tensor(a, requires_grad=True) for a in (q, k, v)]
+    tmask = None if mask is None else torch.tensor(mask)
+    p = kw.get("dropout_p", 0.0)
+    if p:
+        heads = qs[-3]
+        keep = rng.random(size=qs[:-2] + (L, S)) > p
+        math_kw = {k_: v_ for k_, v_ in kw.items() if k_ != "dropout_p"}
+        t_k, t_v = ts[1], ts[2]
+        if kw.get("enable_gqa"):  # the math kernel takes the repeated heads
+            t_k = t_k.repeat_interleave(heads // ks[-3], -3)
+            t_v = t_v.repeat_interleave(heads // ks[-3], -3)
+            math_kw.pop("enable_gqa")
+        want = torch.ops.aten._scaled_dot_product_attention_math(
+            ts[0], t_k, t_v, tmask, p, dropout_mask=torch.tensor(keep), **math_kw
+        )[0]
+    else:
+        keep = None
+        want = TF.scaled_dot_product_attention(*ts, attn_mask=tmask, **kw)
+    g = rng.normal(size=tuple(want.shape))
+    want.backward(torch.tensor(g))
+
+    @jax.jit
+    def value_and_grad(q, k, v, g):
+        def f(q, k, v):
+            m = None if mask is None else jnp.asarray(mask)
+            return F.scaled_dot_product_attention(q, k, v, m, dropout_mask=keep, **kw)
+
+        y, vjp = jax.vjp(f, q, k, v)
+        return y, vjp(g)
+
+    y, grads = value_and_grad(*map(jnp.asarray, (q, k, v, g)))
+    _close(y, want.detach().numpy(), "output")
+    for name, have, t in zip("qkv", grads, ts, strict=True):
+        _close(have, t.grad.numpy(), f"gradient of {name}")
+
+
+def test_scaled_dot_product_attention_random_dropout_drops_weights_at_rate_p(x64):
+    rng = np.random.default_rng(15)
+    q, k = jnp.asarray(rng.normal(size=(4, 8, 16, 8))), jnp.asarray(rng.normal(size=(4, 8, 32, 8)))
+    eye = jnp.eye(32, dtype=q.dtype)  # value = identity: the output is the (dropped) attention weights
+    p = 0.3
+    y = np.asarray(jax.jit(F.scaled_dot_product_attention, static_argnums=4)(q, k, eye, None, p, rng=jax.random.key(3)))
+    weights = np.asarray(F.scaled_dot_product_attention(q, k, eye))
+    kept = y != 0
+    rate = 1 - kept.mean()
+    assert abs(rate - p) < 6 * math.sqrt(p * (1 - p) / y.size), rate  # 6 standard errors
+    _close(y[kept], weights[kept] / (1 - p))
+    with pytest.raises(ValueError, match="needs random keys: pass rng=jax.random.key"):
+        F.scaled_dot_product_attention(q, k, eye, dropout_p=0.1)
+    with pytest.raises(ValueError, match="should not be set when is_causal=True"):
+        F.scaled_dot_product_attention(q, k, eye, jnp.ones((16, 32), bool), is_causal=True)
+    with pytest.raises(ValueError, match="must be a multiple of the key's"):
+        F.scaled_dot_product_attention(q, k[:, :3], eye[None, None].repeat(3, 1), enable_gqa=True)
+
+
+# Shuffles, normalize and distances ------------------------------------------
+
+# (jaxnets / torch function name, input shapes, arguments); row 0 of the inputs is zero where marked, to reach
+# the eps clamps (torch clamps the norm's value, not its gradient).
+REARRANGE = [
+    ("pixel_shuffle", [(2, 12, 3, 4)], (2,), False),
+    ("pixel_shuffle", [(18, 2, 3)], (3,), False),  # unbatched
+    ("pixel_unshuffle", [(2, 3, 4, 6)], (2,), False),
+    ("channel_shuffle", [(2, 6, 3, 2)], (3,), False),
+    ("normalize", [(4, 5, 3)], (2.0, 1), True),
+    ("normalize", [(4, 5)], (1.0, -1), True),
+    ("normalize", [(3, 4, 5)], (3.0, 2), False),
+    ("cosine_similarity", [(4, 5), (4, 5)], (1,), True),
+    ("cosine_similarity", [(3, 1, 6), (1, 4, 6)], (-1,), False),  # broadcast
+    ("pairwise_distance", [(4, 5), (4, 5)], (2.0, 1e-6, True), False),
+]
+
+
+@pytest.mark.parametrize("name, shapes, args, zero_row", REARRANGE, ids=[f"{c[0]}-{c[1]}" for c in REARRANGE])
+def test_shuffles_normalize_and_distances_match_torch(x64, name, shapes, args, zero_row):
+    xs = [_normal(s, 16 + i) for i, s in enumerate(shapes)]
+    if zero_row:
+        xs[0][0] = 0.0
+    ts = [torch.tensor(x, requires_grad=True) for x in xs]
+    want = getattr(TF, name)(*ts, *args)
+    g = _normal(tuple(want.shape), 20)
+    want.backward(torch.tensor(g))
+
+    @jax.jit
+    def value_and_grad(xs, g):
+        y, vjp = jax.vjp(lambda *xs: getattr(F, name)(*xs, *args), *xs)
+        return y, vjp(g)
+
+    y, grads = value_and_grad([jnp.asarray(x) for x in xs], jnp.asarray(g))
+    _close(y, want.detach().numpy(), "output")
+    for i, (have, t) in enumerate(zip(grads, ts, strict=True)):
+        _close(have, t.grad.numpy(), f"gradient of input {i}")
+
+
+def test_shuffle_and_distance_layers_match_torch_and_refuse_bad_shapes(x64):
+    x = _normal((2, 8, 4, 6), 21)
+    for cls, arg in (("PixelShuffle", 2), ("PixelUnshuffle", 2), ("ChannelShuffle", 4)):
+        _close(getattr(nn, cls)(arg)(jnp.asarray(x)), getattr(torch.nn, cls)(arg)(torch.tensor(x)).numpy(), cls)
+    a, b = _normal((3, 7), 22), _normal((3, 7), 23)
+    for cls in ("CosineSimilarity", "PairwiseDistance"):
+        want = getattr(torch.nn, cls)()(torch.tensor(a), torch.tensor(b)).numpy()
+        _close(getattr(nn, cls)()(jnp.asarray(a), jnp.asarray(b)), want, cls)
+    with pytest.raises(ValueError, match=r"C \* upscale_factor\*\*2.*got shape \(2, 8, 4, 6\) and upscale_factor=3"):
+        F.pixel_shuffle(jnp.asarray(x), 3)
+    with pytest.raises(ValueError, match="divisible by downscale_factor"):
+        F.pixel_unshuffle(jnp.asarray(x), 5)
+    with pytest.raises(ValueError, match="C divisible by groups"):
+        F.channel_shuffle(jnp.asarray(x), 3)
+
+
+# Max unpooling ----------------------------------------------------------------
+
+# (class dims, input shape of the pooling, kernel, stride, padding, output_size); torch's own max-pool indices
+UNPOOLS = [
+    (1, (2, 3, 8), 2, None, 0, None),
+    (2, (2, 3, 6, 7), 2, 2, 1, [6, 7]),  # padded: the default size (6, 6) would not hold index 40
+    (2, (3, 5, 6), (2, 3), None, 0, [1, 3, 5, 7]),  # unbatched, output_size with N, C, larger than the default
+    (3, (1, 2, 4, 6, 4), 2, None, 0, None),
+]
+
+
+@pytest.mark.parametrize("n, shape, kernel, stride, padding, output_size", UNPOOLS)
+def test_max_unpool_matches_torch(x64, n, shape, kernel, stride, padding, output_size):
+    x = torch.tensor(_normal(shape, 24))
+    pooled, idx = getattr(TF, f"max_pool{n}d")(x, kernel, stride, padding, return_indices=True)
+    pooled = pooled.detach().requires_grad_(True)
+    torch_layer = getattr(torch.nn, f"MaxUnpool{n}d")(kernel, stride, padding)
+    want = torch_layer(pooled, idx, output_size)
+    g = _normal(tuple(want.shape), 25)
+    want.backward(torch.tensor(g))
+    layer = getattr(nn, f"MaxUnpool{n}d")(kernel, stride, padding)
+    jidx = jnp.asarray(idx.numpy().copy())
+
+    @jax.jit
+    def value_and_grad(p, g):
+        y, vjp = jax.vjp(lambda p: layer(p, jidx, output_size), p)
+        return y, vjp(g)[0]
+
+    y, grad = value_and_grad(jnp.asarray(pooled.detach().numpy().copy()), jnp.asarray(g))
+    _close(y, want.detach().numpy(), "output")
+    _close(grad, pooled.grad.numpy(), "input gradient")
+
+
+def test_max_unpool_refuses_bad_arguments_clearly():
+    x, idx = jnp.ones((1, 2, 3, 3)), jnp.zeros((1, 2, 3, 3), int)
+    with pytest.raises(ValueError, match=r"invalid output_size \[9, 6\] \(dim 0 must be between 4 and 8"):
+        F.max_unpool2d(x, idx, 2, output_size=(9, 6))
+    with pytest.raises(ValueError, match="found an invalid max index 36"):
+        F.max_unpool2d(x, idx.at[0, 0, 0, 0].set(36), 2)
+    with pytest.raises(ValueError, match="must have the input's shape"):
+        F.max_unpool2d(x, idx[0], 2)
+    with pytest.raises(ValueError, match="with 2 spatial dimension"):
+        F.max_unpool2d(jnp.ones((2, 3)), jnp.zeros((2, 3), int), 2)
+
+
+# Unfold and Fold ----------------------------------------------------------------
+
+FOLDS = [
+    ((2, 3, 7, 8), dict(kernel_size=3)),
+    ((3, 6, 5), dict(kernel_size=(2, 3), dilation=(2, 1), padding=1, stride=(2, 3))),  # unbatched
+]
+
+
+@pytest.mark.parametrize("shape, kw", FOLDS)
+def test_unfold_and_fold_match_torch(x64, shape, kw):
+    x = _normal(shape, 26)
+    xt = torch.tensor(x, requires_grad=True)
+    cols = torch.nn.Unfold(**kw)(xt)
+    c = torch.tensor(_normal(tuple(cols.shape), 27), requires_grad=True)
+    back = torch.nn.Fold(shape[-2:], **kw)(c)
+    g1, g2 = _normal(tuple(cols.shape), 28), _normal(tuple(back.shape), 29)
+    (cols * torch.tensor(g1)).sum().add((back * torch.tensor(g2)).sum()).backward()
+    unfold_layer, fold_layer = nn.Unfold(**kw), nn.Fold(shape[-2:], **kw)
+
+    @jax.jit
+    def value_and_grad(x, c, g1, g2):
+        (y1, y2), vjp = jax.vjp(lambda x, c: (unfold_layer(x), fold_layer(c)), x, c)
+        return y1, y2, vjp((g1, g2))
+
+    y1, y2, (gx, gc) = value_and_grad(*map(jnp.asarray, (x, c.detach().numpy(), g1, g2)))
+    _close(y1, cols.detach().numpy(), "unfold")
+    _close(y2, back.detach().numpy(), "fold")
+    _close(gx, xt.grad.numpy(), "unfold's input gradient")
+    _close(gc, c.grad.numpy(), "fold's input gradient")
+    with pytest.raises(ValueError, match="dim -1 must be the"):
+        F.fold(jnp.ones((2, 27, 5)), (7, 8), 3)
+    with pytest.raises(ValueError, match="unfold expects 3D"):
+        F.unfold(jnp.ones((2, 3, 4, 5, 6)), 2)

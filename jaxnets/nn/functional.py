@@ -2325,3 +2325,516 @@ def feature_alpha_dropout(x, p: float = 0.5, training: bool = False, inplace: bo
     ``(N, C, 1, ...)``. ``training`` defaults to False, as in torch.
     """
     return _dropout_nd(x, p, training, key, mask, feature=True, alpha=True, fn="feature_alpha_dropout")
+
+
+# Interpolation: ATen's CPU index arithmetic, computed in NumPy at trace time (the sizes are static), in the
+# input's "opmath" precision (float64 for float64 input, float32 otherwise), with ATen's floorf, which rounds
+# a float64 source index to float32 before flooring.
+
+_INTERP_DIMS = {"linear": 1, "bilinear": 2, "bicubic": 2, "trilinear": 3}
+
+
+def _floorf(v: np.ndarray) -> np.ndarray:
+    return np.floor(v.astype(np.float32)).astype(np.int64)
+
+
+def _interp_scale(in_size: int, out_size: int, align_corners: bool, scale, op) -> np.floating:
+    """ATen's ``area_pixel_compute_scale``: ``(in - 1) / (out - 1)`` aligned, else ``1 / scale`` or ``in / out``."""
+    if align_corners:
+        return op(in_size - 1) / op(out_size - 1) if out_size > 1 else op(0)
+    if scale is not None and scale > 0:
+        return op(1.0 / scale)
+    return op(in_size) / op(out_size)
+
+
+def _source_index(scale, out_size: int, align_corners: bool, cubic: bool, op) -> np.ndarray:
+    """ATen's ``area_pixel_compute_source_index`` for every output index."""
+    i = np.arange(out_size).astype(op)
+    if align_corners:
+        return scale * i
+    src = scale * (i + op(0.5)) - op(0.5)
+    return src if cubic else np.maximum(src, op(0))
+
+
+def _axis_taps(mode, in_size, out_size, align_corners, scale, op) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Source indices and weights along one axis: ``out[i] = sum_k w[k][i] * in[idx[k][i]]``."""
+    one = [np.ones(out_size, op)]
+    if mode in ("nearest", "nearest-exact"):
+        s = _interp_scale(in_size, out_size, False, scale, op)
+        if mode == "nearest":
+            idx = _floorf(s * np.arange(out_size).astype(op))
+        else:
+            idx = _floorf(_source_index(s, out_size, False, False, op) + op(0.5))
+        return [np.minimum(idx, in_size - 1)], one
+    s = _interp_scale(in_size, out_size, align_corners, scale, op)
+    if mode == "bicubic":
+        real = _source_index(s, out_size, align_corners, True, op)
+        idx = np.minimum(_floorf(real), in_size - 1)
+        t = np.clip(real - idx, op(0), op(1)).astype(op)
+        a = op(-0.75)
+
+        def conv1(x):
+            return ((a + 2) * x - (a + 3)) * x * x + 1
+
+        def conv2(x):
+            return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+        weights = [conv2(t + op(1)), conv1(t), conv1(op(1) - t), conv2(op(1) - t + op(1))]
+        return [np.clip(idx - 1 + k, 0, in_size - 1) for k in range(4)], [w.astype(op) for w in weights]
+    if out_size == in_size:  # ATen copies: scale factor 1
+        return [np.arange(out_size)], one
+    real = _source_index(s, out_size, align_corners, False, op)
+    idx0 = np.minimum(_floorf(real), in_size - 1)
+    lambda1 = np.clip(real - idx0, op(0), op(1)).astype(op)
+    idx1 = idx0 + (idx0 < in_size - 1)
+    return [idx0, idx1], [(op(1) - lambda1).astype(op), lambda1]
+
+
+def interpolate(
+    input: jax.Array,
+    size=None,
+    scale_factor=None,
+    mode: str = "nearest",
+    align_corners: bool | None = None,
+    recompute_scale_factor: bool | None = None,
+    antialias: bool = False,
+) -> jax.Array:
+    """``F.interpolate``: resize ``(N, C, *spatial)`` input (1 to 3 spatial dims) by ``size`` or ``scale_factor``.
+
+    Modes ``nearest`` (torch's legacy ``floor(i * scale)``), ``nearest-exact``,
+    ``linear`` (3D input), ``bilinear`` and ``bicubic`` (4D), ``trilinear`` (5D)
+    and ``area`` (adaptive average pooling), with ``align_corners`` and
+    ``recompute_scale_factor`` as torch: the source positions follow ATen's CPU
+    kernels, computed in float64 for float64 input and in float32 otherwise,
+    so the same output pixels read the same input pixels. Without
+    ``recompute_scale_factor`` a given ``scale_factor`` is the one that maps
+    positions (``1 / scale_factor``), and the output size is
+    ``floor(in * scale_factor)``. ``antialias=True`` is not supported.
+    """
+    if input.ndim not in (3, 4, 5):
+        raise ValueError(
+            f"interpolate expects (N, C, *spatial) input with 1 to 3 spatial dimensions (3D to 5D); got shape "
+            f"{tuple(input.shape)}. Add the batch dimension (x[None]) to unbatched input."
+        )
+    if mode not in ("nearest", "nearest-exact"):
+        _check_floating(input, "interpolate")
+    dim = input.ndim - 2
+    if mode in ("nearest", "area", "nearest-exact"):
+        if align_corners is not None:
+            raise ValueError(
+                "align_corners option can only be set with the interpolating modes: linear | bilinear | bicubic | "
+                f"trilinear; got mode={mode!r}. Leave align_corners=None."
+            )
+    elif mode in _INTERP_DIMS:
+        if _INTERP_DIMS[mode] != dim:
+            raise ValueError(
+                f"Got {input.ndim}D input, but {mode} mode needs {_INTERP_DIMS[mode] + 2}D input "
+                f"(N, C, and {_INTERP_DIMS[mode]} spatial dimensions)."
+            )
+        align_corners = bool(align_corners)
+    else:
+        raise ValueError(
+            f"interpolate got mode={mode!r}; expected one of 'nearest', 'nearest-exact', 'linear', 'bilinear', "
+            "'bicubic', 'trilinear', 'area'."
+        )
+    if antialias:
+        raise NotImplementedError("interpolate: antialias=True is not supported by jaxnets; use antialias=False.")
+    spatial = tuple(input.shape[2:])
+    if size is not None and scale_factor is not None:
+        raise ValueError("only one of size or scale_factor should be defined")
+    if size is not None:
+        if recompute_scale_factor:
+            raise ValueError("recompute_scale_factor is not meaningful with an explicit size.")
+        sizes = list(size) if isinstance(size, list | tuple) else [size] * dim
+        if len(sizes) != dim or not all(isinstance(s, int | np.integer) for s in sizes):
+            raise ValueError(
+                f"interpolate: size={size!r} must be an int or {dim} ints, one per spatial dimension of the input "
+                f"of shape {tuple(input.shape)}."
+            )
+        scales = [None] * dim
+    elif scale_factor is not None:
+        scales = list(scale_factor) if isinstance(scale_factor, list | tuple) else [scale_factor] * dim
+        if len(scales) != dim:
+            raise ValueError(
+                f"Input and scale_factor must have the same number of spatial dimensions, but got input with "
+                f"spatial dimensions of {list(spatial)} and scale_factor of shape {scale_factor}. Give one factor "
+                "per spatial dimension."
+            )
+        sizes = [int(math.floor(n * float(s))) for n, s in zip(spatial, scales, strict=True)]
+        if recompute_scale_factor or mode == "area":
+            scales = [None] * dim
+        else:
+            scales = [float(s) for s in scales]
+    else:
+        raise ValueError("either size or scale_factor should be defined")
+    if min(spatial) <= 0 or min(sizes) <= 0:
+        raise ValueError(
+            f"Input and output sizes should be greater than 0, but got input {list(spatial)} and output {sizes}. "
+            "Pick a larger size or scale_factor."
+        )
+    if mode == "area":
+        return adaptive_avg_pool(input, dim, tuple(sizes), name="interpolate")
+    op = np.float64 if input.dtype == jnp.float64 else np.float32
+    y = input
+    for axis in reversed(range(dim)):  # innermost first, as ATen nests its sums
+        indices, weights = _axis_taps(mode, spatial[axis], sizes[axis], align_corners, scales[axis], op)
+        shape = (-1,) + (1,) * (dim - 1 - axis)
+        terms = [
+            jnp.take(y, jnp.asarray(i), axis=2 + axis) * jnp.asarray(w, y.dtype).reshape(shape)
+            for i, w in zip(indices, weights, strict=True)
+        ]
+        y = terms[0]
+        for t in terms[1:]:
+            y = y + t
+    return y
+
+
+def upsample(input, size=None, scale_factor=None, mode: str = "nearest", align_corners: bool | None = None):
+    """``F.upsample`` (deprecated in torch): :func:`interpolate`."""
+    return interpolate(input, size, scale_factor, mode, align_corners)
+
+
+def upsample_nearest(input, size=None, scale_factor=None):
+    """``F.upsample_nearest``: :func:`interpolate` with mode ``nearest``."""
+    return interpolate(input, size, scale_factor, mode="nearest")
+
+
+def upsample_bilinear(input, size=None, scale_factor=None):
+    """``F.upsample_bilinear``: :func:`interpolate` with mode ``bilinear`` and ``align_corners=True``."""
+    return interpolate(input, size, scale_factor, mode="bilinear", align_corners=True)
+
+
+def one_hot(tensor, num_classes: int = -1) -> jax.Array:
+    """``F.one_hot``: integer classes ``(*)`` to ``(*, num_classes)`` integer indicators (torch's int64 under x64).
+
+    ``num_classes=-1`` takes ``max + 1`` of the values, which needs concrete
+    values: under ``jax.jit`` pass ``num_classes``. Concrete values are checked
+    as torch checks them (non-negative, smaller than ``num_classes``); traced
+    ones cannot be, and a class out of range gives a zero row.
+    """
+    t = jnp.asarray(tensor)
+    if not jnp.issubdtype(t.dtype, jnp.integer):
+        raise TypeError(
+            f"one_hot is only applicable to index tensor of integer dtype; got {t.dtype}. Cast it with .astype(int)."
+        )
+    concrete = not isinstance(t, jax.core.Tracer)
+    if num_classes == -1:
+        if not concrete:
+            raise ValueError(
+                "one_hot with num_classes=-1 reads the largest class from the values, which jit does not have; "
+                "pass num_classes explicitly."
+            )
+        if t.size == 0:
+            raise ValueError("Can not infer total number of classes from empty tensor; pass num_classes.")
+        num_classes = int(t.max()) + 1
+    elif num_classes < 0:
+        raise ValueError(f"one_hot: num_classes should be -1 or a non-negative int, got {num_classes}.")
+    if concrete and t.size:
+        if int(t.min()) < 0:
+            raise ValueError(f"one_hot: class values must be non-negative; got the minimum {int(t.min())}.")
+        if int(t.max()) >= num_classes:
+            raise ValueError(
+                f"one_hot: class values must be smaller than num_classes={num_classes}; got {int(t.max())}."
+            )
+    return (t[..., None] == jnp.arange(num_classes, dtype=t.dtype)).astype(jax.dtypes.canonicalize_dtype(jnp.int64))
+
+
+def scaled_dot_product_attention(
+    query: jax.Array,
+    key: jax.Array,
+    value: jax.Array,
+    attn_mask: jax.Array | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: float | None = None,
+    enable_gqa: bool = False,
+    *,
+    rng: jax.Array | None = None,
+    dropout_mask: jax.Array | None = None,
+) -> jax.Array:
+    """``F.scaled_dot_product_attention``: ``softmax(q k^T * scale + mask) v`` with torch's conventions.
+
+    ``query`` is ``(..., L, E)``, ``key`` ``(..., S, E)``, ``value`` ``(..., S, Ev)``.
+    A boolean ``attn_mask`` is True where attention is *allowed* (torch's
+    convention for this function; the opposite of ``nn.MultiheadAttention``'s),
+    a float mask is added to the scores; both broadcast to ``(..., L, S)``.
+    ``is_causal`` uses the top-left causal mask (query ``i`` sees keys ``<= i``)
+    and excludes ``attn_mask``, as in torch. ``scale`` defaults to
+    ``1 / sqrt(E)``. ``enable_gqa`` lets ``key``/``value`` have fewer heads (dim
+    -3) that divide the query's, each shared by consecutive query heads. A query
+    row with every key masked gives zeros, as torch's math kernel does.
+
+    torch applies dropout whenever ``dropout_p > 0`` (its callers pass
+    ``dropout_p=0`` in eval). The keep mask over the ``(..., L, S)`` weights is
+    drawn from ``rng`` (a ``jax.random.key``; the name ``key`` is the attention's
+    key tensor) or given as ``dropout_mask``; kept weights are scaled by
+    ``1 / (1 - dropout_p)``.
+    """
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        _check_floating(t, "scaled_dot_product_attention", name)
+        if t.ndim < 2:
+            raise ValueError(
+                f"scaled_dot_product_attention: {name} must have at least 2 dimensions (..., length, features); "
+                f"got shape {tuple(t.shape)}."
+            )
+    if query.shape[-1] != key.shape[-1] or key.shape[-2] != value.shape[-2]:
+        raise ValueError(
+            f"scaled_dot_product_attention: query {tuple(query.shape)}, key {tuple(key.shape)} and value "
+            f"{tuple(value.shape)} must share the feature size E (query and key: (..., L, E), (..., S, E)) and the "
+            "key length S (key and value)."
+        )
+    _check_dropout_p(dropout_p)
+    if is_causal and attn_mask is not None:
+        raise ValueError(
+            "scaled_dot_product_attention: explicit attn_mask should not be set when is_causal=True; "
+            "fold the causal mask into attn_mask or drop it."
+        )
+    if enable_gqa and query.ndim >= 3 and key.shape[-3] != query.shape[-3]:
+        hq, hk = query.shape[-3], key.shape[-3]
+        if hk == 0 or hq % hk or value.shape[-3] != hk:
+            raise ValueError(
+                f"scaled_dot_product_attention with enable_gqa: the query's {hq} heads must be a multiple of the "
+                f"key's and value's heads; got key {tuple(key.shape)} and value {tuple(value.shape)}."
+            )
+        key = jnp.repeat(key, hq // hk, axis=-3)
+        value = jnp.repeat(value, hq // hk, axis=-3)
+    L, S = query.shape[-2], key.shape[-2]
+    if scale is None:
+        scale = 1.0 / math.sqrt(query.shape[-1])
+    scores = jnp.matmul(query, jnp.swapaxes(key, -1, -2)) * jnp.asarray(scale, query.dtype)
+    allowed = None
+    if is_causal:
+        allowed = jnp.tril(jnp.ones((L, S), bool))
+    elif attn_mask is not None:
+        attn_mask = jnp.asarray(attn_mask)
+        if attn_mask.dtype == jnp.bool_:
+            allowed = attn_mask
+        else:
+            scores = scores + attn_mask.astype(scores.dtype)
+    if allowed is not None:
+        scores = jnp.where(allowed, scores, -jnp.inf)
+    # torch's _safe_softmax: a row with every score -inf gives zeros (and zero gradient) instead of NaN.
+    top = jnp.max(scores, axis=-1, keepdims=True)
+    all_masked = top == -jnp.inf
+    e = jnp.exp(scores - jnp.where(all_masked, 0, jax.lax.stop_gradient(top)))
+    weights = jnp.where(all_masked, 0, e / jnp.where(all_masked, 1, e.sum(axis=-1, keepdims=True)))
+    if dropout_p > 0:
+        shape = weights.shape
+        if dropout_mask is None:
+            if rng is None:
+                raise ValueError(
+                    "scaled_dot_product_attention with dropout_p > 0 needs random keys: pass "
+                    "rng=jax.random.key(seed), a keep mask with dropout_mask=, or dropout_p=0 (eval)."
+                )
+            keep = jax.random.bernoulli(rng, 1 - dropout_p, shape)
+        else:
+            keep = jnp.broadcast_to(jnp.asarray(dropout_mask, bool), shape)
+        factor = 0.0 if dropout_p == 1 else 1 / (1 - dropout_p)  # p = 1: every weight dropped, zeros
+        weights = jnp.where(keep, weights, 0) * jnp.asarray(factor, weights.dtype)
+    return jnp.matmul(weights, value)
+
+
+# Pixel and channel shuffles, normalize, cosine similarity (#15) -------------
+
+
+def pixel_shuffle(input: jax.Array, upscale_factor: int) -> jax.Array:
+    """``F.pixel_shuffle``: ``(*, C r^2, H, W)`` to ``(*, C, H r, W r)``, torch's channel order."""
+    r = upscale_factor
+    if input.ndim < 3 or r <= 0 or input.shape[-3] % (r * r):
+        raise ValueError(
+            f"pixel_shuffle expects input (*, C * upscale_factor**2, H, W) with upscale_factor > 0; got shape "
+            f"{tuple(input.shape)} and upscale_factor={r}."
+        )
+    *batch, c, h, w = input.shape
+    x = input.reshape(*batch, c // (r * r), r, r, h, w)
+    n = len(batch)
+    x = x.transpose(*range(n), n, n + 3, n + 1, n + 4, n + 2)
+    return x.reshape(*batch, c // (r * r), h * r, w * r)
+
+
+def pixel_unshuffle(input: jax.Array, downscale_factor: int) -> jax.Array:
+    """``F.pixel_unshuffle``: ``(*, C, H r, W r)`` to ``(*, C r^2, H, W)``, the inverse of :func:`pixel_shuffle`."""
+    r = downscale_factor
+    if input.ndim < 3 or r <= 0 or input.shape[-2] % r or input.shape[-1] % r:
+        raise ValueError(
+            f"pixel_unshuffle expects input (*, C, H, W) with H and W divisible by downscale_factor > 0; got shape "
+            f"{tuple(input.shape)} and downscale_factor={r}."
+        )
+    *batch, c, h, w = input.shape
+    x = input.reshape(*batch, c, h // r, r, w // r, r)
+    n = len(batch)
+    x = x.transpose(*range(n), n, n + 2, n + 4, n + 1, n + 3)
+    return x.reshape(*batch, c * r * r, h // r, w // r)
+
+
+def channel_shuffle(input: jax.Array, groups: int) -> jax.Array:
+    """``F.channel_shuffle``: ``(N, C, *)`` with channels ``(groups, C / groups)`` transposed."""
+    if input.ndim < 3 or groups <= 0 or input.shape[1] % groups:
+        raise ValueError(
+            f"channel_shuffle expects input (N, C, *) with at least 3 dimensions and C divisible by groups > 0; "
+            f"got shape {tuple(input.shape)} and groups={groups}."
+        )
+    n, c, *rest = input.shape
+    return input.reshape(n, groups, c // groups, *rest).swapaxes(1, 2).reshape(input.shape)
+
+
+native_channel_shuffle = channel_shuffle
+
+
+def _clamp_min_no_grad(x: jax.Array, low: float) -> jax.Array:
+    # torch clamps a norm in place under no_grad: the value is clamped, the gradient is the norm's.
+    return x + jax.lax.stop_gradient(jnp.maximum(x, low) - x)
+
+
+def normalize(input: jax.Array, p: float = 2.0, dim: int = 1, eps: float = 1e-12, out=None) -> jax.Array:
+    """``F.normalize``: ``input / max(||input||_p, eps)`` along ``dim``."""
+    if out is not None:
+        raise ValueError("normalize: out= has no meaning in JAX (arrays are immutable); use the returned array.")
+    _check_floating(input, "normalize")
+    return input / jnp.maximum(vector_norm(input, p, dim, True), eps)
+
+
+def cosine_similarity(x1: jax.Array, x2: jax.Array, dim: int = 1, eps: float = 1e-8) -> jax.Array:
+    """``F.cosine_similarity``: ATen's ``sum(x1 / max(||x1||, eps) * x2 / max(||x2||, eps), dim)``.
+
+    The inputs broadcast; as in ATen the norms are clamped without their
+    gradient being clamped.
+    """
+    _check_floating(x1, "cosine_similarity", "x1")
+    x1, x2 = jnp.broadcast_arrays(x1, x2)
+    n1 = _clamp_min_no_grad(vector_norm(x1, 2.0, dim, True), eps)
+    n2 = _clamp_min_no_grad(vector_norm(x2, 2.0, dim, True), eps)
+    return ((x1 / n1) * (x2 / n2)).sum(axis=dim)
+
+
+# Max unpooling (#15) ---------------------------------------------------------
+
+
+def max_unpool(input, indices, n: int, kernel_size, stride=None, padding=0, output_size=None, name="max_unpool"):
+    """``F.max_unpool1d/2d/3d``: zeros with ``input``'s values at max-pool's flat per-channel ``indices``.
+
+    The default output size is ``(in - 1) * stride - 2 * padding + kernel``; an
+    explicit ``output_size`` (``n`` sizes, or ``N, C`` and ``n`` sizes) must lie
+    strictly within ``stride`` of it, as torch checks. Concrete indices are
+    checked against the output plane. Where two inputs name the same index
+    (overlapping pooling windows) which one lands is not specified.
+    """
+    _check_floating(input, name)
+    if input.ndim not in (n + 1, n + 2):
+        raise ValueError(
+            f"{name} expects (N, C, *spatial) or (C, *spatial) input with {n} spatial dimension(s); got shape "
+            f"{tuple(input.shape)}."
+        )
+    if tuple(jnp.shape(indices)) != tuple(input.shape):
+        raise ValueError(
+            f"{name}: indices of shape {tuple(jnp.shape(indices))} must have the input's shape {tuple(input.shape)} "
+            "(the indices max_pool returned with return_indices=True)."
+        )
+    k = _ntuple(kernel_size, n, "kernel_size")
+    s = k if stride is None else _ntuple(stride, n, "stride")
+    p = _ntuple(padding, n, "padding")
+    spatial = input.shape[-n:]
+    default = [(spatial[d] - 1) * s[d] + k[d] - 2 * p[d] for d in range(n)]
+    if output_size is None:
+        out = default
+    else:
+        out = [int(v) for v in output_size]
+        if len(out) == n + 2:
+            out = out[2:]
+        if len(out) != n:
+            raise ValueError(f"{name}: output_size must have {n} or {n + 2} elements; got {list(output_size)}.")
+        for d in range(n):
+            if not default[d] - s[d] < out[d] < default[d] + s[d]:
+                raise ValueError(
+                    f"{name}: invalid output_size {out} (dim {d} must be between {default[d] - s[d]} and "
+                    f"{default[d] + s[d]}, exclusive)."
+                )
+    plane = math.prod(out)
+    if _concrete(indices) and np.size(indices):
+        values = np.asarray(indices)
+        if values.min() < 0 or values.max() >= plane:
+            raise ValueError(
+                f"{name}: found an invalid max index {int(values.max() if values.max() >= plane else values.min())} "
+                f"(the output plane {out} has {plane} elements)."
+            )
+    batch = input.shape[:-n]
+    x = input.reshape(-1, math.prod(spatial))
+    idx = jnp.asarray(indices).reshape(x.shape)
+    rows = jnp.arange(x.shape[0])[:, None]
+    y = jnp.zeros((x.shape[0], plane), input.dtype).at[rows, idx].set(x)
+    return y.reshape(*batch, *out)
+
+
+def max_unpool1d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+    """``F.max_unpool1d``: :func:`max_unpool` over 1 spatial dimension."""
+    return max_unpool(input, indices, 1, kernel_size, stride, padding, output_size, "max_unpool1d")
+
+
+def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+    """``F.max_unpool2d``: :func:`max_unpool` over 2 spatial dimensions."""
+    return max_unpool(input, indices, 2, kernel_size, stride, padding, output_size, "max_unpool2d")
+
+
+def max_unpool3d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+    """``F.max_unpool3d``: :func:`max_unpool` over 3 spatial dimensions."""
+    return max_unpool(input, indices, 3, kernel_size, stride, padding, output_size, "max_unpool3d")
+
+
+# Unfold and fold (im2col, col2im) (#15) ---------------------------------------
+
+
+def _fold_args(name, kernel_size, dilation, padding, stride):
+    return tuple(
+        _ntuple(v, 2, f"{name}: {what}")
+        for v, what in ((kernel_size, "kernel_size"), (dilation, "dilation"), (padding, "padding"), (stride, "stride"))
+    )
+
+
+def unfold(input: jax.Array, kernel_size, dilation=1, padding=0, stride=1) -> jax.Array:
+    """``F.unfold`` (im2col): ``(N, C, H, W)`` or ``(C, H, W)`` to ``(N, C * kh * kw, L)``, torch's order."""
+    _check_floating(input, "unfold")
+    if input.ndim not in (3, 4):
+        raise ValueError(
+            f"unfold expects 3D (C, H, W) or 4D (N, C, H, W) input; got shape {tuple(input.shape)} "
+            "(torch's Unfold supports only 4D spatial input)."
+        )
+    k, d, p, s = _fold_args("unfold", kernel_size, dilation, padding, stride)
+    x = input if input.ndim == 4 else input[None]
+    patches = jax.lax.conv_general_dilated_patches(
+        x,
+        k,
+        s,
+        [(p[0], p[0]), (p[1], p[1])],
+        rhs_dilation=d,
+        dimension_numbers=("NCHW", "OIHW", "NCHW"),
+        precision=jax.lax.Precision.HIGHEST,
+    )
+    if 0 in patches.shape[2:]:
+        raise ValueError(
+            f"unfold: the sliding blocks do not fit: input {tuple(input.shape)} with kernel_size {k}, dilation {d}, "
+            f"padding {p}, stride {s} gives no block. Pad more or use a smaller kernel."
+        )
+    y = patches.reshape(x.shape[0], patches.shape[1], -1)
+    return y if input.ndim == 4 else y[0]
+
+
+def fold(input: jax.Array, output_size, kernel_size, dilation=1, padding=0, stride=1) -> jax.Array:
+    """``F.fold`` (col2im): sums ``(N, C * kh * kw, L)`` blocks into ``(N, C, *output_size)``; the adjoint of unfold."""
+    _check_floating(input, "fold")
+    if input.ndim not in (2, 3):
+        raise ValueError(f"fold expects 2D (C * kh * kw, L) or 3D (N, C * kh * kw, L) input; got {tuple(input.shape)}.")
+    k, d, p, s = _fold_args("fold", kernel_size, dilation, padding, stride)
+    out = _ntuple(output_size, 2, "fold: output_size")
+    x = input if input.ndim == 3 else input[None]
+    blocks = [(out[i] + 2 * p[i] - d[i] * (k[i] - 1) - 1) // s[i] + 1 for i in range(2)]
+    if x.shape[1] % (k[0] * k[1]) or x.shape[2] != blocks[0] * blocks[1]:
+        raise ValueError(
+            f"fold: input of shape {tuple(input.shape)} does not match: dim -2 must be divisible by the kernel's "
+            f"{k[0] * k[1]} elements and dim -1 must be the {blocks[0]} x {blocks[1]} = {blocks[0] * blocks[1]} "
+            f"blocks of output_size {out} with kernel_size {k}, dilation {d}, padding {p}, stride {s}."
+        )
+    c = x.shape[1] // (k[0] * k[1])
+    zeros = jnp.zeros((x.shape[0], c, *out), x.dtype)
+    _, vjp = jax.vjp(lambda z: unfold(z, k, d, p, s), zeros)
+    y = vjp(x)[0]
+    return y if input.ndim == 3 else y[0]

@@ -179,3 +179,19 @@ from .normalization import LocalResponseNorm as LocalResponseNorm
 from .normalization import RMSNorm as RMSNorm
 from .sparse import Embedding as Embedding
 from .sparse import EmbeddingBag as EmbeddingBag
+
+# isort: split
+# Resizing, shuffling and distance layers (#15), appended so parallel branches merge cleanly.
+from .distance import CosineSimilarity as CosineSimilarity
+from .distance import PairwiseDistance as PairwiseDistance
+from .fold import Fold as Fold
+from .fold import Unfold as Unfold
+from .pixelshuffle import ChannelShuffle as ChannelShuffle
+from .pixelshuffle import PixelShuffle as PixelShuffle
+from .pixelshuffle import PixelUnshuffle as PixelUnshuffle
+from .unpooling import MaxUnpool1d as MaxUnpool1d
+from .unpooling import MaxUnpool2d as MaxUnpool2d
+from .unpooling import MaxUnpool3d as MaxUnpool3d
+from .upsampling import Upsample as Upsample
+from .upsampling import UpsamplingBilinear2d as UpsamplingBilinear2d
+from .upsampling import UpsamplingNearest2d as UpsamplingNearest2d
