@@ -42,9 +42,35 @@ def _train(argv: list[str]) -> int:
         help="'digits' (scikit-learn's 1,797 8x8 digits, no download) or 'mnist:DIR' (MNIST's IDX files in DIR); "
         f"default: {defaults.data}",
     )
-    p.add_argument("--optimizer", choices=tuple(training.OPTIMIZERS), help=f"default: {defaults.optimizer}")
+    p.add_argument(
+        "--optimizer",
+        metavar="NAME",
+        help=f"{', '.join(training.OPTIMIZERS)}: torch.optim's, with torch's defaults (sgd with momentum 0.9); "
+        f"not lbfgs and muon, which do not fit this loop (default: {defaults.optimizer})",
+    )
     defaults_lr = ", ".join(f"{k} {v[2]:g}" for k, v in training.OPTIMIZERS.items())
     p.add_argument("--lr", type=float, help=f"learning rate (default per optimizer: {defaults_lr})")
+    p.add_argument(
+        "--weight-decay",
+        type=float,
+        metavar="WD",
+        help="the optimizer's weight_decay, as torch applies it (default: the optimizer's, 0 but adamw 0.01)",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="NAME[:ARG=VALUE,...]",
+        help=f"an lr scheduler with torch's name and arguments, e.g. steplr:step_size=1,gamma=0.7 or "
+        f"cosineannealinglr:T_max=40 or onecyclelr:max_lr=0.01; one of {', '.join(training.SCHEDULERS)}. "
+        "Stepped once per epoch, CyclicLR and OneCycleLR after every batch; its lr argument defaults to --lr "
+        "(default: none, a constant lr)",
+    )
+    p.add_argument(
+        "--clip-grad-norm",
+        type=float,
+        metavar="MAX_NORM",
+        help="clip the gradients' total 2-norm to MAX_NORM before each step, as torch.nn.utils.clip_grad_norm_ "
+        "(default: no clipping)",
+    )
     p.add_argument("--epochs", type=int, help=f"default: {defaults.epochs}")
     p.add_argument("--batch-size", type=int, help=f"default: {defaults.batch_size}")
     p.add_argument("--seed", type=int, help=f"initial weights and batch order (default: {defaults.seed})")
@@ -86,7 +112,9 @@ def _train(argv: list[str]) -> int:
         p.error(f"--devices must be at least 1; got {args.devices}.")
     # Before anything touches a device: JAX fixes the set of devices when it first uses one.
     distributed.initialize(args.coordinator, args.num_processes, args.process_id)
-    given = {k: getattr(args, k) for k in ("model", "data", "optimizer", "lr", "epochs", "batch_size", "seed")}
+    settings = ("model", "data", "optimizer", "lr", "epochs", "batch_size", "seed", "weight_decay", "scheduler",
+                "clip_grad_norm")  # fmt: skip
+    given = {k: getattr(args, k) for k in settings}
     given = {k: v for k, v in given.items() if v is not None}
     try:
         if args.resume and Path(args.out, training.CHECKPOINTS).is_dir():

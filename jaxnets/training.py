@@ -46,8 +46,10 @@ every process sees (the same path on a shared filesystem).
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
+import inspect
 import json
 import math
 import os
@@ -62,6 +64,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 
 from . import checkpoint, data, distributed, inference, optim
@@ -73,14 +76,166 @@ from .train import Trainer
 MODELS = ("lenet",)
 
 OPTIMIZERS: dict[str, tuple[Callable, dict, float]] = {
-    # name: (jaxnets.optim factory, fixed options, default learning rate)
+    # name: (jaxnets.optim factory, fixed options, default learning rate: torch's, except sgd's and adagrad's)
     "sgd": (optim.sgd, {"momentum": 0.9}, 0.01),
     "adam": (optim.adam, {}, 1e-3),
     "adamw": (optim.adamw, {}, 1e-3),
     "rmsprop": (optim.rmsprop, {}, 1e-3),
     "adagrad": (optim.adagrad, {}, 1e-2),
+    "adadelta": (optim.adadelta, {}, 1.0),
+    "adamax": (optim.adamax, {}, 2e-3),
+    "nadam": (optim.nadam, {}, 2e-3),
+    "radam": (optim.radam, {}, 1e-3),
+    "asgd": (optim.asgd, {}, 1e-2),
+    "rprop": (optim.rprop, {}, 1e-2),
+    "adafactor": (optim.adafactor, {}, 1e-2),
 }
 """The ``--optimizer`` choices: torch-equivalent optimizers from :mod:`jaxnets.optim`, their options and default lr."""
+
+NOT_OFFERED = {
+    "lbfgs": "its step calls the loss up to max_iter times on one batch (torch's closure), which the compiled "
+    "loop of one gradient per batch does not do; use jaxnets.optim.lbfgs in your own loop",
+    "muon": "it updates 2-D weight matrices only (torch's Muon refuses other shapes) and LeNet's convolution "
+    "kernels are 4-D and its biases 1-D; torch pairs it with AdamW through parameter groups, which is "
+    "jaxnets.optim.param_groups in your own loop",
+}
+"""torch.optim's optimizers that ``jaxnets train`` does not offer, and why (its error message says so)."""
+
+CYCLED_MOMENTUM = {"sgd": "momentum", "adam": "betas", "adamw": "betas"}
+"""Optimizers whose momentum (SGD) or beta1 (Adam, AdamW) ``CyclicLR``/``OneCycleLR`` may cycle here."""
+
+SCHEDULERS = (
+    "StepLR",
+    "MultiStepLR",
+    "ConstantLR",
+    "LinearLR",
+    "ExponentialLR",
+    "PolynomialLR",
+    "CosineAnnealingLR",
+    "CosineAnnealingWarmRestarts",
+    "CyclicLR",
+    "OneCycleLR",
+)
+"""The ``--scheduler`` choices (torch's names, any case). Stepped once per epoch as in torch's examples, except
+``CyclicLR`` and ``OneCycleLR``, which torch steps after every batch. Not offered: ``LambdaLR`` and
+``MultiplicativeLR`` (they take a Python function), ``SequentialLR`` and ``ChainedScheduler`` (other schedulers),
+``ReduceLROnPlateau`` (a metric)."""
+
+PER_STEP_SCHEDULERS = ("CyclicLR", "OneCycleLR")
+_SET_BY_TRAIN = ("steps_per_epoch", "horizon")  # from the data and --epochs: not for the user to give
+
+
+def _scheduler_class(name: str):
+    by_lower = {s.lower(): s for s in SCHEDULERS}
+    if name.lower() not in by_lower:
+        others = {"lambdalr", "multiplicativelr", "sequentiallr", "chainedscheduler", "reducelronplateau"}
+        why = (
+            f" ({name} takes Python functions, other schedulers or a metric, which a command line cannot give; "
+            "use jaxnets.optim.lr_scheduler in your own loop)"
+            if name.lower() in others
+            else ""
+        )
+        raise ValueError(f"--scheduler: unknown scheduler {name!r}{why}; choose one of {', '.join(SCHEDULERS)}.")
+    return by_lower[name.lower()]
+
+
+def _split_args(text: str) -> list[str]:
+    """``"a=1,b=[2,3]"`` -> ``["a=1", "b=[2,3]"]``: commas inside brackets belong to the value."""
+    parts, depth, current = [], 0, ""
+    for ch in text:
+        depth += ch in "[(" and 1 or (ch in "])" and -1 or 0)
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    return [*parts, current]
+
+
+def parse_scheduler(spec: str) -> tuple[str, dict]:
+    """``"steplr:step_size=1,gamma=0.7"`` -> ``("StepLR", {"step_size": 1, "gamma": 0.7})``.
+
+    The name is torch's (any case); each value is a Python literal (a number, ``True``/``False``, a string such as
+    ``'cos'`` or a bare word, a list ``[30,80]``). Raises a ValueError that names the bad part and the fix.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"--scheduler must be NAME or NAME:ARG=VALUE,...; got {spec!r}.")
+    name, _, rest = spec.strip().partition(":")
+    cls_name = _scheduler_class(name.strip())
+    signature = inspect.signature(getattr(optim.lr_scheduler, cls_name))
+    params = list(signature.parameters)
+    accepted = [p for p in params[1:] if p not in _SET_BY_TRAIN]
+    args: dict = {}
+    for part in _split_args(rest) if rest.strip() else []:
+        key, eq, text = (s.strip() for s in part.partition("="))
+        if not eq or not key:
+            raise ValueError(
+                f"--scheduler {spec!r}: {part!r} is not ARG=VALUE; write e.g. {cls_name.lower()}:"
+                f"{accepted[0]}=VALUE (arguments: {', '.join(accepted)})."
+            )
+        if key in _SET_BY_TRAIN:
+            raise ValueError(
+                f"--scheduler {spec!r}: {key} is set by jaxnets train (from the data, --batch-size and --epochs); "
+                "leave it out."
+            )
+        if key not in params:
+            raise ValueError(f"--scheduler {spec!r}: {cls_name} has no argument {key!r}; its arguments: "
+                             f"{', '.join(p for p in params if p not in _SET_BY_TRAIN)}.")  # fmt: skip
+        if key in args:
+            raise ValueError(f"--scheduler {spec!r}: {key} is given twice.")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text  # a bare word, such as anneal_strategy=linear
+        args[key] = list(value) if isinstance(value, tuple) else value
+    return cls_name, args
+
+
+def scheduler_spec(spec: str | None) -> str | None:
+    """The canonical ``--scheduler`` spec (torch's name, arguments sorted), so that equal settings compare equal."""
+    if spec is None:
+        return None
+    name, args = parse_scheduler(spec)
+    # No spaces ([2,5], not [2, 5]): the form metrics.json shows can be pasted into a command line as it is.
+    return name + "".join(
+        f"{',' if i else ':'}{k}={repr(v).replace(', ', ',')}" for i, (k, v) in enumerate(sorted(args.items()))
+    )
+
+
+def build_schedule(spec: str, lr: float, *, epochs: int, steps_per_epoch: int):
+    """The :mod:`jaxnets.optim.lr_scheduler` schedule of a ``--scheduler`` spec, for a run of ``epochs`` epochs.
+
+    Its first argument (``lr``, ``OneCycleLR``'s ``max_lr``, ``CyclicLR``'s ``base_lr``) defaults to ``lr``.
+    Epoch schedulers step every ``steps_per_epoch`` optimizer steps, ``CyclicLR``/``OneCycleLR`` every step;
+    ``OneCycleLR`` spans the run (``total_steps = epochs * steps_per_epoch``) unless given ``total_steps`` or
+    ``epochs``.
+    """
+    name, args = parse_scheduler(spec)
+    cls = getattr(optim.lr_scheduler, name)
+    first = next(iter(inspect.signature(cls).parameters))
+    args.setdefault(first, lr)
+    per_step = name in PER_STEP_SCHEDULERS
+    if name == "OneCycleLR":
+        if "epochs" in args:
+            args["steps_per_epoch"] = steps_per_epoch
+        elif "total_steps" not in args:
+            args["total_steps"] = epochs * steps_per_epoch
+    else:
+        args["steps_per_epoch"] = 1 if per_step else steps_per_epoch
+        # Enough table for the whole run: schedules past their table give NaN inside jit.
+        args["horizon"] = max(epochs * (steps_per_epoch if per_step else 1), 1) + 1
+    try:
+        return cls(**args)
+    except TypeError as e:  # a missing required argument
+        missing = [p.name for p in inspect.signature(cls).parameters.values()
+                   if p.default is inspect.Parameter.empty and p.name not in args]  # fmt: skip
+        if missing:
+            raise ValueError(f"--scheduler {spec!r}: {name} needs {', '.join(missing)}; write e.g. "
+                             f"{name.lower()}:{missing[0]}=VALUE.") from None  # fmt: skip
+        raise ValueError(f"--scheduler {spec!r}: {e}") from None
+    except ValueError as e:
+        raise ValueError(f"--scheduler {spec!r}: {e}") from None
+
 
 CHECKPOINTS = "checkpoints"
 METRICS = "metrics.json"
@@ -116,6 +271,14 @@ class TrainConfig:
         dropped (a different one each epoch), so every step has one shape and
         compiles once.
       seed: seeds the initial weights and every epoch's batch order.
+      weight_decay: the optimizer's ``weight_decay`` (torch's meaning for each:
+        L2 added to the gradient, decoupled for AdamW); None for its default
+        (0, AdamW's 0.01). Rprop has none.
+      scheduler: a ``--scheduler`` spec, ``NAME[:ARG=VALUE,...]`` with torch's
+        scheduler name and arguments (see :data:`SCHEDULERS`,
+        :func:`build_schedule`), kept in canonical form; None: a constant lr.
+      clip_grad_norm: clip the gradients' total 2-norm to this before each
+        step (``torch.nn.utils.clip_grad_norm_``); None: no clipping.
     """
 
     model: str = "lenet"
@@ -125,12 +288,32 @@ class TrainConfig:
     epochs: int = 40
     batch_size: int = 32
     seed: int = 0
+    weight_decay: float | None = None
+    scheduler: str | None = None
+    clip_grad_norm: float | None = None
 
     def __post_init__(self):
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {', '.join(MODELS)}; got {self.model!r}.")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}.")
+            why = f": {NOT_OFFERED[self.optimizer]}" if self.optimizer in NOT_OFFERED else ""
+            raise ValueError(
+                f"optimizer {self.optimizer!r} is not offered by jaxnets train{why}. Choose one of "
+                f"{', '.join(OPTIMIZERS)}."
+            )
+        for name in ("weight_decay", "clip_grad_norm"):
+            value = getattr(self, name)
+            if value is not None and not (
+                isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+            ):
+                raise ValueError(f"{name} must be a number >= 0; got {value!r}.")
+        factory = OPTIMIZERS[self.optimizer][0]
+        if self.weight_decay is not None and "weight_decay" not in inspect.signature(factory).parameters:
+            raise ValueError(
+                f"--weight-decay: {self.optimizer} has no weight decay (torch.optim's has none either); leave "
+                "--weight-decay out or choose another --optimizer."
+            )
+        object.__setattr__(self, "scheduler", scheduler_spec(self.scheduler))
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -139,6 +322,8 @@ class TrainConfig:
             raise ValueError(f"seed must be an integer >= 0; got {self.seed!r}.")
         if self.lr is not None and not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive number; got {self.lr!r}.")
+        # Built once with one step per epoch: a bad argument is refused before a run directory is touched.
+        build_optimizer(self, steps_per_epoch=1)
 
     @property
     def learning_rate(self) -> float:
@@ -183,12 +368,48 @@ def _built_lenet(spec: tuple, seed: int) -> LeNet:
     return LeNet(**dict(spec), rngs=nnx.Rngs(seed))
 
 
-def build_optimizer(name: str, lr: float):
-    """The ``--optimizer`` ``name`` with learning rate ``lr``, as an optax transformation."""
-    if name not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {name!r}.")
-    factory, options, _ = OPTIMIZERS[name]
-    return factory(lr, **options)
+def build_optimizer(config: TrainConfig, *, steps_per_epoch: int):
+    """The optax transformation a run of ``config`` trains with, ``steps_per_epoch`` optimizer steps per epoch.
+
+    ``config``'s optimizer with its lr, or with the schedule of its ``scheduler`` (whose step count lives in the
+    optimizer state, so a resumed run continues the schedule where it stopped), its ``weight_decay``, and
+    ``clip_grad_norm`` first in the chain, over all parameters, as torch's ``clip_grad_norm_`` before
+    ``optimizer.step()``. ``CyclicLR``/``OneCycleLR`` also cycle SGD's momentum or Adam's beta1 when their
+    ``cycle_momentum`` is on (torch's default).
+    """
+    factory, options, _ = OPTIMIZERS[config.optimizer]
+    options = dict(options)
+    lr = config.learning_rate
+    if config.weight_decay is not None:
+        options["weight_decay"] = config.weight_decay
+    if config.scheduler is not None:
+        lr = build_schedule(config.scheduler, lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch)
+        if lr.momentum is not None:
+            if config.optimizer not in CYCLED_MOMENTUM:
+                raise ValueError(
+                    f"--scheduler {config.scheduler!r} cycles the momentum (cycle_momentum=True, torch's default), "
+                    f"which jaxnets does for {', '.join(CYCLED_MOMENTUM)} only, not {config.optimizer}. Add "
+                    "cycle_momentum=False to the scheduler's arguments or choose one of those optimizers."
+                )
+            if CYCLED_MOMENTUM[config.optimizer] == "momentum":
+                options["momentum"] = lr.momentum
+            else:
+                options["betas"] = (lr.momentum, 0.999)
+    try:
+        tx = factory(lr, **options)
+    except ValueError as e:
+        raise ValueError(f"--optimizer {config.optimizer}: {e}") from None
+    if config.clip_grad_norm is not None:
+        tx = optax.chain(optim.clip_grad_norm(config.clip_grad_norm), tx)
+    return tx
+
+
+def _lr_at(config: TrainConfig, schedule, count: int) -> float:
+    """The lr of optimizer step ``count`` (from 0), as torch's float64 ``group["lr"]``: the schedule's table value."""
+    if schedule is None:
+        return config.learning_rate
+    lrs = schedule.lrs
+    return float(lrs[min(count // schedule.steps_per_epoch, len(lrs) - 1)])
 
 
 def _loss_and_correct(model, images, labels, idx):
@@ -348,11 +569,16 @@ def remove_run(out: Path) -> None:
 
 
 def _effective(config: dict) -> dict:
-    """``config`` with ``lr`` resolved to the optimizer's default when None, so that equal rates compare equal."""
-    lr = config.get("lr")
-    if lr is None and config.get("optimizer") in OPTIMIZERS:
-        lr = OPTIMIZERS[config["optimizer"]][2]
-    return {**config, "lr": lr}
+    """``config`` with ``lr`` and ``weight_decay`` resolved to the optimizer's defaults when None, so that equal
+    settings compare equal."""
+    lr, weight_decay = config.get("lr"), config.get("weight_decay")
+    if config.get("optimizer") in OPTIMIZERS:
+        factory, _, default_lr = OPTIMIZERS[config["optimizer"]]
+        lr = default_lr if lr is None else lr
+        if weight_decay is None and "weight_decay" in (params := inspect.signature(factory).parameters):
+            weight_decay = params["weight_decay"].default
+    # Runs saved before these settings existed had none of them.
+    return {"scheduler": None, "clip_grad_norm": None, **config, "lr": lr, "weight_decay": weight_decay}
 
 
 def _check_resumable(saved: dict | None, config: TrainConfig, where: Path) -> None:
@@ -366,6 +592,18 @@ def _check_resumable(saved: dict | None, config: TrainConfig, where: Path) -> No
     differ = [
         f"{k}: {saved.get(k)!r} in the run, {v!r} now" for k, v in now.items() if k != "epochs" and saved.get(k) != v
     ]
+    if (
+        not differ
+        and saved.get("epochs") != now["epochs"]
+        and now["scheduler"] is not None
+        and now["scheduler"].startswith("OneCycleLR")
+        and not any(f"{k}=" in now["scheduler"] for k in ("total_steps", "epochs"))
+    ):
+        raise TrainingError(
+            f"cannot resume {where} with --epochs {now['epochs']}: its OneCycleLR spans the run's "
+            f"{saved.get('epochs')} epochs (total_steps = epochs x steps per epoch), so more epochs would change "
+            "every lr already used. Resume with the run's --epochs, or start a new run with a larger one."
+        )
     if differ:
         raise TrainingError(
             f"cannot resume {where} with other settings ({'; '.join(differ)}). Resume with the run's settings "
@@ -619,8 +857,15 @@ def train(
             remove_run(out)  # only now: a bad --data or --batch-size must not cost the old run
         out.mkdir(parents=True, exist_ok=True)
     model = build_model({"model": config.model, "image_size": train_set.images.shape[1]}, seed=config.seed)
-    optimizer = build_optimizer(config.optimizer, config.learning_rate)
+    optimizer = build_optimizer(config, steps_per_epoch=steps_per_epoch)
     trainer = Trainer(model, optimizer, _loss_and_correct, eval_fn=_eval_sums, has_aux=True, mesh=mesh)
+    schedule = (
+        None
+        if config.scheduler is None
+        else build_schedule(
+            config.scheduler, config.learning_rate, epochs=config.epochs, steps_per_epoch=steps_per_epoch
+        )
+    )  # the optimizer's own, rebuilt: its lrs go into the history
     history: list[dict] = []
     start_epoch = 0
     ckpt_dir = out / CHECKPOINTS
@@ -685,6 +930,7 @@ def train(
                     "train_accuracy": int(hits.sum()) / (steps_per_epoch * config.batch_size),
                     "test_loss": test_loss / len(test_set) if len(test_set) else float("nan"),
                     "test_accuracy": int(test_correct) / len(test_set) if len(test_set) else float("nan"),
+                    "lr": _lr_at(config, schedule, (epoch - 1) * steps_per_epoch),
                     "seconds": seconds,
                     "devices": num_devices,
                 }
@@ -704,7 +950,9 @@ def train(
             log(
                 f"epoch {epoch:>3}/{config.epochs}  loss {h['train_loss']:.4f}  train acc "
                 f"{100 * h['train_accuracy']:5.1f}%  test loss {h['test_loss']:.4f}  test acc "
-                f"{100 * h['test_accuracy']:5.1f}%  ({seconds:.1f} s)"
+                f"{100 * h['test_accuracy']:5.1f}%"
+                + (f"  lr {h['lr']:.3g}" if schedule is not None else "")
+                + f"  ({seconds:.1f} s)"
             )
     except BaseException:
         writer.close(raise_error=False)  # what finished epochs wrote is on disk before the error goes on

@@ -289,8 +289,8 @@ def _poisoned_optimizer(at_step: int, part: str, value: float):
 
         return jax.tree_util.tree_map_with_path(one, tree)
 
-    def build(name, lr):
-        tx = original(name, lr)
+    def build(config, **kwargs):
+        tx = original(config, **kwargs)
 
         def init(params):
             return tx.init(params), jnp.zeros((), jnp.int32)
