@@ -5,12 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo train test test-all lint progression parity bench clean
+.PHONY: demo train test test-all lint progression parity bench docs clean
 
 # Package __init__ files too: an editable install made before a package existed does not see it.
 $(STAMP): pyproject.toml constraints.txt $(wildcard */__init__.py)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[torch,test,plot]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[torch,test,plot,docs]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -29,6 +29,11 @@ parity: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m parity.bench --json bench.json --plot bench.png
+
+# The documentation site into site/ (mkdocs.yml): --strict fails on broken links and missing references;
+# the tutorial notebooks (docs/tutorials/*.py, jupytext) run at build time.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site
 
 # Tests run on two workers (pytest-xdist), a test file per worker so that a module's shared fixtures are built once.
 WORKERS ?= 2
@@ -60,4 +65,4 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check jaxnets tests $(wildcard parity)
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build site *.egg-info

@@ -2072,8 +2072,10 @@ def ctc_loss(
         time first as in torch (normally ``log_softmax(x, 2)``).
       targets: ``(N, S)`` padded class indices, or 1-D, the targets one after
         another (``sum(target_lengths)``); never ``blank``.
-      input_lengths, target_lengths: ``(N,)`` integers (arrays, lists or tuples).
-      blank: the blank class. reduction: ``"mean"`` divides each sample's loss
+      input_lengths: ``(N,)`` integers (arrays, lists or tuples).
+      target_lengths: ``(N,)`` integers (arrays, lists or tuples).
+      blank: the blank class.
+      reduction: ``"mean"`` divides each sample's loss
         by its target length (at least 1) and averages, ``"sum"``, ``"none"``.
       zero_infinity: make infinite losses (no alignment fits) and their gradients 0.
 
