@@ -492,13 +492,13 @@ def test_clip_then_param_groups_with_schedule_matches_torch_recipe(x64):
         assert (max(norms) > max_norm) == (max_norm == 1.0)
 
 
-def test_readme_recipe_runs_and_prints_torch_numbers():
+def test_docs_recipe_runs_and_prints_torch_numbers():
     from test_readme import _python_blocks, _section
 
-    section = _section("Parameter groups and gradient clipping")
+    section = _section("docs/optimizers.md", "Parameter groups and gradient clipping")
     (block,) = _python_blocks(section)
     namespace: dict = {}
-    exec(compile(block, "README.md (param groups)", "exec"), namespace)
+    exec(compile(block, "docs/optimizers.md (param groups)", "exec"), namespace)
     model, tx = namespace["model"], namespace["tx"]
     assert isinstance(model, nn.Module) and tx is not None
     printed = namespace["printed"]

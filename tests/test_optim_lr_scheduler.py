@@ -555,14 +555,14 @@ def test_torch_refuses_what_is_refused():
             build()
 
 
-def test_readme_example_runs_and_prints_torch_numbers(capsys):
+def test_docs_example_runs_and_prints_torch_numbers(capsys):
     from test_readme import _python_blocks, _section
 
-    section = _section("Learning-rate schedulers")
+    section = _section("docs/optimizers.md", "Learning-rate schedulers")
     (block,) = _python_blocks(section)
     shown = re.search(r"runs it beside torch\):\n\n```\n(.*?)```", section, flags=re.S).group(1)
     with jax.enable_x64(True):
-        exec(compile(block, "README.md (lr_scheduler)", "exec"), {})
+        exec(compile(block, "docs/optimizers.md (lr_scheduler)", "exec"), {})
     printed = capsys.readouterr().out
     assert printed == shown
     p = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
