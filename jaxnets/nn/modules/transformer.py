@@ -368,7 +368,7 @@ class TransformerEncoder(Module):
     The copies start with the same weights, as torch's ``_get_clones`` (deep
     copies) gives. torch's nested-tensor fast path (``enable_nested_tensor``) is
     a speed-up that changes nothing but the padded positions' outputs, which it
-    leaves at 0: this mirror computes them, see the README.
+    leaves at 0: this mirror computes them, see docs/torch-mirror-layers.md.
     """
 
     def __init__(
