@@ -61,6 +61,7 @@ class Recipe:
 
     Attributes:
       name: the row's check after ``trajectory/``.
+      what: the recipe in words, for the row's note.
       spec: the model.
       family: the ``jaxnets.optim`` function; ``torch_class`` its ``torch.optim`` twin.
       defaults: the optimizer's arguments for every group (jaxnets may replace
@@ -74,6 +75,7 @@ class Recipe:
     """
 
     name: str
+    what: str
     spec: ModelSpec
     family: Callable
     torch_class: type
@@ -119,7 +121,9 @@ def recipes() -> list[Recipe]:
     max_lrs = (1e-3, 3e-3)
     return [
         Recipe(
-            "recipe sgd(momentum=0.9), weight/bias groups, clip_grad_norm_(300), StepLR(3, 0.5) every 5 steps",
+            "recipe sgd(momentum=0.9) + groups + clip + StepLR",
+            "weights weight_decay=1e-2, biases weight_decay=0 and lr 2e-4, clip_grad_norm_(300), StepLR(3, 0.5) "
+            "every 5 steps",
             two_layer(),
             optim.sgd,
             torch.optim.SGD,
@@ -131,7 +135,9 @@ def recipes() -> list[Recipe]:
             300.0,
         ),
         Recipe(
-            "recipe adamw, weight/bias groups, clip_grad_norm_(40), OneCycleLR per batch with cycled beta1",
+            "recipe adamw + groups + clip + OneCycleLR",
+            "weights weight_decay=1e-2 and max_lr 1e-3, biases weight_decay=0 and max_lr 3e-3, "
+            "clip_grad_norm_(40), OneCycleLR per batch cycling beta1",
             lenet(5),
             optim.adamw,
             torch.optim.AdamW,
@@ -222,7 +228,10 @@ def recipe_job(dtype: str, *, steps: int = RECIPE_STEPS, seed: int = 0, select=N
             if not 0 < clipped < steps:  # the row would not test the clip, or not the unclipped steps
                 other[f"clipping binds on {clipped} of {steps} steps"] = (np.inf, np.inf)
             per_param = {k: errors(jw[k], tw[k]) for k in tw}
-            note = f"{steps} steps, clipped on {clipped}; every loss, total norm, group lr and the final weights"
+            note = (
+                f"{steps} steps, clipped on {clipped}; every loss, total norm, group lr and the final weights; "
+                f"{recipe.what}"
+            )
             curves = {"torch": tl, "jax": jl}
             rows.append(result(recipe.spec.name, f"trajectory/{recipe.name}", dtype, per_param, other, note, curves))
         return rows
