@@ -4,7 +4,8 @@
   gradients, and any state shaped like the parameters) in both directions,
   through one layout table (:mod:`jaxnets.torch_layout`; ``from parity.layout import ...`` re-exports it).
 - :func:`optimizer_state_from_torch` / :func:`load_optimizer_state_into_torch`:
-  SGD momentum, Adam moments and step counts, so a run continues across frameworks.
+  every jaxnets.optim optimizer's state (LBFGS's too) and a schedule's position,
+  so a run continues across frameworks.
 - :func:`compare`: a torch model and its JAX port on the same weights and
   inputs, layer by layer; the report names the first layer that diverges.
 - :func:`check_init`: whether a torch layer and its port draw their initial

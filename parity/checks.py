@@ -23,7 +23,12 @@ check                     what is compared
                           that change the update visibly, so float32 catches a dropped one
 ``trajectory/<...>``      N steps (500 for the seed-004 stages in float64, 40 in float32):
                           every loss and the final weights
+``trajectory/recipe ...`` 50 steps of param groups + ``clip_grad_norm_`` + a scheduler
+                          (:mod:`parity.recipes`): losses, total norms, group lrs, weights
 ``grad/stage...``         seed 004's first-step gradients, hand-written and autograd
+``schedule/<scheduler>``  ``lr_scheduler`` rows: every torch scheduler's lr (and cycled
+                          momentum) at every step of 200 epochs, past each one's natural
+                          end, against the jaxnets schedule (:mod:`parity.schedulers`)
 ``semantics differ``      DynamicNet under ``zero_grad(set_to_none=True)`` and ``False`` must
                           *differ* on the shared depth schedule (else the two checks above
                           could not tell the semantics apart)
@@ -87,6 +92,8 @@ from ._specs import update_configs as update_configs
 from ._threads import limited_threads as limited_threads
 from .convert import load_torch_state_dict, to_torch_state_dict
 from .layout import to_nchw
+from .recipes import recipe_job
+from .schedulers import schedule_job
 from .torch_models import to_numpy
 
 DTYPES = ("float64", "float32")
@@ -708,6 +715,7 @@ def jobs(*, seed: int = 0, select: Callable[[str], bool] | None = None) -> list[
     optimizers = [(optimizer_model(), c) for c in optimizer_configs()]
     optimizers += [(lenet(5), c) for c in lenet_optimizer_configs()]
     out = [optimizer_job(optimizers, dtype, seed=seed, select=select) for dtype in DTYPES]
+    out += [recipe_job(dtype, seed=seed, select=select) for dtype in DTYPES]
     out += [update_job(update_configs(), dtype, seed=seed, select=select) for dtype in DTYPES]
     # float32 stages run as long as the optimizer trajectories: over 500 steps their error measures how
     # chaotic training is (ReLU patterns flipping on rounding), not the frameworks.
@@ -716,6 +724,7 @@ def jobs(*, seed: int = 0, select: Callable[[str], bool] | None = None) -> list[
     out += [stages_job("float32", seed=seed, steps=OPTIMIZER_STEPS, select=select)]
     out += [bias_free_trajectory_job(dtype, seed=seed, select=select) for dtype in DTYPES]
     out += [bias_free_grad_job(dtype, seed=seed, select=select) for dtype in DTYPES]
+    out += [schedule_job(dtype, select=select) for dtype in DTYPES]
     return [j for j in out if j is not None]
 
 

@@ -22,6 +22,11 @@ jaxnets.optim                    optax state                                 tor
 ``asgd``                         ``TorchASGDState(step, eta, mu, ax)``       ``step, eta, mu, ax``
 ``adafactor``                    ``TorchAdafactorState``                     ``step, row_var, col_var, variance``
 ``muon``                         ``TorchMuonState(step, momentum_buffer)``   ``momentum_buffer``
+``rmsprop``                      ``ScaleByRmsState(nu)``                     ``step, square_avg``
+``rmsprop(centered=True)``       ``ScaleByRStdDevState(mu, nu)``             ``+ grad_avg``
+``rmsprop(momentum > 0)``        ``+ TraceState.trace``                      ``+ momentum_buffer``
+``lr=`` a schedule               ``ScaleByScheduleState(count)``             (the scheduler's position)
+``lbfgs``                        :class:`jaxnets.optim.LBFGSState`           ``d, t, old_dirs, ...``
 ===============================  ==========================================  ==========================
 
 torch keeps a step count per parameter and optax one per optimizer, so the
@@ -35,27 +40,54 @@ and ``mu``) are one scalar in optax, so they too must agree across
 parameters. optax's Adadelta keeps no step count and torch's does not enter
 the update: it goes to torch as 0. torch's Muon keeps no step count: the
 ``step`` of a ``TorchMuonState`` (which only indexes an lr schedule) is
-kept from the template. Adafactor's row and column factors are
+``steps=`` when given, else kept from the template. Adafactor's row and column factors are
 converted through the layout table as the parameter they factor: torch's
 ``(out, in)`` linear weight is jaxnets' ``(in, out)`` kernel, so torch's
 ``row_var`` becomes jaxnets' ``col_var`` (transposed, with the flatten
 permutation of ``fc1``) and back; a parameter whose last two dims are not
 the same pair in both layouts (a Flax ``HWIO`` conv kernel against torch's
 ``OIHW``) factors differently and is refused.
-RMSprop state is not converted: torch's state carries a step count that
-optax's RMSprop does not keep.
+RMSprop: optax's ``rmsprop`` with a constant lr applies momentum after the
+lr, so its ``TraceState.trace`` is ``-lr`` times torch's ``momentum_buffer``
+(with a schedule as lr, jaxnets' chain keeps torch's buffer itself); optax
+keeps no step count, and torch's does not enter the update: it goes to torch
+as the schedule's count when there is one, else as 0.
+
+Schedules: a jaxnets schedule is a function of the optimizer's step count, so
+the scheduler's position *is* that count. From torch, a ``ScaleByScheduleState``
+gets the step count torch keeps per parameter (Adam, RMSprop, ...) or, for
+an optimizer that keeps none (SGD), the ``steps=`` argument. Into torch, pass
+the torch scheduler (built fresh on the optimizer, as the run built it) and
+``steps_per_epoch``: it is stepped ``count // steps_per_epoch`` times, which
+replays torch's own arithmetic (its schedulers are recursive, so setting
+``last_epoch`` would not give the same lrs) and sets every group's lr (and
+cycled momentum) where the uninterrupted run has them.
+
+LBFGS: :class:`jaxnets.optim.LBFGSState` holds torch's state (that of the
+first parameter) with the same names; its vectors are flat, raveled in JAX's
+leaf order and jaxnets' layouts, where torch concatenates its parameters in
+its order and layouts. Both directions need ``params=`` (the jaxnets
+parameters, for the raveling order and shapes).
+
+Parameter groups (``jaxnets.optim.param_groups``, an ``optax.PartitionState``
+of masked states) are not converted: each group's state holds only its own
+parameters, which the per-optimizer rules above do not map yet.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import torch
+from jax.flatten_util import ravel_pytree
 
 from jaxnets.optim import (
     DampenedTraceState,
+    LBFGSState,
     TorchAdafactorState,
     TorchAdagradState,
     TorchAmsgradState,
@@ -83,7 +115,11 @@ FIELDS = {
     TorchASGDState: ("step", {"ax": "ax"}),
     TorchAdafactorState: ("step", {}),  # row_var, col_var, variance: see _adafactor_*
     TorchMuonState: (None, {"momentum_buffer": "momentum_buffer"}),  # torch keeps no step
+    optax.ScaleByRmsState: (None, {"nu": "square_avg"}),
+    optax.ScaleByRStdDevState: (None, {"mu": "grad_avg", "nu": "square_avg"}),
+    optax.ScaleByScheduleState: ("count", {}),  # the optimizer's step count: see _steps_*
 }
+_RMS = (optax.ScaleByRmsState, optax.ScaleByRStdDevState)
 # optax state type -> {optax scalar field: torch per-parameter scalar state key}
 SCALARS = {
     TorchNAdamState: {"mu_product": "mu_product"},
@@ -112,8 +148,8 @@ def _nodes(opt_state):
         supported = ", ".join(t.__name__ for t in FIELDS)
         raise TypeError(
             f"parity cannot convert optimizer state of type {type(opt_state).__name__}; it converts {supported} "
-            "(the states of jaxnets.optim.sgd, adam, adamw, adagrad, radam, rprop, adadelta, adamax, nadam, asgd, "
-            "adafactor and muon)."
+            "(the states of jaxnets.optim.sgd, adam, adamw, rmsprop, adagrad, radam, rprop, adadelta, adamax, nadam, "
+            "asgd, adafactor and muon, with a number or a schedule as lr; lbfgs's LBFGSState too)."
         )
 
 
@@ -267,7 +303,60 @@ def _adafactor_from_torch(node: TorchAdafactorState, states: dict, flatten_shape
     }
 
 
-def load_optimizer_state_into_torch(opt_state, torch_optimizer, torch_module, *, flatten_shapes=None) -> None:
+def _lr(torch_optimizer) -> float:
+    lrs = {group["lr"] for group in torch_optimizer.param_groups}
+    if len(lrs) != 1 or callable(next(iter(lrs))):
+        raise ValueError(
+            f"the torch optimizer has param groups with lrs {sorted(lrs)}; parity converts the state of a single "
+            "lr (optax's rmsprop keeps -lr times torch's momentum buffer)."
+        )
+    return float(next(iter(lrs)))
+
+
+def _trace_scale(nodes, torch_optimizer) -> float:
+    """optax's rmsprop with a constant lr keeps ``-lr * momentum_buffer`` in its trace; any other trace is torch's."""
+    nodes = list(nodes)
+    if any(isinstance(n, _RMS) for n in nodes) and not any(isinstance(n, optax.ScaleByScheduleState) for n in nodes):
+        return -_lr(torch_optimizer)
+    return 1.0
+
+
+def _optax_count(nodes) -> int | None:
+    """The optimizer's step count: a schedule's count, else the first state's that keeps one.
+
+    ``DampenedTraceState.step`` last: converted from torch without ``steps=`` it is 1 once a buffer exists.
+    """
+    nodes = sorted(
+        nodes, key=lambda n: (not isinstance(n, optax.ScaleByScheduleState), isinstance(n, DampenedTraceState))
+    )
+    for node in nodes:
+        count_field = "step" if isinstance(node, TorchMuonState) else FIELDS[type(node)][0]
+        if count_field is not None:
+            return int(getattr(node, count_field))
+    return None
+
+
+def replay_torch_scheduler(scheduler, steps: int) -> None:
+    """Step a fresh torch scheduler ``steps`` times without optimizer steps: torch's lrs at that position.
+
+    torch's schedulers compute each lr from the previous one, so only a replay
+    gives the uninterrupted run's numbers. The optimizer's param groups (lr,
+    cycled momentum) are set as the scheduler sets them.
+    """
+    if scheduler.last_epoch != 0:
+        raise ValueError(
+            f"replay_torch_scheduler needs a fresh scheduler (last_epoch 0); got last_epoch={scheduler.last_epoch}. "
+            "Build the scheduler on the optimizer again, as the run did, and pass that."
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "lr_scheduler.step() before optimizer.step()": on purpose
+        for _ in range(steps):
+            scheduler.step()
+
+
+def load_optimizer_state_into_torch(
+    opt_state, torch_optimizer, torch_module, *, flatten_shapes=None, scheduler=None, steps_per_epoch=1, params=None
+) -> None:
     """Write a :mod:`jaxnets.optim` state into a torch optimizer built over ``torch_module``'s parameters.
 
     Args:
@@ -275,14 +364,25 @@ def load_optimizer_state_into_torch(opt_state, torch_optimizer, torch_module, *,
       torch_optimizer: the matching ``torch.optim`` optimizer (same algorithm and options).
       torch_module: the torch model whose ``parameters()`` the optimizer holds.
       flatten_shapes: see :func:`jaxnets.torch_layout.layout`.
+      scheduler: a torch scheduler built fresh on ``torch_optimizer`` (as the
+        run built it), for a jaxnets optimizer whose lr is a schedule: it is
+        stepped ``count // steps_per_epoch`` times (:func:`replay_torch_scheduler`).
+      steps_per_epoch: the jaxnets schedule's ``steps_per_epoch``.
+      params: the jaxnets parameters, for an :class:`jaxnets.optim.LBFGSState`.
     """
+    if isinstance(opt_state, LBFGSState):
+        _lbfgs_into_torch(opt_state, torch_optimizer, torch_module, params, flatten_shapes)
+        return
     names = _param_names(torch_optimizer, torch_module)
     per_param: dict[str, dict] = {n: {} for n in names}
-    for node in _nodes(opt_state):
+    nodes = list(_nodes(opt_state))
+    count = _optax_count(nodes)
+    trace_scale = _trace_scale(nodes, torch_optimizer)
+    for node in nodes:
         count_field, fields = _fields(node, torch_optimizer)
         for field, key in fields.items():
             for name, tensor in to_torch_state_dict(getattr(node, field), flatten_shapes=flatten_shapes).items():
-                per_param[name][key] = tensor
+                per_param[name][key] = tensor / trace_scale if isinstance(node, optax.TraceState) else tensor
         for field, key in SCALARS.get(type(node), {}).items():
             value = np.asarray(getattr(node, field))  # torch keeps it in its scalar dtype, float32 here too
             for name in names:
@@ -293,26 +393,37 @@ def load_optimizer_state_into_torch(opt_state, torch_optimizer, torch_module, *,
             if int(node.step) == 0:  # torch: no buffer yet, so the next step sets buf = g undamped
                 for name in names:
                     per_param[name].pop("momentum_buffer", None)
+        elif isinstance(node, optax.ScaleByScheduleState):
+            pass  # the scheduler's position: replayed below; torch's step comes from the optimizer's own state
         elif count_field is not None:
             for name in names:
                 per_param[name]["step"] = torch.tensor(float(getattr(node, count_field)))
-        elif isinstance(node, optax.ScaleByAdaDeltaState):
+        elif isinstance(node, (optax.ScaleByAdaDeltaState, *_RMS)):
             for name in names:  # optax keeps no count; torch's does not enter the update
-                per_param[name]["step"] = torch.tensor(0.0)
+                per_param[name]["step"] = torch.tensor(float(count or 0))
     state_dict = torch_optimizer.state_dict()
     state_dict["state"] = {i: per_param[n] for i, n in enumerate(names) if per_param[n]}
     torch_optimizer.load_state_dict(state_dict)
     # load_state_dict casts every floating state to the parameter's dtype, but torch keeps these
     # scalars in its scalar dtype (float32) during a run: restore them, so a float64 run continues
     # as an uninterrupted torch run does (NAdam's mu_product in float64 moves weights by 4e-11).
-    params = [p for group in torch_optimizer.param_groups for p in group["params"]]
+    torch_params = [p for group in torch_optimizer.param_groups for p in group["params"]]
     scalar_keys = {key for node in _nodes(opt_state) for key in SCALARS.get(type(node), {}).values()}
-    for p, name in zip(params, names, strict=True):
+    for p, name in zip(torch_params, names, strict=True):
         for key in scalar_keys & set(per_param[name]):
             torch_optimizer.state[p][key] = per_param[name][key].clone()
+    if scheduler is not None:
+        if count is None:
+            raise ValueError(
+                "load_optimizer_state_into_torch got a scheduler, but the optimizer state keeps no step count "
+                "(e.g. sgd with a number as lr); build the jaxnets optimizer with the schedule as lr."
+            )
+        replay_torch_scheduler(scheduler, count // steps_per_epoch)
 
 
-def optimizer_state_from_torch(torch_optimizer, torch_module, template, *, flatten_shapes=None):
+def optimizer_state_from_torch(
+    torch_optimizer, torch_module, template, *, flatten_shapes=None, steps=None, params=None
+):
     """A torch optimizer's state as the optax state of the matching :mod:`jaxnets.optim` optimizer.
 
     Args:
@@ -321,13 +432,36 @@ def optimizer_state_from_torch(torch_optimizer, torch_module, template, *, flatt
       template: the optax state to fill, e.g. ``jaxnets.optim.adam().init(params)``
         or ``trainer.opt_state``: gives structure, layouts and dtypes.
       flatten_shapes: see :func:`jaxnets.torch_layout.layout`.
+      steps: the optimizer steps torch has taken, for a schedule's count where
+        torch keeps no step count (SGD, Muon); by default torch's per-parameter
+        ``step``. The jaxnets schedule then continues where torch's scheduler
+        is. Give it for SGD whenever a schedule is involved, a cycled momentum
+        too (``DampenedTraceState.step`` indexes it).
+      params: the jaxnets parameters, for an :class:`jaxnets.optim.LBFGSState` template.
 
     Returns:
       A new optax state of the template's structure; assign it to ``trainer.opt_state``.
     """
+    if isinstance(template, LBFGSState):
+        return _lbfgs_from_torch(torch_optimizer, torch_module, params, flatten_shapes)
     names = _param_names(torch_optimizer, torch_module)
     torch_state = torch_optimizer.state_dict()["state"]
     states = {n: torch_state.get(i, {}) for i, n in enumerate(names)}
+    trace_scale = _trace_scale(_nodes(template), torch_optimizer)
+    given_steps = steps
+
+    def torch_steps() -> int:
+        if given_steps is not None:
+            return int(given_steps)
+        found = {n: int(float(states[n]["step"])) for n in names if states[n].get("step") is not None}
+        if not found:
+            raise ValueError(
+                f"torch.optim.{type(torch_optimizer).__name__} keeps no step count, and the jaxnets optimizer's lr "
+                "is a schedule of it: pass steps= (the optimizer steps torch has taken)."
+            )
+        if len(set(found.values())) > 1:
+            raise ValueError(f"torch's parameters have different step counts ({found}); pass steps=.")
+        return next(iter(found.values()))
 
     def convert(node):
         if type(node) not in FIELDS:
@@ -356,11 +490,19 @@ def optimizer_state_from_torch(torch_optimizer, torch_module, template, *, flatt
                 name: (states[name][key] if states[name].get(key) is not None else np.zeros(tensor.shape))
                 for name, tensor in to_torch_state_dict(field_template, flatten_shapes=flatten_shapes).items()
             }
+            if isinstance(node, optax.TraceState) and trace_scale != 1.0:
+                torch_dict = {k: np.asarray(v) * trace_scale for k, v in torch_dict.items()}
             values[field] = state_from_torch(
                 torch_dict, field_template, flatten_shapes=flatten_shapes, what=f"torch's {key} state"
             )
-        if count_field is not None:
-            if isinstance(node, DampenedTraceState):
+        if isinstance(node, optax.ScaleByScheduleState):
+            values["count"] = jnp.asarray(torch_steps(), dtype=jnp.asarray(node.count).dtype)
+        elif isinstance(node, TorchMuonState) and given_steps is not None:  # torch's Muon keeps no step
+            values["step"] = jnp.asarray(int(given_steps), dtype=jnp.asarray(node.step).dtype)
+        elif count_field is not None:
+            if isinstance(node, DampenedTraceState) and given_steps is not None:
+                steps = {n: int(given_steps) for n in names}  # its step also indexes a momentum schedule
+            elif isinstance(node, DampenedTraceState):
                 steps = {n: int(states[n].get("momentum_buffer") is not None) for n in names}
             else:
                 steps = {n: int(float(states[n].get("step", 0))) for n in names}
@@ -375,3 +517,89 @@ def optimizer_state_from_torch(torch_optimizer, torch_module, template, *, flatt
         return type(node)(**{f: values.get(f, getattr(node, f)) for f in node._fields})
 
     return convert(template)
+
+
+# -- LBFGS: one state, flat vectors -------------------------------------------------------------
+
+
+def _flat_converters(torch_optimizer, torch_module, params, flatten_shapes):
+    """``(to_torch, from_torch)`` for flat vectors: JAX's ravel order and layouts <-> torch's."""
+    if params is None:
+        raise ValueError(
+            "converting an LBFGS state needs params= (the jaxnets parameters): its vectors are flat, raveled in "
+            "their order and layouts."
+        )
+    names = _param_names(torch_optimizer, torch_module)
+    flat, unravel = ravel_pytree(params)
+    shapes = {n: tuple(t.shape) for n, t in to_torch_state_dict(params, flatten_shapes=flatten_shapes).items()}
+
+    def to_torch(vector) -> torch.Tensor:
+        tensors = to_torch_state_dict(unravel(jnp.asarray(vector)), flatten_shapes=flatten_shapes)
+        return torch.cat([tensors[n].reshape(-1) for n in names])
+
+    def from_torch(tensor) -> jax.Array:
+        vector, pieces, start = np.asarray(tensor.detach().cpu().numpy()), {}, 0
+        for n in names:
+            size = int(np.prod(shapes[n]))
+            pieces[n] = vector[start : start + size].reshape(shapes[n])
+            start += size
+        if start != vector.size:
+            raise ValueError(f"torch's LBFGS vector has {vector.size} entries; the parameters have {start}.")
+        tree = state_from_torch(pieces, params, flatten_shapes=flatten_shapes, what="torch's LBFGS state")
+        return ravel_pytree(tree)[0].astype(flat.dtype)
+
+    return to_torch, from_torch
+
+
+def _number(x):
+    """A torch or JAX scalar as a Python number (ints stay ints: torch's H_diag starts as the int 1)."""
+    if isinstance(x, (int, float)) or x is None:
+        return x
+    return float(np.asarray(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x))
+
+
+def _lbfgs_into_torch(state: LBFGSState, torch_optimizer, torch_module, params, flatten_shapes) -> None:
+    if not isinstance(torch_optimizer, torch.optim.LBFGS):
+        raise ValueError(f"an LBFGSState goes into torch.optim.LBFGS; got {type(torch_optimizer).__name__}.")
+    to_torch, _ = _flat_converters(torch_optimizer, torch_module, params, flatten_shapes)
+    dtype = torch_optimizer.param_groups[0]["params"][0].dtype
+    vec = lambda v: None if v is None else to_torch(v).to(dtype)  # noqa: E731
+    scalar = lambda v: torch.tensor(_number(v), dtype=dtype)  # noqa: E731
+    first = torch_optimizer.param_groups[0]["params"][0]
+    torch_optimizer.state[first] = {
+        "func_evals": int(state.func_evals),
+        "n_iter": int(state.n_iter),
+        "d": vec(state.d),
+        "t": _number(state.t),
+        "old_dirs": [vec(v) for v in state.old_dirs],
+        "old_stps": [vec(v) for v in state.old_stps],
+        "ro": [scalar(r) for r in state.ro],
+        "H_diag": state.H_diag if isinstance(state.H_diag, int) else scalar(state.H_diag),
+        "prev_flat_grad": vec(state.prev_flat_grad),
+        "prev_loss": _number(state.prev_loss),
+    }
+
+
+def _lbfgs_from_torch(torch_optimizer, torch_module, params, flatten_shapes) -> LBFGSState:
+    if not isinstance(torch_optimizer, torch.optim.LBFGS):
+        raise ValueError(f"an LBFGSState comes from torch.optim.LBFGS; got {type(torch_optimizer).__name__}.")
+    _, from_torch = _flat_converters(torch_optimizer, torch_module, params, flatten_shapes)
+    first = torch_optimizer.param_groups[0]["params"][0]
+    s = torch_optimizer.state.get(first, {})
+    if not s:
+        return LBFGSState()
+    vec = lambda v: None if v is None else from_torch(v)  # noqa: E731
+    dtype = ravel_pytree(params)[0].dtype
+    h_diag = s.get("H_diag", 1)
+    return LBFGSState(
+        func_evals=int(s.get("func_evals", 0)),
+        n_iter=int(s.get("n_iter", 0)),
+        d=vec(s.get("d")),
+        t=_number(s.get("t")),
+        old_dirs=tuple(vec(v) for v in s.get("old_dirs") or ()),
+        old_stps=tuple(vec(v) for v in s.get("old_stps") or ()),
+        ro=tuple(jnp.asarray(_number(r), dtype) for r in s.get("ro") or ()),
+        H_diag=h_diag if isinstance(h_diag, int) else jnp.asarray(_number(h_diag), dtype),
+        prev_flat_grad=vec(s.get("prev_flat_grad")),
+        prev_loss=_number(s.get("prev_loss")),
+    )

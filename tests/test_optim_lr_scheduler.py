@@ -10,7 +10,6 @@ bound of 1e-12. Training runs compare whole trajectories in float64.
 
 import math
 import re
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -22,173 +21,20 @@ from tolerances import F64_ATOL, F64_RTOL
 
 from jaxnets import optim
 from jaxnets.optim import lr_scheduler as ls
+from parity.schedulers import PLATEAU_CASES, halve_every_10, plateau_metrics, scheduler_cases, torch_lrs
 
 T = torch.optim.lr_scheduler
 EPOCHS = 80  # over 60 epochs, and past every configuration's natural end (T_max, total_iters, milestones)
 TRAJECTORY_RTOL = 1e-10  # 12 float64 steps of a small model: the issue's bound for trajectories
 
 
-def _torch_run(make, epochs=EPOCHS, optimizer="sgd", lr=0.1):
-    """lr, momentum (or beta1) after 0..epochs calls of scheduler.step()."""
-    p = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
-    if optimizer == "sgd":
-        opt = torch.optim.SGD([p], lr=lr, momentum=0.9)
-    else:
-        opt = torch.optim.Adam([p], lr=lr)
-    scheduler = make(opt)
-
-    def read():
-        group = opt.param_groups[0]
-        return group["lr"], group["momentum"] if optimizer == "sgd" else group["betas"][0]
-
-    values = [read()]
-    for _ in range(epochs):
-        opt.step()
-        scheduler.step()
-        values.append(read())
-    lrs, momenta = zip(*values, strict=True)
-    return np.array(lrs), np.array(momenta)
-
-
-def _halve_every(epoch):
-    return 0.5 ** (epoch // 10)
-
-
-def _shrink(epoch):
-    return 0.97 if epoch % 3 else 1.01
-
-
-def _scale(x):
-    return 1 / (1 + 0.1 * x)
-
-
-# (id, torch scheduler on an optimizer with lr=0.1, the jaxnets schedule)
-CASES = [
-    ("LambdaLR", lambda o: T.LambdaLR(o, _halve_every), ls.LambdaLR(0.1, _halve_every)),
-    (
-        "LambdaLR-poly",
-        lambda o: T.LambdaLR(o, lambda e: (1 - e / 90) ** 0.9),
-        ls.LambdaLR(0.1, lambda e: (1 - e / 90) ** 0.9),
-    ),
-    ("MultiplicativeLR", lambda o: T.MultiplicativeLR(o, _shrink), ls.MultiplicativeLR(0.1, _shrink)),
-    ("StepLR", lambda o: T.StepLR(o, 30), ls.StepLR(0.1, 30)),
-    ("StepLR-7-0.7", lambda o: T.StepLR(o, 7, 0.7), ls.StepLR(0.1, 7, 0.7)),
-    ("StepLR-1", lambda o: T.StepLR(o, 1, 0.93), ls.StepLR(0.1, 1, 0.93)),
-    ("MultiStepLR", lambda o: T.MultiStepLR(o, [10, 25, 60], 0.3), ls.MultiStepLR(0.1, [10, 25, 60], 0.3)),
-    ("MultiStepLR-repeated", lambda o: T.MultiStepLR(o, [5, 20, 20, 0]), ls.MultiStepLR(0.1, [5, 20, 20, 0])),
-    ("ConstantLR", lambda o: T.ConstantLR(o), ls.ConstantLR(0.1)),
-    ("ConstantLR-0.3-17", lambda o: T.ConstantLR(o, 0.3, 17), ls.ConstantLR(0.1, 0.3, 17)),
-    ("LinearLR", lambda o: T.LinearLR(o), ls.LinearLR(0.1)),
-    ("LinearLR-decay", lambda o: T.LinearLR(o, 1.0, 0.05, 45), ls.LinearLR(0.1, 1.0, 0.05, 45)),
-    ("LinearLR-warmup", lambda o: T.LinearLR(o, 0.01, 1.0, 13), ls.LinearLR(0.1, 0.01, 1.0, 13)),
-    ("ExponentialLR", lambda o: T.ExponentialLR(o, 0.95), ls.ExponentialLR(0.1, 0.95)),
-    ("ExponentialLR-grow", lambda o: T.ExponentialLR(o, 1.03), ls.ExponentialLR(0.1, 1.03)),
-    ("PolynomialLR", lambda o: T.PolynomialLR(o), ls.PolynomialLR(0.1)),
-    ("PolynomialLR-2", lambda o: T.PolynomialLR(o, 50, 2.0), ls.PolynomialLR(0.1, 50, 2.0)),
-    ("PolynomialLR-0.5", lambda o: T.PolynomialLR(o, 33, 0.5), ls.PolynomialLR(0.1, 33, 0.5)),
-    ("CosineAnnealingLR", lambda o: T.CosineAnnealingLR(o, 25), ls.CosineAnnealingLR(0.1, 25)),
-    ("CosineAnnealingLR-eta", lambda o: T.CosineAnnealingLR(o, 10, 0.002), ls.CosineAnnealingLR(0.1, 10, 0.002)),
-    ("CosineAnnealingLR-60", lambda o: T.CosineAnnealingLR(o, 60, 1e-4), ls.CosineAnnealingLR(0.1, 60, 1e-4)),
-    (
-        "SequentialLR-warmup-cosine",
-        lambda o: T.SequentialLR(o, [T.LinearLR(o, 0.1, total_iters=5), T.CosineAnnealingLR(o, 30)], [5]),
-        ls.SequentialLR([ls.LinearLR(0.1, 0.1, total_iters=5), ls.CosineAnnealingLR(0.1, 30)], [5]),
-    ),
-    (
-        "SequentialLR-three",
-        lambda o: T.SequentialLR(o, [T.ConstantLR(o, 0.5, 3), T.ExponentialLR(o, 0.9), T.StepLR(o, 4, 0.5)], [10, 40]),
-        ls.SequentialLR([ls.ConstantLR(0.1, 0.5, 3), ls.ExponentialLR(0.1, 0.9), ls.StepLR(0.1, 4, 0.5)], [10, 40]),
-    ),
-    (
-        "SequentialLR-restarts-lambda",
-        lambda o: T.SequentialLR(o, [T.CosineAnnealingWarmRestarts(o, 4), T.LambdaLR(o, _halve_every)], [11]),
-        ls.SequentialLR([ls.CosineAnnealingWarmRestarts(0.1, 4), ls.LambdaLR(0.1, _halve_every)], [11]),
-    ),
-    (
-        "ChainedScheduler",
-        lambda o: T.ChainedScheduler([T.ConstantLR(o, 0.1, 2), T.ExponentialLR(o, 0.9)]),
-        ls.ChainedScheduler([ls.ConstantLR(0.1, 0.1, 2), ls.ExponentialLR(0.1, 0.9)]),
-    ),
-    (
-        "ChainedScheduler-cosine-step",
-        lambda o: T.ChainedScheduler([T.CosineAnnealingLR(o, 20), T.MultiStepLR(o, [15, 45], 0.5)]),
-        ls.ChainedScheduler([ls.CosineAnnealingLR(0.1, 20), ls.MultiStepLR(0.1, [15, 45], 0.5)]),
-    ),
-    ("CyclicLR", lambda o: T.CyclicLR(o, 0.01, 0.1, 7), ls.CyclicLR(0.01, 0.1, 7)),
-    (
-        "CyclicLR-triangular2-asym",
-        lambda o: T.CyclicLR(o, 0.001, 0.1, 5, 11, mode="triangular2"),
-        ls.CyclicLR(0.001, 0.1, 5, 11, mode="triangular2"),
-    ),
-    (
-        "CyclicLR-exp_range",
-        lambda o: T.CyclicLR(o, 0.01, 0.2, 6, mode="exp_range", gamma=0.97, base_momentum=0.7, max_momentum=0.95),
-        ls.CyclicLR(0.01, 0.2, 6, mode="exp_range", gamma=0.97, base_momentum=0.7, max_momentum=0.95),
-    ),
-    (
-        "CyclicLR-scale_fn-iterations",
-        lambda o: T.CyclicLR(o, 0.01, 0.1, 4, scale_fn=_scale, scale_mode="iterations"),
-        ls.CyclicLR(0.01, 0.1, 4, scale_fn=_scale, scale_mode="iterations"),
-    ),
-    (
-        "CyclicLR-scale_fn-cycle-nomomentum",
-        lambda o: T.CyclicLR(o, 0.01, 0.1, 3, 9, scale_fn=_scale, cycle_momentum=False),
-        ls.CyclicLR(0.01, 0.1, 3, 9, scale_fn=_scale, cycle_momentum=False),
-    ),
-    ("OneCycleLR", lambda o: T.OneCycleLR(o, 0.5, total_steps=EPOCHS), ls.OneCycleLR(0.5, total_steps=EPOCHS)),
-    (
-        "OneCycleLR-linear-three-phase",
-        lambda o: T.OneCycleLR(o, 1.0, epochs=8, steps_per_epoch=10, anneal_strategy="linear", three_phase=True),
-        ls.OneCycleLR(1.0, epochs=8, steps_per_epoch=10, anneal_strategy="linear", three_phase=True),
-    ),
-    (
-        "OneCycleLR-cos-three-phase-options",
-        lambda o: T.OneCycleLR(
-            o,
-            0.3,
-            total_steps=EPOCHS,
-            pct_start=0.25,
-            three_phase=True,
-            base_momentum=0.8,
-            max_momentum=0.99,
-            div_factor=10.0,
-            final_div_factor=100.0,
-        ),  # fmt: skip
-        ls.OneCycleLR(
-            0.3,
-            total_steps=EPOCHS,
-            pct_start=0.25,
-            three_phase=True,
-            base_momentum=0.8,
-            max_momentum=0.99,
-            div_factor=10.0,
-            final_div_factor=100.0,
-        ),  # fmt: skip
-    ),
-    (
-        "OneCycleLR-nomomentum",
-        lambda o: T.OneCycleLR(o, 0.5, total_steps=EPOCHS, pct_start=0.5, cycle_momentum=False),
-        ls.OneCycleLR(0.5, total_steps=EPOCHS, pct_start=0.5, cycle_momentum=False),
-    ),
-    (
-        "CosineAnnealingWarmRestarts",
-        lambda o: T.CosineAnnealingWarmRestarts(o, 10),
-        ls.CosineAnnealingWarmRestarts(0.1, 10),
-    ),
-    (
-        "CosineAnnealingWarmRestarts-mult",
-        lambda o: T.CosineAnnealingWarmRestarts(o, 3, 2, 0.001),
-        ls.CosineAnnealingWarmRestarts(0.1, 3, 2, 0.001),
-    ),
-]
+CASES = scheduler_cases(EPOCHS)  # shared with the schedule/... rows of python -m parity
 IDS = [case[0] for case in CASES]
 CYCLING = [case for case in CASES if case[0].startswith(("CyclicLR", "OneCycleLR"))]
 
 
 def _torch_values(make, optimizer="sgd"):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # torch's "lr_scheduler.step() before optimizer.step()"
-        return _torch_run(make, optimizer=optimizer)
+    return torch_lrs(make, EPOCHS, optimizer=optimizer)
 
 
 @pytest.mark.parametrize(("name", "make", "schedule"), CASES, ids=IDS)
@@ -303,29 +149,12 @@ def test_schedules_act_on_each_param_groups_base_lr(x64):
 
 # --- ReduceLROnPlateau -------------------------------------------------------------------------
 
-PLATEAU = [
-    dict(),
-    dict(mode="max", patience=2, factor=0.5),
-    dict(patience=1, threshold=0.05, threshold_mode="abs", cooldown=2),
-    dict(mode="max", patience=0, threshold=0.01, threshold_mode="abs", min_lr=0.004, factor=0.3),
-    dict(patience=2, cooldown=1, min_lr=0.0101, eps=1e-4),
-    dict(patience=3, threshold=0.02, factor=0.7, eps=0.0),
-]
 
-
-def _metrics(n=EPOCHS, seed=0):
-    rng = np.random.default_rng(seed)
-    # a noisy loss that improves, then stalls, improves again: every branch of torch's rule is taken
-    quarter = n // 4
-    trend = np.concatenate(
-        [np.linspace(1.0, 0.5, quarter), np.linspace(0.5, 0.6, quarter), np.linspace(0.5, 0.2, n - 2 * quarter)]
-    )
-    return (trend + rng.normal(0, 0.02, n)).tolist()
-
-
-@pytest.mark.parametrize("kwargs", PLATEAU, ids=lambda k: "-".join(f"{a}={v}" for a, v in k.items()) or "defaults")
+@pytest.mark.parametrize(
+    "kwargs", PLATEAU_CASES, ids=lambda k: "-".join(f"{a}={v}" for a, v in k.items()) or "defaults"
+)
 def test_reduce_lr_on_plateau_follows_torch(kwargs, x64):
-    metrics = _metrics()
+    metrics = plateau_metrics(EPOCHS)
     p = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
     opt = torch.optim.SGD([p], lr=0.1)
     scheduler = T.ReduceLROnPlateau(opt, **kwargs)
@@ -350,7 +179,7 @@ def test_reduce_lr_on_plateau_step_runs_under_jit(x64, backend_compiles):
     p = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
     opt = torch.optim.SGD([p], lr=0.1)
     scheduler = T.ReduceLROnPlateau(opt, patience=1, cooldown=1)
-    for metric in _metrics(30, seed=1):
+    for metric in plateau_metrics(30, seed=1):
         state = step(state, jnp.asarray(metric))
         scheduler.step(metric)
         assert float(state.lr) == scheduler.get_last_lr()[0]
@@ -488,8 +317,8 @@ def test_adam_with_one_cycle_and_cycled_beta1_trains_as_torch(torch_cls, fn, kwa
 
 
 def test_adam_with_lambda_lr_trains_as_torch(x64):
-    expected = _run_torch(lambda p: torch.optim.Adam(p, lr=0.05), lambda o: T.LambdaLR(o, _halve_every), 12)
-    _assert_same(_run_jax(optim.adam(lr=ls.LambdaLR(0.05, _halve_every)), 12), expected)
+    expected = _run_torch(lambda p: torch.optim.Adam(p, lr=0.05), lambda o: T.LambdaLR(o, halve_every_10), 12)
+    _assert_same(_run_jax(optim.adam(lr=ls.LambdaLR(0.05, halve_every_10)), 12), expected)
 
 
 # --- bad input ---------------------------------------------------------------------------------
@@ -500,7 +329,7 @@ BAD = [
     (lambda: ls.StepLR(-0.1, 3), r"StepLR got lr=-0.1; expected a base lr >= 0"),
     (lambda: ls.StepLR("0.1", 3), r"`lr` got '0.1' of type str; expected a number"),
     (lambda: ls.StepLR(0.1, 3, steps_per_epoch=0), r"`steps_per_epoch` got 0"),
-    (lambda: ls.LambdaLR(0.1, [_halve_every, _halve_every]), r"list of 2 lambdas.*param_groups"),
+    (lambda: ls.LambdaLR(0.1, [halve_every_10, halve_every_10]), r"list of 2 lambdas.*param_groups"),
     (lambda: ls.LambdaLR(0.1, 0.5), r"lr_lambda=0.5; expected a function of the epoch"),
     (lambda: ls.MultiStepLR(0.1, 30), r"milestones=30; expected a list of epochs"),
     (lambda: ls.ConstantLR(0.1, factor=1.5), r"factor=1.5; expected a multiplicative factor in \[0, 1\]"),

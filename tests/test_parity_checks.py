@@ -6,6 +6,7 @@ and learning rates and check forward, gradients, VJP and one optimizer step in
 float64 at 1e-12.
 """
 
+import dataclasses
 import json
 
 import jax.numpy as jnp
@@ -17,7 +18,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import parity
-from parity import _specs, checks, precision
+from jaxnets.optim import lr_scheduler as ls
+from parity import _specs, checks, precision, recipes, schedulers
 from parity.__main__ import main
 
 torch.set_num_threads(1)  # torch and XLA share two cores in this process
@@ -176,16 +178,111 @@ def test_matrix_stages_run_the_seeds_500_steps_in_float64(matrix):
 
 
 def test_matrix_step_counts_are_the_readmes(matrix):
-    """float32 runs stages 2 and 3 for 500 steps, stages 4 to 7 and the optimizers for 40, the update rows 10."""
+    """float32 runs stages 2 and 3 for 500 steps, stages 4 to 7 and the optimizers for 40, the update rows 10,
+    the param-group + clipping + scheduler recipes 50."""
     counts = {}
     for row in matrix.values():
         if row.dtype == "float32" and row.curves:
             counts.setdefault(len(row.curves["torch"]), set()).add(row.check.split(",")[0])
     assert counts[500] == {"trajectory/stage2 manual", "trajectory/stage3 autograd"}
     assert {"trajectory/stage4 sequential_manual", "trajectory/stage7 dynamic_sgd", "trajectory/adam"} <= counts[40]
-    assert set(counts) == {500, 40}
+    assert counts[recipes.RECIPE_STEPS] == {"trajectory/" + r.name for r in recipes.recipes()}
+    assert set(counts) == {500, 40, recipes.RECIPE_STEPS}
     update = matrix["two_layer/update/sgd(momentum=0.9)/float32"]
     assert update.note.startswith(f"{checks.UPDATE_STEPS} steps") and checks.UPDATE_STEPS == 10
+
+
+TORCH_SCHEDULERS = (
+    "LambdaLR", "MultiplicativeLR", "StepLR", "MultiStepLR", "ConstantLR", "LinearLR", "ExponentialLR",
+    "SequentialLR", "PolynomialLR", "CosineAnnealingLR", "ChainedScheduler", "CyclicLR", "OneCycleLR",
+    "CosineAnnealingWarmRestarts", "ReduceLROnPlateau",
+)  # fmt: skip
+
+
+def test_matrix_has_schedule_rows_for_every_torch_scheduler_past_its_end(matrix):
+    ids = checks.row_ids()
+    assert len(TORCH_SCHEDULERS) == 15
+    for name in TORCH_SCHEDULERS:
+        for dtype in ("float32", "float64"):
+            assert any(i.startswith(f"lr_scheduler/schedule/{name}") and i.endswith(dtype) for i in ids), name
+    rows = [r for r in matrix.values() if r.check.startswith("schedule/")]
+    assert (
+        len(rows)
+        == 2 * (len(schedulers.schedule_cases(schedulers.SCHEDULE_EPOCHS)) + len(schedulers.PLATEAU_CASES))
+        == 90
+    )
+    for row in rows:
+        if row.dtype == "float64":  # torch's own arithmetic replayed: bit for bit
+            assert row.max_abs == 0.0, row.describe()
+    steps = {r.check: int(r.note.split("..")[1].split(",")[0]) for r in rows if r.dtype == "float64" and ".." in r.note}
+    assert steps["schedule/CosineAnnealingLR"] == schedulers.SCHEDULE_EPOCHS == 200  # T_max is 25
+    assert steps["schedule/CosineAnnealingLR-12, steps_per_epoch=7"] == 7 * 200 - 1
+    per_batch = "schedule/OneCycleLR(epochs=200, steps_per_epoch=10), per batch"
+    assert steps[per_batch] == 2000
+    assert "refuses past total_steps" in matrix[f"lr_scheduler/{per_batch}/float64"].other
+    assert "momentum" in matrix["lr_scheduler/schedule/CyclicLR-exp_range/float64"].other
+
+
+@pytest.mark.parametrize(
+    ("name", "wrong"),
+    [
+        ("StepLR", lambda epochs: ls.StepLR(0.1, 31)),  # off by one epoch
+        ("OneCycleLR", lambda epochs: ls.OneCycleLR(0.5, total_steps=epochs + 1)),  # refuses a step later
+        ("CyclicLR-exp_range", lambda epochs: ls.CyclicLR(0.01, 0.2, 6, mode="exp_range", gamma=0.97)),  # momentum
+    ],
+)
+def test_schedule_row_fails_for_a_wrong_schedule(monkeypatch, name, wrong):
+    cases = {c[0]: c for c in schedulers.scheduler_cases(schedulers.SCHEDULE_EPOCHS)}
+    monkeypatch.setattr(schedulers, "scheduler_cases", lambda epochs: [(name, cases[name][1], wrong(epochs))])
+    (row,) = checks.run_jobs([schedulers.schedule_job("float64", select=lambda i: f"/{name}/" in i)])
+    assert not row.passed, row.describe()
+
+
+def test_matrix_has_recipe_rows_whose_clipping_binds_on_some_steps(matrix):
+    rows = [r for r in matrix.values() if "/recipe " in r.check]
+    assert {(r.model, r.dtype) for r in rows} == {(m, d) for m in ("two_layer", "lenet5") for d in checks.DTYPES}
+    for row in rows:
+        assert {"losses", "total norms", "lr of group 0", "lr of group 1"} <= set(row.other), row.id
+        clipped = int(row.note.split("clipped on ")[1].split(";")[0])
+        assert 0 < clipped < recipes.RECIPE_STEPS, row.describe()
+        assert len(row.curves["torch"]) == recipes.RECIPE_STEPS == 50
+        if row.dtype == "float64":
+            assert row.tol == 1e-12 and row.other["lr of group 0"] == (0.0, 0.0)
+        else:
+            assert row.tol == precision.F32_TRAJECTORY_RTOL
+
+
+def _sgd_recipe():
+    return next(r for r in recipes.recipes() if r.name.startswith("recipe sgd"))
+
+
+WRONG_RECIPES = {
+    # the biases' group lr left out: the schedule then scales the default lr for them
+    "bias-lr-dropped": lambda: dataclasses.replace(
+        _sgd_recipe(), jax_groups=({"weight_decay": 1e-2}, {"weight_decay": 0.0})
+    ),
+    # weight decay on the biases too
+    "bias-weight_decay-not-zero": lambda: dataclasses.replace(
+        _sgd_recipe(), jax_groups=({"weight_decay": 1e-2}, {"weight_decay": 1e-2, "lr": 2e-4})
+    ),
+    # the scheduler stepped every optimizer step instead of every 5
+    "StepLR-per-step": lambda: dataclasses.replace(_sgd_recipe(), schedule=lambda lr: ls.StepLR(lr, 3, 0.5)),
+    # clipping that never binds on the jaxnets side (optax.clip_by_global_norm's rule would be another miss)
+    "no-clipping": lambda: dataclasses.replace(_sgd_recipe(), max_norm=1e9),
+}
+
+
+@pytest.mark.parametrize("name", list(WRONG_RECIPES))
+def test_recipe_row_fails_for_a_wrong_port(monkeypatch, name):
+    wrong = WRONG_RECIPES[name]()
+    if name == "no-clipping":  # torch still clips at 300: only jaxnets' chain changes
+        jax_side = wrong.jax
+        wrong = dataclasses.replace(_sgd_recipe())
+        monkeypatch.setattr(recipes.Recipe, "jax", lambda self: jax_side())
+    monkeypatch.setattr(recipes, "recipes", lambda: [wrong])
+    (row,) = checks.run_jobs([recipes.recipe_job("float64")])
+    assert not row.passed and np.isfinite(row.max_rel), row.describe()
+    assert row.max_rel > 1e3 * row.tol
 
 
 # -- DynamicNet: the two zero_grad semantics must differ on the shared schedule ------------------

@@ -203,6 +203,15 @@ OPTIMIZERS = {
         lambda p: torch.optim.NAdam(p, lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True),
         lambda: jaxnets.optim.nadam(1e-2, weight_decay=0.1, decoupled_weight_decay=True),
     ),
+    # optax's rmsprop keeps -lr times torch's momentum buffer: converted with the torch group's lr
+    "rmsprop-momentum-centered-wd": (
+        lambda p: torch.optim.RMSprop(p, lr=1e-2, momentum=0.9, centered=True, weight_decay=0.1),
+        lambda: jaxnets.optim.rmsprop(1e-2, momentum=0.9, centered=True, weight_decay=0.1),
+    ),
+    "rmsprop-maximize": (
+        lambda p: torch.optim.RMSprop(p, lr=1e-3, alpha=0.9, maximize=True),
+        lambda: jaxnets.optim.rmsprop(1e-3, alpha=0.9, maximize=True),
+    ),
     # t0=2: averaging starts within the torch part of the run, so ax, eta and mu all matter.
     "asgd": (
         lambda p: torch.optim.ASGD(p, lr=1e-2, lambd=0.01, t0=2, weight_decay=0.1),
@@ -261,9 +270,18 @@ def test_optimizer_state_continues_a_torch_run_in_jax_and_back(x64, opt_name):
 def test_optimizer_state_conversion_errors(x64):
     torch_model, jax_model, _ = pairs()["two_layer"]
     params = nnx.state(jax_model, nnx.Param)
-    opt = torch.optim.RMSprop(torch_model.parameters())
-    with pytest.raises(TypeError, match="cannot convert optimizer state of type ScaleByRmsState"):
-        parity.optimizer_state_from_torch(opt, torch_model, jaxnets.optim.rmsprop().init(params))
+    opt = torch.optim.SGD(torch_model.parameters(), momentum=0.9)
+    groups = jaxnets.optim.param_groups(jaxnets.optim.sgd, [{"params": "*.bias"}], lr=0.1, momentum=0.9)
+    with pytest.raises(TypeError, match="cannot convert optimizer state of type PartitionState"):
+        parity.optimizer_state_from_torch(opt, torch_model, groups.init(params))
+    scheduled = jaxnets.optim.sgd(jaxnets.optim.lr_scheduler.StepLR(0.1, 2), momentum=0.9).init(params)
+    with pytest.raises(ValueError, match=r"SGD keeps no step count.*pass steps="):
+        parity.optimizer_state_from_torch(opt, torch_model, scheduled)
+    with pytest.raises(ValueError, match=r"got a scheduler, but the optimizer state keeps no step count"):
+        sched = torch.optim.lr_scheduler.StepLR(opt, 2)
+        parity.load_optimizer_state_into_torch(
+            jaxnets.optim.sgd(0.1, 0.9).init(params), opt, torch_model, scheduler=sched
+        )
     opt = torch.optim.Adam(torch_model.parameters())
     torch_model(torch.randn(2, 20, dtype=torch.float64)).sum().backward()
     torch_model.linear2.weight.grad = None  # linear2.weight is skipped, as torch does for a None grad
