@@ -50,6 +50,7 @@ __all__ = [
 
 
 # --- pytorch/examples mnist/main.py ------------------------------------------------------------------------------
+# --8<-- [start:mnist]  (docs/ports.md shows this section)
 
 
 class MnistNet(nn.Module):
@@ -80,7 +81,11 @@ class MnistNet(nn.Module):
         return output
 
 
+# --8<-- [end:mnist]
+
+
 # --- pytorch/examples dcgan/main.py -------------------------------------------------------------------------------
+# --8<-- [start:dcgan]  (docs/ports.md shows this section)
 
 
 # custom weights initialization called on netG and netD
@@ -162,7 +167,11 @@ class Discriminator(nn.Module):
         return output.view(-1, 1).squeeze(1)
 
 
+# --8<-- [end:dcgan]
+
+
 # --- pytorch/examples word_language_model/model.py ----------------------------------------------------------------
+# --8<-- [start:word_language_model]  (docs/ports.md shows this section)
 
 
 class RNNModel(nn.Module):
@@ -248,7 +257,11 @@ class PositionalEncoding(nn.Module):
         return self.dropout(x)
 
 
+# --8<-- [end:word_language_model]
+
+
 # --- a nn.TransformerEncoder classifier (written here) ------------------------------------------------------------
+# --8<-- [start:transformer]  (docs/ports.md shows this section)
 
 
 class TransformerClassifier(nn.Module):
@@ -281,7 +294,11 @@ class TransformerClassifier(nn.Module):
         return self.classifier(pooled)
 
 
+# --8<-- [end:transformer]
+
+
 # --- torchvision 0.28.0 models/resnet.py (BasicBlock, ResNet, resnet18) --------------------------------------------
+# --8<-- [start:resnet]  (docs/ports.md shows this section)
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1, dilation: int = 1) -> nn.Conv2d:
@@ -467,6 +484,9 @@ class ResNet(nn.Module):
 def resnet18(**kwargs) -> ResNet:
     """``torchvision.models.resnet18(weights=None, **kwargs)``."""
     return ResNet(BasicBlock, [2, 2, 2, 2], **kwargs)
+
+
+# --8<-- [end:resnet]
 
 
 # --- torchvision's own resnet module, without its compiled ops -----------------------------------------------------

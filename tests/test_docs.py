@@ -133,3 +133,19 @@ def test_docs_api_reference_and_guide_pages_are_rendered(site):
         ("parity", "parity.compare.compare"),
     ]:
         assert f'id="{anchor}"' in api[page], (page, anchor)
+
+
+def test_docs_ports_page_shows_each_torch_original_beside_its_port(site):
+    """docs/ports.md includes the sources: every line of each original's section and each port's file is on the page."""
+    text = html.unescape(re.sub(r"<[^>]+>", "", (site / "ports/index.html").read_text()))
+    page_lines = {line.strip() for line in text.splitlines()}
+    reference = (ROOT / "parity/reference_models.py").read_text()
+    for name, port in [("mnist", "_mnist"), ("dcgan", "_dcgan"), ("word_language_model", "_word_language_model"),
+                       ("transformer", "_transformer"), ("resnet", "_resnet")]:  # fmt: skip
+        section = reference.split(f"--8<-- [start:{name}]")[1].split(f"--8<-- [end:{name}]")[0]
+        section = section.split("\n", 1)[1].rsplit("\n", 1)[0]  # without the marker lines themselves
+        source = (ROOT / f"jaxnets/ports/{port}.py").read_text()
+        for code in (section, source):
+            missing = [line for line in code.splitlines() if line.strip() and line.strip() not in page_lines]
+            assert not missing, (name, missing[:3])
+    assert text.count("class BasicBlock") == 2  # torchvision's and the port's, once each
