@@ -121,6 +121,8 @@ __all__ = sorted(_LAZY)
 
 
 def __getattr__(name: str):
+    if name not in _LAZY and f"{__name__}.{name}" in _MOVED:  # a 0.1.0 module, which a sibling's import bound here
+        return importlib.import_module(f"{__name__}.{name}")
     if name not in _LAZY:
         raise AttributeError(f"module 'jaxnets' has no attribute {name!r}")
     module, attribute = _LAZY[name]

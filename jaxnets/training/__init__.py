@@ -36,9 +36,12 @@ def __getattr__(name: str):
         return importlib.import_module(".trainer", __name__).Trainer
     if not name.startswith("__"):
         try:
-            return getattr(_digits(), name)
+            value = getattr(_digits(), name)
         except AttributeError:
             pass
+        else:
+            _forward(name)
+            return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -47,19 +50,24 @@ def __dir__() -> list[str]:
 
 
 class _Training(types.ModuleType):
-    """Setting (or deleting) one of the application's names sets it on :mod:`jaxnets.training.digits`."""
+    """The application's names are properties of this class: read, set and deleted on the application module.
+
+    A live view, never a copy (``monkeypatch.setattr`` and its undo act on :mod:`jaxnets.training.digits`);
+    the property of a name is made when the name is first read or set here.
+    """
 
     def __setattr__(self, name, value):
-        if name in _SUBMODULES or name == "Trainer" or name.startswith("__"):
-            super().__setattr__(name, value)
-        else:
-            setattr(_digits(), name, value)
+        if not (name in _SUBMODULES or name == "Trainer" or name.startswith("__")):
+            _forward(name)
+        super().__setattr__(name, value)
 
-    def __delattr__(self, name):
-        if name in _SUBMODULES or name == "Trainer" or name.startswith("__") or name in vars(self):
-            super().__delattr__(name)
-        else:
-            delattr(_digits(), name)
+
+def _forward(name: str) -> None:
+    if name not in vars(_Training):
+        get = lambda self: getattr(_digits(), name)
+        put = lambda self, value: setattr(_digits(), name, value)
+        remove = lambda self: delattr(_digits(), name)
+        setattr(_Training, name, property(get, put, remove, f"jaxnets.training.digits.{name}"))
 
 
 sys.modules[__name__].__class__ = _Training
