@@ -39,7 +39,6 @@ so pickles and user code that name them keep working.
 from __future__ import annotations
 
 import importlib
-import importlib.machinery
 import sys
 import types
 from typing import TYPE_CHECKING
@@ -98,7 +97,9 @@ class _MovedModules:
     def find_spec(self, fullname, path=None, target=None):
         if fullname not in _MOVED:
             return None
-        return importlib.machinery.ModuleSpec(fullname, self, origin=_MOVED[fullname])
+        from importlib.machinery import ModuleSpec  # here: most runs never import an old name
+
+        return ModuleSpec(fullname, self, origin=_MOVED[fullname])
 
     def create_module(self, spec):
         module = importlib.import_module(_MOVED[spec.name])
