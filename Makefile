@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt $(wildcard */__init__.py)
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m jaxnets.tutorial
+	$(BIN)/python -m jaxnets.tutorials.lenet
 
 # LeNet on scikit-learn's handwritten digits; RUN=runs/digits by default (make train RUN=other).
 RUN ?= runs/digits
@@ -22,7 +22,7 @@ train: $(STAMP)
 	$(BIN)/jaxnets train --out $(RUN) --overwrite
 
 progression: $(STAMP)
-	$(BIN)/python -m jaxnets.progression
+	$(BIN)/python -m jaxnets.tutorials.progression
 
 parity: $(STAMP)
 	$(BIN)/python -m parity

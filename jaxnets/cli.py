@@ -27,7 +27,8 @@ from ._cache import enable_compilation_cache
 
 
 def _train(argv: list[str]) -> int:
-    from . import distributed, training
+    from .training import digits as training
+    from .training import distributed
 
     defaults = training.TrainConfig()
     p = argparse.ArgumentParser(
@@ -143,7 +144,7 @@ def _score(model, out: np.ndarray, labels: np.ndarray, args: argparse.Namespace,
     Returns:
       ``(scores, matrix, figure path)``.
     """
-    from . import training
+    from .training import digits as training
 
     s = training.scores(out, labels)
     matrix = training.confusion_matrix(out.argmax(-1), labels, model.num_classes)
@@ -155,7 +156,8 @@ def _score(model, out: np.ndarray, labels: np.ndarray, args: argparse.Namespace,
 
 
 def _evaluate(argv: list[str]) -> int:
-    from . import data, training
+    from .training import data
+    from .training import digits as training
 
     p = argparse.ArgumentParser(
         prog="jaxnets evaluate",
@@ -195,7 +197,8 @@ def _evaluate(argv: list[str]) -> int:
 
 
 def _predict(argv: list[str]) -> int:
-    from . import data, training
+    from .training import data
+    from .training import digits as training
 
     p = argparse.ArgumentParser(
         prog="jaxnets predict",
@@ -252,7 +255,8 @@ def _predict(argv: list[str]) -> int:
 
 
 def _export(argv: list[str]) -> int:
-    from . import exchange, training
+    from .interop import exchange
+    from .training import digits as training
 
     p = argparse.ArgumentParser(
         prog="jaxnets export",
@@ -280,7 +284,8 @@ def _export(argv: list[str]) -> int:
 
 
 def _import(argv: list[str]) -> int:
-    from . import checkpoint, training
+    from .training import checkpoint
+    from .training import digits as training
 
     p = argparse.ArgumentParser(
         prog="jaxnets import",
@@ -317,11 +322,11 @@ def _import(argv: list[str]) -> int:
 
 
 def _tutorial(argv: list[str]) -> int:
-    return importlib.import_module(".tutorial", __package__).main(argv)
+    return importlib.import_module(".tutorials.lenet", __package__).main(argv)
 
 
 def _progression(argv: list[str]) -> int:
-    return importlib.import_module(".progression", __package__).main(argv)
+    return importlib.import_module(".tutorials.progression", __package__).main(argv)
 
 
 COMMANDS = {
@@ -352,7 +357,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"jaxnets: unknown command {name!r}; expected one of {', '.join(COMMANDS)}.\n", file=sys.stderr)
         print(_usage(), file=sys.stderr)
         return 2
-    from . import checkpoint, data, exchange, training
+    from .interop import exchange
+    from .training import checkpoint, data
+    from .training import digits as training
 
     expected = (training.TrainingError, data.DataError, checkpoint.CheckpointError, exchange.WeightsFileError)
     try:

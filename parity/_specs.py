@@ -15,7 +15,7 @@ import torch
 from flax import nnx
 
 import jaxnets
-from jaxnets import progression
+from jaxnets.tutorials import progression
 
 from . import torch_models as tm
 from .convert import load_torch_state_dict

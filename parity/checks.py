@@ -70,8 +70,8 @@ import torch
 from flax import nnx
 
 import jaxnets
-from jaxnets import progression
 from jaxnets.losses import mse_loss
+from jaxnets.tutorials import progression
 
 from . import precision
 from . import torch_models as tm

@@ -56,9 +56,9 @@ import numpy as np
 import torch
 from flax import nnx
 
+from jaxnets.interop.torch_layout import _mirror
 from jaxnets.nn.module import Module as _JaxModule
 from jaxnets.nn.modules.dropout import _DropoutNd as _JaxDropoutNd
-from jaxnets.torch_layout import _mirror
 
 from .convert import load_torch_state_dict
 from .precision import errors, tolerance
@@ -498,7 +498,7 @@ def _grads_by_torch_name(port: nnx.Module, grads: nnx.State) -> dict[str, np.nda
         by_path = {path: np.asarray(v) for path, v in nnx.to_flat_state(grads)}
         path_of = {id(var): path for path, var in nnx.to_flat_state(nnx.state(port, nnx.Param))}
         return {name: by_path[path_of[id(var)]] for name, var in port.named_parameters()}
-    from jaxnets.exchange import to_torch_arrays
+    from jaxnets.interop.exchange import to_torch_arrays
 
     return to_torch_arrays(grads)
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import torch
 from flax import nnx
 
-from jaxnets.exchange import state_from_torch_arrays, to_torch_arrays
+from jaxnets.interop.exchange import state_from_torch_arrays, to_torch_arrays
 
 from .layout import StateDictMismatch
 from .torch_models import to_numpy

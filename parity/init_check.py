@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from flax import nnx
 
-from jaxnets.torch_layout import _mirror
+from jaxnets.interop.torch_layout import _mirror
 
 __all__ = ["ALPHA", "InitReport", "InitRow", "check_init"]
 
@@ -80,7 +80,7 @@ def _ks(a: np.ndarray, b: np.ndarray) -> float:
 def _jax_arrays(model: nnx.Module) -> dict[str, np.ndarray]:
     if _mirror(model) is not None:
         return {k: np.asarray(v) for k, v in model.state_dict().items()}
-    from jaxnets.exchange import to_torch_arrays
+    from jaxnets.interop.exchange import to_torch_arrays
 
     return to_torch_arrays(model)
 

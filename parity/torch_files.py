@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from safetensors import numpy as safetensors_numpy
 
-from jaxnets.exchange import _BAD_FILE, _NOT_READABLE, WeightsFileError, _refused, _state_dict_arrays
+from jaxnets.interop.exchange import _BAD_FILE, _NOT_READABLE, WeightsFileError, _refused, _state_dict_arrays
 
 from .torch_models import to_numpy
 

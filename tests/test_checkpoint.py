@@ -1,4 +1,4 @@
-"""jaxnets.checkpoint: bit-identical round trips, steps and retention, clear errors, and saves killed mid-write."""
+"""jaxnets.training.checkpoint: bit-identical round trips, steps and retention, clear errors, and saves killed mid-write."""
 
 import json
 import os
@@ -17,7 +17,7 @@ import pytest
 from flax import nnx
 
 import jaxnets
-from jaxnets import checkpoint
+from jaxnets.training import checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,7 +68,7 @@ def metadata_equal(got, want):
 
 
 def test_import_leaves_torch_out():
-    code = "import sys, jaxnets.checkpoint; assert 'torch' not in sys.modules, 'torch was imported'"
+    code = "import sys, jaxnets.training.checkpoint; assert 'torch' not in sys.modules, 'torch was imported'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
 
@@ -77,7 +77,7 @@ def test_save_and_restore_of_format_2_load_no_orbax(tmp_path):
     # orbax and tensorstore cost start-up time and 31-39 ms of CPU a save; only format 1 needs them.
     code = textwrap.dedent(f"""
         import sys, numpy as np
-        from jaxnets import checkpoint
+        from jaxnets.training import checkpoint
         checkpoint.save({str(tmp_path)!r}, 1, {{"w": np.arange(3.0)}}, {{"epoch": 1}})
         state, meta = checkpoint.restore({str(tmp_path)!r})
         assert meta == {{"epoch": 1}} and state["w"].tolist() == [0.0, 1.0, 2.0]
@@ -447,7 +447,7 @@ PARTIAL_BYTES = 20_000_000  # kill once this much of step 2 is on disk: well ins
 
 _KILLED_SAVER = """
 import numpy as np
-from jaxnets import checkpoint
+from jaxnets.training import checkpoint
 checkpoint.save({directory!r}, 1, {{"w": np.arange(12, dtype=np.float32).reshape(3, 4)}}, {{"epoch": 1}})
 rng = np.random.default_rng(0)
 # About 200 MB of incompressible data: most of a second to write and flush.

@@ -1,4 +1,4 @@
-"""jaxnets.data: digits, the fixed split, IDX files, MNIST, keyed batches and image files, all without torch."""
+"""jaxnets.training.data: digits, the fixed split, IDX files, MNIST, keyed batches and image files, all without torch."""
 
 import gzip
 import subprocess
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxnets import data
-from jaxnets.data import DataError, Dataset
+from jaxnets.training import data
+from jaxnets.training.data import DataError, Dataset
 
 # -- digits --------------------------------------------------------------------
 
@@ -56,7 +56,7 @@ def test_fit_resamples_like_jax_image_resize_when_shrinking():
 
 def test_import_and_digits_load_neither_torch_nor_sklearn_nor_pillow():
     # What loading costs is measured by the benchmark, not asserted here: a test has no time to compare with.
-    code = "import sys; import jaxnets.data as d; d.digits(); print(*(m in sys.modules for m in ('torch', 'sklearn', 'PIL')))"
+    code = "import sys; import jaxnets.training.data as d; d.digits(); print(*(m in sys.modules for m in ('torch', 'sklearn', 'PIL')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False", "False"]
 

@@ -52,8 +52,11 @@ from safetensors.numpy import load_file
 from tolerances import F32_RTOL, F64_RTOL
 
 import jaxnets
-from jaxnets import cli, distributed, exchange, training
+from jaxnets import cli
+from jaxnets.interop import exchange
 from jaxnets.losses import cross_entropy, mse_loss
+from jaxnets.training import digits as training
+from jaxnets.training import distributed
 
 HERE = Path(__file__).resolve()
 TIMEOUT = 180  # seconds for any subprocess: a hang (e.g. a process waiting for its peer) fails instead of blocking

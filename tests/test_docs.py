@@ -56,7 +56,7 @@ def test_docs_lenet_notebook_shows_torch_and_jax_outputs_that_agree(site):
     outputs = _outputs(site / "tutorials/lenet/index.html")
     joined = "\n".join(outputs)
     assert "Net(" in joined and "(conv1): Conv2d(1, 6, kernel_size=(5, 5)" in joined  # print(net), executed
-    assert "mse_loss" in joined  # jaxnets.graph.op_chain's chain
+    assert "mse_loss" in joined  # jaxnets.models.op_chain's chain
     diff = re.search(r"largest difference between the outputs: (\S+)", joined)
     assert diff is not None, joined
     assert float(diff.group(1)) < 1e-5
@@ -123,10 +123,10 @@ def test_docs_api_reference_and_guide_pages_are_rendered(site):
         for name in ["jaxnets", "training", "io", "nn", "optim", "parity"]
     }
     for page, anchor in [
-        ("jaxnets", "jaxnets._lenet.LeNet"),
-        ("training", "jaxnets.train.Trainer"),
-        ("io", "jaxnets.checkpoint.save"),
-        ("io", "jaxnets.exchange"),
+        ("jaxnets", "jaxnets.models.LeNet"),
+        ("training", "jaxnets.training.trainer.Trainer"),
+        ("io", "jaxnets.training.checkpoint.save"),
+        ("io", "jaxnets.interop.exchange"),
         ("nn", "jaxnets.nn.modules"),
         ("optim", "jaxnets.optim.sgd"),
         ("optim", "jaxnets.optim.lr_scheduler"),

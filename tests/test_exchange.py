@@ -1,4 +1,4 @@
-"""jaxnets.exchange: weight files shared with PyTorch (safetensors both ways, .pt state_dicts in), no pickle."""
+"""jaxnets.interop.exchange: weight files shared with PyTorch (safetensors both ways, .pt state_dicts in), no pickle."""
 
 import os
 import subprocess
@@ -16,8 +16,8 @@ from tolerances import F32_ATOL, F32_RTOL, F64_ATOL, F64_RTOL
 
 import jaxnets
 import parity
-from jaxnets import exchange
-from jaxnets.torch_layout import to_nchw
+from jaxnets.interop import exchange
+from jaxnets.interop.torch_layout import to_nchw
 from parity import torch_models as tm
 
 torch.set_num_threads(1)  # torch and XLA share two cores in this process
@@ -330,7 +330,7 @@ def test_pt_without_torch_reads_the_zip_format_and_says_pip_install_torch_for_th
 
 
 def test_import_jaxnets_exchange_does_not_import_torch():
-    code = "import jaxnets.exchange, sys; assert 'torch' not in sys.modules, 'torch was imported'"
+    code = "import jaxnets.interop.exchange, sys; assert 'torch' not in sys.modules, 'torch was imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 

@@ -12,8 +12,8 @@ from flax import nnx
 from tolerances import F32_RTOL, F64_RTOL
 
 import jaxnets
-from jaxnets import _fastconv
 from jaxnets.losses import cross_entropy
+from jaxnets.models import _fastconv
 
 torch.set_num_threads(1)  # torch and XLA share two cores in this process
 

@@ -1,4 +1,4 @@
-"""jaxnets.inference: the forward pass of many batches in one compiled loop, and training.logits built on it."""
+"""jaxnets.training.inference: the forward pass of many batches in one compiled loop, and training.logits built on it."""
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +8,8 @@ from flax import nnx
 from tolerances import F32_ATOL, F32_RTOL
 
 import jaxnets
-from jaxnets import inference, training
+from jaxnets.training import digits as training
+from jaxnets.training import inference
 
 
 def _images(n, seed=0):

@@ -322,8 +322,13 @@ def test_summary_reads_like_print_net():
     assert "(0): Linear(3 -> 4)" in seq and "(1): relu()" in seq and "(2): Linear(4 -> 2)" in seq
     # The shapes line up in one column, at least two spaces after the longest description (#16: the conv lines
     # printed "padding=VALID)kernel (5, 5, 1, 6)").
+    # The bias shapes too, in their own column after the longest kernel shape (they followed each kernel shape
+    # directly, so LeNet's conv and fc lines put them in three different columns).
     for block in (text, seq):
         rows = [line for line in block.splitlines() if "kernel (" in line]
-        columns = {line.index("kernel (") for line in rows}
-        assert len(columns) == 1, block
-        assert all(line[: line.index("kernel (")].endswith("  ") for line in rows), block
+        for column in ("kernel (", "bias ("):
+            assert len({line.index(column) for line in rows}) == 1, (column, block)
+            assert all(line[: line.index(column)].endswith("  ") for line in rows), (column, block)
+        assert all(line == line.rstrip() for line in block.splitlines()), block
+    assert "padding=VALID)   kernel (5, 5, 1, 6)   bias (6,)" in text  # conv1: one space more than conv2
+    assert "padding=VALID)  kernel (5, 5, 6, 16)  bias (16,)" in text

@@ -18,7 +18,8 @@ import torch
 from flax import nnx
 
 import jaxnets
-from jaxnets import nn, optim, torch_layout
+from jaxnets import nn, optim
+from jaxnets.interop import torch_layout
 
 STEPS = 12
 RTOL = 1e-10

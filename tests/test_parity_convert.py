@@ -352,7 +352,7 @@ def test_jaxnets_nn_models_convert_by_path_with_buffers_both_ways(x64):
 
 def test_jaxnets_nn_int64_counter_loads_into_int32_when_it_fits():
     from jaxnets import nn
-    from jaxnets.exchange import load_torch_arrays
+    from jaxnets.interop.exchange import load_torch_arrays
 
     bn = nn.BatchNorm1d(3)
     arrays = {k: np.asarray(v) for k, v in torch.nn.BatchNorm1d(3).state_dict().items()}

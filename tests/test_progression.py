@@ -8,7 +8,7 @@ from flax import nnx
 from tolerances import F64_ATOL, F64_RTOL
 
 import jaxnets
-from jaxnets import progression
+from jaxnets.tutorials import progression
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""jaxnets._pt_format: the torch-free reader of torch.save's zip files gives torch.load(weights_only=True)'s arrays.
+"""jaxnets.interop._pt_format: the torch-free reader of torch.save's zip files gives torch.load(weights_only=True)'s arrays.
 
 Every file here is written by torch.save (or rewritten from one, for the byte
 order and the damaged files) and read twice: by torch.load(weights_only=True)
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from jaxnets import _pt_format, exchange
+from jaxnets.interop import _pt_format, exchange
 
 torch.set_num_threads(1)  # nothing heavy here; keep off the other test worker's core
 

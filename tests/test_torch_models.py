@@ -8,8 +8,8 @@ import pytest
 import torch
 from tolerances import F64_ATOL, F64_RTOL
 
-from jaxnets import progression
-from jaxnets._lenet import flat_features
+from jaxnets.models._lenet import flat_features
+from jaxnets.tutorials import progression
 from parity import torch_models as tm
 
 

@@ -278,7 +278,7 @@ def test_trainer_microbatches_rejects_bad_values_and_batches_it_cannot_split():
         with pytest.raises(ValueError, match=f"`microbatches` must be a positive int, or None .*; got {bad!r}"):
             jaxnets.Trainer(net(), optax.sgd(0.1), mse_sum, microbatches=bad)
     with pytest.raises(ValueError, match="cannot be combined with a `mesh`"):
-        jaxnets.Trainer(net(), optax.sgd(0.1), mse_sum, microbatches=2, mesh=jaxnets.distributed.mesh(1))
+        jaxnets.Trainer(net(), optax.sgd(0.1), mse_sum, microbatches=2, mesh=jaxnets.training.distributed.mesh(1))
     trainer = jaxnets.Trainer(net(), optax.sgd(0.1), mse_sum, microbatches=3)
     before = nnx.to_pure_dict(trainer.params)
     with pytest.raises(ValueError, match=r"into 3 equal parts; argument 0 has shape \(8, 12\)"):
@@ -386,7 +386,7 @@ def test_trainer_splits_only_what_it_can_prove_is_a_mean_over_examples():
     assert parts(lambda m, x, y: ce(m(x), y), x, y, model=lenet("lax")) == 1  # no part size asked for
     assert parts(lambda m, x, y: ce(m(x), y), x, y, microbatches=1) == 1
     assert parts(lambda m, x, y: ce(m(x), y), x, y, microbatches=8) == 8
-    assert parts(lambda m, x, y: ce(m(x), y), x, y, mesh=jaxnets.distributed.mesh(1)) == 1
+    assert parts(lambda m, x, y: ce(m(x), y), x, y, mesh=jaxnets.training.distributed.mesh(1)) == 1
     assert parts(mse_sum, *data(n=256), model=jaxnets.TwoLayerNet(12, 6, 3, rngs=nnx.Rngs(0))) == 1
 
 

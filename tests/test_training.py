@@ -24,7 +24,9 @@ import torch
 from PIL import Image
 
 import parity
-from jaxnets import checkpoint, cli, data, training
+from jaxnets import cli
+from jaxnets.training import checkpoint, data
+from jaxnets.training import digits as training
 from parity import torch_models
 
 torch.set_num_threads(1)  # torch and XLA share two cores in this process
@@ -351,7 +353,8 @@ def test_first_non_finite_names_the_first_bad_array_in_tree_order():
 _KILLED_WRITER = """
 import os, sys, time
 from pathlib import Path
-from jaxnets import _files, training
+from jaxnets import _files
+from jaxnets.training import digits as training
 out = Path({out!r})
 history = [dict(epoch=e, train_loss=1.0 / e, test_loss=1.0 / e, train_accuracy=0.5, test_accuracy=0.5) for e in (1, 2)]
 training.write_json(out / "metrics.json", {{"history": history[:1]}})

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from jaxnets import checkpoint, cli, optim, training
+from jaxnets import cli, optim
+from jaxnets.training import checkpoint
+from jaxnets.training import digits as training
 
 torch.set_num_threads(1)  # torch and XLA share two cores in this process
 

@@ -11,9 +11,10 @@ import pytest
 from flax import nnx
 
 import jaxnets
-from jaxnets import cli, tutorial
-from jaxnets.graph import format_chain, op_chain
+from jaxnets import cli
 from jaxnets.losses import mse_loss
+from jaxnets.models import format_chain, op_chain
+from jaxnets.tutorials import lenet as tutorial
 
 # The tutorial's grad_fn diagram, in JAX's names.
 LENET_MSE_CHAIN = [

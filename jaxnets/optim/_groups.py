@@ -10,7 +10,7 @@ import jax
 import optax
 from flax import nnx
 
-from ..torch_layout import _torch_name
+from ..interop.torch_layout import _torch_name
 
 _UNSELECTED = ("frozen", "defaults", "error")
 

@@ -80,7 +80,7 @@ def lenet_parts(batch: int) -> int:
     tests check that they agree.
     """
     from jaxnets import _split
-    from jaxnets._fastconv import CHUNK
+    from jaxnets.models._fastconv import CHUNK
 
     return _split.parts(batch, CHUNK)
 

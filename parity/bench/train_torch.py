@@ -22,7 +22,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from jaxnets import data
+from jaxnets.training import data
 from parity.torch_models import Net
 
 

@@ -46,8 +46,10 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 import jaxnets  # noqa: E402
-from jaxnets import _fastconv, distributed, inference, progression  # noqa: E402
 from jaxnets.losses import cross_entropy, mse_loss  # noqa: E402
+from jaxnets.models import _fastconv  # noqa: E402
+from jaxnets.training import distributed, inference  # noqa: E402
+from jaxnets.tutorials import progression  # noqa: E402
 
 from .timing import measure, timed  # noqa: E402
 

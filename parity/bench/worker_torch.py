@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from jaxnets import progression  # NumPy data only: jaxnets does not start XLA until asked
+from jaxnets.tutorials import progression  # NumPy data only: jaxnets does not start XLA until asked
 
 from .. import torch_models as tm
 from .common import (

@@ -6,9 +6,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ..functional import clamp_min
 from . import _init
 from ._checks import check_features
-from .functional import clamp_min
 
 
 class DynamicNet(nnx.Module):

@@ -30,7 +30,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from . import _split, distributed
+from .. import _split
+from . import distributed
 
 LossFn = Callable[..., Any]
 """``loss_fn(model, *batch) -> loss`` (or ``(loss, aux)`` with ``has_aux=True``)."""

@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from . import _fastconv, _init, _split
+from .. import _split
+from . import _fastconv, _init
 
 IMPLS = ("fast", "lax")
 

@@ -42,8 +42,8 @@ from flax import nnx
 from safetensors import SafetensorError, safe_open
 from safetensors import numpy as safetensors_numpy
 
+from .._files import atomic_write
 from . import _pt_format
-from ._files import atomic_write
 from .torch_layout import StateDictMismatch, _params, check_state_dict, layout
 
 __all__ = [

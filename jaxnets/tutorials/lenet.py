@@ -15,13 +15,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from . import optim
-from ._cache import enable_compilation_cache
-from ._lenet import LeNet
-from .graph import format_chain, op_chain
-from .losses import mse_loss
-from .summary import summary
-from .train import Trainer
+from .. import optim
+from .._cache import enable_compilation_cache
+from ..losses import mse_loss
+from ..models._graph import format_chain, op_chain
+from ..models._lenet import LeNet
+from ..models._summary import summary
+from ..training.trainer import Trainer
 
 
 def _show(title: str, torch_code: str, jax_code: str, result) -> None:

@@ -27,12 +27,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from . import optim
-from ._cache import enable_compilation_cache
-from ._dynamic import DynamicNet
-from ._two_layer import TwoLayerNet, two_layer_sequential
-from .losses import mse_loss
-from .train import Trainer
+from .. import optim
+from .._cache import enable_compilation_cache
+from ..losses import mse_loss
+from ..models._dynamic import DynamicNet
+from ..models._two_layer import TwoLayerNet, two_layer_sequential
+from ..training.trainer import Trainer
 
 N, D_IN, H, D_OUT = 64, 1000, 100, 10
 """The tutorial's batch size, input, hidden and output sizes."""

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._files import atomic_write
+from .._files import atomic_write
 
 if TYPE_CHECKING:
     import jax

@@ -67,11 +67,12 @@ import numpy as np
 import optax
 from flax import nnx
 
-from . import checkpoint, data, distributed, inference, optim
-from ._files import atomic_write
-from ._lenet import LeNet
-from .losses import cross_entropy
-from .train import Trainer
+from .. import optim
+from .._files import atomic_write
+from ..losses import cross_entropy
+from ..models._lenet import LeNet
+from . import checkpoint, data, distributed, inference
+from .trainer import Trainer
 
 MODELS = ("lenet",)
 
@@ -989,7 +990,7 @@ def load_model(source: str | os.PathLike, *, step: int | None = None) -> tuple[L
       ``(model, info)``: ``info`` holds ``"source"``, and for checkpoints
       ``"epoch"`` and ``"config"``.
     """
-    from . import exchange
+    from ..interop import exchange
 
     path = Path(source)
     if path.is_file():

@@ -19,10 +19,10 @@ def _layer_line(layer) -> tuple[str, str]:
     elif isinstance(layer, nnx.Linear):
         desc = f"Linear({layer.in_features} -> {layer.out_features})"
     elif isinstance(layer, nnx.Module):
-        return summary(layer, params=False), ""
+        return summary(layer, params=False), ()
     else:
-        return f"{getattr(layer, '__name__', type(layer).__name__)}()", ""
-    shapes = "  ".join(
+        return f"{getattr(layer, '__name__', type(layer).__name__)}()", ()
+    shapes = tuple(
         f"{name} {tuple(v.shape)}"
         for name, v in (("kernel", layer.kernel), ("bias", getattr(layer, "bias", None)))
         if v is not None
@@ -50,16 +50,25 @@ def summary(model: nnx.Module, *, params: bool = True) -> str:
       A multi-line string such as::
 
         LeNet(
-          (conv1): Conv(1 -> 6, kernel_size=(5, 5), strides=(1, 1), padding=VALID)  kernel (5, 5, 1, 6)  bias (6,)
+          (conv1): Conv(1 -> 6, kernel_size=(5, 5), strides=(1, 1), padding=VALID)   kernel (5, 5, 1, 6)   bias (6,)
+          (conv2): Conv(6 -> 16, kernel_size=(5, 5), strides=(1, 1), padding=VALID)  kernel (5, 5, 6, 16)  bias (16,)
           ...
         )
     """
     lines = [f"{type(model).__name__}("]
     rows = [(f"  ({name}): ", *_layer_line(child)) for name, child in _children(model)]
-    # The shapes start in one column, two spaces after the longest description that has shapes.
-    width = max((len(head + desc) for head, desc, shapes in rows if shapes), default=0)
+    # Each column (description, kernel shape, bias shape) as wide as its longest cell, two spaces between.
+    cells = [(head + desc, *shapes) for head, desc, shapes in rows if shapes]
+    widths = [
+        max((len(row[i]) for row in cells if len(row) > i), default=0) for i in range(max(map(len, cells), default=0))
+    ]
     for head, desc, shapes in rows:
-        line = f"{head + desc:<{width}}  {shapes}" if shapes else head + desc.replace("\n", "\n  ")
+        if shapes:
+            line = "  ".join(
+                f"{cell:<{width}}" for cell, width in zip((head + desc, *shapes), widths, strict=False)
+            ).rstrip()
+        else:
+            line = head + desc.replace("\n", "\n  ")
         lines.append(line)
     lines.append(")")
     if params:
