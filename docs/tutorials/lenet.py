@@ -34,7 +34,7 @@ import torch.optim as optim
 from flax import nnx
 
 import jaxnets
-from jaxnets.graph import format_chain, op_chain
+from jaxnets.models import format_chain, op_chain
 from parity.convert import load_torch_state_dict
 
 torch.manual_seed(0)
@@ -179,7 +179,7 @@ print("difference:", abs(loss.item() - float(jloss)))
 # ## The computation graph
 #
 # PyTorch records the graph as it runs (`grad_fn`); JAX traces the function into a jaxpr, which
-# `jaxnets.graph.op_chain` reads in the tutorial's order.
+# `jaxnets.models.op_chain` reads in the tutorial's order.
 
 # %% tags=["torch"]
 print(loss.grad_fn)  # MSELoss
