@@ -131,8 +131,9 @@ def test_every_docs_page_is_in_the_site_navigation():
         p.relative_to(DOCS).as_posix() for p in (DOCS / "tutorials").glob("*.py")
     ]
     assert not [p for p in pages if f": {p}\n" not in nav], "docs pages missing from mkdocs.yml's nav"
-    # The pages hold the text themselves: nothing is included from the README any more.
-    assert not [p for p in DOCS.rglob("*.md") if "--8<--" in p.read_text()]
+    # The pages hold the text themselves: nothing is included from the README any more (docs/ports.md
+    # includes source files, which is what it shows).
+    assert not [p for p in DOCS.rglob("*.md") if re.search(r'--8<-- "README', p.read_text())]
 
 
 def test_readme_make_targets_exist():
