@@ -703,8 +703,11 @@ def _semantics_row(dtype, zeroed, skipped) -> Result:
 # -- the matrix ---------------------------------------------------------------------------------
 
 
-def jobs(*, seed: int = 0, select: Callable[[str], bool] | None = None) -> list[Job]:
-    """Every job of the matrix (rows rejected by ``select`` left out), longest JAX work first."""
+def jobs(*, seed: int = 0, select: Callable[[str], bool] | None = None, ports: bool = True) -> list[Job]:
+    """Every job of the matrix (rows rejected by ``select`` left out), longest JAX work first.
+
+    ``ports=False`` leaves out the ported models' rows (:mod:`parity.ports`), which ``tests/test_ports.py`` runs.
+    """
     optimizers = [(optimizer_model(), c) for c in optimizer_configs()]
     optimizers += [(lenet(5), c) for c in lenet_optimizer_configs()]
     out = [optimizer_job(optimizers, dtype, seed=seed, select=select) for dtype in DTYPES]
@@ -716,12 +719,17 @@ def jobs(*, seed: int = 0, select: Callable[[str], bool] | None = None) -> list[
     out += [stages_job("float32", seed=seed, steps=OPTIMIZER_STEPS, select=select)]
     out += [bias_free_trajectory_job(dtype, seed=seed, select=select) for dtype in DTYPES]
     out += [bias_free_grad_job(dtype, seed=seed, select=select) for dtype in DTYPES]
-    return [j for j in out if j is not None]
+    out = [j for j in out if j is not None]
+    if ports:
+        from . import ports as port_rows
+
+        out = port_rows.jobs(seed=seed, select=select) + out  # ResNet-18's JAX work is the longest
+    return out
 
 
-def row_ids() -> list[str]:
+def row_ids(*, ports: bool = True) -> list[str]:
     """The id (``model/check/dtype``) of every row of the matrix, without running anything."""
-    return [i for j in jobs() for i in j.ids]
+    return [i for j in jobs(ports=ports) for i in j.ids]
 
 
 def run_jobs(
@@ -776,7 +784,9 @@ def run_jobs(
     return rows
 
 
-def run(only: str | list[str] | None = None, *, seed: int = 0, overlap: bool = True) -> list[Result]:
+def run(
+    only: str | list[str] | None = None, *, seed: int = 0, overlap: bool = True, ports: bool = True
+) -> list[Result]:
     """Run the matrix (or the rows whose id contains one of ``only``) and return its rows.
 
     Args:
@@ -784,7 +794,8 @@ def run(only: str | list[str] | None = None, *, seed: int = 0, overlap: bool = T
         or ``"float64"``.
       seed: seeds data, torch's initial weights, cotangents and the depth schedule.
       overlap: run JAX in worker threads while torch runs (False: one after the other).
+      ports: include the ported models' rows (:mod:`parity.ports`).
     """
     only = [only] if isinstance(only, str) else only
     select = None if not only else (lambda row_id: any(s in row_id for s in only))
-    return run_jobs(jobs(seed=seed, select=select), overlap=overlap)
+    return run_jobs(jobs(seed=seed, select=select, ports=ports), overlap=overlap)
