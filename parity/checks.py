@@ -46,6 +46,10 @@ value_and_grad_fn)`` evaluates the loss several times per step, as torch's
 configurations against it. :func:`run` overlaps the
 two frameworks: JAX compiles and runs in one worker thread while torch runs in the
 caller's thread (see :func:`run_jobs`).
+The ported real models (:mod:`jaxnets.ports`: MNIST example, DCGAN, word-language-model
+LSTM, Transformer encoder, ResNet-18) have their own rows, ``<model>/vjp/<mode>/<dtype>`` and
+``<model>/trajectory/<optimizer>/float64``, built in :mod:`parity.ports` with their own tolerances
+(:func:`parity.precision.port_tolerance`).
 ``python -m parity`` prints the table; :func:`row_ids` lists the rows without
 running them.
 """
