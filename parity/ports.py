@@ -224,7 +224,8 @@ def port_holding(case: PortCase, state: dict[str, np.ndarray], dtype: str) -> nn
     random initialisers and ``.double()`` eagerly compiles a small XLA program per parameter shape (16.5 s for
     ResNet-18, against 0.2 s), only for the weights to be overwritten.
     """
-    port = nnx.eval_shape(case.port)  # built in registration order: nnx.merge would sort the attributes by name
+    # nnx.eval_shape merges, so the attributes come back sorted by name: rows compare by torch's names, not order
+    port = nnx.eval_shape(case.port)
     floating = np.float64 if dtype == "float64" else np.float32
 
     def zeros(s):
