@@ -11,6 +11,8 @@
 - :func:`check_init`: whether a torch layer and its port draw their initial
   weights from the same law (pooled over instances, Kolmogorov-Smirnov).
 - :mod:`parity.torch_models`: the seeds' PyTorch code as reference models.
+- :mod:`parity.ports`: the rows of the ported real models (:mod:`jaxnets.ports`
+  against :mod:`parity.reference_models`).
 - :mod:`parity.precision`: the tolerances of every check, defined once.
 
 ``python -m parity`` runs the whole check matrix. This package imports torch;

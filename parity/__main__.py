@@ -37,7 +37,22 @@ def _table(rows: list[checks.Result]) -> str:
     return "\n".join(line.rstrip() for line in [fmt(headers), fmt(["-" * w for w in widths]), *map(fmt, cells)])
 
 
-MODELS = ("lenet5", "lenet3", "lenet5_lax", "two_layer", "sequential", "dynamic", "bias_free")
+MODELS = (
+    "lenet5",
+    "lenet3",
+    "lenet5_lax",
+    "two_layer",
+    "sequential",
+    "dynamic",
+    "bias_free",
+    "mnist",
+    "dcgan_generator",
+    "dcgan_discriminator",
+    "dcgan",
+    "word_language_model",
+    "transformer",
+    "resnet18",
+)
 
 
 def _order(row: checks.Result) -> tuple:

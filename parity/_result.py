@@ -16,7 +16,8 @@ class Result:
 
     Attributes:
       model: ``lenet5``, ``lenet3``, ``lenet5_lax``, ``two_layer``, ``sequential``, ``dynamic``
-        or ``bias_free`` (seed 004's stages 1 to 3, weights ``w1, w2`` without biases).
+        or ``bias_free`` (seed 004's stages 1 to 3, weights ``w1, w2`` without biases), or a ported
+        model (:mod:`parity.ports`: ``mnist``, ``dcgan_generator``, ``resnet18``...).
       check: e.g. ``forward``, ``grad``, ``step/adam(amsgrad=True)``.
       dtype: ``float32`` or ``float64``.
       max_abs, max_rel: the worst errors over every array compared (see
@@ -88,10 +89,11 @@ def merge(into: dict, key: str, err: tuple[float, float]) -> None:
     into[key] = worst([into[key], err]) if key in into else err
 
 
-def result(model, check, dtype, per_param=None, other=None, note="", curves=None) -> Result:
+def result(model, check, dtype, per_param=None, other=None, note="", curves=None, tol=None) -> Result:
+    """A row; ``tol`` defaults to :func:`parity.precision.tolerance` of ``dtype`` and ``check``."""
     per_param, other = dict(per_param or {}), dict(other or {})
     max_abs, max_rel = worst([*per_param.values(), *other.values()])
-    tol = precision.tolerance(dtype, check)
+    tol = precision.tolerance(dtype, check) if tol is None else tol
     passed = bool(np.isfinite(max_rel) and max_rel <= tol)
     return Result(model, check, dtype, max_abs, max_rel, tol, passed, per_param, other, note=note, curves=curves or {})
 

@@ -51,6 +51,10 @@ value_and_grad_fn)`` evaluates the loss several times per step, as torch's
 configurations against it. :func:`run` overlaps the
 two frameworks: JAX compiles and runs in one worker thread while torch runs in the
 caller's thread (see :func:`run_jobs`).
+The ported real models (:mod:`jaxnets.ports`: MNIST example, DCGAN, word-language-model
+LSTM, Transformer encoder, ResNet-18) have their own rows, ``<model>/vjp/<mode>/<dtype>`` and
+``<model>/trajectory/<optimizer>/float64``, built in :mod:`parity.ports` with their own tolerances
+(:func:`parity.precision.port_tolerance`).
 ``python -m parity`` prints the table; :func:`row_ids` lists the rows without
 running them.
 """
@@ -710,8 +714,11 @@ def _semantics_row(dtype, zeroed, skipped) -> Result:
 # -- the matrix ---------------------------------------------------------------------------------
 
 
-def jobs(*, seed: int = 0, select: Callable[[str], bool] | None = None) -> list[Job]:
-    """Every job of the matrix (rows rejected by ``select`` left out), longest JAX work first."""
+def jobs(*, seed: int = 0, select: Callable[[str], bool] | None = None, ports: bool = True) -> list[Job]:
+    """Every job of the matrix (rows rejected by ``select`` left out), longest JAX work first.
+
+    ``ports=False`` leaves out the ported models' rows (:mod:`parity.ports`), which ``tests/test_ports.py`` runs.
+    """
     optimizers = [(optimizer_model(), c) for c in optimizer_configs()]
     optimizers += [(lenet(5), c) for c in lenet_optimizer_configs()]
     out = [optimizer_job(optimizers, dtype, seed=seed, select=select) for dtype in DTYPES]
@@ -725,12 +732,17 @@ def jobs(*, seed: int = 0, select: Callable[[str], bool] | None = None) -> list[
     out += [bias_free_trajectory_job(dtype, seed=seed, select=select) for dtype in DTYPES]
     out += [bias_free_grad_job(dtype, seed=seed, select=select) for dtype in DTYPES]
     out += [schedule_job(dtype, select=select) for dtype in DTYPES]
-    return [j for j in out if j is not None]
+    out = [j for j in out if j is not None]
+    if ports:
+        from . import ports as port_rows
+
+        out = port_rows.jobs(seed=seed, select=select) + out  # ResNet-18's JAX work is the longest
+    return out
 
 
-def row_ids() -> list[str]:
+def row_ids(*, ports: bool = True) -> list[str]:
     """The id (``model/check/dtype``) of every row of the matrix, without running anything."""
-    return [i for j in jobs() for i in j.ids]
+    return [i for j in jobs(ports=ports) for i in j.ids]
 
 
 def run_jobs(
@@ -785,7 +797,9 @@ def run_jobs(
     return rows
 
 
-def run(only: str | list[str] | None = None, *, seed: int = 0, overlap: bool = True) -> list[Result]:
+def run(
+    only: str | list[str] | None = None, *, seed: int = 0, overlap: bool = True, ports: bool = True
+) -> list[Result]:
     """Run the matrix (or the rows whose id contains one of ``only``) and return its rows.
 
     Args:
@@ -793,7 +807,8 @@ def run(only: str | list[str] | None = None, *, seed: int = 0, overlap: bool = T
         or ``"float64"``.
       seed: seeds data, torch's initial weights, cotangents and the depth schedule.
       overlap: run JAX in worker threads while torch runs (False: one after the other).
+      ports: include the ported models' rows (:mod:`parity.ports`).
     """
     only = [only] if isinstance(only, str) else only
     select = None if not only else (lambda row_id: any(s in row_id for s in only))
-    return run_jobs(jobs(seed=seed, select=select), overlap=overlap)
+    return run_jobs(jobs(seed=seed, select=select, ports=ports), overlap=overlap)

@@ -1,10 +1,10 @@
 """Real PyTorch models ported line for line with :mod:`jaxnets.nn` (torch-mirror family).
 
-Each loads its torch original's ``state_dict`` as it is (strict, no transposes);
-``tests/test_ports.py`` proves each equal to the original with ``parity``
-(forward, parameter and input gradients in train and eval mode, layer by layer;
-20-step trajectories, except ResNet-18's, which still departs from torch's: a
-known bug). They are not yet rows of ``python -m parity``.
+Each loads its torch original's ``state_dict`` as it is (strict, no transposes)
+and is proven equal to it by rows of ``python -m parity`` (``parity/ports.py``:
+outputs, parameter and input gradients in train and eval mode, float64 and
+float32, and a 20-step float64 optimizer trajectory) and by
+``tests/test_ports.py`` (layer by layer with ``parity.compare``).
 
 - :class:`MnistNet` (``Net`` of pytorch/examples ``mnist/main.py``);
 - :class:`Generator`, :class:`Discriminator`, :func:`dcgan_weights_init` (pytorch/examples ``dcgan/main.py``);
