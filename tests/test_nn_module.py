@@ -171,3 +171,33 @@ def test_transformer_encoder_computes_padded_positions_where_torchs_fast_path_re
     assert np.all(np.abs(have[1, 3:]) > 0)
     np.testing.assert_allclose(have[0], want[0], atol=1e-5)
     np.testing.assert_allclose(have[1, :3], want[1, :3], atol=1e-5)
+
+
+def test_order_survives_split_merge_jit_and_eval_shape():
+    """torch's registration order (weight before bias, "2" before "10", a tied weight under its first name)
+    after the module is rebuilt by nnx, which lists attributes by name."""
+    from jaxnets import ports
+
+    def build():
+        return ports.RNNModel("LSTM", 10, 4, 4, 2, tie_weights=True, rngs=nnx.Rngs(0))
+
+    models = {"built": build(), "seq": nn.Sequential(*[nn.Linear(2, 2, rngs=nnx.Rngs(0)) for _ in range(11)])}
+    for name in list(models):
+        graph, state = nnx.split(models[name])
+        models[f"{name}-merged"] = nnx.merge(graph, state)
+        models[f"{name}-jit"] = nnx.jit(lambda m: m)(models[name])
+    models["built-eval_shape"] = nnx.eval_shape(build)
+    for name, model in models.items():
+        params = [n for n, _ in model.named_parameters()]
+        if name.endswith("eval_shape"):  # abstract arrays: no state_dict values to read
+            assert params[:2] == ["encoder.weight", "rnn.weight_ih_l0"] and params[-1] == "decoder.bias"
+            continue
+        keys = list(model.state_dict())
+        if name.startswith("seq"):
+            assert keys[:4] == ["0.weight", "0.bias", "1.weight", "1.bias"] and keys[-2:] == ["10.weight", "10.bias"]
+        else:
+            assert keys[:2] == ["encoder.weight", "rnn.weight_ih_l0"] and keys[-2:] == [
+                "decoder.weight",
+                "decoder.bias",
+            ]
+            assert params[0] == "encoder.weight" and "decoder.weight" not in params  # tied: listed once, first name

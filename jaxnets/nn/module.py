@@ -12,8 +12,10 @@ any other) that keeps what a PyTorch user relies on:
 - **Order.** torch orders ``parameters()`` and ``state_dict()`` by registration:
   a module's own parameters, then its own buffers, then its children, each in
   the order they were assigned. :meth:`Module.named_parameters` and
-  :meth:`Module.state_dict` follow the same rule (Python keeps attributes in
-  assignment order), so the i-th parameter is torch's i-th, which is what an
+  :meth:`Module.state_dict` follow the same rule (each module records the order
+  its members were assigned in, which survives ``nnx.split``/``nnx.merge``,
+  ``nnx.jit`` and ``nnx.eval_shape``, whose rebuilt modules list attributes
+  by name), so the i-th parameter is torch's i-th, which is what an
   optimizer ``state_dict`` indexes by.
 - **Modes.** ``training`` is a plain attribute, ``True`` after construction as
   in torch; :meth:`Module.train` and :meth:`Module.eval` set it on every
@@ -43,14 +45,27 @@ class IncompatibleKeys(NamedTuple):
     unexpected_keys: list[str]
 
 
+_ORDER = "_torch_order"
+"""The attribute where a :class:`Module` keeps its members' names in assignment order (a static tuple)."""
+
+
+def _in_order(module: nnx.Module) -> Iterator[tuple[str, object]]:
+    # Assignment order, as torch registers. Python keeps it in vars(), but a module rebuilt by nnx.merge (after
+    # nnx.split, nnx.jit, nnx.eval_shape) gets its attributes back sorted by name; the tuple survives as static data.
+    members = vars(module)
+    order = members.get(_ORDER, ())
+    yield from ((name, members[name]) for name in order if name in members)
+    yield from ((name, value) for name, value in members.items() if name not in order)
+
+
 def _children(module: nnx.Module) -> Iterator[tuple[str, nnx.Module]]:
-    for name, value in vars(module).items():
+    for name, value in _in_order(module):
         if isinstance(value, nnx.Module):
             yield name, value
 
 
 def _own(module: nnx.Module, kind: type) -> Iterator[tuple[str, nnx.Variable]]:
-    for name, value in vars(module).items():
+    for name, value in _in_order(module):
         if isinstance(value, kind):
             yield name, value
 
@@ -59,6 +74,13 @@ class Module(nnx.Module):
     """Base class of the jaxnets.nn layers (see the module docstring)."""
 
     training: bool = True
+
+    def __setattr__(self, name: str, value) -> None:
+        if isinstance(value, nnx.Module | nnx.Variable):
+            order = vars(self).get(_ORDER, ())
+            if name not in order:
+                super().__setattr__(_ORDER, (*order, name))
+        super().__setattr__(name, value)
 
     def train(self, mode: bool = True) -> Module:  # type: ignore[override]
         """Set training mode on this module and every jaxnets.nn module inside, as ``torch.nn.Module.train``."""
