@@ -111,8 +111,12 @@ class ResNet(nn.Module):
     Args:
       block: :class:`BasicBlock`.
       layers: blocks per stage (``[2, 2, 2, 2]`` for ResNet-18).
-      num_classes, zero_init_residual, groups, width_per_group,
-        replace_stride_with_dilation, norm_layer: as torchvision.
+      num_classes: as torchvision.
+      zero_init_residual: as torchvision.
+      groups: as torchvision.
+      width_per_group: as torchvision.
+      replace_stride_with_dilation: as torchvision.
+      norm_layer: as torchvision.
       rngs: draws the weights.
 
     Call: ``x`` ``(N, 3, H, W)`` -> logits ``(N, num_classes)``; any ``H, W``

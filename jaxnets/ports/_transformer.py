@@ -49,8 +49,10 @@ class TransformerClassifier(nn.Module):
 
     Args:
       ntoken: vocabulary size.
-      d_model, nhead, d_hid, nlayers: the encoder's ``d_model``, ``nhead``,
-        ``dim_feedforward`` and ``num_layers``.
+      d_model: the encoder's ``d_model``.
+      nhead: the encoder's ``nhead``.
+      d_hid: the encoder's ``dim_feedforward``.
+      nlayers: the encoder's ``num_layers``.
       nclass: number of classes.
       dropout: of the positional encoding and of every encoder layer.
       max_len: longest sequence (rows of ``pe``).

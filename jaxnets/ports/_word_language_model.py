@@ -33,7 +33,12 @@ class RNNModel(nn.Module):
 
     Args:
       rnn_type: ``'LSTM'``, ``'GRU'``, ``'RNN_TANH'`` or ``'RNN_RELU'``.
-      ntoken, ninp, nhid, nlayers, dropout, tie_weights: as upstream.
+      ntoken: vocabulary size, as upstream.
+      ninp: embedding size, as upstream.
+      nhid: hidden units per layer, as upstream.
+      nlayers: recurrent layers, as upstream.
+      dropout: as upstream.
+      tie_weights: share the decoder's weight with the encoder's, as upstream.
       rngs: draws the weights and the dropout masks.
 
     Call: ``input`` ``(seq_len, batch)`` integer tokens and ``hidden`` (from
