@@ -97,68 +97,19 @@ from jaxnets.optim import (
     DampenedTraceState,
     LBFGSState,
     TorchAdafactorState,
-    TorchAdagradState,
-    TorchAmsgradState,
-    TorchASGDState,
     TorchMuonState,
-    TorchNAdamState,
-    TorchRAdamState,
-    TorchRpropState,
 )
+from jaxnets.optim_state import _RMS, FIELDS, SCALARS, fields_of, node_from_torch, trace_scale
+from jaxnets.optim_state import map_nodes as _map_nodes
+from jaxnets.optim_state import nodes as _nodes
 
 from .convert import state_from_torch, to_torch_state_dict
-
-# optax state type -> (its step-count field or None, {optax field: torch state key}); the scalar
-# fields torch keeps per parameter are in SCALARS.
-FIELDS = {
-    optax.TraceState: (None, {"trace": "momentum_buffer"}),
-    DampenedTraceState: ("step", {"momentum_buffer": "momentum_buffer"}),
-    optax.ScaleByAdamState: ("count", {"mu": "exp_avg", "nu": "exp_avg_sq"}),
-    TorchAmsgradState: ("step", {"exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq", "max_exp_avg_sq": "max_exp_avg_sq"}),
-    TorchAdagradState: ("step", {"sum": "sum"}),
-    TorchRAdamState: ("step", {"exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq"}),
-    TorchRpropState: ("step", {"prev": "prev", "step_size": "step_size"}),
-    optax.ScaleByAdaDeltaState: (None, {"e_g": "square_avg", "e_x": "acc_delta"}),
-    TorchNAdamState: ("step", {"exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq"}),
-    TorchASGDState: ("step", {"ax": "ax"}),
-    TorchAdafactorState: ("step", {}),  # row_var, col_var, variance: see _adafactor_*
-    TorchMuonState: (None, {"momentum_buffer": "momentum_buffer"}),  # torch keeps no step
-    optax.ScaleByRmsState: (None, {"nu": "square_avg"}),
-    optax.ScaleByRStdDevState: (None, {"mu": "grad_avg", "nu": "square_avg"}),
-    optax.ScaleByScheduleState: ("count", {}),  # the optimizer's step count: see _steps_*
-}
-_RMS = (optax.ScaleByRmsState, optax.ScaleByRStdDevState)
-# optax state type -> {optax scalar field: torch per-parameter scalar state key}
-SCALARS = {
-    TorchNAdamState: {"mu_product": "mu_product"},
-    TorchASGDState: {"eta": "eta", "mu": "mu"},
-}
+from .torch_models import to_numpy
 
 
 def _fields(node, torch_optimizer) -> tuple[str | None, dict[str, str]]:
     """``FIELDS[type(node)]``, with Adamax's name for the second moment (torch's ``exp_inf``)."""
-    count_field, fields = FIELDS[type(node)]
-    if isinstance(node, optax.ScaleByAdamState) and isinstance(torch_optimizer, torch.optim.Adamax):
-        fields = {"mu": "exp_avg", "nu": "exp_inf"}
-    return count_field, fields
-
-
-def _nodes(opt_state):
-    """The state objects in an optax chain's (nested tuple) state, in order."""
-    if type(opt_state) in FIELDS:
-        yield opt_state
-    elif isinstance(opt_state, optax.EmptyState) or opt_state == ():
-        return
-    elif isinstance(opt_state, tuple) and not hasattr(opt_state, "_fields"):
-        for sub in opt_state:
-            yield from _nodes(sub)
-    else:
-        supported = ", ".join(t.__name__ for t in FIELDS)
-        raise TypeError(
-            f"parity cannot convert optimizer state of type {type(opt_state).__name__}; it converts {supported} "
-            "(the states of jaxnets.optim.sgd, adam, adamw, rmsprop, adagrad, radam, rprop, adadelta, adamax, nadam, "
-            "asgd, adafactor and muon, with a number or a schedule as lr; lbfgs's LBFGSState too)."
-        )
+    return fields_of(node, type(torch_optimizer).__name__)
 
 
 def _param_names(torch_optimizer, torch_module) -> list[str]:
@@ -323,14 +274,8 @@ def _lr(groups) -> float:
 
 
 def _trace_scale(nodes, groups) -> float:
-    """optax's rmsprop with a constant lr keeps ``-lr * momentum_buffer`` in its trace; any other trace is torch's.
-
-    ``groups``: the torch param groups whose lr the state was built with.
-    """
-    nodes = list(nodes)
-    if any(isinstance(n, _RMS) for n in nodes) and not any(isinstance(n, optax.ScaleByScheduleState) for n in nodes):
-        return -_lr(groups)
-    return 1.0
+    """:func:`jaxnets.optim_state.trace_scale` with the lr of torch's ``groups`` (which must share one)."""
+    return trace_scale(nodes, lambda: _lr(groups))
 
 
 def _optax_count(nodes) -> int | None:
@@ -467,68 +412,19 @@ def load_optimizer_state_into_torch(
         replay_torch_scheduler(scheduler, count // steps_per_epoch)
 
 
-def _node_from_torch(node, states, names, trace_scale, torch_optimizer, flatten_shapes, given_steps):
-    """One optax state node filled from torch's per-parameter ``states`` (``names``: the parameters it holds)."""
-
-    def torch_steps() -> int:
-        if given_steps is not None:
-            return int(given_steps)
-        found = {n: int(float(states[n]["step"])) for n in names if states[n].get("step") is not None}
-        if not found:
-            raise ValueError(
-                f"torch.optim.{type(torch_optimizer).__name__} keeps no step count, and the jaxnets optimizer's lr "
-                "is a schedule of it: pass steps= (the optimizer steps torch has taken)."
-            )
-        if len(set(found.values())) > 1:
-            raise ValueError(f"torch's parameters have different step counts ({found}); pass steps=.")
-        return next(iter(found.values()))
-
-    count_field, fields = _fields(node, torch_optimizer)
-    values = {}
-    if isinstance(node, TorchAdafactorState):
-        values.update(_adafactor_from_torch(node, states, flatten_shapes))
-    for field, key in SCALARS.get(type(node), {}).items():
-        found = {n: float(states[n][key]) for n in names if states[n].get(key) is not None}
-        if len(set(found.values())) > 1:
-            raise ValueError(
-                f"torch's parameters have different {key} values "
-                f"({', '.join(f'{n}: {v}' for n, v in found.items())}); optax keeps one for all "
-                "parameters, so this state cannot be converted exactly."
-            )
-        if found:
-            template_value = getattr(node, field)
-            values[field] = jnp.asarray(next(iter(found.values())), dtype=jnp.asarray(template_value).dtype)
-    for field, key in fields.items():
-        field_template = getattr(node, field)
-        torch_dict = {
-            name: (states.get(name, {}).get(key) if states.get(name, {}).get(key) is not None else np.zeros(t.shape))
-            for name, t in to_torch_state_dict(field_template, flatten_shapes=flatten_shapes).items()
-        }
-        if isinstance(node, optax.TraceState) and trace_scale != 1.0:
-            torch_dict = {k: np.asarray(v) * trace_scale for k, v in torch_dict.items()}
-        values[field] = state_from_torch(
-            torch_dict, field_template, flatten_shapes=flatten_shapes, what=f"torch's {key} state"
-        )
-    if isinstance(node, optax.ScaleByScheduleState):
-        values["count"] = jnp.asarray(torch_steps(), dtype=jnp.asarray(node.count).dtype)
-    elif isinstance(node, TorchMuonState) and given_steps is not None:  # torch's Muon keeps no step
-        values["step"] = jnp.asarray(int(given_steps), dtype=jnp.asarray(node.step).dtype)
-    elif count_field is not None:
-        if isinstance(node, DampenedTraceState) and given_steps is not None:
-            steps = {n: int(given_steps) for n in names}  # its step also indexes a momentum schedule
-        elif isinstance(node, DampenedTraceState):
-            steps = {n: int(states[n].get("momentum_buffer") is not None) for n in names}
-        else:
-            steps = {n: int(float(states[n].get("step", 0))) for n in names}
-        if len(set(steps.values())) > 1:
-            raise ValueError(
-                "torch's parameters have different step counts "
-                f"({', '.join(f'{n}: {s}' for n, s in steps.items())}); optax keeps one count for all "
-                "parameters, so this state cannot be converted exactly."
-            )
-        count = getattr(node, count_field)
-        values[count_field] = jnp.asarray(next(iter(steps.values()), 0), dtype=jnp.asarray(count).dtype)
-    return type(node)(**{f: values.get(f, getattr(node, f)) for f in node._fields})
+def _node_from_torch(node, states, names, trace_scale, torch_optimizer, flatten_shapes, steps):
+    """:func:`jaxnets.optim_state.node_from_torch`, with Adafactor's factors (which need torch) converted first."""
+    values = _adafactor_from_torch(node, states, flatten_shapes) if isinstance(node, TorchAdafactorState) else None
+    return node_from_torch(
+        node,
+        states,
+        names,
+        optimizer=type(torch_optimizer).__name__,
+        trace_scale=trace_scale,
+        flatten_shapes=flatten_shapes,
+        steps=steps,
+        values=values,
+    )
 
 
 def optimizer_state_from_torch(
@@ -558,7 +454,10 @@ def optimizer_state_from_torch(
         return _lbfgs_from_torch(torch_optimizer, torch_module, params, flatten_shapes)
     names = _param_names(torch_optimizer, torch_module)
     torch_state = torch_optimizer.state_dict()["state"]
-    states = {n: torch_state.get(i, {}) for i, n in enumerate(names)}
+    states = {
+        n: {k: to_numpy(v) if isinstance(v, torch.Tensor) else v for k, v in torch_state.get(i, {}).items()}
+        for i, n in enumerate(names)
+    }
     if not isinstance(template, optax.PartitionState):
         scale = _trace_scale(_nodes(template), torch_optimizer.param_groups)
         return _map_nodes(
@@ -677,16 +576,6 @@ def _remasked(tree, masked_like):
     return nnx.from_flat_state(
         [(p, optax.MaskedNode() if tuple(p) in masks else v) for p, v in nnx.to_flat_state(tree)]
     )
-
-
-def _map_nodes(inner, fn):
-    """A chain's (nested tuple) state with every convertible node replaced by ``fn(node)``."""
-    if type(inner) in FIELDS:
-        return fn(inner)
-    if isinstance(inner, tuple) and not hasattr(inner, "_fields"):
-        return tuple(_map_nodes(sub, fn) for sub in inner)
-    list(_nodes(inner))  # raises for what cannot be converted
-    return inner
 
 
 def _check_held(groups, shapes, flatten_shapes) -> None:

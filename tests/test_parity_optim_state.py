@@ -71,9 +71,26 @@ def _torch_steps(model, opt, scheduler, x, y, steps):
         loss = torch.nn.functional.mse_loss(model(x), y)
         loss.backward()
         opt.step()
-        scheduler.step()
+        if scheduler is not None:
+            scheduler.step()
         losses.append(loss.item())
     return losses
+
+
+def _jax_continues(trainer, x, y, ref_losses, ref_weights):
+    """jaxnets' K steps from the converted state are the uninterrupted torch run's steps K+1 to 2K."""
+    xj, yj = jax_input(x), jnp.asarray(y.numpy())
+    jax_losses = [float(trainer.step(xj, yj)) for _ in range(K)]
+    np.testing.assert_allclose(jax_losses, ref_losses[K : 2 * K], rtol=F64_RTOL)
+    for key, value in parity.to_torch_state_dict(trainer.params).items():
+        np.testing.assert_allclose(value, ref_weights[key], rtol=F64_RTOL, atol=F64_ATOL, err_msg=key)
+
+
+def _torch_continues(torch_losses, torch_model, ref_losses, reference):
+    """torch's K steps from the state moved back are the uninterrupted run's steps 2K+1 to 3K."""
+    np.testing.assert_allclose(torch_losses, ref_losses[2 * K :], rtol=F64_RTOL)
+    for key, value in reference.state_dict().items():
+        np.testing.assert_allclose(torch_model.state_dict()[key], value, rtol=F64_RTOL, atol=F64_ATOL, err_msg=key)
 
 
 def _models(name):
@@ -135,11 +152,7 @@ def test_a_scheduled_torch_run_continues_in_jax_and_back(
     tx = make_jax(schedule(lr))
     trainer = jaxnets.Trainer(jax_model, tx, lambda m, x, y: jaxnets.losses.mse_loss(m(x), y))
     trainer.opt_state = parity.optimizer_state_from_torch(opt, torch_model, trainer.opt_state, steps=K)
-    xj, yj = jax_input(x), jnp.asarray(y.numpy())
-    jax_losses = [float(trainer.step(xj, yj)) for _ in range(K)]
-    np.testing.assert_allclose(jax_losses, ref_losses[K : 2 * K], rtol=F64_RTOL)
-    for key, value in parity.to_torch_state_dict(trainer.params).items():
-        np.testing.assert_allclose(value, ref_weights[key], rtol=F64_RTOL, atol=F64_ATOL, err_msg=key)
+    _jax_continues(trainer, x, y, ref_losses, ref_weights)
     # JAX -> torch after 2K steps: a fresh optimizer and scheduler pick up where JAX is
     torch_model.load_state_dict(parity.to_torch_state_dict(trainer.params))
     opt = make_torch(torch_model.parameters(), lr)
@@ -149,9 +162,7 @@ def test_a_scheduled_torch_run_continues_in_jax_and_back(
     for key in ("lr", "momentum", "betas"):  # the lr and the cycled momentum where the uninterrupted run has them
         assert opt.param_groups[0].get(key) == ref_group.get(key), key
     torch_losses = _torch_steps(torch_model, opt, scheduler, x, y, K)
-    np.testing.assert_allclose(torch_losses, ref_losses[2 * K :], rtol=F64_RTOL)
-    for key, value in reference.state_dict().items():
-        np.testing.assert_allclose(torch_model.state_dict()[key], value, rtol=F64_RTOL, atol=F64_ATOL, err_msg=key)
+    _torch_continues(torch_losses, torch_model, ref_losses, reference)
 
 
 @pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
@@ -261,19 +272,6 @@ def _grouped_jax(jax_fn, defaults, weights, biases, scheduled, frozen=()):
     )
 
 
-def _grouped_steps(model, opt, scheduler, x, y, steps):
-    losses = []
-    for _ in range(steps):
-        opt.zero_grad()
-        loss = torch.nn.functional.mse_loss(model(x), y)
-        loss.backward()
-        opt.step()
-        if scheduler is not None:
-            scheduler.step()
-        losses.append(loss.item())
-    return losses
-
-
 @pytest.mark.parametrize("frozen", [(), ("fc3.weight", "fc3.bias")], ids=["all", "fc3-frozen"])
 @pytest.mark.parametrize("name", list(GROUPED))
 def test_param_groups_state_continues_a_torch_run_in_jax_and_back(x64, name, frozen):
@@ -289,33 +287,27 @@ def test_param_groups_state_continues_a_torch_run_in_jax_and_back(x64, name, fro
     reference = copy.deepcopy(torch_model)
     ref_opt = _grouped_torch(torch_cls, reference, defaults, weights, biases, frozen)
     ref_scheduler = sched(ref_opt)
-    ref_losses = _grouped_steps(reference, ref_opt, ref_scheduler, x, y, 2 * K)
+    ref_losses = _torch_steps(reference, ref_opt, ref_scheduler, x, y, 2 * K)
     ref_weights = {k: v.clone() for k, v in reference.state_dict().items()}
     ref_lrs = [group["lr"] for group in ref_opt.param_groups]
-    ref_losses += _grouped_steps(reference, ref_opt, ref_scheduler, x, y, K)
+    ref_losses += _torch_steps(reference, ref_opt, ref_scheduler, x, y, K)
 
     opt = _grouped_torch(torch_cls, torch_model, defaults, weights, biases, frozen)
-    _grouped_steps(torch_model, opt, sched(opt), x, y, K)
+    _torch_steps(torch_model, opt, sched(opt), x, y, K)
     parity.load_torch_state_dict(jax_model, torch_model.state_dict())
     tx = _grouped_jax(jax_fn, defaults, weights, biases, scheduled, frozen)
     trainer = jaxnets.Trainer(jax_model, tx, lambda m, x, y: jaxnets.losses.mse_loss(m(x), y))
     params = trainer.params if frozen else None
     trainer.opt_state = parity.optimizer_state_from_torch(opt, torch_model, trainer.opt_state, params=params)
-    xj, yj = jax_input(x), jnp.asarray(y.numpy())
-    jax_losses = [float(trainer.step(xj, yj)) for _ in range(K)]
-    np.testing.assert_allclose(jax_losses, ref_losses[K : 2 * K], rtol=F64_RTOL)
-    for key, value in parity.to_torch_state_dict(trainer.params).items():
-        np.testing.assert_allclose(value, ref_weights[key], rtol=F64_RTOL, atol=F64_ATOL, err_msg=key)
+    _jax_continues(trainer, x, y, ref_losses, ref_weights)
 
     torch_model.load_state_dict(parity.to_torch_state_dict(trainer.params))
     opt = _grouped_torch(torch_cls, torch_model, defaults, weights, biases, frozen)
     scheduler = sched(opt)
     parity.load_optimizer_state_into_torch(trainer.opt_state, opt, torch_model, scheduler=scheduler, params=params)
     assert [group["lr"] for group in opt.param_groups] == ref_lrs  # each group's lr, replayed by the scheduler
-    torch_losses = _grouped_steps(torch_model, opt, scheduler, x, y, K)
-    np.testing.assert_allclose(torch_losses, ref_losses[2 * K :], rtol=F64_RTOL)
-    for key, value in reference.state_dict().items():
-        np.testing.assert_allclose(torch_model.state_dict()[key], value, rtol=F64_RTOL, atol=F64_ATOL, err_msg=key)
+    torch_losses = _torch_steps(torch_model, opt, scheduler, x, y, K)
+    _torch_continues(torch_losses, torch_model, ref_losses, reference)
 
 
 def test_param_groups_that_differ_are_refused_with_what_differs(x64):
