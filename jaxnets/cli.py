@@ -295,8 +295,36 @@ def _import(argv: list[str]) -> int:
     p.add_argument("weights", help="a .safetensors file or a .pt/.pth state_dict of the tutorial's Net")
     p.add_argument("--out", required=True, metavar="DIR", help="the run directory to create")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument(
+        "--optimizer-state",
+        metavar="OPT.pt",
+        help="torch.save(optimizer.state_dict()) of the run that trained WEIGHTS: imported as a run that "
+        "'jaxnets train --out DIR --resume' continues with it (its moments and step count); the run's settings "
+        "are the options below, and the file's hyperparameters must be theirs",
+    )
+    defaults = training.TrainConfig()
+    for flag, kind, what in (
+        (
+            "--optimizer",
+            str,
+            f"the run's optimizer (default: {defaults.optimizer}; {', '.join(training.TORCH_OPTIMIZERS)})",
+        ),
+        ("--lr", float, "its learning rate (default: the optimizer's, as jaxnets train)"),
+        ("--weight-decay", float, "its weight_decay (default: the optimizer's)"),
+        ("--data", str, f"the data the resumed run trains on (default: {defaults.data})"),
+        ("--batch-size", int, f"default: {defaults.batch_size}"),
+        ("--epochs", int, f"default: {defaults.epochs}"),
+        ("--seed", int, f"the resumed run's batch order (default: {defaults.seed})"),
+    ):
+        p.add_argument(flag, type=kind, help=f"with --optimizer-state: {what}")
     args = p.parse_args(argv)
     out = Path(args.out)
+    settings = {
+        k: getattr(args, k) for k in ("optimizer", "lr", "weight_decay", "data", "batch_size", "epochs", "seed")
+    }
+    given = {k: v for k, v in settings.items() if v is not None}
+    if given and args.optimizer_state is None:
+        p.error(f"--{next(iter(given)).replace('_', '-')} describes the run of --optimizer-state; give that file too.")
     if training.holds_run(out) and not args.overwrite:
         p.error(f"{out} already holds a run; pass --overwrite to replace it, or choose another --out.")
     model, _ = training.load_model(args.weights)
@@ -304,20 +332,30 @@ def _import(argv: list[str]) -> int:
             "imported_from": str(Path(args.weights).resolve())}  # fmt: skip
     from flax import nnx
 
+    state = {"params": nnx.to_pure_dict(nnx.state(model, nnx.Param))}
+    if args.optimizer_state is not None:
+        try:
+            config = training.TrainConfig(**given)
+            state["opt_state"] = training.import_optimizer_state(args.optimizer_state, model, config)
+        except ValueError as e:
+            p.error(str(e))
+        meta.update(config=config.to_json(), optimizer_state_from=str(Path(args.optimizer_state).resolve()))
+
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     # Saved beside the run first, then swapped in: a failed save leaves the run it would replace intact
     # (and no directory this command made).
     staging = Path(tempfile.mkdtemp(prefix=".import-", dir=out))
     try:
-        checkpoint.save(staging, 0, {"params": nnx.to_pure_dict(nnx.state(model, nnx.Param))}, meta)
+        checkpoint.save(staging, 0, state, meta)
         if args.overwrite:
             training.remove_run(out)
         staging.rename(out / training.CHECKPOINTS)
     except BaseException:
         shutil.rmtree(staging if not created else out, ignore_errors=True)
         raise
-    print(f"imported {args.weights} into {out} ({training.model_spec(model)})")
+    with_state = "" if args.optimizer_state is None else f" with the optimizer state of {args.optimizer_state}"
+    print(f"imported {args.weights}{with_state} into {out} ({training.model_spec(model)})")
     return 0
 
 

@@ -69,9 +69,16 @@ leaf order and jaxnets' layouts, where torch concatenates its parameters in
 its order and layouts. Both directions need ``params=`` (the jaxnets
 parameters, for the raveling order and shapes).
 
-Parameter groups (``jaxnets.optim.param_groups``, an ``optax.PartitionState``
-of masked states) are not converted: each group's state holds only its own
-parameters, which the per-optimizer rules above do not map yet.
+Parameter groups: a ``jaxnets.optim.param_groups`` state (an
+``optax.PartitionState`` of masked states, each group's holding only its own
+parameters) maps to torch's ``param_groups`` in order: jaxnets' group i is
+torch's ``param_groups[i]`` (and ``unselected="defaults"`` parameters torch's
+last group). Each group converts by the rules above, with its own lr (RMSprop's
+trace scale) and its own step count; the parameters each group's state holds
+must be those of torch's group, else the error names, per group, the
+parameters one side holds and the other does not. A parameter in no group
+(frozen) has its shape in no state: pass ``params=``. Adafactor's factored
+state is not converted under groups (refused).
 """
 
 from __future__ import annotations
@@ -83,74 +90,26 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import torch
+from flax import nnx
 from jax.flatten_util import ravel_pytree
 
+from jaxnets.interop.optim_state import _RMS, FIELDS, SCALARS, fields_of, node_from_torch, trace_scale
+from jaxnets.interop.optim_state import map_nodes as _map_nodes
+from jaxnets.interop.optim_state import nodes as _nodes
 from jaxnets.optim import (
     DampenedTraceState,
     LBFGSState,
     TorchAdafactorState,
-    TorchAdagradState,
-    TorchAmsgradState,
-    TorchASGDState,
     TorchMuonState,
-    TorchNAdamState,
-    TorchRAdamState,
-    TorchRpropState,
 )
 
 from .convert import state_from_torch, to_torch_state_dict
-
-# optax state type -> (its step-count field or None, {optax field: torch state key}); the scalar
-# fields torch keeps per parameter are in SCALARS.
-FIELDS = {
-    optax.TraceState: (None, {"trace": "momentum_buffer"}),
-    DampenedTraceState: ("step", {"momentum_buffer": "momentum_buffer"}),
-    optax.ScaleByAdamState: ("count", {"mu": "exp_avg", "nu": "exp_avg_sq"}),
-    TorchAmsgradState: ("step", {"exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq", "max_exp_avg_sq": "max_exp_avg_sq"}),
-    TorchAdagradState: ("step", {"sum": "sum"}),
-    TorchRAdamState: ("step", {"exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq"}),
-    TorchRpropState: ("step", {"prev": "prev", "step_size": "step_size"}),
-    optax.ScaleByAdaDeltaState: (None, {"e_g": "square_avg", "e_x": "acc_delta"}),
-    TorchNAdamState: ("step", {"exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq"}),
-    TorchASGDState: ("step", {"ax": "ax"}),
-    TorchAdafactorState: ("step", {}),  # row_var, col_var, variance: see _adafactor_*
-    TorchMuonState: (None, {"momentum_buffer": "momentum_buffer"}),  # torch keeps no step
-    optax.ScaleByRmsState: (None, {"nu": "square_avg"}),
-    optax.ScaleByRStdDevState: (None, {"mu": "grad_avg", "nu": "square_avg"}),
-    optax.ScaleByScheduleState: ("count", {}),  # the optimizer's step count: see _steps_*
-}
-_RMS = (optax.ScaleByRmsState, optax.ScaleByRStdDevState)
-# optax state type -> {optax scalar field: torch per-parameter scalar state key}
-SCALARS = {
-    TorchNAdamState: {"mu_product": "mu_product"},
-    TorchASGDState: {"eta": "eta", "mu": "mu"},
-}
+from .torch_models import to_numpy
 
 
 def _fields(node, torch_optimizer) -> tuple[str | None, dict[str, str]]:
     """``FIELDS[type(node)]``, with Adamax's name for the second moment (torch's ``exp_inf``)."""
-    count_field, fields = FIELDS[type(node)]
-    if isinstance(node, optax.ScaleByAdamState) and isinstance(torch_optimizer, torch.optim.Adamax):
-        fields = {"mu": "exp_avg", "nu": "exp_inf"}
-    return count_field, fields
-
-
-def _nodes(opt_state):
-    """The state objects in an optax chain's (nested tuple) state, in order."""
-    if type(opt_state) in FIELDS:
-        yield opt_state
-    elif isinstance(opt_state, optax.EmptyState) or opt_state == ():
-        return
-    elif isinstance(opt_state, tuple) and not hasattr(opt_state, "_fields"):
-        for sub in opt_state:
-            yield from _nodes(sub)
-    else:
-        supported = ", ".join(t.__name__ for t in FIELDS)
-        raise TypeError(
-            f"parity cannot convert optimizer state of type {type(opt_state).__name__}; it converts {supported} "
-            "(the states of jaxnets.optim.sgd, adam, adamw, rmsprop, adagrad, radam, rprop, adadelta, adamax, nadam, "
-            "asgd, adafactor and muon, with a number or a schedule as lr; lbfgs's LBFGSState too)."
-        )
+    return fields_of(node, type(torch_optimizer).__name__)
 
 
 def _param_names(torch_optimizer, torch_module) -> list[str]:
@@ -303,22 +262,20 @@ def _adafactor_from_torch(node: TorchAdafactorState, states: dict, flatten_shape
     }
 
 
-def _lr(torch_optimizer) -> float:
-    lrs = {group["lr"] for group in torch_optimizer.param_groups}
+def _lr(groups) -> float:
+    lrs = {group["lr"] for group in groups}
     if len(lrs) != 1 or callable(next(iter(lrs))):
         raise ValueError(
             f"the torch optimizer has param groups with lrs {sorted(lrs)}; parity converts the state of a single "
-            "lr (optax's rmsprop keeps -lr times torch's momentum buffer)."
+            "lr (optax's rmsprop keeps -lr times torch's momentum buffer); with different lrs, build the jaxnets "
+            "optimizer with jaxnets.optim.param_groups, one group per torch group."
         )
     return float(next(iter(lrs)))
 
 
-def _trace_scale(nodes, torch_optimizer) -> float:
-    """optax's rmsprop with a constant lr keeps ``-lr * momentum_buffer`` in its trace; any other trace is torch's."""
-    nodes = list(nodes)
-    if any(isinstance(n, _RMS) for n in nodes) and not any(isinstance(n, optax.ScaleByScheduleState) for n in nodes):
-        return -_lr(torch_optimizer)
-    return 1.0
+def _trace_scale(nodes, groups) -> float:
+    """:func:`jaxnets.interop.optim_state.trace_scale` with the lr of torch's ``groups`` (which must share one)."""
+    return trace_scale(nodes, lambda: _lr(groups))
 
 
 def _optax_count(nodes) -> int | None:
@@ -354,37 +311,22 @@ def replay_torch_scheduler(scheduler, steps: int) -> None:
             scheduler.step()
 
 
-def load_optimizer_state_into_torch(
-    opt_state, torch_optimizer, torch_module, *, flatten_shapes=None, scheduler=None, steps_per_epoch=1, params=None
-) -> None:
-    """Write a :mod:`jaxnets.optim` state into a torch optimizer built over ``torch_module``'s parameters.
-
-    Args:
-      opt_state: e.g. ``trainer.opt_state``.
-      torch_optimizer: the matching ``torch.optim`` optimizer (same algorithm and options).
-      torch_module: the torch model whose ``parameters()`` the optimizer holds.
-      flatten_shapes: see :func:`jaxnets.torch_layout.layout`.
-      scheduler: a torch scheduler built fresh on ``torch_optimizer`` (as the
-        run built it), for a jaxnets optimizer whose lr is a schedule: it is
-        stepped ``count // steps_per_epoch`` times (:func:`replay_torch_scheduler`).
-      steps_per_epoch: the jaxnets schedule's ``steps_per_epoch``.
-      params: the jaxnets parameters, for an :class:`jaxnets.optim.LBFGSState`.
-    """
-    if isinstance(opt_state, LBFGSState):
-        _lbfgs_into_torch(opt_state, torch_optimizer, torch_module, params, flatten_shapes)
-        return
-    names = _param_names(torch_optimizer, torch_module)
-    per_param: dict[str, dict] = {n: {} for n in names}
+def _into_per_param(opt_state, names, lr_groups, torch_optimizer, flatten_shapes, per_param) -> tuple[int | None, set]:
+    """Write one optax chain state into ``per_param[name]`` for ``names``; the count and the scalar keys written."""
+    keep = set(names)
     nodes = list(_nodes(opt_state))
     count = _optax_count(nodes)
-    trace_scale = _trace_scale(nodes, torch_optimizer)
+    trace_scale = _trace_scale(nodes, lr_groups)
+    scalar_keys = set()
     for node in nodes:
         count_field, fields = _fields(node, torch_optimizer)
         for field, key in fields.items():
             for name, tensor in to_torch_state_dict(getattr(node, field), flatten_shapes=flatten_shapes).items():
-                per_param[name][key] = tensor / trace_scale if isinstance(node, optax.TraceState) else tensor
+                if name in keep:
+                    per_param[name][key] = tensor / trace_scale if isinstance(node, optax.TraceState) else tensor
         for field, key in SCALARS.get(type(node), {}).items():
             value = np.asarray(getattr(node, field))  # torch keeps it in its scalar dtype, float32 here too
+            scalar_keys.add(key)
             for name in names:
                 per_param[name][key] = torch.from_numpy(value.copy())
         if isinstance(node, TorchAdafactorState):
@@ -401,6 +343,56 @@ def load_optimizer_state_into_torch(
         elif isinstance(node, (optax.ScaleByAdaDeltaState, *_RMS)):
             for name in names:  # optax keeps no count; torch's does not enter the update
                 per_param[name]["step"] = torch.tensor(float(count or 0))
+    return count, scalar_keys
+
+
+def _fill_node(shapes):
+    def fill(node):
+        fields = _param_fields(node)
+        return node._replace(**{f: _filled(getattr(node, f), shapes) for f in fields})
+
+    return fill
+
+
+def load_optimizer_state_into_torch(
+    opt_state, torch_optimizer, torch_module, *, flatten_shapes=None, scheduler=None, steps_per_epoch=1, params=None
+) -> None:
+    """Write a :mod:`jaxnets.optim` state into a torch optimizer built over ``torch_module``'s parameters.
+
+    Args:
+      opt_state: e.g. ``trainer.opt_state``.
+      torch_optimizer: the matching ``torch.optim`` optimizer (same algorithm and options;
+        for a ``jaxnets.optim.param_groups`` state, the same groups in the same order).
+      torch_module: the torch model whose ``parameters()`` the optimizer holds.
+      flatten_shapes: see :func:`jaxnets.torch_layout.layout`.
+      scheduler: a torch scheduler built fresh on ``torch_optimizer`` (as the
+        run built it), for a jaxnets optimizer whose lr is a schedule: it is
+        stepped ``count // steps_per_epoch`` times (:func:`replay_torch_scheduler`).
+      steps_per_epoch: the jaxnets schedule's ``steps_per_epoch``.
+      params: the jaxnets parameters, for an :class:`jaxnets.optim.LBFGSState`, and for
+        param groups when a parameter's shape is in no group's state (a frozen parameter).
+    """
+    if isinstance(opt_state, LBFGSState):
+        _lbfgs_into_torch(opt_state, torch_optimizer, torch_module, params, flatten_shapes)
+        return
+    names = _param_names(torch_optimizer, torch_module)
+    per_param: dict[str, dict] = {n: {} for n in names}
+    if isinstance(opt_state, optax.PartitionState):
+        groups, shapes = _groups_checked(opt_state, torch_optimizer, torch_module, flatten_shapes, params)
+        counts, scalar_keys = {}, set()
+        for label, inner, group, group_names in groups:
+            filled = _map_nodes(inner, _fill_node(shapes))
+            count, keys = _into_per_param(filled, group_names, [group], torch_optimizer, flatten_shapes, per_param)
+            scalar_keys |= keys
+            if count is not None:
+                counts[label] = count
+        if len(set(counts.values())) > 1:
+            raise ValueError(f"the jaxnets parameter groups have different step counts ({counts}).")
+        count = next(iter(counts.values()), None)
+    else:
+        count, scalar_keys = _into_per_param(
+            opt_state, names, torch_optimizer.param_groups, torch_optimizer, flatten_shapes, per_param
+        )
     state_dict = torch_optimizer.state_dict()
     state_dict["state"] = {i: per_param[n] for i, n in enumerate(names) if per_param[n]}
     torch_optimizer.load_state_dict(state_dict)
@@ -408,7 +400,6 @@ def load_optimizer_state_into_torch(
     # scalars in its scalar dtype (float32) during a run: restore them, so a float64 run continues
     # as an uninterrupted torch run does (NAdam's mu_product in float64 moves weights by 4e-11).
     torch_params = [p for group in torch_optimizer.param_groups for p in group["params"]]
-    scalar_keys = {key for node in _nodes(opt_state) for key in SCALARS.get(type(node), {}).values()}
     for p, name in zip(torch_params, names, strict=True):
         for key in scalar_keys & set(per_param[name]):
             torch_optimizer.state[p][key] = per_param[name][key].clone()
@@ -421,6 +412,21 @@ def load_optimizer_state_into_torch(
         replay_torch_scheduler(scheduler, count // steps_per_epoch)
 
 
+def _node_from_torch(node, states, names, trace_scale, torch_optimizer, flatten_shapes, steps):
+    """:func:`jaxnets.interop.optim_state.node_from_torch`, with Adafactor's factors (needing torch) converted first."""
+    values = _adafactor_from_torch(node, states, flatten_shapes) if isinstance(node, TorchAdafactorState) else None
+    return node_from_torch(
+        node,
+        states,
+        names,
+        optimizer=type(torch_optimizer).__name__,
+        trace_scale=trace_scale,
+        flatten_shapes=flatten_shapes,
+        steps=steps,
+        values=values,
+    )
+
+
 def optimizer_state_from_torch(
     torch_optimizer, torch_module, template, *, flatten_shapes=None, steps=None, params=None
 ):
@@ -430,14 +436,16 @@ def optimizer_state_from_torch(
       torch_optimizer: a ``torch.optim`` optimizer over ``torch_module``'s parameters.
       torch_module: the torch model.
       template: the optax state to fill, e.g. ``jaxnets.optim.adam().init(params)``
-        or ``trainer.opt_state``: gives structure, layouts and dtypes.
+        or ``trainer.opt_state``: gives structure, layouts and dtypes. A
+        ``jaxnets.optim.param_groups`` state takes torch's ``param_groups`` in order.
       flatten_shapes: see :func:`jaxnets.torch_layout.layout`.
       steps: the optimizer steps torch has taken, for a schedule's count where
         torch keeps no step count (SGD, Muon); by default torch's per-parameter
         ``step``. The jaxnets schedule then continues where torch's scheduler
         is. Give it for SGD whenever a schedule is involved, a cycled momentum
         too (``DampenedTraceState.step`` indexes it).
-      params: the jaxnets parameters, for an :class:`jaxnets.optim.LBFGSState` template.
+      params: the jaxnets parameters, for an :class:`jaxnets.optim.LBFGSState` template,
+        and for param groups when a parameter's shape is in no group's state (a frozen parameter).
 
     Returns:
       A new optax state of the template's structure; assign it to ``trainer.opt_state``.
@@ -446,77 +454,158 @@ def optimizer_state_from_torch(
         return _lbfgs_from_torch(torch_optimizer, torch_module, params, flatten_shapes)
     names = _param_names(torch_optimizer, torch_module)
     torch_state = torch_optimizer.state_dict()["state"]
-    states = {n: torch_state.get(i, {}) for i, n in enumerate(names)}
-    trace_scale = _trace_scale(_nodes(template), torch_optimizer)
-    given_steps = steps
+    states = {
+        n: {k: to_numpy(v) if isinstance(v, torch.Tensor) else v for k, v in torch_state.get(i, {}).items()}
+        for i, n in enumerate(names)
+    }
+    if not isinstance(template, optax.PartitionState):
+        scale = _trace_scale(_nodes(template), torch_optimizer.param_groups)
+        return _map_nodes(
+            template,
+            lambda node: _node_from_torch(node, states, names, scale, torch_optimizer, flatten_shapes, steps),
+        )
+    groups, shapes = _groups_checked(template, torch_optimizer, torch_module, flatten_shapes, params)
+    inner_states = dict(template.inner_states)
+    for label, inner, group, group_names in groups:
+        scale = _trace_scale(_nodes(inner), [group])
 
-    def torch_steps() -> int:
-        if given_steps is not None:
-            return int(given_steps)
-        found = {n: int(float(states[n]["step"])) for n in names if states[n].get("step") is not None}
-        if not found:
+        def convert(node, group_names=group_names, scale=scale):
+            filled = _fill_node(shapes)(node)
+            new = _node_from_torch(filled, states, group_names, scale, torch_optimizer, flatten_shapes, steps)
+            return new._replace(**{f: _remasked(getattr(new, f), getattr(node, f)) for f in _param_fields(node)})
+
+        new_inner = _map_nodes(inner, convert)
+        old = inner_states[label]
+        inner_states[label] = old._replace(inner_state=new_inner) if isinstance(old, optax.MaskedState) else new_inner
+    return template._replace(inner_states=inner_states)
+
+
+# -- parameter groups: an optax.PartitionState of masked states ---------------------------------
+
+
+def _group_states(opt_state, torch_optimizer, torch_module) -> list[tuple[str, object, dict, list[str]]]:
+    """``[(label, inner state, torch param group, its torch names)]``: jaxnets' group i is torch's param_groups[i].
+
+    The ``"unselected"`` state is torch's last group when torch has one group more
+    (``param_groups(..., unselected="defaults")``); otherwise its parameters are
+    frozen (torch's optimizer does not hold them) and it has no state to convert.
+    """
+    inner = dict(opt_state.inner_states)
+    labels = sorted((k for k in inner if k.startswith("group")), key=lambda k: int(k[len("group") :]))
+    torch_groups = torch_optimizer.param_groups
+    if len(torch_groups) == len(labels) + 1 and "unselected" in inner:
+        labels.append("unselected")
+    if len(torch_groups) != len(labels):
+        raise ValueError(
+            f"the jaxnets optimizer state has {len(labels)} parameter groups ({', '.join(labels)}), the torch "
+            f"optimizer {len(torch_groups)}; build both with the same groups in the same order (jaxnets' group i "
+            "is torch's param_groups[i]; unselected='defaults' parameters are torch's last group)."
+        )
+    names = {id(p): n for n, p in torch_module.named_parameters()}
+    out = []
+    for label, group in zip(labels, torch_groups, strict=True):
+        unknown = [i for i, p in enumerate(group["params"]) if id(p) not in names]
+        if unknown:
+            raise ValueError(f"the torch optimizer's {label} holds parameters {unknown} that are not in the module.")
+        state = inner[label]
+        state = state.inner_state if isinstance(state, optax.MaskedState) else state
+        out.append((label, state, group, [names[id(p)] for p in group["params"]]))
+    return out
+
+
+def _param_fields(node) -> list[str]:
+    """The fields of a state node that are shaped like the parameters."""
+    if isinstance(node, TorchAdafactorState):
+        raise TypeError(
+            "parity does not convert an Adafactor state under jaxnets.optim.param_groups (its factors are not "
+            "parameter-shaped); convert it without param groups."
+        )
+    return list(FIELDS[type(node)][1])
+
+
+def _array(like):
+    return like[...] if isinstance(like, nnx.Variable) else like
+
+
+def _like(like, array):
+    return like.replace(array) if isinstance(like, nnx.Variable) else array
+
+
+def _shapes(groups, params) -> dict:
+    """jaxnets path -> a parameter-shaped leaf, from ``params`` or any group's moments."""
+    found = {}
+    for _, inner, _, _ in groups:
+        for node in _nodes(inner):
+            for field in _param_fields(node):
+                for path, v in nnx.to_flat_state(getattr(node, field)):
+                    if not isinstance(v, optax.MaskedNode):
+                        found.setdefault(tuple(path), v)
+    if params is not None:
+        state = nnx.state(params, nnx.Param) if isinstance(params, nnx.Module) else params
+        found.update({tuple(p): v for p, v in nnx.to_flat_state(state)})
+    return found
+
+
+def _filled(tree, shapes: dict, value=None):
+    """A masked parameter-shaped tree with zeros where the group does not hold the parameter.
+
+    With ``value``, every leaf is ``value(held)`` instead (a flag tree).
+    """
+    flat = []
+    for path, v in nnx.to_flat_state(tree):
+        held = not isinstance(v, optax.MaskedNode)
+        if held and value is None:
+            flat.append((path, v))
+            continue
+        like = shapes.get(tuple(path))
+        if like is None:
             raise ValueError(
-                f"torch.optim.{type(torch_optimizer).__name__} keeps no step count, and the jaxnets optimizer's lr "
-                "is a schedule of it: pass steps= (the optimizer steps torch has taken)."
+                f"parity needs the shape of {'/'.join(map(str, path))}, which no parameter group's state holds "
+                "(a frozen parameter, or groups of an optimizer without moments): pass params= (the jaxnets "
+                "parameters)."
             )
-        if len(set(found.values())) > 1:
-            raise ValueError(f"torch's parameters have different step counts ({found}); pass steps=.")
-        return next(iter(found.values()))
+        array = jnp.asarray(_array(like))
+        fill = 0.0 if value is None else value(held)
+        flat.append((path, _like(like, jnp.full(array.shape, fill, array.dtype))))
+    return nnx.from_flat_state(flat)
 
-    def convert(node):
-        if type(node) not in FIELDS:
-            if isinstance(node, tuple) and not hasattr(node, "_fields"):
-                return tuple(convert(sub) for sub in node)
-            list(_nodes(node))  # raises for what cannot be converted
-            return node
-        count_field, fields = _fields(node, torch_optimizer)
-        values = {}
-        if isinstance(node, TorchAdafactorState):
-            values.update(_adafactor_from_torch(node, states, flatten_shapes))
-        for field, key in SCALARS.get(type(node), {}).items():
-            found = {n: float(states[n][key]) for n in names if states[n].get(key) is not None}
-            if len(set(found.values())) > 1:
-                raise ValueError(
-                    f"torch's parameters have different {key} values "
-                    f"({', '.join(f'{n}: {v}' for n, v in found.items())}); optax keeps one for all "
-                    "parameters, so this state cannot be converted exactly."
-                )
-            if found:
-                template_value = getattr(node, field)
-                values[field] = jnp.asarray(next(iter(found.values())), dtype=jnp.asarray(template_value).dtype)
-        for field, key in fields.items():
-            field_template = getattr(node, field)
-            torch_dict = {
-                name: (states[name][key] if states[name].get(key) is not None else np.zeros(tensor.shape))
-                for name, tensor in to_torch_state_dict(field_template, flatten_shapes=flatten_shapes).items()
-            }
-            if isinstance(node, optax.TraceState) and trace_scale != 1.0:
-                torch_dict = {k: np.asarray(v) * trace_scale for k, v in torch_dict.items()}
-            values[field] = state_from_torch(
-                torch_dict, field_template, flatten_shapes=flatten_shapes, what=f"torch's {key} state"
+
+def _remasked(tree, masked_like):
+    """``tree`` with ``masked_like``'s MaskedNodes put back."""
+    masks = {tuple(p) for p, v in nnx.to_flat_state(masked_like) if isinstance(v, optax.MaskedNode)}
+    return nnx.from_flat_state(
+        [(p, optax.MaskedNode() if tuple(p) in masks else v) for p, v in nnx.to_flat_state(tree)]
+    )
+
+
+def _check_held(groups, shapes, flatten_shapes) -> None:
+    """Each jaxnets group must hold exactly the parameters of its torch group (when its state shows which)."""
+    problems = []
+    for label, inner, _, names in groups:
+        tree = next((getattr(n, f) for n in _nodes(inner) for f in _param_fields(n)), None)
+        if tree is None:
+            continue  # no moments (e.g. sgd without momentum): nothing to convert, nothing to check
+        flags = to_torch_state_dict(_filled(tree, shapes, value=float), flatten_shapes=flatten_shapes)
+        held = {n for n, t in flags.items() if t.numel() and bool(t.reshape(-1)[0])}
+        missing, extra = sorted(set(names) - held), sorted(held - set(names))
+        if missing or extra:
+            problems.append(
+                f"{label}: torch's group holds {', '.join(missing) or 'nothing more'} that jaxnets' does not; "
+                f"jaxnets' holds {', '.join(extra) or 'nothing more'} that torch's does not"
             )
-        if isinstance(node, optax.ScaleByScheduleState):
-            values["count"] = jnp.asarray(torch_steps(), dtype=jnp.asarray(node.count).dtype)
-        elif isinstance(node, TorchMuonState) and given_steps is not None:  # torch's Muon keeps no step
-            values["step"] = jnp.asarray(int(given_steps), dtype=jnp.asarray(node.step).dtype)
-        elif count_field is not None:
-            if isinstance(node, DampenedTraceState) and given_steps is not None:
-                steps = {n: int(given_steps) for n in names}  # its step also indexes a momentum schedule
-            elif isinstance(node, DampenedTraceState):
-                steps = {n: int(states[n].get("momentum_buffer") is not None) for n in names}
-            else:
-                steps = {n: int(float(states[n].get("step", 0))) for n in names}
-            if len(set(steps.values())) > 1:
-                raise ValueError(
-                    "torch's parameters have different step counts "
-                    f"({', '.join(f'{n}: {s}' for n, s in steps.items())}); optax keeps one count for all "
-                    "parameters, so this state cannot be converted exactly."
-                )
-            count = getattr(node, count_field)
-            values[count_field] = jnp.asarray(next(iter(steps.values()), 0), dtype=jnp.asarray(count).dtype)
-        return type(node)(**{f: values.get(f, getattr(node, f)) for f in node._fields})
+    if problems:
+        raise ValueError(
+            "the parameter groups of the jaxnets state and of the torch optimizer differ: "
+            + "; ".join(problems)
+            + ". Select the same parameters in each group, in the same order as torch's param_groups."
+        )
 
-    return convert(template)
+
+def _groups_checked(opt_state, torch_optimizer, torch_module, flatten_shapes, params):
+    groups = _group_states(opt_state, torch_optimizer, torch_module)
+    shapes = _shapes(groups, params)
+    _check_held(groups, shapes, flatten_shapes)
+    return groups, shapes
 
 
 # -- LBFGS: one state, flat vectors -------------------------------------------------------------

@@ -272,8 +272,11 @@ def test_optimizer_state_conversion_errors(x64):
     params = nnx.state(jax_model, nnx.Param)
     opt = torch.optim.SGD(torch_model.parameters(), momentum=0.9)
     groups = jaxnets.optim.param_groups(jaxnets.optim.sgd, [{"params": "*.bias"}], lr=0.1, momentum=0.9)
-    with pytest.raises(TypeError, match="cannot convert optimizer state of type PartitionState"):
+    # one jaxnets group of the biases (kernels frozen) against torch's one group of every parameter
+    with pytest.raises(ValueError, match=r"shape of linear1/kernel, which no parameter group's state holds.*params="):
         parity.optimizer_state_from_torch(opt, torch_model, groups.init(params))
+    with pytest.raises(ValueError, match=r"group0: torch's group holds linear1.weight, linear2.weight that jaxnets'"):
+        parity.optimizer_state_from_torch(opt, torch_model, groups.init(params), params=params)
     scheduled = jaxnets.optim.sgd(jaxnets.optim.lr_scheduler.StepLR(0.1, 2), momentum=0.9).init(params)
     with pytest.raises(ValueError, match=r"SGD keeps no step count.*pass steps="):
         parity.optimizer_state_from_torch(opt, torch_model, scheduled)

@@ -71,9 +71,26 @@ def _torch_steps(model, opt, scheduler, x, y, steps):
         loss = torch.nn.functional.mse_loss(model(x), y)
         loss.backward()
         opt.step()
-        scheduler.step()
+        if scheduler is not None:
+            scheduler.step()
         losses.append(loss.item())
     return losses
+
+
+def _jax_continues(trainer, x, y, ref_losses, ref_weights):
+    """jaxnets' K steps from the converted state are the uninterrupted torch run's steps K+1 to 2K."""
+    xj, yj = jax_input(x), jnp.asarray(y.numpy())
+    jax_losses = [float(trainer.step(xj, yj)) for _ in range(K)]
+    np.testing.assert_allclose(jax_losses, ref_losses[K : 2 * K], rtol=F64_RTOL)
+    for key, value in parity.to_torch_state_dict(trainer.params).items():
+        np.testing.assert_allclose(value, ref_weights[key], rtol=F64_RTOL, atol=F64_ATOL, err_msg=key)
+
+
+def _torch_continues(torch_losses, torch_model, ref_losses, reference):
+    """torch's K steps from the state moved back are the uninterrupted run's steps 2K+1 to 3K."""
+    np.testing.assert_allclose(torch_losses, ref_losses[2 * K :], rtol=F64_RTOL)
+    for key, value in reference.state_dict().items():
+        np.testing.assert_allclose(torch_model.state_dict()[key], value, rtol=F64_RTOL, atol=F64_ATOL, err_msg=key)
 
 
 def _models(name):
@@ -135,11 +152,7 @@ def test_a_scheduled_torch_run_continues_in_jax_and_back(
     tx = make_jax(schedule(lr))
     trainer = jaxnets.Trainer(jax_model, tx, lambda m, x, y: jaxnets.losses.mse_loss(m(x), y))
     trainer.opt_state = parity.optimizer_state_from_torch(opt, torch_model, trainer.opt_state, steps=K)
-    xj, yj = jax_input(x), jnp.asarray(y.numpy())
-    jax_losses = [float(trainer.step(xj, yj)) for _ in range(K)]
-    np.testing.assert_allclose(jax_losses, ref_losses[K : 2 * K], rtol=F64_RTOL)
-    for key, value in parity.to_torch_state_dict(trainer.params).items():
-        np.testing.assert_allclose(value, ref_weights[key], rtol=F64_RTOL, atol=F64_ATOL, err_msg=key)
+    _jax_continues(trainer, x, y, ref_losses, ref_weights)
     # JAX -> torch after 2K steps: a fresh optimizer and scheduler pick up where JAX is
     torch_model.load_state_dict(parity.to_torch_state_dict(trainer.params))
     opt = make_torch(torch_model.parameters(), lr)
@@ -149,9 +162,7 @@ def test_a_scheduled_torch_run_continues_in_jax_and_back(
     for key in ("lr", "momentum", "betas"):  # the lr and the cycled momentum where the uninterrupted run has them
         assert opt.param_groups[0].get(key) == ref_group.get(key), key
     torch_losses = _torch_steps(torch_model, opt, scheduler, x, y, K)
-    np.testing.assert_allclose(torch_losses, ref_losses[2 * K :], rtol=F64_RTOL)
-    for key, value in reference.state_dict().items():
-        np.testing.assert_allclose(torch_model.state_dict()[key], value, rtol=F64_RTOL, atol=F64_ATOL, err_msg=key)
+    _torch_continues(torch_losses, torch_model, ref_losses, reference)
 
 
 @pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
@@ -208,3 +219,133 @@ def test_lbfgs_state_needs_params_and_an_lbfgs(x64):
         parity.optimizer_state_from_torch(OPT.LBFGS(torch_model.parameters()), torch_model, state)
     with pytest.raises(ValueError, match=r"goes into torch.optim.LBFGS; got SGD"):
         parity.load_optimizer_state_into_torch(state, OPT.SGD(torch_model.parameters()), torch_model, params=params)
+
+
+# -- parameter groups: torch's param_groups <-> jaxnets.optim.param_groups ----------------------------------------
+
+# name -> (torch optimizer class, jaxnets optimizer, defaults, weights' group options, biases' group options, schedule)
+# Weights take weight decay; biases none and another lr, as the classic recipe. The schedule (StepLR(2, 0.5), stepped
+# after every optimizer step) acts on each group's own lr.
+GROUPED = {
+    "sgd-momentum": (OPT.SGD, J.sgd, dict(lr=1e-2, momentum=0.9), dict(weight_decay=1e-2), dict(lr=3e-2), False),
+    "adam": (OPT.Adam, J.adam, dict(lr=1e-2), dict(weight_decay=1e-2), dict(lr=3e-3), False),
+    "adamw": (OPT.AdamW, J.adamw, dict(lr=1e-2), dict(weight_decay=5e-2), dict(lr=3e-3, weight_decay=0.0), False),
+    "rmsprop-momentum": (
+        OPT.RMSprop,
+        J.rmsprop,
+        dict(lr=1e-3, momentum=0.9),
+        dict(weight_decay=1e-2),
+        dict(lr=3e-3),
+        False,
+    ),  # optax's trace is -lr * torch's buffer: each group's own lr
+    "adam-steplr": (OPT.Adam, J.adam, dict(lr=1e-2), dict(weight_decay=1e-2), dict(lr=3e-3), True),
+    "rmsprop-momentum-steplr": (
+        OPT.RMSprop,
+        J.rmsprop,
+        dict(lr=1e-3, momentum=0.9),
+        dict(weight_decay=1e-2),
+        dict(lr=3e-3),
+        True,
+    ),
+}
+
+
+def _grouped_torch(torch_cls, model, defaults, weights, biases, frozen=()):
+    named = [(n, p) for n, p in model.named_parameters() if n not in frozen]
+    return torch_cls(
+        [
+            {"params": [p for n, p in named if n.endswith("weight")], **weights},
+            {"params": [p for n, p in named if n.endswith("bias")], **biases},
+        ],
+        **defaults,
+    )
+
+
+def _grouped_jax(jax_fn, defaults, weights, biases, scheduled, frozen=()):
+    schedule = (lambda base_lr: ls.StepLR(base_lr, 2, 0.5)) if scheduled else None
+    keep = lambda suffix: lambda n, v: n.endswith(suffix) and n not in frozen  # noqa: E731
+    return J.param_groups(
+        jax_fn,
+        [{"params": keep("weight"), **weights}, {"params": keep("bias"), **biases}],
+        schedule=schedule,
+        **defaults,
+    )
+
+
+@pytest.mark.parametrize("frozen", [(), ("fc3.weight", "fc3.bias")], ids=["all", "fc3-frozen"])
+@pytest.mark.parametrize("name", list(GROUPED))
+def test_param_groups_state_continues_a_torch_run_in_jax_and_back(x64, name, frozen):
+    """LeNet (kernels, fc1's flatten permutation), two torch groups with their own lr and weight decay.
+
+    torch K steps -> jaxnets K -> torch K equals one torch run of 3K steps. With fc3 frozen (in no group,
+    as torch's optimizer never sees it), no group's state has its shape: params= gives it.
+    """
+    torch_cls, jax_fn, defaults, weights, biases, scheduled = GROUPED[name]
+    torch_model, jax_model, x = pairs()["lenet"]
+    y = torch.randn(x.shape[0], 10, dtype=torch.float64)
+    sched = (lambda o: T.StepLR(o, 2, 0.5)) if scheduled else (lambda o: None)
+    reference = copy.deepcopy(torch_model)
+    ref_opt = _grouped_torch(torch_cls, reference, defaults, weights, biases, frozen)
+    ref_scheduler = sched(ref_opt)
+    ref_losses = _torch_steps(reference, ref_opt, ref_scheduler, x, y, 2 * K)
+    ref_weights = {k: v.clone() for k, v in reference.state_dict().items()}
+    ref_lrs = [group["lr"] for group in ref_opt.param_groups]
+    ref_losses += _torch_steps(reference, ref_opt, ref_scheduler, x, y, K)
+
+    opt = _grouped_torch(torch_cls, torch_model, defaults, weights, biases, frozen)
+    _torch_steps(torch_model, opt, sched(opt), x, y, K)
+    parity.load_torch_state_dict(jax_model, torch_model.state_dict())
+    tx = _grouped_jax(jax_fn, defaults, weights, biases, scheduled, frozen)
+    trainer = jaxnets.Trainer(jax_model, tx, lambda m, x, y: jaxnets.losses.mse_loss(m(x), y))
+    params = trainer.params if frozen else None
+    trainer.opt_state = parity.optimizer_state_from_torch(opt, torch_model, trainer.opt_state, params=params)
+    _jax_continues(trainer, x, y, ref_losses, ref_weights)
+
+    torch_model.load_state_dict(parity.to_torch_state_dict(trainer.params))
+    opt = _grouped_torch(torch_cls, torch_model, defaults, weights, biases, frozen)
+    scheduler = sched(opt)
+    parity.load_optimizer_state_into_torch(trainer.opt_state, opt, torch_model, scheduler=scheduler, params=params)
+    assert [group["lr"] for group in opt.param_groups] == ref_lrs  # each group's lr, replayed by the scheduler
+    torch_losses = _torch_steps(torch_model, opt, scheduler, x, y, K)
+    _torch_continues(torch_losses, torch_model, ref_losses, reference)
+
+
+def test_param_groups_that_differ_are_refused_with_what_differs(x64):
+    torch_model, jax_model, _ = pairs()["lenet"]
+    params = nnx.state(jax_model, nnx.Param)
+    defaults, weights, biases = dict(lr=1e-2), dict(weight_decay=1e-2), dict(lr=3e-3)
+    state = _grouped_jax(J.adam, defaults, weights, biases, False).init(params)
+    one_group = OPT.Adam(torch_model.parameters(), lr=1e-2)
+    for call in (
+        lambda: parity.optimizer_state_from_torch(one_group, torch_model, state),
+        lambda: parity.load_optimizer_state_into_torch(state, one_group, torch_model),
+    ):
+        with pytest.raises(ValueError, match=r"has 2 parameter groups \(group0, group1\), the torch optimizer 1"):
+            call()
+    # fc3.weight in torch's bias group, not in its weight group
+    named = dict(torch_model.named_parameters())
+    moved = OPT.Adam(
+        [
+            {"params": [p for n, p in named.items() if n.endswith("weight") and n != "fc3.weight"]},
+            {"params": [p for n, p in named.items() if n.endswith("bias") or n == "fc3.weight"]},
+        ],
+        lr=1e-2,
+    )
+    message = (
+        r"group0: torch's group holds nothing more that jaxnets' does not; jaxnets' holds fc3.weight that torch's "
+        r"does not; group1: torch's group holds fc3.weight that jaxnets' does not"
+    )
+    with pytest.raises(ValueError, match=message):
+        parity.optimizer_state_from_torch(moved, torch_model, state)
+    with pytest.raises(ValueError, match=message):
+        parity.load_optimizer_state_into_torch(state, moved, torch_model)
+    # a frozen parameter's shape is in no group's state: params= gives it
+    frozen = ("fc3.weight", "fc3.bias")
+    state = _grouped_jax(J.adam, defaults, weights, biases, False, frozen).init(params)
+    opt = _grouped_torch(OPT.Adam, torch_model, defaults, weights, biases, frozen)
+    with pytest.raises(ValueError, match=r"shape of fc3/bias, which no parameter group's state holds.*params="):
+        parity.optimizer_state_from_torch(opt, torch_model, state)
+    state = J.param_groups(J.adafactor, [{"params": "*.weight"}, {"params": "*.bias"}]).init(params)
+    opt = _grouped_torch(OPT.Adafactor, torch_model, {}, {}, {})
+    with pytest.raises(TypeError, match=r"Adafactor state under jaxnets.optim.param_groups"):
+        parity.optimizer_state_from_torch(opt, torch_model, state)

@@ -1041,3 +1041,76 @@ def model_from_weights(arrays: dict) -> LeNet:
     spec = {"model": "lenet", "kernel_size": kernel_size, "image_size": image_size, "in_channels": in_channels,
             "num_classes": int(fc3.shape[0])}  # fmt: skip
     return build_model(spec)
+
+
+TORCH_OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop", "adagrad": "Adagrad",
+                    "adadelta": "Adadelta", "adamax": "Adamax", "nadam": "NAdam", "radam": "RAdam", "asgd": "ASGD",
+                    "rprop": "Rprop"}  # fmt: skip
+"""``--optimizer`` -> torch's class, for ``jaxnets import --optimizer-state`` (adafactor's factors need parity)."""
+
+
+def import_optimizer_state(path, model, config: TrainConfig):
+    """A torch ``optimizer.state_dict()`` file as the optimizer state ``jaxnets train`` keeps for ``config``.
+
+    The torch optimizer must be ``config``'s (``torch.optim.Adam`` for ``adam``, ...),
+    built over the tutorial Net's ``parameters()`` in one param group, with the
+    hyperparameters ``jaxnets train`` uses for ``config`` (its lr, weight decay, and
+    torch's defaults otherwise): each one the file's group holds is compared, so a
+    state that would continue differently is refused. Moments go through the
+    weights' layout table; the step count is torch's. The conversion is
+    :func:`jaxnets.interop.optim_state.node_from_torch`, parity's own.
+
+    Raises:
+      ValueError: another optimizer, several param groups, other parameters or
+        other hyperparameters (each named, with both values).
+    """
+    from ..interop import optim_state
+    from .exchange import to_torch_arrays
+
+    if config.optimizer not in TORCH_OPTIMIZERS:
+        raise ValueError(
+            f"--optimizer-state: jaxnets import converts the state of {', '.join(TORCH_OPTIMIZERS)}, not "
+            f"{config.optimizer} (Adafactor's factors swap between torch's and Flax's layouts: use "
+            "parity.optimizer_state_from_torch)."
+        )
+    if config.scheduler is not None or config.clip_grad_norm is not None:
+        raise ValueError("--optimizer-state: a run with a scheduler or gradient clipping is not imported.")
+    saved = optim_state.read_torch_optimizer_state(path)
+    groups = saved["param_groups"]
+    names = list(to_torch_arrays(model))
+    where = f"the optimizer state {str(path)!r}"
+    if len(groups) != 1:
+        raise ValueError(
+            f"{where} has {len(groups)} param groups; jaxnets train keeps one (all of LeNet's parameters)."
+        )
+    group = groups[0]
+    if len(group.get("params", [])) != len(names):
+        raise ValueError(
+            f"{where} holds {len(group.get('params', []))} parameters; LeNet has {len(names)} ({', '.join(names)}): "
+            "save the state of an optimizer built over the tutorial Net's parameters()."
+        )
+    factory, options, _ = OPTIMIZERS[config.optimizer]
+    used = {n: p.default for n, p in inspect.signature(factory).parameters.items()}
+    used.update(options, lr=config.learning_rate)
+    if config.weight_decay is not None:
+        used["weight_decay"] = config.weight_decay
+    differ = []
+    for key, value in used.items():
+        if key in group and value is not inspect.Parameter.empty:
+            theirs = tuple(group[key]) if isinstance(group[key], list | tuple) else group[key]
+            if (tuple(value) if isinstance(value, list | tuple) else value) != theirs:
+                differ.append(f"{key} {theirs!r} in the file, {value!r} here")
+    if differ:
+        raise ValueError(
+            f"{where} was saved by an optimizer with other hyperparameters than --optimizer {config.optimizer} "
+            f"uses: {'; '.join(differ)}. Give jaxnets import the run's --optimizer, --lr and --weight-decay."
+        )
+    index = {int(i): n for i, n in zip(group["params"], names, strict=True)}
+    states = {index[int(i)]: s for i, s in saved["state"].items()}
+    template = build_optimizer(config, steps_per_epoch=1).init(nnx.state(model, nnx.Param))
+    scale = optim_state.trace_scale(optim_state.nodes(template), lambda: config.learning_rate)
+    torch_name = TORCH_OPTIMIZERS[config.optimizer]
+    return optim_state.map_nodes(
+        template,
+        lambda node: optim_state.node_from_torch(node, states, names, optimizer=torch_name, trace_scale=scale),
+    )
