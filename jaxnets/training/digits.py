@@ -1065,7 +1065,7 @@ def import_optimizer_state(path, model, config: TrainConfig):
         other hyperparameters (each named, with both values).
     """
     from ..interop import optim_state
-    from .exchange import to_torch_arrays
+    from ..interop.exchange import to_torch_arrays
 
     if config.optimizer not in TORCH_OPTIMIZERS:
         raise ValueError(
