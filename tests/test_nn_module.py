@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
+from tolerances import F32_ATOL, F32_RTOL
 
 from jaxnets import nn
 
@@ -59,7 +60,9 @@ def test_loaded_state_dict_gives_torchs_outputs_in_both_modes():
     j.train()
     np.testing.assert_allclose(j(jnp.asarray(x)), t(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
     for key, value in t.state_dict().items():
-        np.testing.assert_allclose(j.state_dict()[key], value.numpy(), rtol=1e-6, err_msg=key)
+        # float32 buffers: a running mean is a batch mean near zero, whose rounding depends on the summation
+        # order (it differed by 4.7e-10 under XLA's AVX2 kernels), so the float32 bounds, absolute part included.
+        np.testing.assert_allclose(j.state_dict()[key], value.numpy(), rtol=F32_RTOL, atol=F32_ATOL, err_msg=key)
 
 
 def test_load_state_dict_copies_and_casts():
