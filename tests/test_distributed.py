@@ -268,6 +268,7 @@ def steps():
     return json.loads(stdout.splitlines()[-1])
 
 
+@pytest.mark.slow  # a 4-device subprocess (about 18 s)
 @pytest.mark.parametrize("case", [f"{m}-{d}-{o}" for m, d, o in CASES])
 def test_sharded_steps_equal_single_device_steps(steps, case):
     assert steps["devices"] == 4
@@ -282,10 +283,12 @@ def test_sharded_steps_equal_single_device_steps(steps, case):
     assert result["error"] <= RTOL[dtype], result
 
 
+@pytest.mark.slow  # a 4-device subprocess (about 18 s)
 def test_fast_path_gradients_inside_shard_map_equal_one_devices(steps):
     assert steps["shard_map_error"] <= F64_RTOL
 
 
+@pytest.mark.slow  # a 4-device subprocess (about 18 s)
 def test_shard_batch_refuses_a_batch_the_devices_do_not_divide(steps):
     message = steps["uneven"]
     assert "30 examples" in message and "4 devices" in message and "multiple of 4" in message

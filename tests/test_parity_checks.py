@@ -45,6 +45,12 @@ def normalised_lr(family: str, lr: float) -> float:
     return lr if family == "sgd" else lr / 100
 
 
+# The whole matrix (what `python -m parity` runs, about 60 s on 2 cores) is an end-to-end run: its tests run in
+# make test-all (CI). make test keeps this file's targeted checks, which run single rows and the wrong-port
+# rows (the properties below, the dropped options, the fc1 permutation, the wrong schedules and recipes).
+needs_matrix = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def matrix() -> dict[str, checks.Result]:
     """Every row of ``python -m parity`` but the ported models' (tests/test_ports.py runs those), run once."""
@@ -60,9 +66,8 @@ def assert_rows_pass(rows):
 # -- the matrix ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "row_id", checks.row_ids(ports=False)
-)  # not slow: make test builds the matrix for its other tests
+@needs_matrix
+@pytest.mark.parametrize("row_id", checks.row_ids(ports=False))
 def test_matrix_row_passes(matrix, row_id):
     row = matrix[row_id]
     assert row.passed, row.describe()
@@ -120,12 +125,14 @@ def test_matrix_covers_every_model_check_dtype_and_optimizer_option():
     assert "dynamic/semantics differ/float64" in ids
 
 
+@needs_matrix
 def test_matrix_float64_rows_are_held_to_1e_12(matrix):
     for row in matrix.values():
         if row.dtype == "float64" and not row.must_differ:
             assert row.tol == precision.F64_RTOL == 1e-12, row.id
 
 
+@needs_matrix
 def test_matrix_float32_step_and_update_rows_have_their_own_bounds(matrix):
     assert precision.F32_STEP_RTOL < precision.F32_NORMALISED_STEP_RTOL < precision.F32_TRAJECTORY_RTOL
     assert precision.F32_UPDATE_RTOL < precision.F32_TRAJECTORY_RTOL
@@ -144,6 +151,7 @@ def test_matrix_float32_step_and_update_rows_have_their_own_bounds(matrix):
     assert len(seen) == 3
 
 
+@needs_matrix
 def test_matrix_reports_errors_per_torch_parameter_name(matrix):
     assert list(matrix["lenet5/grad/float64"].per_param) == [
         "conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias",
@@ -163,6 +171,7 @@ def test_matrix_reports_errors_per_torch_parameter_name(matrix):
     assert {f"output (depth {d})" for d in range(4)} <= set(dynamic.other)
 
 
+@needs_matrix
 def test_matrix_stages_run_the_seeds_500_steps_in_float64(matrix):
     for row_id in [
         "bias_free/trajectory/stage1 numpy/float64",
@@ -179,6 +188,7 @@ def test_matrix_stages_run_the_seeds_500_steps_in_float64(matrix):
         assert curves["torch"][-1] < curves["torch"][0], row_id  # it trained
 
 
+@needs_matrix
 def test_matrix_step_counts_are_the_readmes(matrix):
     """float32 runs stages 2 and 3 for 500 steps, stages 4 to 7 and the optimizers for 40, the update rows 10,
     the param-group + clipping + scheduler recipes 50."""
@@ -201,6 +211,7 @@ TORCH_SCHEDULERS = (
 )  # fmt: skip
 
 
+@needs_matrix
 def test_matrix_has_schedule_rows_for_every_torch_scheduler_past_its_end(matrix):
     ids = checks.row_ids()
     assert len(TORCH_SCHEDULERS) == 15
@@ -240,6 +251,7 @@ def test_schedule_row_fails_for_a_wrong_schedule(monkeypatch, name, wrong):
     assert not row.passed, row.describe()
 
 
+@needs_matrix
 def test_matrix_has_recipe_rows_whose_clipping_binds_on_some_steps(matrix):
     rows = [r for r in matrix.values() if "/recipe " in r.check]
     assert {(r.model, r.dtype) for r in rows} == {(m, d) for m in ("two_layer", "lenet5") for d in checks.DTYPES}
@@ -297,6 +309,7 @@ def test_depth_schedule_skips_middle_linear_after_momentum_built_up():
     assert set(np.unique(depths)) == {0, 1, 2, 3}
 
 
+@needs_matrix
 def test_dynamic_semantics_differ_and_each_port_matches_only_its_own(matrix):
     row = matrix["dynamic/semantics differ/float64"]
     assert row.passed and row.must_differ, row.describe()

@@ -96,6 +96,7 @@ def test_optimizer_example_prints_what_torch_computes(capsys):
     assert capsys.readouterr().out == printed
 
 
+@pytest.mark.slow  # the porting page's whole walk-through (about 6 s)
 def test_porting_walkthrough_prints_what_the_docs_show(capsys):
     page = "docs/porting.md"
     section = _section(page, "Porting a model of your own")

@@ -141,6 +141,7 @@ def test_curves_are_drawn_after_the_last_epoch_and_at_most_every_curves_every_se
     assert calls[-1] == [1, 2, 3]
 
 
+@pytest.mark.slow  # three whole training runs (about 11 s)
 def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, capsys):
     setting = ["--data", "digits", "--batch-size", "64", "--seed", "3", "--no-progress"]
     whole, split = tmp_path / "whole", tmp_path / "split"
@@ -647,6 +648,7 @@ def test_cli_refuses_a_negative_checkpoint_epoch_before_reading_anything(command
     assert "EPOCH must be an integer >= 0 (a checkpoint's epoch); got '-1'" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a whole training run in a fresh process (about 10 s)
 def test_the_command_skips_the_teardown_yet_loses_no_output(tmp_path):
     import subprocess
     import sys

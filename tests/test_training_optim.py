@@ -37,6 +37,7 @@ def torch_lrs(make_scheduler, lr: float, steps: int) -> list[float]:
     return lrs
 
 
+@pytest.mark.slow  # three whole training runs (about 11 s)
 def test_resume_continues_the_schedule_where_it_stopped(tmp_path, capsys):
     """A run with a scheduler, clipping and weight decay, stopped after 2 epochs and resumed: the schedule's step
     count lives in the optimizer state, which the checkpoint holds, so epoch 3 trains with torch's StepLR lr of
@@ -62,6 +63,7 @@ def test_resume_continues_the_schedule_where_it_stopped(tmp_path, capsys):
     assert metrics["config"]["clip_grad_norm"] == 1.0 and metrics["config"]["weight_decay"] == 1e-3
 
 
+@pytest.mark.slow  # whole training runs (about 5 s)
 def test_onecyclelr_steps_per_batch_and_a_longer_resume_is_refused(tmp_path, capsys):
     """OneCycleLR steps after every batch, over the whole run (torch's lrs); it spans the run, so a resume with more
     epochs would change every lr already used, and is refused, the run untouched."""
