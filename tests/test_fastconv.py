@@ -239,6 +239,27 @@ def test_max_pool2d_sends_a_tied_gradient_to_the_first_maximum_in_row_major_orde
     np.testing.assert_array_equal(dx, expected)
 
 
+def test_max_pool2d_gives_a_nan_windows_gradient_to_its_last_nan_as_torch_and_the_mirror_do(x64):
+    # Ties and NaNs, odd sizes: the fast pool, the torch-mirror pool and torch pick the same element
+    # (the rule is one function, jaxnets.nn.functional.max_pool_pick). The old fast pool gave a NaN window
+    # no gradient at all.
+    x = np.random.default_rng(0).integers(0, 3, (3, 7, 9, 5)).astype(np.float64)  # (C, H, W, N)
+    for c, i, j, n in [(0, 0, 0, 0), (0, 1, 1, 0), (1, 2, 3, 1), (2, 4, 4, 4), (2, 5, 5, 4), (1, 6, 8, 2)]:
+        x[c, i, j, n] = np.nan  # two NaNs in one window twice; the last one in the dropped odd row
+    g = np.random.default_rng(1).standard_normal((3, 3, 4, 5))
+    y, vjp = jax.vjp(_fastconv.max_pool2d, jnp.asarray(x))
+    dx = np.asarray(vjp(jnp.asarray(g))[0])
+    to_nchw = lambda a: np.asarray(a).transpose(3, 0, 1, 2)  # noqa: E731 - (C, H, W, N) -> (N, C, H, W)
+    ym, vjpm = jax.vjp(lambda a: jaxnets.nn.functional.max_pool2d(a, 2), jnp.asarray(to_nchw(x)))
+    xt = torch.tensor(to_nchw(x), requires_grad=True)
+    yt = F.max_pool2d(xt, 2)
+    yt.backward(torch.tensor(to_nchw(g)))
+    for want_y, want_dx in [(np.asarray(ym), np.asarray(vjpm(jnp.asarray(to_nchw(g)))[0])), (yt.detach(), xt.grad)]:
+        np.testing.assert_array_equal(to_nchw(y), np.asarray(want_y))
+        np.testing.assert_array_equal(to_nchw(dx), np.asarray(want_dx))
+    assert dx[0, 1, 1, 0] == g[0, 0, 0, 0] and dx[0, 0, 0, 0] == 0  # the test has teeth: the last NaN of two
+
+
 def test_max_pool2d_floors_odd_sizes_and_passes_no_gradient_to_the_dropped_edge():
     x = images("random", (2, 5, 7, 3), jnp.float32)
     y, vjp = jax.vjp(_fastconv.max_pool2d, x)

@@ -91,6 +91,40 @@ def test_max_pool_tie_goes_to_first_element_in_scan_order(x64):
     np.testing.assert_array_equal(t_grad, want)
 
 
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [("MaxPool2d", dict(kernel_size=2)), ("MaxPool2d", dict(kernel_size=3, stride=1, padding=1)),
+     ("AdaptiveMaxPool2d", dict(output_size=(2, 3)))],
+)  # fmt: skip
+def test_max_pool_gives_a_nan_windows_gradient_to_its_last_nan_as_torch(x64, name, kwargs):
+    # torch replaces the running maximum by every NaN it meets: the last NaN of a window is the pick.
+    x = _ints((2, 3, 6, 6), seed=5, high=3)
+    x[0, 0, 0, :2] = np.nan  # two NaNs in one window
+    x[1, 2, 3, 3] = x[1, 2, 4, 5] = np.nan
+    kwargs = dict(kwargs, return_indices=True)
+    cot = _cot(getattr(torch.nn, name)(**kwargs), x)
+    t_out, t_grad = _torch_run(getattr(torch.nn, name)(**kwargs), x, cot)
+    j_out, j_grad = _jax_run(getattr(nn, name)(**kwargs), x, cot)
+    np.testing.assert_array_equal(np.asarray(j_out[0]), t_out[0].detach().numpy())
+    np.testing.assert_array_equal(np.asarray(j_out[1]), t_out[1].numpy())
+    np.testing.assert_array_equal(j_grad, t_grad)
+
+
+@pytest.mark.parametrize("side", [2, 3], ids=["2x2-sliced", "3x3-argmax"])
+def test_max_pool_pick_is_the_first_maximum_or_the_last_nan_over_several_window_axes(side):
+    # The rule as LeNet's fast path calls it: windows on axes 1 and 3 of (Hp, k, Wp, k); both code paths.
+    rng = np.random.default_rng(side)
+    wins = rng.integers(0, 2, (40, side, side)).astype(np.float64)
+    wins[rng.random(wins.shape) < 0.15] = np.nan
+    flat = wins.reshape(40, -1)
+    want = [int(np.flatnonzero(np.isnan(w))[-1]) if np.isnan(w).any() else int(np.argmax(w)) for w in flat]
+    x = jnp.asarray(wins.reshape(40, side, 1, side))
+    pick = np.asarray(nn.functional.max_pool_pick(x, jnp.max(x, axis=(1, 3)), (1, 3))).reshape(40, -1)
+    assert (pick.sum(axis=1) == 1).all()
+    np.testing.assert_array_equal(pick.argmax(axis=1), want)
+    assert any(np.isnan(w).sum() > 1 for w in flat) and any((w == 1).sum() > 1 for w in flat)  # teeth
+
+
 PADS = [
     ("constant", (2, -1), (2, 3, 5), 1.5),
     ("constant", (-1, -2, 3, 0), (2, 4, 6), 0.0),

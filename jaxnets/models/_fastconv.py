@@ -28,6 +28,26 @@ contiguous axis, so the shifted slices are contiguous copies and the arithmetic
 vectorises over images. :class:`FastConv` wraps them behind ``nnx.Conv``'s
 channels-last interface, with exactly ``nnx.Conv``'s parameters.
 
+What this module shares with the torch-mirror layers (:mod:`jaxnets.nn`), and
+what it does not:
+
+- The max-pool's choice of element (torch's rule: the first maximum in
+  row-major order, the last NaN in a window holding NaNs) is one function,
+  :func:`jaxnets.nn.functional.max_pool_pick`, called by both.
+- The convolutions and the pool's backward pass are not shared, and cannot be
+  without a loss on one side. Here they are custom VJPs: JAX's transpose of
+  the slices of an im2col is a sum of zero-padded taps (measured 4x slower
+  than :func:`_col2im` at LeNet's ``conv2``) and the patches are kept from the
+  forward pass, which a plain function cannot ask for. A custom VJP has no
+  forward mode (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian`` fail on it), and
+  the mirror layers promise every mode, so ``jaxnets.nn.functional.conv`` stays
+  ``lax.conv_general_dilated`` (any stride, padding, dilation and groups) and
+  its max-pools differentiate through a gather of the chosen element. The
+  mirror's ``unfold`` is an im2col too, but torch's: rows in ``(C, kh, kw)``
+  order, NCHW, any stride and padding; this one is batch-last with rows in
+  ``(kh, kw, C)`` order, the order of an HWIO kernel, VALID and stride 1 only.
+  Either layout served to the other would cost a transposing copy per call.
+
 Two choices below only make sense for XLA:CPU's fusion heuristics, and cost a
 copy elsewhere: :func:`_materialize` and the 64-image chunks of :func:`chunks`.
 Nothing else assumes a CPU.
@@ -42,6 +62,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax import lax
+
+from ..nn.functional import max_pool_pick
 
 SHIFT_MAX_TAPS = 27
 """Convolutions with at most this many taps (``kh * kw * in_channels``) use shifted multiply-adds..."""
@@ -266,15 +288,10 @@ def _window_max(x: jax.Array) -> jax.Array:
 
 
 def _first_max(x6: jax.Array, y: jax.Array) -> jax.Array:
-    # For windows x6 (C, Hp, 2, Wp, 2, N) and their maxima y (C, Hp, Wp, N): True at each window's first
-    # maximal element in row-major window order (0,0), (0,1), (1,0), (1,1), the element torch picks.
-    hit = x6 == y[:, :, None, :, None, :]  # every maximal element of each window
-    order = 2 * lax.broadcasted_iota(jnp.int32, (1, 1, 2, 1, 2, 1), 2) + lax.broadcasted_iota(
-        jnp.int32, (1, 1, 2, 1, 2, 1), 4
-    )
-    first, second, third = hit[:, :, :1, :, :1], hit[:, :, :1, :, 1:], hit[:, :, 1:, :, :1]
-    earlier = ((order > 0) & first) | ((order > 1) & second) | ((order > 2) & third)
-    return hit & ~earlier
+    # For windows x6 (C, Hp, 2, Wp, 2, N) and their maxima y (C, Hp, Wp, N): True at the element torch picks,
+    # the first maximal one in row-major window order (0,0), (0,1), (1,0), (1,1), or the last NaN. The rule
+    # is the torch-mirror pools' own (jaxnets.nn.functional.max_pool_pick), on the windows in place.
+    return max_pool_pick(x6, y, (2, 4))
 
 
 def _unwindow(d6: jax.Array, h: int, w: int) -> jax.Array:
@@ -312,8 +329,10 @@ def max_pool2d(x: jax.Array) -> jax.Array:
     floored. The gradient of each window goes to its first maximal element in
     row-major order, as in torch (and in ``lax.reduce_window``'s gradient), so
     windows of equal values (zeros after a ReLU, constant image regions) get
-    exactly torch's gradient. A window holding a NaN pools to NaN and passes no
-    gradient.
+    exactly torch's gradient. A window holding a NaN pools to NaN and passes its
+    gradient to its last NaN, as torch does. The rule is
+    :func:`jaxnets.nn.functional.max_pool_pick`, shared with the torch-mirror
+    pools; the custom VJP is what differs (see the module docstring).
 
     Args:
       x: feature maps ``(C, H, W, N)``, batch last.

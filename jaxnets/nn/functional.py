@@ -248,6 +248,12 @@ def conv(
 
     A ``padding_mode`` other than ``"zeros"`` pads the input first (reflect,
     replicate or circular, as ``nn.ConvNd`` does) and convolves without padding.
+
+    ``lax.conv_general_dilated``, not LeNet's fast im2col convolution
+    (:mod:`jaxnets.models._fastconv`): that one is fast through custom VJPs,
+    which would take forward-mode autodiff (``jax.jvp``, ``jax.jacfwd``) away
+    from every layer built on this, and it covers only VALID, stride-1, 2-D,
+    ungrouped convolutions of batch-last maps.
     """
     n = weight.ndim - 2
     stride = _ntuple(stride, n, "stride")
@@ -364,11 +370,11 @@ def layer_norm(
 #
 # Every pooling function gathers its windows explicitly (an index array per
 # spatial dim) rather than calling lax.reduce_window: the maximum is then picked
-# by argmax, the FIRST maximal element in torch's scan order (the kernel's
-# leading dim outermost), and its gradient is a scatter to that one element, as
-# torch's CPU kernels do on ties; reduce_window's gradient (select_and_scatter)
-# would pick its own tie-break. Windows of different sizes (adaptive pools) are
-# padded to the largest and masked.
+# by max_pool_pick, the FIRST maximal element in torch's scan order (the
+# kernel's leading dim outermost; the last NaN where there are NaNs), and its
+# gradient is a scatter to that one element, as torch's CPU kernels do on ties;
+# reduce_window's gradient (select_and_scatter) would pick its own tie-break.
+# Windows of different sizes (adaptive pools) are padded to the largest and masked.
 
 
 def _pool_input(x: jax.Array, n: int, name: str) -> tuple[jax.Array, bool]:
@@ -498,14 +504,62 @@ def max_pool(
     return y, (idx if batched else idx[0])
 
 
+def max_pool_pick(wins: jax.Array, y: jax.Array, axes: Sequence[int]) -> jax.Array:
+    """True at the element of each window that torch's max-pool picks (its value, and its gradient's target).
+
+    torch's CPU kernels scan a window in row-major order and replace the running
+    maximum by a larger element or by a NaN: the pick is the first maximal
+    element, or, in a window holding a NaN, the last NaN. The one definition of
+    that rule in jaxnets, used by the torch-mirror pools (:func:`max_pool`,
+    :func:`adaptive_max_pool`: windows gathered along the last axis) and by
+    LeNet's fast path (:func:`jaxnets.models._fastconv.max_pool2d` and
+    :func:`~jaxnets.models._fastconv.conv2d_relu_max_pool2d`: 2x2 windows
+    reshaped in place, on axes 2 and 4 of ``(C, Hp, 2, Wp, 2, N)``). It has no
+    gradient and leaves forward mode to the callers. Windows of at most 8
+    elements are compared slice by slice, elementwise ops that XLA:CPU fuses
+    into the consumer (the fast path's backward loop); larger ones go through
+    ``argmax``.
+
+    Args:
+      wins: the windows; the window's own dims are ``axes``, the rest index windows.
+      y: each window's maximum, ``wins`` reduced over ``axes`` by ``jnp.max`` (NaN
+        where the window holds one), with or without ``axes`` kept as size-1 dims.
+      axes: the window dims of ``wins``, in torch's scan order (the outermost first).
+
+    Returns:
+      A boolean array of ``wins``'s shape, True at one element of each window.
+    """
+    axes = tuple(ax % wins.ndim for ax in axes)
+    if y.ndim != wins.ndim:
+        y = jnp.expand_dims(y, axes)
+    sizes = [wins.shape[ax] for ax in axes]
+    pos = np.zeros([1] * wins.ndim, np.int32)  # each element's row-major position in its window
+    for ax, size in zip(axes, sizes, strict=True):
+        pos = pos * size + np.arange(size, dtype=np.int32).reshape([size if d == ax else 1 for d in range(wins.ndim)])
+    nan = jnp.isnan(y)
+    hit = jnp.where(nan, jnp.isnan(wins), wins == y)  # the candidates: every maximal element, or every NaN
+    if math.prod(sizes) <= 8:
+        earlier = later = jnp.zeros((), bool)  # a candidate before / after each element in scan order
+        for q, idx in enumerate(np.ndindex(*sizes)):
+            sl = [slice(None)] * wins.ndim
+            for ax, i in zip(axes, idx, strict=True):
+                sl[ax] = slice(i, i + 1)
+            hit_q = hit[tuple(sl)]
+            earlier = earlier | (hit_q & jnp.asarray(pos > q))
+            later = later | (hit_q & jnp.asarray(pos < q))
+        return hit & ~jnp.where(nan, later, earlier)
+    flat = jnp.moveaxis(hit, axes, range(-len(axes), 0)).reshape(
+        *[d for i, d in enumerate(hit.shape) if i not in axes], -1
+    )
+    first = jnp.argmax(flat, axis=-1)
+    last = flat.shape[-1] - 1 - jnp.argmax(flat[..., ::-1], axis=-1)
+    pick = jnp.where(jnp.squeeze(nan, axes), last, first)
+    return pos == jnp.expand_dims(pick, axes).astype(np.int32)
+
+
 def _first_max(wins: jax.Array) -> jax.Array:
-    """Index of the first maximal element along the last axis; a NaN counts as maximal, as torch's ``isnan`` rule."""
-    nan = jnp.isnan(wins)
-    keyed = jnp.where(nan, jnp.inf, wins)
-    arg = jnp.argmax(keyed, axis=-1)
-    # torch replaces the running maximum by every NaN it meets: the last NaN wins.
-    last_nan = wins.shape[-1] - 1 - jnp.argmax(nan[..., ::-1], axis=-1)
-    return jnp.where(nan.any(axis=-1), last_nan, arg)
+    """Index along the last axis of the element torch picks: :func:`max_pool_pick` of the windows."""
+    return jnp.argmax(max_pool_pick(wins, wins.max(axis=-1), (-1,)), axis=-1)
 
 
 def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
