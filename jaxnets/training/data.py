@@ -586,7 +586,10 @@ def load(spec: str) -> tuple[Dataset, Dataset]:
         return cifar10(arg, "train"), cifar10(arg, "test")
     if name in ("mnist", "cifar10"):
         example = {"mnist": "~/data/mnist", "cifar10": "~/data/cifar-10-batches-py"}[name]
-        raise DataError(f"data set spec {spec!r} names no directory: write '{name}:DIR', e.g. '{name}:{example}'.")
+        raise DataError(
+            f"data set spec {spec!r} names no directory: write '{name}:DIR', e.g. '{name}:{example}' (accepted: "
+            f"{accepted})."
+        )
     raise DataError(f"unknown data set spec {spec!r}; expected {accepted}.")
 
 
