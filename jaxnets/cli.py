@@ -33,15 +33,20 @@ def _train(argv: list[str]) -> int:
     defaults = training.TrainConfig()
     p = argparse.ArgumentParser(
         prog="jaxnets train",
-        description="Train LeNet on real handwritten digits, with a checkpoint per epoch, metrics and curves.",
+        description="Train LeNet on real handwritten digits (or ResNet-18 on CIFAR-10), with a checkpoint per epoch, "
+        "metrics and curves.",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="run directory: checkpoints/, metrics.json, curves.png")
-    p.add_argument("--model", choices=training.MODELS, help=f"the network (default: {defaults.model})")
+    p.add_argument(
+        "--model",
+        choices=training.MODELS,
+        help=f"lenet (digits, MNIST) or resnet18 (torchvision's, on cifar10:DIR) (default: {defaults.model})",
+    )
     p.add_argument(
         "--data",
         metavar="SPEC",
-        help="'digits' (scikit-learn's 1,797 8x8 digits, no download) or 'mnist:DIR' (MNIST's IDX files in DIR); "
-        f"default: {defaults.data}",
+        help="'digits' (scikit-learn's 1,797 8x8 digits, no download), 'mnist:DIR' (MNIST's IDX files in DIR) or "
+        f"'cifar10:DIR' (CIFAR-10's python batches, for --model resnet18); default: {defaults.data}",
     )
     p.add_argument(
         "--optimizer",
@@ -370,7 +375,7 @@ def _progression(argv: list[str]) -> int:
 COMMANDS = {
     "tutorial": (_tutorial, 'walk through the "Neural Networks" tutorial (LeNet) in JAX'),
     "progression": (_progression, 'run the seven stages of "Learning PyTorch with examples"'),
-    "train": (_train, "train LeNet on real digits (scikit-learn's digits or MNIST)"),
+    "train": (_train, "train LeNet on real digits (scikit-learn's digits or MNIST), or ResNet-18 on CIFAR-10"),
     "evaluate": (_evaluate, "accuracy and confusion matrix of a trained model"),
     "predict": (_predict, "predict digits in image, .npy or IDX files"),
     "export": (_export, "write trained weights for PyTorch (safetensors)"),

@@ -6,6 +6,7 @@
 - :mod:`jaxnets.training.data`: digits, MNIST, IDX and image files, keyed batches (no JAX needed);
 - :mod:`jaxnets.training.distributed`: meshes and shardings for data-parallel training;
 - :mod:`jaxnets.training.inference`: the forward pass of many batches in one compiled loop;
+- :mod:`jaxnets.training.cifar`: CIFAR-10's python batches and ResNet-18's step for ``jaxnets train --model resnet18``;
 - :mod:`jaxnets.training.digits`: the application behind ``jaxnets train``, ``evaluate`` and ``predict``
   (LeNet on handwritten digits).
 
@@ -22,7 +23,9 @@ import importlib
 import sys
 import types
 
-_SUBMODULES = frozenset({"checkpoint", "data", "digits", "distributed", "inference", "trainer", "_checkpoint_v1"})
+_SUBMODULES = frozenset(
+    {"checkpoint", "cifar", "data", "digits", "distributed", "inference", "trainer", "_checkpoint_v1"}
+)
 
 
 def _digits() -> types.ModuleType:

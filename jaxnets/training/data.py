@@ -70,7 +70,9 @@ class Dataset:
 
     Attributes:
       images: float32 NumPy array ``(N, H, W, C)``, channels-last, values in
-        [0, 1]; ``(N, 32, 32, 1)`` for every loader in this module.
+        [0, 1]; ``(N, 32, 32, 1)`` for every loader in this module. CIFAR-10's
+        (:mod:`jaxnets.training.cifar`) are ``(N, 3, 32, 32)``, channels-first
+        as the torch-mirror ResNet-18 takes them.
       labels: int32 NumPy array ``(N,)`` with class indices in 0..9.
       name: a short description for logs, e.g. ``"digits/train"``.
     """
@@ -559,12 +561,18 @@ def load(spec: str) -> tuple[Dataset, Dataset]:
         test (:data:`DIGITS_TEST_FRACTION`), always the same split
         (:data:`DIGITS_SPLIT_SEED`): 1,438 train and 359 test images.
         ``"mnist:DIR"``: MNIST's own 60,000 train and 10,000 test images from
-        the IDX files in ``DIR`` (see :func:`mnist`).
+        the IDX files in ``DIR`` (see :func:`mnist`). ``"cifar10:DIR"``:
+        CIFAR-10's 50,000 train and 10,000 test colour images from its python
+        batches in ``DIR`` (see :func:`jaxnets.training.cifar.cifar10`).
 
     Returns:
-      ``(train, test)``, both :class:`Dataset` of ``(N, 32, 32, 1)`` images.
+      ``(train, test)``, both :class:`Dataset` of ``(N, 32, 32, 1)`` images
+      (CIFAR-10: ``(N, 3, 32, 32)``, channels-first).
     """
-    accepted = "'digits' (scikit-learn's 8x8 digits, no download) or 'mnist:DIR' (MNIST's IDX files in DIR)"
+    accepted = (
+        "'digits' (scikit-learn's 8x8 digits, no download), 'mnist:DIR' (MNIST's IDX files in DIR) or "
+        "'cifar10:DIR' (CIFAR-10's python batches in DIR)"
+    )
     if not isinstance(spec, str):
         raise DataError(f"data set spec must be a string, {accepted}; got {type(spec).__name__}.")
     name, sep, arg = spec.strip().partition(":")
@@ -572,8 +580,16 @@ def load(spec: str) -> tuple[Dataset, Dataset]:
         return split(digits(), DIGITS_TEST_FRACTION, DIGITS_SPLIT_SEED)
     if name == "mnist" and arg:
         return mnist(arg, "train"), mnist(arg, "test")
-    if name == "mnist":
-        raise DataError(f"data set spec {spec!r} names no directory: write 'mnist:DIR', e.g. 'mnist:~/data/mnist'.")
+    if name == "cifar10" and arg:
+        from .cifar import cifar10
+
+        return cifar10(arg, "train"), cifar10(arg, "test")
+    if name in ("mnist", "cifar10"):
+        example = {"mnist": "~/data/mnist", "cifar10": "~/data/cifar-10-batches-py"}[name]
+        raise DataError(
+            f"data set spec {spec!r} names no directory: write '{name}:DIR', e.g. '{name}:{example}' (accepted: "
+            f"{accepted})."
+        )
     raise DataError(f"unknown data set spec {spec!r}; expected {accepted}.")
 
 

@@ -74,7 +74,8 @@ from ..models._lenet import LeNet
 from . import checkpoint, data, distributed, inference
 from .trainer import Trainer
 
-MODELS = ("lenet",)
+MODELS = ("lenet", "resnet18")
+"""``--model``: LeNet on digits or MNIST; torchvision's ResNet-18 (:mod:`jaxnets.training.cifar`) on CIFAR-10."""
 
 OPTIMIZERS: dict[str, tuple[Callable, dict, float]] = {
     # name: (jaxnets.optim factory, fixed options, default learning rate: torch's, except sgd's and adagrad's)
@@ -263,8 +264,9 @@ class TrainConfig:
     """What a run trains, on what, and how. Its defaults reach about 99% test accuracy on ``digits``.
 
     Attributes:
-      model: ``"lenet"``: the tutorial's ``Net`` (:class:`jaxnets.LeNet`, 5x5 kernels).
-      data: ``"digits"`` or ``"mnist:DIR"`` (see :func:`jaxnets.data.load`).
+      model: ``"lenet"``: the tutorial's ``Net`` (:class:`jaxnets.LeNet`, 5x5 kernels);
+        ``"resnet18"``: torchvision's ResNet-18 (:func:`jaxnets.ports.resnet18`), on ``cifar10:DIR`` only.
+      data: ``"digits"``, ``"mnist:DIR"`` or ``"cifar10:DIR"`` (see :func:`jaxnets.data.load`).
       optimizer: a key of :data:`OPTIMIZERS`.
       lr: learning rate; None for the optimizer's default in :data:`OPTIMIZERS`.
       epochs: passes over the training set.
@@ -296,6 +298,7 @@ class TrainConfig:
     def __post_init__(self):
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {', '.join(MODELS)}; got {self.model!r}.")
+        _check_model_data(self.model, self.data, self.batch_size)
         if self.optimizer not in OPTIMIZERS:
             why = f": {NOT_OFFERED[self.optimizer]}" if self.optimizer in NOT_OFFERED else ""
             raise ValueError(
@@ -335,6 +338,26 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+def _check_model_data(model: str, data_spec, batch_size) -> None:
+    """LeNet takes 1-channel digits, ResNet-18 CIFAR-10's colour images: refuse the other pairs by name."""
+    colour = isinstance(data_spec, str) and data_spec.strip().partition(":")[0] == "cifar10"
+    if model == "resnet18" and not colour:
+        raise ValueError(
+            f"--model resnet18 trains on CIFAR-10's colour images; --data {data_spec!r} holds 1-channel digits, "
+            "which are LeNet's. Give --data cifar10:DIR (the cifar-10-batches-py folder), or --model lenet."
+        )
+    if model == "lenet" and colour:
+        raise ValueError(
+            f"--data {data_spec!r} holds 3-channel colour images, which LeNet (1-channel digits) does not take: "
+            "add --model resnet18."
+        )
+    if model == "resnet18" and isinstance(batch_size, int) and batch_size == 1:
+        raise ValueError(
+            "--batch-size 1 leaves ResNet-18's BatchNorm one value per channel at layer4 (1x1 at 32x32), which "
+            "torch refuses in train mode: use a batch size of 2 or more."
+        )
+
+
 # -- models and optimizers ------------------------------------------------------------------------
 
 
@@ -353,6 +376,12 @@ def build_model(spec: dict | None = None, *, seed: int = 0) -> LeNet:
     """A LeNet from a :func:`model_spec` dict (the tutorial's ``Net`` when None)."""
     spec = dict(spec or {"model": "lenet"})
     kind = spec.pop("model", "lenet")
+    if kind in MODELS and kind != "lenet":
+        raise TrainingError(
+            f"this is a {kind} run: jaxnets evaluate, predict, export and import work with LeNet's runs and weights "
+            "only. Its test accuracy after each epoch is in its metrics.json (history), computed in eval mode; "
+            "load its weights in Python with jaxnets.checkpoint.restore."
+        )
     if kind not in MODELS:
         raise ValueError(f"unknown model {kind!r} in the model description; expected one of {', '.join(MODELS)}.")
     return _built_lenet(tuple(sorted(spec.items())), seed)
@@ -805,6 +834,25 @@ class _Writer:
             self.check()
 
 
+def _network(config: TrainConfig, train_set: data.Dataset):
+    """``(model, step loss, evaluation, model description, name)`` of a run: LeNet's, or ResNet-18's on CIFAR-10."""
+    if config.model == "resnet18":
+        from . import cifar
+
+        model = cifar.build_model(config.seed)
+        return model, cifar.step_fn(_loss_and_correct), cifar.eval_fn(_eval_sums), cifar.model_spec(model), "ResNet-18"
+    model = build_model({"model": config.model, "image_size": train_set.images.shape[1]}, seed=config.seed)
+    return model, _loss_and_correct, _eval_sums, model_spec(model), "LeNet"
+
+
+def _run_state(trainer: Trainer) -> dict:
+    """A checkpoint's arrays: parameters, optimizer state, and the buffers of a model with any (BatchNorm's)."""
+    state = {"params": nnx.to_pure_dict(trainer.params), "opt_state": trainer.opt_state}
+    if jax.tree.leaves(buffers := nnx.to_pure_dict(trainer.buffers)):
+        state["buffers"] = buffers
+    return state
+
+
 def train(
     config: TrainConfig,
     out: str | os.PathLike,
@@ -857,9 +905,9 @@ def train(
         if overwrite:
             remove_run(out)  # only now: a bad --data or --batch-size must not cost the old run
         out.mkdir(parents=True, exist_ok=True)
-    model = build_model({"model": config.model, "image_size": train_set.images.shape[1]}, seed=config.seed)
+    model, loss_fn, eval_fn, spec, name = _network(config, train_set)
     optimizer = build_optimizer(config, steps_per_epoch=steps_per_epoch)
-    trainer = Trainer(model, optimizer, _loss_and_correct, eval_fn=_eval_sums, has_aux=True, mesh=mesh)
+    trainer = Trainer(model, optimizer, loss_fn, eval_fn=eval_fn, has_aux=True, mesh=mesh)
     schedule = (
         None
         if config.scheduler is None
@@ -875,9 +923,11 @@ def train(
         step = checkpoint.latest_step(ckpt_dir)  # once: the settings checked and the state restored are one epoch's
         _check_resumable(checkpoint.read_metadata(ckpt_dir, step).get("config"), config, out)
         # Host copies: restored values go back to the trainer's devices through load_model and opt_state.
-        like = jax.tree.map(np.asarray, {"params": nnx.to_pure_dict(trainer.params), "opt_state": trainer.opt_state})
+        like = jax.tree.map(np.asarray, _run_state(trainer))
         state, meta = checkpoint.restore(ckpt_dir, step, like=like)
         _set_params(model, state["params"])
+        if "buffers" in state:
+            _set_params(model, state["buffers"], nnx.Not(nnx.Param))
         trainer.load_model(model)
         trainer.opt_state = state["opt_state"]
         history, start_epoch = list(meta["history"]), int(meta["epoch"])
@@ -891,12 +941,12 @@ def train(
         log(f"data-parallel over {num_devices} {mesh.devices.flat[0].platform} devices"
             + (f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""))  # fmt: skip
     key = jax.random.key(config.seed)
-    metrics = {"config": config.to_json(), "model": model_spec(model), "data": {"train": len(train_set),
+    metrics = {"config": config.to_json(), "model": spec, "data": {"train": len(train_set),
                "test": len(test_set)}, "devices": num_devices, "processes": jax.process_count(),
                "status": "running"}  # fmt: skip
     elapsed = sum(h["seconds"] for h in history)
     drawn = time.perf_counter()  # when curves.png was last drawn: a short run draws only after its last epoch
-    title = f"LeNet on {config.data}, {config.optimizer} lr {config.learning_rate:g}"
+    title = f"{name} on {config.data}, {config.optimizer} lr {config.learning_rate:g}"
     writer = _Writer()
     if primary:
         writer.submit(_load_plotting)  # imported while the first epochs train, not after the last one
@@ -914,7 +964,7 @@ def train(
                       f"the loss became {step_losses[bad[0]]} at step {step} (epoch {epoch}, batch {int(bad[0]) + 1})",
                       f"Lower --lr (now {config.learning_rate:g}) or change --optimizer.")  # fmt: skip
             # Host copies: checked here, written by the writer thread while the next epoch trains.
-            state = jax.tree.map(np.array, {"params": nnx.to_pure_dict(trainer.params), "opt_state": trainer.opt_state})
+            state = jax.tree.map(np.array, _run_state(trainer))
             if (where := first_non_finite(state)) is not None:
                 step = epoch * steps_per_epoch
                 _stop(writer, out, metrics, history, primary, f"non-finite {where} after step {step}", ckpt_dir,
@@ -936,7 +986,7 @@ def train(
                     "devices": num_devices,
                 }
             )
-            meta = {"config": config.to_json(), "model": model_spec(model), "epoch": epoch, "history": list(history)}
+            meta = {"config": config.to_json(), "model": spec, "epoch": epoch, "history": list(history)}
             metrics |= {"history": list(history), "epochs_completed": epoch,
                         "test_accuracy": history[-1]["test_accuracy"], "train_seconds": elapsed}  # fmt: skip
             if primary:
@@ -1007,9 +1057,12 @@ def load_model(source: str | os.PathLike, *, step: int | None = None) -> tuple[L
     return model, {"source": str(path), "epoch": meta.get("epoch"), "config": meta.get("config")}
 
 
-def _set_params(model: nnx.Module, pure: dict) -> None:
-    """Write a pure dict of parameters (as :func:`nnx.to_pure_dict` makes) into ``model``, shapes checked."""
-    params = nnx.state(model, nnx.Param)
+def _set_params(model: nnx.Module, pure: dict, kind=nnx.Param) -> None:
+    """Write a pure dict of parameters (as :func:`nnx.to_pure_dict` makes) into ``model``, shapes checked.
+
+    ``kind``: which variables; ``nnx.Not(nnx.Param)`` for the buffers (BatchNorm's running statistics).
+    """
+    params = nnx.state(model, kind)
     want = {
         jax.tree_util.keystr(p): np.shape(v) for p, v in jax.tree_util.tree_leaves_with_path(nnx.to_pure_dict(params))
     }
@@ -1020,7 +1073,8 @@ def _set_params(model: nnx.Module, pure: dict) -> None:
             for k in set(want) | set(got)
             if want.get(k) != got.get(k)
         )
-        raise ValueError(f"the saved parameters do not fit this model: {'; '.join(diff)}.")
+        what = "parameters" if kind is nnx.Param else "buffers"
+        raise ValueError(f"the saved {what} do not fit this model: {'; '.join(diff)}.")
     nnx.replace_by_pure_dict(params, jax.tree.map(jnp.asarray, pure))
     nnx.update(model, params)
 

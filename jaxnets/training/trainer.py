@@ -332,6 +332,11 @@ class Trainer:
         return self._carry(0)
 
     @property
+    def buffers(self) -> nnx.State:
+        """The model's non-parameter state (BatchNorm's running statistics...), as an ``nnx.State`` (a snapshot)."""
+        return self._carry(2)
+
+    @property
     def opt_state(self) -> optax.OptState:
         """The current optimizer state (a snapshot, safe to keep)."""
         return self._carry(1)
