@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from tolerances import F32_RTOL
 
@@ -59,6 +60,8 @@ def test_bench_quick_covers_every_workload_and_both_frameworks(quick):
             assert ("lenet_train", batch, impl) in got and ("lenet_forward", batch, impl) in got
         assert ("lenet_train", batch, "jaxnets-scan") in got and ("lenet_forward", batch, "jaxnets-scan") in got
         assert ("lenet_train", batch, "jaxnets-lax") in got and ("lenet_forward", batch, "jaxnets-lax") in got
+    for workload in ("resnet18_train", "transformer_train"):  # the ported models (#18): no whole-loop row
+        assert {impl for w, b, impl in got if (w, b) == (workload, 32)} == {"torch-eager", "jaxnets-jit"}
 
 
 @pytest.mark.slow
@@ -119,9 +122,12 @@ def test_bench_quick_counts_kernels_of_every_jax_step(quick):
 def test_bench_quick_checks_every_target_of_the_issue(quick):
     doc, stdout, _ = quick
     names = [t["target"] for t in doc["targets"]]
-    assert len(names) == 29 and len(set(names)) == 29
+    assert len(names) == 31 and len(set(names)) == 31
     assert all(t["met"] in (True, False) for t in doc["targets"]), doc["targets"]  # every row was there
     assert "targets (--quick: a smoke run, not a measurement)" in stdout
+    for workload in ("resnet18_train", "transformer_train"):
+        line = next(line for line in stdout.splitlines() if f"{workload}@32 step: >= 1.5x torch eager" in line)
+        assert line.split()[0] in ("met", "MISSED") and line.rstrip().endswith("jaxnets-jit")
     assert doc["compile"]["compile_s"] > 0 and "compile time, reported with no target: worst" in stdout
 
 
@@ -138,6 +144,8 @@ def _target_rows():
         r("dynamic_net", 64, "jaxnets-scan", speedup_vs_torch_eager=3.0, compiles=1),
         r("two_layer_manual", 64, "jaxnets-scan", speedup_vs_torch_eager=2.1, gflops=250.0),
         r("two_layer_sgd", 64, "jaxnets-scan", speedup_vs_torch_eager=2.1, gflops=230.0),
+        r("resnet18_train", 32, "jaxnets-jit", speedup_vs_torch_eager=0.3),
+        r("transformer_train", 32, "jaxnets-jit", speedup_vs_torch_eager=1.6),
         r("dispatch_tiny", 2, "jaxnets-jit", median_us=16.0),
         r("dispatch_tiny", 2, "jax-bare-jit", median_us=10.0),
     ]
@@ -157,6 +165,8 @@ def test_targets_judge_the_step_and_the_loop_apart():
     assert got["two_layer_manual@64 loop: >= 80% of its 5 products' rate"] is True
     assert got["two_layer_sgd@64 loop: >= 80% of its 5 products' rate"] is False
     assert got["dispatch: Trainer.step <= 1.5x a bare jax.jit call"] is False  # 16 us against 10 us: 1.6x
+    assert got["resnet18_train@32 step: >= 1.5x torch eager"] is False
+    assert got["transformer_train@32 step: >= 1.5x torch eager"] is True
     assert not any("compile" in name for name in got)  # compile time is reported, with no target
 
 
@@ -180,6 +190,25 @@ def test_cycle_continues_where_the_last_call_stopped_and_both_workers_share_the_
     depths = dynamic_depths()
     assert depths == dynamic_depths() and set(depths) == {0, 1, 2, 3} and len(depths) == 500
     assert [lenet_parts(b) for b in (1, 64, 256)] == [1, 1, 4]
+
+
+def test_port_batches_are_the_same_arrays_for_both_workers_and_distinct_per_step():
+    from parity.bench.common import PORT_BATCH, TRANSFORMER, port_batches
+
+    for quick, n in ((True, 4), (False, 16)):
+        resnet, tokens = port_batches("resnet18_train", quick), port_batches("transformer_train", quick)
+        assert len(resnet) == len(tokens) == n
+        again = port_batches("resnet18_train", quick)  # each worker draws them: they must agree bit for bit
+        assert all(np.array_equal(a, b) for a, b in zip(sum(resnet, ()), sum(again, ()), strict=True))
+    x, y = resnet[0]
+    assert x.shape == (PORT_BATCH, 3, 32, 32) and x.dtype == "float32" and y.shape == (PORT_BATCH,)
+    assert not (resnet[0][0] == resnet[1][0]).all()  # a new batch every step
+    src, mask, labels = tokens[0]
+    seq = TRANSFORMER["max_len"]
+    assert src.shape == (seq, PORT_BATCH) and mask.shape == (PORT_BATCH, seq) and labels.shape == (PORT_BATCH,)
+    assert src.max() < TRANSFORMER["ntoken"] and labels.max() < TRANSFORMER["nclass"]
+    kept = (~mask).sum(axis=1)  # padding at the end of each sequence, at least half of it kept
+    assert kept.min() >= seq // 2 and kept.min() < seq and (mask == (np.arange(seq) >= kept[:, None])).all()
 
 
 def _dp_rows(doc):

@@ -17,6 +17,19 @@ DP_WORKLOAD, DP_IMPL = "lenet_train_dp", "jaxnets-dp"
 DP_BATCH = 256  # global batch, split evenly over the devices
 DYNAMIC_STEPS = 500
 """Length of the one sequence of DynamicNet depths both workers step through (:func:`dynamic_depths`)."""
+PORT_BATCH = 32
+"""Batch of the ported models' train steps (issue #18): ResNet-18 on CIFAR-sized images, the Transformer encoder."""
+RESNET = {"num_classes": 10, "image": (3, 32, 32)}
+"""torchvision's ``resnet18(num_classes=10)`` on 3x32x32 images (CIFAR-10's shape), BatchNorm in train mode."""
+TRANSFORMER = {"ntoken": 1000, "d_model": 128, "nhead": 4, "d_hid": 512, "nlayers": 2, "nclass": 10,
+               "dropout": 0.1, "max_len": 64}  # fmt: skip
+"""``TransformerClassifier(**TRANSFORMER)``, the ``nn.TransformerEncoder`` classifier's step: 2 layers, d_model 128
+(4 heads, feed-forward 512, torch's default dropout 0.1), sequences of ``max_len`` = 64 tokens from 1000, a padding
+mask (lengths 32 to 64), 10 classes."""
+PORT_OPTIMIZER = {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}
+"""SGD of both ported models' rows, on both sides: momentum 0.9 and weight decay 5e-4, the CIFAR ResNet recipe
+(and the optimizer of ResNet-18's trajectory row in ``python -m parity``)."""
+PORT_WORKLOADS = ("resnet18_train", "transformer_train")
 
 
 def worker_args(prog: str, *, data_parallel: bool = False) -> argparse.Namespace:
@@ -70,6 +83,40 @@ def dynamic_depths() -> list[int]:
     import numpy as np
 
     return [int(d) for d in np.random.default_rng(0).integers(0, 4, DYNAMIC_STEPS)]
+
+
+def port_batches(workload: str, quick: bool) -> list[tuple]:
+    """The distinct NumPy batches a ported model's rows step through, the same arrays in both workers.
+
+    Drawn once from a fixed seed, before any clock starts, as DynamicNet's
+    depths are: each side converts them to its own arrays and steps through
+    them in the same order, a new batch every step. ``resnet18_train``:
+    ``(images (B, 3, 32, 32) float32, labels (B,))``; ``transformer_train``:
+    ``(tokens (S, B), padding mask (B, S) True at padding, labels (B,))``,
+    tokens seq-first as ``nn.TransformerEncoder``'s default. Integers are
+    int64 (torch's embedding and cross-entropy take them; the JAX worker casts
+    to int32). 16 batches (4 with ``--quick``): 6 MB of ResNet images, beyond
+    the CPU's per-core caches.
+    """
+    import numpy as np
+
+    r = np.random.default_rng(PORT_WORKLOADS.index(workload) + 1)
+    out = []
+    for _ in range(4 if quick else 16):
+        labels = r.integers(0, 10, PORT_BATCH)
+        if workload == "resnet18_train":
+            out.append((r.standard_normal((PORT_BATCH, *RESNET["image"]), np.float32), labels))
+            continue
+        seq = TRANSFORMER["max_len"]
+        lengths = r.integers(seq // 2, seq + 1, PORT_BATCH)
+        mask = np.arange(seq)[None, :] >= lengths[:, None]
+        out.append((r.integers(0, TRANSFORMER["ntoken"], (seq, PORT_BATCH)), mask, labels))
+    return out
+
+
+def port_inner(quick: bool) -> int:
+    """Steps per timed call of the ported models' rows: 5 (a step takes tens of ms); 1 with ``--quick``."""
+    return 1 if quick else 5
 
 
 def lenet_parts(batch: int) -> int:

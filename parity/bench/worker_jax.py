@@ -17,6 +17,11 @@ from .common import (
     DP_IMPL,
     DP_WORKLOAD,
     LENET_BATCHES,
+    PORT_BATCH,
+    PORT_OPTIMIZER,
+    PORT_WORKLOADS,
+    RESNET,
+    TRANSFORMER,
     Cycle,
     H,
     N,
@@ -24,6 +29,8 @@ from .common import (
     emit,
     lenet_batches,
     lenet_parts,
+    port_batches,
+    port_inner,
     row,
     settings,
     threads_per_device,
@@ -46,8 +53,10 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 import jaxnets  # noqa: E402
+from jaxnets import ports  # noqa: E402
 from jaxnets.losses import cross_entropy, mse_loss  # noqa: E402
 from jaxnets.models import _fastconv  # noqa: E402
+from jaxnets.nn import functional as F  # noqa: E402
 from jaxnets.training import distributed, inference  # noqa: E402
 from jaxnets.tutorials import progression  # noqa: E402
 
@@ -172,16 +181,18 @@ def _step_rows(
     per_step: tuple = (),
     scan: bool = True,
     loop: int | None = None,
+    inner: int | None = None,
 ) -> list[dict]:
     """Rows for ``trainer.step`` and (with ``scan``) ``trainer.run``: time, compile time, compilations, FLOPs.
 
     ``data`` goes to every step; ``per_step`` holds arrays with a leading axis of
     steps, step ``i`` taking entry ``i`` of each, cycling, the position carried
     from one timed call to the next (as the torch worker's). ``loop``: steps of
-    the whole-loop row (default ``CFG["loop_steps"]``). Every step of the jit
-    row is waited for before the next starts, as torch's eager step is.
+    the whole-loop row (default ``CFG["loop_steps"]``); ``inner``: steps per
+    timed call (default ``CFG["inner"]``). Every step of the jit row is waited
+    for before the next starts, as torch's eager step is.
     """
-    inner, loop = CFG["inner"], loop or CFG["loop_steps"]
+    inner, loop = inner or CFG["inner"], loop or CFG["loop_steps"]
     # Sliced before the clock starts (indexing a device array is a dispatch of its own), as torch's are.
     per_call = [data + tuple(a[i] for a in per_step) for i in range(min(map(len, per_step), default=1))]
     step_args, next_args = per_call[0], Cycle(per_call)
@@ -306,7 +317,38 @@ def workloads() -> dict:
     for b in LENET_BATCHES:
         out[f"lenet_train@{b}"] = lambda b=b: _lenet_train(b)
         out[f"lenet_forward@{b}"] = lambda b=b: _lenet_forward(b)
+    for name in PORT_WORKLOADS:
+        out[name] = lambda name=name: _port_train(name)
     return out
+
+
+def _port_loss(m, *batch):
+    *inputs, y = batch
+    return F.cross_entropy(m(*inputs), y)
+
+
+def _port_train(workload: str) -> list[dict]:
+    """A ported model's jit step (``resnet18_train``, ``transformer_train``): ``jaxnets.ports``, SGD, cross-entropy.
+
+    The port in train mode (BatchNorm's running statistics and dropout's RNG
+    state carried through the step as the trainer's non-parameter state),
+    ``Trainer.step`` (``jax.jit`` over the flat list of arrays), stepping
+    through the torch worker's batches (:func:`~parity.bench.common.port_batches`).
+    No whole-loop row: the targets judge the step.
+    """
+    if workload == "resnet18_train":
+        model = ports.resnet18(num_classes=RESNET["num_classes"], rngs=nnx.Rngs(0))
+    else:
+        model = ports.TransformerClassifier(**TRANSFORMER, rngs=nnx.Rngs(0))
+    model.train()
+    trainer = jaxnets.Trainer(model, jaxnets.optim.sgd(**PORT_OPTIMIZER), _port_loss)
+    batches = port_batches(workload, ARGS.quick)
+    # Stacked per argument (int64 -> int32: JAX without x64), one leading axis of steps, sliced before the clock.
+    per_step = tuple(
+        jnp.asarray(np.stack(arrays).astype(np.int32) if arrays[0].dtype == np.int64 else np.stack(arrays))
+        for arrays in zip(*batches, strict=True)
+    )
+    return _step_rows(workload, PORT_BATCH, trainer, (), per_step=per_step, scan=False, inner=port_inner(ARGS.quick))
 
 
 def _dispatch_rows() -> list[dict]:

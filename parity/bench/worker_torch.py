@@ -11,11 +11,17 @@ import torch.nn.functional as F
 
 from jaxnets.tutorials import progression  # NumPy data only: jaxnets does not start XLA until asked
 
+from .. import reference_models as ref
 from .. import torch_models as tm
 from .common import (
     D_IN,
     D_OUT,
     LENET_BATCHES,
+    PORT_BATCH,
+    PORT_OPTIMIZER,
+    PORT_WORKLOADS,
+    RESNET,
+    TRANSFORMER,
     Cycle,
     H,
     N,
@@ -23,6 +29,8 @@ from .common import (
     emit,
     lenet_batches,
     lenet_parts,
+    port_batches,
+    port_inner,
     row,
     settings,
     worker_args,
@@ -86,8 +94,9 @@ def _eager_and_compiled(workload: str, batch: int, make_step) -> list[dict]:
     ``make_step(compiled)`` may also take ``parts=k``: then a ``torch-accum``
     row (eager) accumulates the gradient over ``k`` parts of the batch, the
     work jaxnets' Trainer does when it splits the batch itself, for a like-for-like ratio.
+    ``make_step.inner``: steps per timed call, where not ``CFG["inner"]``.
     """
-    inner = CFG["inner"]
+    inner = getattr(make_step, "inner", CFG["inner"])
     eager = make_step(False)
     t = measure(_steps(eager, inner), _sync, steps=inner, repeats=CFG["repeats"])
     rows = [row(workload, batch, "torch-eager", t, kernels_per_step=_kernels(eager))]
@@ -249,6 +258,41 @@ def lenet_forward(batch: int):
     return make
 
 
+def port_train(workload: str):
+    """A ported model's train step (``resnet18_train``, ``transformer_train``): the torch original, SGD, cross-entropy.
+
+    The model is ``parity.reference_models``' original in train mode (BatchNorm
+    on batch statistics, dropout on); each step takes the next of the batches
+    :func:`~parity.bench.common.port_batches` draws, the JAX worker's arrays,
+    moved to ``DEVICE`` before the clock starts.
+    """
+
+    def make(compiled: bool):
+        torch.manual_seed(0)
+        if workload == "resnet18_train":
+            model = ref.resnet18(num_classes=RESNET["num_classes"])
+        else:
+            model = ref.TransformerClassifier(**TRANSFORMER)
+        model = model.to(DEVICE).train()
+        opt = torch.optim.SGD(model.parameters(), **PORT_OPTIMIZER)
+        batches = port_batches(workload, ARGS.quick)
+        next_batch = Cycle([tuple(torch.from_numpy(a).to(DEVICE) for a in b) for b in batches])
+        fwd = torch.compile(model) if compiled else model
+
+        def step():
+            *inputs, y = next_batch()
+            loss = F.cross_entropy(fwd(*inputs), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            return loss
+
+        return step
+
+    make.inner = port_inner(ARGS.quick)
+    return make
+
+
 def dispatch_tiny(compiled: bool):
     model = tm.TwoLayerNet(4, 4, 2).to(DEVICE)
     x, y = torch.ones(2, 4, device=DEVICE), torch.ones(2, 2, device=DEVICE)
@@ -267,6 +311,8 @@ def main() -> None:
     for b in LENET_BATCHES:
         workloads[f"lenet_train@{b}"] = (b, lenet_train(b))
         workloads[f"lenet_forward@{b}"] = (b, lenet_forward(b))
+    for name in PORT_WORKLOADS:
+        workloads[name] = (PORT_BATCH, port_train(name))
     rows = []
     start = time.perf_counter()
     for name, (batch, make) in workloads.items():
