@@ -356,15 +356,19 @@ def test_conv2d_relu_max_pool2d_fused_equals_the_three_ops_in_float64(x64, c, h,
     assert float(got[1][2][0]) == 0.0 and float(jnp.max(jnp.abs(got[1][1]))) > 0
 
 
-def test_conv2d_relu_max_pool2d_passes_no_gradient_through_a_nan_window_and_checks_shapes():
-    x = jnp.ones((1, 12, 12, 8)).at[0, 0, 0, 3].set(jnp.nan)
+@pytest.mark.parametrize("batch", [8, 2], ids=["fused", "composed"])  # conv1's shifted sums from SHIFT_MIN_BATCH
+def test_conv2d_relu_max_pool2d_passes_no_gradient_through_a_nan_window_and_checks_shapes(batch):
+    # Both paths pick without the NaN rule (max_pool_pick(nans=False)): relu's zero gradient at NaN is the reason.
+    assert (batch >= _fastconv.SHIFT_MIN_BATCH) == (batch == 8)
+    x = jnp.ones((1, 12, 12, batch)).at[0, 0, 0, 1].set(jnp.nan).at[0, 0, 1, 1].set(jnp.nan)  # two in one window
     kernel = jnp.full((1, 1, 1, 2), 0.5)
     out, vjp = jax.vjp(_fastconv.conv2d_relu_max_pool2d, x, kernel)
-    assert bool(jnp.isnan(out[:, 0, 0, 3]).all()) and not bool(jnp.isnan(out[:, 1:]).any())
+    assert bool(jnp.isnan(out[:, 0, 0, 1]).all()) and not bool(jnp.isnan(out[:, 1:]).any())
     dx, dk = vjp(jnp.ones_like(out))
-    assert float(dx[0, 0, 0, 3]) == 0.0 and bool(jnp.isfinite(dx).all())
+    assert not dx[0, :2, :2, 1].any() and bool(jnp.isfinite(dx).all())
+    assert dx[0, :2, :2, 0].sum() == 1.0  # the test has teeth: a window without NaN passes its gradient on
     # The kernel gradient multiplies the NaN by a zero cotangent: NaN, as for the three ops (and torch).
     ops = lambda x, k: _fastconv.max_pool2d(jax.nn.relu(_fastconv.conv2d(x, k)))
     np.testing.assert_array_equal(dk, jax.vjp(ops, x, kernel)[1](jnp.ones_like(out))[1])
-    with pytest.raises(ValueError, match=r"with the same C; got \(1, 12, 12, 8\) and \(1, 1, 2, 2\)"):
+    with pytest.raises(ValueError, match=rf"with the same C; got \(1, 12, 12, {batch}\) and \(1, 1, 2, 2\)"):
         _fastconv.conv2d_relu_max_pool2d(x, jnp.ones((1, 1, 2, 2)))

@@ -122,6 +122,12 @@ def test_max_pool_pick_is_the_first_maximum_or_the_last_nan_over_several_window_
     assert (pick.sum(axis=1) == 1).all()
     np.testing.assert_array_equal(pick.argmax(axis=1), want)
     assert any(np.isnan(w).sum() > 1 for w in flat) and any((w == 1).sum() > 1 for w in flat)  # teeth
+    # Without the NaN rule (a pool after a ReLU, whose gradient zeroes a NaN's): no pick in a NaN window,
+    # the same pick elsewhere.
+    bare = np.asarray(nn.functional.max_pool_pick(x, jnp.max(x, axis=(1, 3)), (1, 3), nans=False)).reshape(40, -1)
+    has_nan = np.isnan(flat).any(axis=1)
+    assert not bare[has_nan].any() and has_nan.any()
+    np.testing.assert_array_equal(bare[~has_nan], pick[~has_nan])
 
 
 PADS = [

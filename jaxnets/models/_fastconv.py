@@ -287,11 +287,12 @@ def _window_max(x: jax.Array) -> jax.Array:
     return _windows(x).max(axis=(2, 4))
 
 
-def _first_max(x6: jax.Array, y: jax.Array) -> jax.Array:
+def _first_max(x6: jax.Array, y: jax.Array, nans: bool) -> jax.Array:
     # For windows x6 (C, Hp, 2, Wp, 2, N) and their maxima y (C, Hp, Wp, N): True at the element torch picks,
-    # the first maximal one in row-major window order (0,0), (0,1), (1,0), (1,1), or the last NaN. The rule
-    # is the torch-mirror pools' own (jaxnets.nn.functional.max_pool_pick), on the windows in place.
-    return max_pool_pick(x6, y, (2, 4))
+    # the first maximal one in row-major window order (0,0), (0,1), (1,0), (1,1), or the last NaN (nans=False:
+    # none, where a ReLU before the pool zeroes a NaN's gradient anyway). The rule is the torch-mirror pools'
+    # own (jaxnets.nn.functional.max_pool_pick), on the windows in place.
+    return max_pool_pick(x6, y, (2, 4), nans=nans)
 
 
 def _unwindow(d6: jax.Array, h: int, w: int) -> jax.Array:
@@ -301,20 +302,21 @@ def _unwindow(d6: jax.Array, h: int, w: int) -> jax.Array:
     return jnp.pad(d, ((0, 0), (0, h - 2 * hp), (0, w - 2 * wp), (0, 0)))
 
 
-@jax.custom_vjp
-def _pool(x):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _pool(x, nans):
     return _window_max(x)
 
 
-def _pool_fwd(x):
-    y = _pool(x)
+def _pool_fwd(x, nans):
+    y = _pool(x, nans)
     return y, (x, y)
 
 
-def _pool_bwd(res, g):
+def _pool_bwd(nans, res, g):
     x, y = res
     _, h, w, _ = x.shape
-    dx6 = jnp.where(_first_max(_windows(_materialize(x)), y), g[:, :, None, :, None, :], jnp.zeros((), g.dtype))
+    pick = _first_max(_windows(_materialize(x)), y, nans)
+    dx6 = jnp.where(pick, g[:, :, None, :, None, :], jnp.zeros((), g.dtype))
     return (_materialize(_unwindow(dx6, h, w)),)
 
 
@@ -342,7 +344,7 @@ def max_pool2d(x: jax.Array) -> jax.Array:
     """
     if x.ndim != 4:
         raise ValueError(f"max_pool2d expects batch-last maps (C, H, W, N); got shape {x.shape}.")
-    return _pool(x)
+    return _pool(x, True)
 
 
 # -- convolution, ReLU and max-pooling in one op -------------------------------------------------
@@ -389,7 +391,9 @@ def _conv_relu_pool_bwd(precision, res, g):
     z6 = _windows(z)
     # The cotangent of z, per window: g at the first maximum of relu(z) (torch's rule at ties), times relu's
     # gradient. Laid out by window position (di, dj) for the kernel gradient over the pooled grid.
-    dz6 = jnp.where(_first_max(jax.nn.relu(z6), y) & (z6 > 0), g[:, :, None, :, None, :], jnp.zeros((), g.dtype))
+    # A window holding a NaN passes zero (relu's gradient at NaN, as in torch), so the pick skips the NaN rule.
+    pick = _first_max(jax.nn.relu(z6), y, False) & (z6 > 0)
+    dz6 = jnp.where(pick, g[:, :, None, :, None, :], jnp.zeros((), g.dtype))
     g4 = _materialize(dz6.transpose(2, 4, 0, 1, 3, 5))  # (2, 2, O, Hp, Wp, N)
     dkernel = _pooled_kernel_grad(x, g4, kh, kw, precision)
     # The input gradient from the full-size cotangent (XLA drops it when x is data, as for LeNet's conv1).
@@ -427,7 +431,8 @@ def conv2d_relu_max_pool2d(x: jax.Array, kernel: jax.Array, bias: jax.Array | No
     """
     _check_conv_args("conv2d_relu_max_pool2d", x, kernel)
     if not _uses_shifts(kernel.shape, x.shape[-1]):
-        return max_pool2d(jax.nn.relu(conv2d(x, kernel, bias, precision=precision)))
+        # max_pool2d without the NaN rule: relu's gradient zeroes whatever a NaN window picks.
+        return _pool(jax.nn.relu(conv2d(x, kernel, bias, precision=precision)), False)
     return _conv_relu_pool(*_vary_alike(x, kernel, bias), precision)
 
 
