@@ -124,13 +124,15 @@ class Job:
     """Some rows that share their work: ``jax()`` runs in the JAX thread, ``torch()`` in the caller's.
 
     Both halves return NumPy values; ``compare(jax_out, torch_out)`` turns them
-    into :class:`Result` rows, one per id in ``ids``.
+    into :class:`Result` rows, one per id in ``ids``. ``tolerance(dtype, check)``
+    is the rows' bound, shown on the FAIL rows of a job that raises.
     """
 
     ids: list[str]
     jax: Callable[[], Any]
     torch: Callable[[], Any]
     compare: Callable[[Any, Any], list[Result]]
+    tolerance: Callable[[str, str], float] = precision.tolerance
 
 
 def _selected(select, *ids: str) -> bool:
@@ -793,7 +795,7 @@ def run_jobs(
                 job_rows = job.compare(j_out, t_out)
             except Exception as e:
                 error = e
-        rows += failed_rows(job.ids, error) if error is not None else job_rows
+        rows += failed_rows(job.ids, error, job.tolerance) if error is not None else job_rows
     return rows
 
 

@@ -323,6 +323,11 @@ def vjp_errors(jax_out, torch_out) -> tuple[dict, dict]:
     return params_errors({k: j_grads[k] for k in t_grads}, t_grads), other
 
 
+def _port_tolerance(dtype: str, check: str) -> float:
+    """The bound of a port row, for :class:`parity.checks.Job` (every check of a ported model has the same)."""
+    return precision.port_tolerance(dtype)
+
+
 def vjp_job(name: str, dtype: str, *, seed: int = 0, select=None):
     """The ``<name>/vjp/eval/<dtype>`` and ``<name>/vjp/train/<dtype>`` rows (those ``select`` keeps), or None."""
     from .checks import Job, _selected
@@ -352,7 +357,7 @@ def vjp_job(name: str, dtype: str, *, seed: int = 0, select=None):
             )
         return rows
 
-    return Job([ids[m] for m in modes], jax_half, torch_half, compare)
+    return Job([ids[m] for m in modes], jax_half, torch_half, compare, _port_tolerance)
 
 
 # -- trajectory rows ------------------------------------------------------------------------------------------------
@@ -665,7 +670,7 @@ def trajectory_job(name: str, *, seed: int = 0, select=None):
             )
         ]
 
-    return Job([row_id], jax_half, torch_half, compare)
+    return Job([row_id], jax_half, torch_half, compare, _port_tolerance)
 
 
 VJP_MODELS = tuple(CASES)

@@ -199,6 +199,18 @@ def test_a_broken_port_fails_its_rows(monkeypatch):
     assert all(not r.passed and 1e-3 < r.max_rel < np.inf for r in rows), "\n".join(r.describe() for r in rows)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_crashing_port_row_fails_with_the_port_bound(monkeypatch, dtype):
+    def broken():
+        raise RuntimeError("no port today")
+
+    monkeypatch.setitem(port_rows.CASES, "mnist", dataclasses.replace(CASES["mnist"], port=broken))
+    rows = _run(port_rows.vjp_job("mnist", dtype))
+    assert [(r.check, r.passed) for r in rows] == [("vjp/eval", False), ("vjp/train", False)]
+    assert all("no port today" in r.note and r.tol == precision.port_tolerance(dtype) for r in rows)
+    assert precision.port_tolerance(dtype) != precision.tolerance(dtype, "vjp/eval")  # the test has teeth
+
+
 @pytest.mark.parametrize("momentum", [0.1, None], ids=["m0.1", "cumulative"])
 def test_batchnorm_buffers_follow_torch_through_jitted_sgd_steps(momentum):
     """What ResNet-18's departure was suspected of, on a small net: BatchNorm's running statistics and
