@@ -387,10 +387,22 @@ def _compare(torch_model, jax_model, inputs, jax_inputs, loss, training, dtype, 
 
         return on_call
 
-    # Eager pass: the outputs (and, in train mode, the buffers it moves).
-    j_records: list = []
-    with _recording(classes, recorder({id(m): n for n, m in _jax_modules(port)}, j_records, None)):
-        j_out = port(*j_inputs)
+    def forward(params, rest, probes, inputs):
+        """The output, the recorded outputs in call order (their keys into ``keys``) and the state the call leaves."""
+        model = nnx.merge(graphdef, params, rest, copy=True)
+        sink: list = []
+        with _recording(classes, recorder({id(m): n for n, m in _jax_modules(model)}, sink, probes)):
+            out = model(*inputs)
+        keys[:] = [key for _, key, _ in sink]
+        return out, [value for _, _, value in sink], nnx.state(model)
+
+    keys: list[str] = []
+
+    # One compiled program for the forward pass, the records and the gradients. Op by op, every primitive of the
+    # model compiled apart: 283 small programs in DCGAN's discriminator, 6.6 of its test's 8.9 s; 0.7 s jitted. A zero
+    # probe is added to every recorded output: its gradient is the gradient reaching that output. (A port whose
+    # Python code reads its values, an `if` on an array, was never comparable: jax.grad's tracers refuse it too.)
+    j_out, shapes, _ = jax.eval_shape(lambda p, r, x: forward(p, r, None, x), params, rest, j_inputs)
 
     rng = np.random.default_rng(seed)
     t_out_np = t_out.detach().numpy()
@@ -406,16 +418,15 @@ def _compare(torch_model, jax_model, inputs, jax_inputs, loss, training, dtype, 
         j_loss_of = loss[1]
     t_scalar.backward()
 
-    # Gradient pass on a copy made before the eager pass, with a zero probe on every recorded output.
-    probe_shapes = {key: (np.shape(out), out.dtype) for _, key, out in j_records}
+    def run(params, rest, probes, inputs):
+        out, records, state = forward(params, rest, probes, inputs)
+        return j_loss_of(out), (records, state)
 
-    def j_loss(params, probes):
-        model = nnx.merge(graphdef, params, rest, copy=True)
-        with _recording(classes, recorder({id(m): n for n, m in _jax_modules(model)}, [], probes)):
-            return j_loss_of(model(*j_inputs))
-
-    zero_probes = {key: jnp.zeros(shape, dt) for key, (shape, dt) in probe_shapes.items()}
-    j_value, (param_grads, probe_grads) = jax.value_and_grad(j_loss, argnums=(0, 1))(params, zero_probes)
+    zero_probes = {key: jnp.zeros(np.shape(out), out.dtype) for key, out in zip(keys, shapes, strict=True)}
+    grad = jax.jit(jax.value_and_grad(run, argnums=(0, 2), has_aux=True))
+    (j_value, (records, state)), (param_grads, probe_grads) = grad(params, rest, zero_probes, j_inputs)
+    nnx.update(port, state)  # in train mode, the buffers the forward pass moved
+    j_records = [(key.rsplit("#", 1)[0], key, value) for key, value in zip(keys, records, strict=True)]
 
     # Match calls by (name, call number).
     t_calls = dict(zip(_torch_order(t_records), t_records, strict=True))

@@ -26,12 +26,17 @@ def lenet_state(kernel_size=5, seed=0):
     """Params and Adam state of a LeNet, the optimizer state a few steps in (so nothing is all zeros)."""
     model = jaxnets.LeNet(kernel_size=kernel_size, rngs=nnx.Rngs(seed))
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    return {"params": params, "opt_state": _adam_state(params)}
+
+
+@jax.jit  # one program per LeNet shape (op by op, the three updates compiled 113 small programs: 2.8 s)
+def _adam_state(params):
     optimizer = jaxnets.optim.adam(1e-3)
     opt_state = optimizer.init(params)
     grads = jax.tree.map(lambda p: jnp.sin(p * 3.0), params)
     for _ in range(3):
         _, opt_state = optimizer.update(grads, opt_state, params)
-    return {"params": params, "opt_state": opt_state}
+    return opt_state
 
 
 def fresh_like(state):

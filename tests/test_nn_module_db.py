@@ -145,13 +145,13 @@ def test_matches_torch_on_torchs_module_db(x64, info, training, index):
         return copy(*args, **jax_kwargs), nnx.state(copy)
 
     def loss(params, xs, rest):
-        out, _ = forward(params, rest, xs)
-        return sum((o * c).sum() for o, c in zip(_leaves(out), cotangents, strict=True))
+        out, state = forward(params, rest, xs)
+        return sum((o * c).sum() for o, c in zip(_leaves(out), cotangents, strict=True)), (out, state)
 
     @jax.jit
     def run(params, rest, xs):
-        out, state = forward(params, rest, xs)
-        return out, state, jax.grad(loss, argnums=(0, 1))(params, xs, rest)
+        grads, (out, state) = jax.grad(loss, argnums=(0, 1), has_aux=True)(params, xs, rest)
+        return out, state, grads
 
     out, state, (param_grads, input_grads) = run(params, rest, [jax_args[i] for i in differentiable])
     jax_leaves = _leaves(out)
