@@ -217,6 +217,19 @@ def test_dropout_drops_each_element_with_probability_p(p):
     np.testing.assert_array_equal(y[y != 0], np.float32(1 / (1 - p)))
 
 
+def test_attention_dropout_draws_the_same_keep_mask_as_dropout():
+    rng = np.random.default_rng(18)
+    q, k, v = (jnp.asarray(rng.normal(size=(2, 3, 64, 8)), jnp.float32) for _ in range(3))
+    key = jax.random.key(19)
+    drawn = F.scaled_dot_product_attention(q, k, v, dropout_p=0.3, rng=key)
+    given = F.scaled_dot_product_attention(
+        q, k, v, dropout_p=0.3, dropout_mask=_random.keep_mask(key, 0.3, (2, 3, 64, 64))
+    )
+    np.testing.assert_array_equal(np.asarray(drawn), np.asarray(given))
+    mask = np.asarray(_random.keep_mask(key, 0.3, (2, 3, 64, 64)))
+    assert abs((1 - mask.mean()) - 0.3) < 5 * math.sqrt(0.3 * 0.7 / mask.size)
+
+
 def test_dropout_mask_compiles_to_one_fused_loop_on_cpu():
     """The mask's hash is plain uint32 arithmetic: no while loop (JAX's rolled CPU threefry) in the program."""
     x = jnp.ones((64, 512), jnp.float32)
