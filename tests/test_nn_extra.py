@@ -18,9 +18,11 @@ import pytest
 import torch
 import torch.nn.functional as TF
 from flax import nnx
+from jax.extend.random import threefry2x32_p
 from tolerances import F64_ATOL, F64_RTOL
 
 from jaxnets import nn
+from jaxnets.nn import _random
 from jaxnets.nn import functional as F
 
 
@@ -160,6 +162,82 @@ def test_dropout_jits_differentiates_and_vmaps(x64):
     run = nnx.jit(lambda m, z: m(z))
     assert not np.array_equal(np.asarray(run(layer, z)), np.asarray(run(layer, z)))
     np.testing.assert_array_equal(np.asarray(run(layer.eval(), z)), np.asarray(z))
+
+
+KEYS = {
+    "threefry": lambda: jax.random.key(11),
+    "legacy_uint32": lambda: jax.random.PRNGKey(12),
+    "rbg": lambda: jax.random.key(13, impl="rbg"),  # not threefry: jax.random.bits itself
+}
+
+
+@pytest.mark.parametrize("shape", [(1,), (7,), (3, 5, 2), (64, 3, 128)], ids=str)
+@pytest.mark.parametrize("kind", KEYS)
+def test_dropout_mask_bits_are_jax_random_bits(kind, shape):
+    key = KEYS[kind]()
+    want = np.asarray(jax.random.bits(key, shape, jnp.uint32))
+    with jax.threefry_partitionable(True):  # the scheme the in-line hash reproduces (JAX's default)
+        np.testing.assert_array_equal(np.asarray(_random.bits32(key, shape)), want)
+        np.testing.assert_array_equal(np.asarray(jax.jit(_random.bits32, static_argnums=1)(key, shape)), want)
+        keys = jax.random.split(jax.random.key(14), 3)
+        mapped = jax.vmap(lambda k: _random.bits32(k, shape))(keys)
+        for i in range(3):
+            np.testing.assert_array_equal(
+                np.asarray(mapped[i]), np.asarray(jax.random.bits(keys[i], shape, jnp.uint32))
+            )
+
+
+def test_dropout_unrolled_threefry_is_jaxs_hash():
+    rng = np.random.default_rng(15)
+    k0, k1 = (jnp.asarray(rng.integers(0, 2**32, (), np.uint64).astype(np.uint32)) for _ in range(2))
+    x0, x1 = (jnp.asarray(rng.integers(0, 2**32, 1000, np.uint64).astype(np.uint32)) for _ in range(2))
+    want = threefry2x32_p.bind(k0, k1, x0, x1)
+    have = _random.threefry2x32(k0, k1, x0, x1)
+    for h, w in zip(have, want, strict=True):
+        np.testing.assert_array_equal(np.asarray(h), np.asarray(w))
+
+
+@pytest.mark.parametrize("p", [0.1, 0.25, 0.5, 1 / 3, 1e-12, 1 - 1e-12])
+def test_dropout_keep_mask_is_bits_at_or_above_p_times_2_to_the_32(p):
+    key, shape = jax.random.key(16), (4096,)
+    bits = np.asarray(jax.random.bits(key, shape, jnp.uint32)).astype(np.uint64)
+    drop = min(max(round(p * 2**32), 1), 2**32 - 1)  # p rounded to a multiple of 2**-32, inside (0, 1)
+    np.testing.assert_array_equal(np.asarray(_random.keep_mask(key, p, shape)), bits >= drop)
+    assert _random.keep_mask(key, 0.25, shape).sum() == (bits >= 2**30).sum()
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_dropout_drops_each_element_with_probability_p(p):
+    n = 2**22
+    y = np.asarray(F.dropout(jnp.ones((2**10, 2**12), jnp.float32), p, True, key=jax.random.key(17)))
+    rate = (y == 0).mean()
+    # A binomial proportion over 4M elements: 5 standard errors (1.5e-4 at p = 0.1) pass a right p by chance with
+    # probability 6e-7 and fail p rounded to 8 bits (0.1 -> 26/256 = 0.1016, 11 standard errors off).
+    assert abs(rate - p) < 5 * math.sqrt(p * (1 - p) / n), (rate, p)
+    np.testing.assert_array_equal(y[y != 0], np.float32(1 / (1 - p)))
+
+
+def test_attention_dropout_draws_the_same_keep_mask_as_dropout():
+    rng = np.random.default_rng(18)
+    q, k, v = (jnp.asarray(rng.normal(size=(2, 3, 64, 8)), jnp.float32) for _ in range(3))
+    key = jax.random.key(19)
+    drawn = F.scaled_dot_product_attention(q, k, v, dropout_p=0.3, rng=key)
+    given = F.scaled_dot_product_attention(
+        q, k, v, dropout_p=0.3, dropout_mask=_random.keep_mask(key, 0.3, (2, 3, 64, 64))
+    )
+    np.testing.assert_array_equal(np.asarray(drawn), np.asarray(given))
+    mask = np.asarray(_random.keep_mask(key, 0.3, (2, 3, 64, 64)))
+    assert abs((1 - mask.mean()) - 0.3) < 5 * math.sqrt(0.3 * 0.7 / mask.size)
+
+
+def test_dropout_mask_compiles_to_one_fused_loop_on_cpu():
+    """The mask's hash is plain uint32 arithmetic: no while loop (JAX's rolled CPU threefry) in the program."""
+    x = jnp.ones((64, 512), jnp.float32)
+    dropout = jax.jit(lambda x, key: F.dropout(x, 0.1, True, key=key)).lower(x, jax.random.key(0)).compile()
+    bernoulli = jax.jit(lambda x, key: jnp.where(jax.random.bernoulli(key, 0.9, x.shape), x / 0.9, 0))
+    if jax.default_backend() == "cpu":
+        assert " while(" in bernoulli.lower(x, jax.random.key(0)).compile().as_text()  # what the test guards against
+        assert " while(" not in dropout.as_text()
 
 
 def test_dropout_refuses_bad_arguments_clearly():
