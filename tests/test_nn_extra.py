@@ -206,6 +206,12 @@ def test_dropout_keep_mask_is_bits_at_or_above_p_times_2_to_the_32(p):
     assert _random.keep_mask(key, 0.25, shape).sum() == (bits >= 2**30).sum()
 
 
+def test_dropout_keep_mask_is_exact_at_p_0_and_1():
+    key, shape = jax.random.key(16), (3, 4096)
+    assert np.asarray(_random.keep_mask(key, 0.0, shape)).all()
+    assert not np.asarray(_random.keep_mask(key, 1.0, shape)).any()  # the clamp would keep 2**-32 of them
+
+
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
 def test_dropout_drops_each_element_with_probability_p(p):
     n = 2**22

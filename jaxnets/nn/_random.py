@@ -13,7 +13,7 @@ of docs/benchmark.md, a mask over 1M float32 elements, applied: 2.1-2.3 ms with
 ``bernoulli``, 0.90-0.95 ms in line.
 
 The drop probability is ``p`` rounded to the nearest multiple of ``2**-32``
-(and kept in ``[2**-32, 1 - 2**-32]``), finer than ``bernoulli``'s float32
+(kept in ``[2**-32, 1 - 2**-32]`` for ``0 < p < 1``; exact at 0 and 1), finer than ``bernoulli``'s float32
 uniform. Keys of other implementations (``impl="rbg"``...) and arrays of
 ``2**32`` elements or more take ``jax.random.bits`` itself: the same
 probability, drawn by JAX's own lowering.
@@ -87,12 +87,16 @@ def keep_mask(key: jax.Array, p: float, shape: tuple[int, ...]) -> jax.Array:
 
     Args:
       key: a ``jax.random.key`` (or legacy ``uint32[2]`` key).
-      p: the drop probability, ``0 < p < 1``.
+      p: the drop probability, ``0 <= p <= 1``.
       shape: the mask's shape.
 
     Returns:
-      ``bits32(key, shape) >= d`` with ``d = round(p * 2**32)``, clamped to
-      ``[1, 2**32 - 1]``: each element is dropped with probability ``d / 2**32``.
+      Every element kept for ``p == 0`` and none for ``p == 1`` (no bits drawn);
+      otherwise ``bits32(key, shape) >= d`` with ``d = round(p * 2**32)``,
+      clamped to ``[1, 2**32 - 1]``: each element is dropped with probability
+      ``d / 2**32``.
     """
+    if p <= 0 or p >= 1:
+        return jnp.full(shape, p <= 0)
     drop = min(max(round(p * 2**32), 1), 2**32 - 1)
     return bits32(key, shape) >= np.uint32(drop)

@@ -689,7 +689,8 @@ def max_pool_pick(wins: jax.Array, y: jax.Array, axes: Sequence[int], *, nans: b
     first = jnp.argmax(flat, axis=-1)
     last = flat.shape[-1] - 1 - jnp.argmax(flat[..., ::-1], axis=-1)
     pick = jnp.where(jnp.squeeze(nan, axes), last, first) if nans else first
-    return hit & (pos == jnp.expand_dims(pick, axes).astype(np.int32))  # hit: nothing in a NaN window if not nans
+    picked = pos == jnp.expand_dims(pick, axes).astype(np.int32)
+    return picked if nans else hit & picked  # without the NaN rule a NaN window has no hit: nothing picked
 
 
 def _first_max(wins: jax.Array) -> jax.Array:
@@ -2822,7 +2823,7 @@ def scaled_dot_product_attention(
                     "scaled_dot_product_attention with dropout_p > 0 needs random keys: pass "
                     "rng=jax.random.key(seed), a keep mask with dropout_mask=, or dropout_p=0 (eval)."
                 )
-            keep = jnp.zeros(shape, bool) if dropout_p == 1 else _random.keep_mask(rng, dropout_p, shape)
+            keep = _random.keep_mask(rng, dropout_p, shape)
         else:
             keep = jnp.broadcast_to(jnp.asarray(dropout_mask, bool), shape)
         factor = 0.0 if dropout_p == 1 else 1 / (1 - dropout_p)  # p = 1: every weight dropped, zeros
