@@ -105,13 +105,12 @@ def params_errors(got: dict, want: dict) -> dict[str, tuple[float, float]]:
     return {name: precision.errors(got[name], want[name]) for name in want}
 
 
-def failed_rows(ids: list[str], error: BaseException, tolerance=None) -> list[Result]:
+def failed_rows(ids: list[str], error: BaseException, tolerance=precision.tolerance) -> list[Result]:
     """FAIL rows for ``ids`` (``model/check/dtype``) of a job that raised ``error``.
 
     ``tolerance(dtype, check)`` is the bound the rows would have had
     (default :func:`parity.precision.tolerance`; a ported model's rows pass theirs).
     """
-    tolerance = tolerance or precision.tolerance
     rows = []
     for row_id in ids:
         model, rest = row_id.split("/", 1)
