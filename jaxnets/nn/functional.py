@@ -289,9 +289,9 @@ def _conv_taps(x, weight, stride, pads, dilation, groups):
     Taps that read only the zero padding (ResNet-18's layer4 at 1x1 pixels:
     8 of a 3x3 kernel's 9) are left out, with their rows of the weight: they
     add zeros. In :func:`jaxnets.ports.resnet18`'s benchmark train step (batch
-    32, 3x32x32, SGD) this took the step from 102-108 / 113-121 to 91-98 /
-    99-108 ms (min / median of 8 rounds of 10 steps, two runs in one process
-    alternating with the full kernel, 2026-12-06; docs/benchmark.md).
+    32, 3x32x32, SGD) this took the step from 99-108 / 107-121 to 83-98 /
+    94-108 ms (min / median over rounds of 10 steps, three runs, each in one
+    process alternating with the full kernel, 2026-12-06; docs/benchmark.md).
     """
     batch, channels = x.shape[:2]
     out_channels, group_channels = weight.shape[:2]
