@@ -27,6 +27,14 @@ CASES = {
     "3d-grouped": ((2, 4, 5, 6, 4), (6, 2, 2, 3, 2), (1, 2, 1), (1, 1, 0), (1, 1, 2), 2),
 }
 
+# Cases where some taps read only the zero padding (left out by the taps path)
+DEAD_TAP_CASES = {
+    "2d-1x1-pixels": ((2, 8, 1, 1), (6, 8, 3, 3), 1, 1, 1, 1),
+    "2d-2x2-stride2": ((2, 8, 2, 2), (6, 8, 3, 3), 2, 1, 1, 1),
+    "2d-grouped-dilated": ((2, 4, 3, 2), (6, 2, 5, 3), (3, 1), (4, 2), (2, 1), 2),
+    "1d-all-padding": ((2, 3, 1), (4, 3, 2), 4, 3, 1, 1),
+}
+
 
 def _torch_conv(x, w, stride, padding, dilation, groups):
     conv = (TF.conv1d, TF.conv2d, TF.conv3d)[w.ndim - 3]
@@ -34,7 +42,7 @@ def _torch_conv(x, w, stride, padding, dilation, groups):
 
 
 @pytest.mark.parametrize("path", ["taps", "lax", "conv"])
-@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+@pytest.mark.parametrize("case", {**CASES, **DEAD_TAP_CASES}.values(), ids={**CASES, **DEAD_TAP_CASES}.keys())
 def test_conv_paths_match_torch_in_float64(x64, case, path):
     xs, ws, stride, padding, dilation, groups = case
     rng = np.random.default_rng(0)
@@ -52,6 +60,22 @@ def test_conv_paths_match_torch_in_float64(x64, case, path):
     np.testing.assert_allclose(np.asarray(have), want, rtol=F64_RTOL, atol=F64_ATOL)
 
 
+@pytest.mark.parametrize("case", DEAD_TAP_CASES.values(), ids=DEAD_TAP_CASES.keys())
+def test_conv_taps_gradients_match_torch_in_float64_where_taps_read_only_padding(x64, case):
+    xs, ws, stride, padding, dilation, groups = case
+    rng = np.random.default_rng(1)
+    x, w = rng.normal(size=xs), rng.normal(size=ws)
+    n = w.ndim - 2
+    st, di = F._ntuple(stride, n, "stride"), F._ntuple(dilation, n, "dilation")
+    pads = F.conv_padding(padding, ws[2:], di)
+    have = jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(F._conv_taps(x, w, st, pads, di, groups))), (0, 1)))(x, w)
+    tx, tw = torch.from_numpy(x).requires_grad_(), torch.from_numpy(w).requires_grad_()
+    conv = (TF.conv1d, TF.conv2d, TF.conv3d)[n - 1]
+    torch.sin(conv(tx, tw, None, stride, padding, dilation, groups)).sum().backward()
+    for h, want in zip(have, (tx.grad, tw.grad), strict=True):
+        np.testing.assert_allclose(np.asarray(h), want.numpy(), rtol=F64_RTOL, atol=F64_ATOL)
+
+
 def _compiled(x_shape, w_shape, padding):
     x, w = jnp.zeros(x_shape, jnp.float32), jnp.zeros(w_shape, jnp.float32)
     step = jax.grad(lambda x, w: jnp.sum(F.conv(x, w, None, 1, padding)), argnums=(0, 1))
@@ -64,3 +88,11 @@ def test_conv_rule_picks_taps_for_small_maps_and_lax_for_long_kernels():
     long_kernel = _compiled((8, 16, 1000), (16, 16, 64), 0)  # 64 taps
     assert "convolution(" not in resnet_layer3 and "conditional" not in resnet_layer3
     assert "convolution(" in long_kernel
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the taps are the CPU path")
+def test_conv_taps_leave_out_the_taps_that_read_only_padding():
+    # ResNet-18's layer4 at 1x1 pixels: only the 3x3 kernel's centre reads the input,
+    # so the products contract over 512 channels, never 512 * 9 = 4608 rows.
+    layer4 = _compiled((32, 512, 1, 1), (512, 512, 3, 3), 1)
+    assert "4608" not in layer4 and " dot(" in layer4
