@@ -1,4 +1,4 @@
-"""Dropout's keep masks: ``jax.random.bits``' threefry words, hashed in line so XLA fuses them into the dropout.
+"""Dropout's keep masks: ``jax.random.bits``' threefry words hashed in line, once, packed 32 to a word.
 
 ``jax.random.bernoulli(key, 1 - p, shape)`` draws a float32 uniform per
 element (23 random bits) and compares it with ``1 - p``. On CPU, JAX lowers
@@ -8,7 +8,7 @@ computes the same 32-bit words ``jax.random.bits(key, shape, jnp.uint32)``
 draws (threefry-2x32 of ``(0, flat index)`` under the key, the two output words
 XORed: JAX's ``jax_threefry_partitionable`` scheme, the default since JAX 0.5)
 with the twenty rounds written out, and compares them with an integer threshold,
-so the mask fuses into the multiply that applies it. Measured on the 2-core CPU
+so XLA fuses the hash with the code around it. Measured on the 2-core CPU
 of docs/benchmark.md, a mask over 1M float32 elements, applied: 2.1-2.3 ms with
 ``bernoulli``, 0.90-0.95 ms in line.
 
