@@ -206,6 +206,15 @@ def test_dropout_keep_mask_is_bits_at_or_above_p_times_2_to_the_32(p):
     assert _random.keep_mask(key, 0.25, shape).sum() == (bits >= 2**30).sum()
 
 
+@pytest.mark.parametrize("shape", [(1,), (31,), (33, 5), (3, 1000), (64, 32, 128)])
+def test_dropout_keep_mask_packed_in_words_is_the_same_mask_at_any_size(shape):
+    # keep_mask packs the mask 32 elements to a word; sizes that are not a multiple of 32 hash past the end.
+    key = jax.random.key(5)
+    want = np.asarray(jax.random.bits(key, shape, jnp.uint32)) >= np.uint32(round(0.3 * 2**32))
+    np.testing.assert_array_equal(np.asarray(_random.keep_mask(key, 0.3, shape)), want)
+    np.testing.assert_array_equal(np.asarray(jax.jit(_random.keep_mask, static_argnums=(1, 2))(key, 0.3, shape)), want)
+
+
 def test_dropout_keep_mask_is_exact_at_p_0_and_1():
     key, shape = jax.random.key(16), (3, 4096)
     assert np.asarray(_random.keep_mask(key, 0.0, shape)).all()

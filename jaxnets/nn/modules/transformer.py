@@ -136,8 +136,9 @@ class MultiheadAttention(Module):
             b_q, b_k, b_v = jnp.split(self.in_proj_bias[...], 3)
         q, k, v = F.linear(query, w_q, b_q), F.linear(key, w_k, b_k), F.linear(value, w_v, b_v)
 
+        if key_padding_mask is not None and key_padding_mask.dtype != jnp.bool_:
+            key_padding_mask = key_padding_mask.astype(dtype)
         attn_mask = _as_float_mask(attn_mask, dtype)
-        key_padding_mask = _as_float_mask(key_padding_mask, dtype)
         if attn_mask is not None:
             src_len = key.shape[0]
             if attn_mask.ndim == 2:
@@ -154,37 +155,44 @@ class MultiheadAttention(Module):
                     )
             else:
                 raise ValueError(f"attn_mask's dimension {attn_mask.ndim} is not supported")
+        # The key and value gain positions (bias_k/v, add_zero_attn's zeros) seq-first: the masks are padded with 0
+        # (False for a boolean key_padding_mask), attention allowed.
+        extra = []
         if self.bias_k is not None:
-            k = jnp.concatenate([k, jnp.tile(self.bias_k[...], (1, bsz, 1))])
-            v = jnp.concatenate([v, jnp.tile(self.bias_v[...], (1, bsz, 1))])
-            attn_mask = None if attn_mask is None else jnp.pad(attn_mask, [(0, 0), (0, 0), (0, 1)])
-            key_padding_mask = None if key_padding_mask is None else jnp.pad(key_padding_mask, [(0, 0), (0, 1)])
-        q = jnp.swapaxes(q.reshape(tgt_len, bsz * h, d), 0, 1)
-        k = jnp.swapaxes(k.reshape(k.shape[0], bsz * h, d), 0, 1)
-        v = jnp.swapaxes(v.reshape(v.shape[0], bsz * h, d), 0, 1)
+            extra.append((self.bias_k[...], self.bias_v[...]))
         if self.add_zero_attn:
-            k = jnp.concatenate([k, jnp.zeros((bsz * h, 1, d), k.dtype)], axis=1)
-            v = jnp.concatenate([v, jnp.zeros((bsz * h, 1, d), v.dtype)], axis=1)
+            extra.append((jnp.zeros((1, 1, e), k.dtype), jnp.zeros((1, 1, e), v.dtype)))
+        for bk, bv in extra:
+            k = jnp.concatenate([k, jnp.broadcast_to(bk, (1, bsz, e))])
+            v = jnp.concatenate([v, jnp.broadcast_to(bv, (1, bsz, e))])
             attn_mask = None if attn_mask is None else jnp.pad(attn_mask, [(0, 0), (0, 0), (0, 1)])
             key_padding_mask = None if key_padding_mask is None else jnp.pad(key_padding_mask, [(0, 0), (0, 1)])
-        src_len = k.shape[1]
-        if key_padding_mask is not None:
-            if key_padding_mask.shape != (bsz, src_len):
-                raise ValueError(
-                    f"expecting key_padding_mask shape of {(bsz, src_len)}, but got {key_padding_mask.shape}"
-                )
-            kpm = jnp.broadcast_to(key_padding_mask[:, None, None, :], (bsz, h, 1, src_len)).reshape(
-                bsz * h, 1, src_len
+        src_len = k.shape[0]
+        if attn_mask is not None:
+            attn_mask = attn_mask[0] if attn_mask.shape[0] == 1 else attn_mask.reshape(bsz, h, tgt_len, src_len)
+        if key_padding_mask is not None and key_padding_mask.shape != (bsz, src_len):
+            raise ValueError(f"expecting key_padding_mask shape of {(bsz, src_len)}, but got {key_padding_mask.shape}")
+        # The heads as (bsz, h, tgt_len, src_len) scores straight from the seq-first (len, bsz, h, d) projections.
+        q, k, v = q.reshape(tgt_len, bsz, h, d), k.reshape(src_len, bsz, h, d), v.reshape(src_len, bsz, h, d)
+        scores = jnp.einsum("lbhd,sbhd->bhls", q * math.sqrt(1.0 / d), k)
+        padding = None if key_padding_mask is None else key_padding_mask[:, None, None, :]
+        if padding is not None and (attn_mask is not None or padding.dtype != jnp.bool_):
+            attn_mask = (
+                _as_float_mask(padding, dtype) if attn_mask is None else attn_mask + _as_float_mask(padding, dtype)
             )
-            attn_mask = kpm if attn_mask is None else attn_mask + kpm
-        scores = (q * math.sqrt(1.0 / d)) @ jnp.swapaxes(k, -2, -1)
+            padding = None
         if attn_mask is not None:
             scores = scores + attn_mask
+        if padding is not None:
+            # torch adds the boolean mask as -inf / 0. scores - inf where padded is the same sum, bit for bit
+            # but for -0 + 0 = +0, which the softmax cannot see; as a select, XLA fuses the (bsz, 1, 1, src_len)
+            # mask into the softmax instead of adding a materialised (bsz * h, tgt_len, src_len) copy in the dot.
+            scores = jnp.where(padding, scores - jnp.inf, scores)
         weights = jax.nn.softmax(scores, axis=-1)
         if self.training and self.dropout > 0:
+            # (bsz, h, L, S) has the flat indices of torch's (bsz * h, L, S): the same mask.
             weights = F.dropout(weights, self.dropout, True, key=self.rngs.dropout())
-        out = weights @ v  # (bsz * h, tgt_len, d)
-        out = jnp.swapaxes(out, 0, 1).reshape(tgt_len * bsz, e)
+        out = jnp.einsum("bhls,sbhd->lbhd", weights, v).reshape(tgt_len * bsz, e)
         out = self.out_proj(out).reshape(tgt_len, bsz, e)
         if batched and self.batch_first:
             out = jnp.swapaxes(out, 0, 1)
@@ -192,7 +200,6 @@ class MultiheadAttention(Module):
             out = out[:, 0]
         if not need_weights:
             return out, None
-        weights = weights.reshape(bsz, h, tgt_len, src_len)
         if average_attn_weights:
             weights = weights.mean(axis=1)
         if not batched:
