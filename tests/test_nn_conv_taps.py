@@ -41,15 +41,21 @@ def _torch_conv(x, w, stride, padding, dilation, groups):
     return conv(torch.from_numpy(x), torch.from_numpy(w), None, stride, padding, dilation, groups).numpy()
 
 
-@pytest.mark.parametrize("path", ["taps", "lax", "conv"])
-@pytest.mark.parametrize("case", {**CASES, **DEAD_TAP_CASES}.values(), ids={**CASES, **DEAD_TAP_CASES}.keys())
-def test_conv_paths_match_torch_in_float64(x64, case, path):
-    xs, ws, stride, padding, dilation, groups = case
-    rng = np.random.default_rng(0)
+def _inputs(case, seed):
+    """Random float64 input and weight of ``case``, with its stride, padding pairs and dilation as the taps take them."""
+    xs, ws, stride, padding, dilation, _ = case
+    rng = np.random.default_rng(seed)
     x, w = rng.normal(size=xs), rng.normal(size=ws)
     n = w.ndim - 2
     st, di = F._ntuple(stride, n, "stride"), F._ntuple(dilation, n, "dilation")
-    pads = F.conv_padding(padding, ws[2:], di)
+    return x, w, st, F.conv_padding(padding, ws[2:], di), di
+
+
+@pytest.mark.parametrize("path", ["taps", "lax", "conv"])
+@pytest.mark.parametrize("case", {**CASES, **DEAD_TAP_CASES}.values(), ids={**CASES, **DEAD_TAP_CASES}.keys())
+def test_conv_paths_match_torch_in_float64(x64, case, path):
+    _, _, stride, padding, dilation, groups = case
+    x, w, st, pads, di = _inputs(case, seed=0)
     assert F._taps_pay(x, w, st, pads, di, groups), "every case is small enough for the taps"
     if path == "conv":
         have = jax.jit(lambda x, w: F.conv(x, w, None, stride, padding, dilation, groups))(x, w)
@@ -62,12 +68,9 @@ def test_conv_paths_match_torch_in_float64(x64, case, path):
 
 @pytest.mark.parametrize("case", DEAD_TAP_CASES.values(), ids=DEAD_TAP_CASES.keys())
 def test_conv_taps_gradients_match_torch_in_float64_where_taps_read_only_padding(x64, case):
-    xs, ws, stride, padding, dilation, groups = case
-    rng = np.random.default_rng(1)
-    x, w = rng.normal(size=xs), rng.normal(size=ws)
+    _, _, stride, padding, dilation, groups = case
+    x, w, st, pads, di = _inputs(case, seed=1)
     n = w.ndim - 2
-    st, di = F._ntuple(stride, n, "stride"), F._ntuple(dilation, n, "dilation")
-    pads = F.conv_padding(padding, ws[2:], di)
     have = jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(F._conv_taps(x, w, st, pads, di, groups))), (0, 1)))(x, w)
     tx, tw = torch.from_numpy(x).requires_grad_(), torch.from_numpy(w).requires_grad_()
     conv = (TF.conv1d, TF.conv2d, TF.conv3d)[n - 1]
