@@ -164,8 +164,13 @@ def _shifted_sum(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 def _contract(lhs: jax.Array, g: jax.Array, precision) -> jax.Array:
-    # (K, Ho, Wo, N) x (O, Ho, Wo, N) -> (K, O), summing over pixels and images.
-    return lax.dot_general(lhs, g, (((1, 2, 3), (1, 2, 3)), ((), ())), precision=precision)
+    # (K, Ho, Wo, N) x (O, Ho, Wo, N) -> (K, O), summing over pixels and images. Flattened to 2-D first:
+    # with three contracting axes XLA:CPU copies one operand to a transposed (pixels, K) layout before
+    # the product; with one it hands both, as they are, to its matrix-product library. Measured
+    # 2026-12-06 (LeNet's conv1 kernel gradient alone, 36 x 12544 by 24 x 12544: 247 against 477 us;
+    # a Trainer step at batch 256, one process, alternating: 8.48 against 9.20 ms, fastest repeats).
+    lhs, g = lhs.reshape(lhs.shape[0], -1), g.reshape(g.shape[0], -1)
+    return lax.dot_general(lhs, g, (((1,), (1,)), ((), ())), precision=precision)
 
 
 def _input_grad(kernel: jax.Array, g: jax.Array, precision) -> jax.Array:
