@@ -202,7 +202,10 @@ def _conv_fwd(x, kernel, bias, precision):
         # LeNet step at batch 64): kept for the kernel gradient, not rebuilt there.
         saved = _im2col(x, kh, kw)
         w = kernel.reshape(kh * kw * c_in, c_out)
-        y = lax.dot_general(w, saved, (((0,), (0,)), ((), ())), precision=precision)
+        # (O, K) x (K, Ho, Wo, N), the layout of a plain matrix product: with w contracted over its
+        # first axis XLA:CPU ran a generic dot; measured 2026-12-06 (a Trainer step at 64, one
+        # process, alternating, two runs): 2.18 and 2.20 against 2.30 ms (fastest repeats).
+        y = lax.dot_general(w.T, saved, (((1,), (0,)), ((), ())), precision=precision)
     if bias is not None:
         y = y + bias[:, None, None, None]
     return _materialize(y), (saved, kernel, bias is not None)
