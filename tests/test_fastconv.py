@@ -129,8 +129,8 @@ def test_lenet_fast_matches_lax_in_float32(kind):
 
 @pytest.mark.parametrize(
     "shape",
-    [(32, 32, 1), (1, 32, 32, 1), (130, 32, 32, 1)],
-    ids=["single-image", "batch-1", "3-chunks-padded"],
+    [(32, 32, 1), (1, 32, 32, 1), (17, 32, 32, 1), (32, 32, 32, 1), (130, 32, 32, 1)],
+    ids=["single-image", "batch-1", "unequal-halves", "halves", "3-chunks-padded"],
 )
 def test_lenet_fast_matches_lax_for_single_images_and_chunked_batches(x64, shape):
     fast, lax_ = fast_and_lax(jnp.float64)

@@ -164,8 +164,13 @@ def _shifted_sum(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 def _contract(lhs: jax.Array, g: jax.Array, precision) -> jax.Array:
-    # (K, Ho, Wo, N) x (O, Ho, Wo, N) -> (K, O), summing over pixels and images.
-    return lax.dot_general(lhs, g, (((1, 2, 3), (1, 2, 3)), ((), ())), precision=precision)
+    # (K, Ho, Wo, N) x (O, Ho, Wo, N) -> (K, O), summing over pixels and images. Flattened to 2-D first:
+    # with three contracting axes XLA:CPU copies one operand to a transposed (pixels, K) layout before
+    # the product; with one it hands both, as they are, to its matrix-product library. Measured
+    # 2026-12-06 (LeNet's conv1 kernel gradient alone, 36 x 12544 by 24 x 12544: 247 against 477 us;
+    # a Trainer step at batch 256, one process, alternating: 8.48 against 9.20 ms, fastest repeats).
+    lhs, g = lhs.reshape(lhs.shape[0], -1), g.reshape(g.shape[0], -1)
+    return lax.dot_general(lhs, g, (((1,), (1,)), ((), ())), precision=precision)
 
 
 def _input_grad(kernel: jax.Array, g: jax.Array, precision) -> jax.Array:
@@ -197,7 +202,10 @@ def _conv_fwd(x, kernel, bias, precision):
         # LeNet step at batch 64): kept for the kernel gradient, not rebuilt there.
         saved = _im2col(x, kh, kw)
         w = kernel.reshape(kh * kw * c_in, c_out)
-        y = lax.dot_general(w, saved, (((0,), (0,)), ((), ())), precision=precision)
+        # (O, K) x (K, Ho, Wo, N), the layout of a plain matrix product: with w contracted over its
+        # first axis XLA:CPU ran a generic dot; measured 2026-12-06 (a Trainer step at 64, one
+        # process, alternating, two runs): 2.18 and 2.20 against 2.30 ms (fastest repeats).
+        y = lax.dot_general(w.T, saved, (((1,), (0,)), ((), ())), precision=precision)
     if bias is not None:
         y = y + bias[:, None, None, None]
     return _materialize(y), (saved, kernel, bias is not None)

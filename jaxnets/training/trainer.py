@@ -115,8 +115,9 @@ class Trainer:
         argument, with no ``has_aux``, no ``mesh`` and no non-parameter state.
         LeNet at batch 256 then steps in 4 parts of 64, each of which stays in
         the CPU's cache and is not recomputed: measured about 20% faster than
-        the whole batch at once (see the benchmark). :meth:`parts` says how a
-        batch is split.
+        the whole batch at once (see the benchmark). The parts of such a split
+        run two at a time (the loop unrolled by 2), so activations take the
+        memory of two parts. :meth:`parts` says how a batch is split.
 
     The model you pass is never modified behind your back: the trainer works
     on copies, and reading :attr:`model` writes the current weights into it.
@@ -203,7 +204,14 @@ class Trainer:
             (loss, (aux, rest)), grads = grad_fn(params, rest, part)
             return (rest, jax.tree.map(jnp.add, total, grads)), (loss, aux)
 
-        (new_rest, grads), (losses, aux) = jax.lax.scan(accumulate, (rest, jax.tree.map(jnp.zeros_like, params)), parts)
+        # A split the trainer chose runs two parts per loop iteration: their gradients are independent
+        # until the sum, so XLA:CPU runs them side by side on two threads. Measured 2026-12-06 for LeNet at
+        # batch 256 (4 parts of 64, one process, alternating): 7.71 against 8.12 ms per step (fastest
+        # repeats). A caller's `microbatches` keeps one part's memory for activations.
+        unroll = 2 if self.microbatches is None else 1
+        (new_rest, grads), (losses, aux) = jax.lax.scan(
+            accumulate, (rest, jax.tree.map(jnp.zeros_like, params)), parts, unroll=unroll
+        )
         return jnp.mean(losses), aux, new_rest, jax.tree.map(lambda g: g / k, grads)
 
     def _parts(self, params, rest, batch) -> int:
