@@ -48,6 +48,15 @@ class MultiheadAttention(Module):
     ``__call__(query, key, value, key_padding_mask=None, need_weights=True,
     attn_mask=None, average_attn_weights=True, is_causal=False)`` returns
     ``(attn_output, attn_weights or None)``, as torch does.
+
+    Self-attention (``query``, ``key`` and ``value`` the same array, as the
+    Transformer layers pass it) projects once with the packed
+    ``in_proj_weight``, a ``(3 E, E)`` product split after, as torch's
+    ``_in_projection_packed`` does; other calls project with its three slices.
+    The Transformer benchmark's train step (one process, old and new code
+    alternating, 30-40 rounds of 5 steps, three runs; min / median) went from
+    60.0 / 68.5, 57.7 / 64.6 and 56.3 / 62.0 ms to 57.8 / 66.4, 57.7 / 63.8 and
+    55.9 / 60.9 ms.
     """
 
     def __init__(
@@ -116,6 +125,7 @@ class MultiheadAttention(Module):
         if is_causal and attn_mask is None:
             raise ValueError("MultiheadAttention: Need attn_mask if specifying the is_causal hint.")
         batched = query.ndim == 3
+        same_input = query is key and key is value  # before the reshapes below make three arrays of one
         if batched and self.batch_first:
             query, key, value = (jnp.swapaxes(t, 0, 1) for t in (query, key, value))
         if not batched:
@@ -127,14 +137,18 @@ class MultiheadAttention(Module):
             raise ValueError(f"MultiheadAttention: was expecting embedding dimension of {self.embed_dim}, but got {e}")
         h, d = self.num_heads, self.head_dim
         dtype = query.dtype
-        if getattr(self, "in_proj_weight", None) is not None:
-            w_q, w_k, w_v = jnp.split(self.in_proj_weight[...], 3)
+        packed = getattr(self, "in_proj_weight", None) is not None
+        bias = None if self.in_proj_bias is None else self.in_proj_bias[...]
+        if packed and same_input:
+            # Self-attention, as torch's _in_projection_packed: one (3 E, E) projection, split after.
+            q, k, v = jnp.split(F.linear(query, self.in_proj_weight[...], bias), 3, axis=-1)
         else:
-            w_q, w_k, w_v = self.q_proj_weight[...], self.k_proj_weight[...], self.v_proj_weight[...]
-        b_q = b_k = b_v = None
-        if self.in_proj_bias is not None:
-            b_q, b_k, b_v = jnp.split(self.in_proj_bias[...], 3)
-        q, k, v = F.linear(query, w_q, b_q), F.linear(key, w_k, b_k), F.linear(value, w_v, b_v)
+            if packed:
+                w_q, w_k, w_v = jnp.split(self.in_proj_weight[...], 3)
+            else:
+                w_q, w_k, w_v = self.q_proj_weight[...], self.k_proj_weight[...], self.v_proj_weight[...]
+            b_q, b_k, b_v = (None,) * 3 if bias is None else jnp.split(bias, 3)
+            q, k, v = F.linear(query, w_q, b_q), F.linear(key, w_k, b_k), F.linear(value, w_v, b_v)
 
         if key_padding_mask is not None and key_padding_mask.dtype != jnp.bool_:
             key_padding_mask = key_padding_mask.astype(dtype)
