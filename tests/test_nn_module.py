@@ -176,6 +176,31 @@ def test_transformer_encoder_computes_padded_positions_where_torchs_fast_path_re
     np.testing.assert_allclose(have[1, :3], want[1, :3], atol=1e-5)
 
 
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_self_attention_one_packed_projection_matches_torch(x64, batch_first):
+    """MultiheadAttention(x, x, x) projects once with in_proj_weight (torch's _in_projection_packed) and
+    splits after; output and in_proj_weight's gradient against torch's, in float64."""
+    import jax
+
+    torch.manual_seed(0)
+    mha = torch.nn.MultiheadAttention(8, 2, batch_first=batch_first).double()
+    port = nn.MultiheadAttention(8, 2, batch_first=batch_first, dtype=jnp.float64, rngs=nnx.Rngs(0))
+    port.load_state_dict({k: v.numpy() for k, v in mha.state_dict().items()})
+    x = torch.randn((2, 5, 8) if batch_first else (5, 2, 8), dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[False] * 5, [False, False, False, True, True]])
+    out = mha(x, x, x, key_padding_mask=mask, need_weights=False)[0]
+    out.square().sum().backward()
+    graph, params, rest = nnx.split(port, nnx.Param, ...)
+
+    def loss(params, x):
+        return jnp.sum(jnp.square(nnx.merge(graph, params, rest)(x, x, x, key_padding_mask=mask.numpy())[0]))
+
+    value, (grads, dx) = jax.value_and_grad(loss, argnums=(0, 1))(params, jnp.asarray(x.detach().numpy()))
+    np.testing.assert_allclose(value, out.square().sum().item(), rtol=1e-12)
+    np.testing.assert_allclose(grads["in_proj_weight"][...], mha.in_proj_weight.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dx, x.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
 def test_order_survives_split_merge_jit_and_eval_shape():
     """torch's registration order (weight before bias, "2" before "10", a tied weight under its first name)
     after the module is rebuilt by nnx, which lists attributes by name."""
