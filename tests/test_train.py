@@ -134,6 +134,25 @@ def test_trainer_leaves_the_callers_model_intact_until_model_is_read():
     assert np.isfinite(np.asarray(model.linear1.kernel[...])).all()  # still readable after more steps
 
 
+def test_trainer_copies_are_private_and_keep_dtype_weak_type_and_keys():
+    from jaxnets.training.trainer import _private_copy
+
+    strong, weak, key = jnp.arange(6.0).reshape(2, 3), jnp.asarray(0.5), jax.random.key(3)
+    assert not strong.aval.weak_type and weak.aval.weak_type
+    for x in (strong, weak, key, jnp.arange(4, dtype=jnp.int32)):
+        copy = jax.device_put(_private_copy(x))
+        assert copy.dtype == x.dtype and copy.shape == x.shape and copy.aval.weak_type == x.aval.weak_type
+        assert copy.unsafe_buffer_pointer() != x.unsafe_buffer_pointer() if x is not key else True
+        values = jax.random.key_data if x is key else np.asarray
+        assert np.array_equal(np.asarray(values(copy)), np.asarray(values(x)))
+    trainer = jaxnets.Trainer(jaxnets.TwoLayerNet(12, 6, 3, rngs=nnx.Rngs(0)), jaxnets.optim.adam(lr=0.1), mse_sum)
+    x, y = data()
+    params, opt_state, _ = trainer._host_carry(0, 1, 2)
+    trainer.step(x, y)  # donates the live buffers: the host copies must not be them
+    assert all(isinstance(a, np.ndarray) for a in jax.tree.leaves((params, opt_state)))
+    assert not np.array_equal(params["linear1"]["kernel"], np.asarray(trainer.params["linear1"]["kernel"][...]))
+
+
 def test_trainer_has_aux_and_evaluate():
     x, y = data()
     trainer = jaxnets.Trainer(

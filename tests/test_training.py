@@ -690,6 +690,18 @@ def test_build_model_compiled_is_bit_identical_to_the_eager_constructor(spec, se
         assert np.asarray(a).dtype == np.asarray(b).dtype and np.asarray(a).tobytes() == np.asarray(b).tobytes(), path
 
 
+@pytest.mark.parametrize(
+    "seed, epoch, n", [(0, 1, 1437), (0, 40, 1437), (7, 3, 100), (2**31, 5, 64), (2**40 + 1, 2, 33)]
+)
+def test_epoch_order_is_data_batches_order(seed, epoch, n):
+    from jaxnets.training import data
+
+    key = jax.random.fold_in(jax.random.key(seed), epoch)
+    want = np.concatenate(list(data.batches(key, n, 32, drop_last=False)))
+    got = training._epoch_order(seed, epoch, n)
+    assert got.dtype == np.int32 and np.array_equal(got, want)
+
+
 def test_teardown_is_needed_for_a_running_thread_but_not_a_cancelled_timer():
     import subprocess
     import sys

@@ -387,15 +387,53 @@ def build_model(spec: dict | None = None, *, seed: int = 0) -> LeNet:
     return _built_lenet(tuple(sorted(spec.items())), seed)
 
 
-@functools.partial(nnx.jit, static_argnums=(0, 1))
-def _built_lenet(spec: tuple, seed: int) -> LeNet:
-    """``LeNet(**dict(spec), rngs=nnx.Rngs(seed))`` as one compiled program.
+_LAYERS = ("conv1", "conv2", "fc1", "fc2", "fc3")
+"""LeNet's layers in the order its constructor draws their parameters: each layer's kernel, then its bias."""
 
-    Built eagerly, each initializer and key split is a program of its own, compiled or read from the
-    persistent cache one by one: about 0.5 s of a ``jaxnets train`` start. The weights are bit-identical
-    (tests/test_training.py checks several seeds and shapes against the eager constructor).
+
+def _built_lenet(spec: tuple, seed: int) -> LeNet:
+    """``LeNet(**dict(spec), rngs=nnx.Rngs(seed))``, its ten uniform draws made by one small compiled program.
+
+    The constructor draws parameter ``i`` (kernel then bias, layer by layer) as ``uniform(fold_in(key(seed), i),
+    (size,), -bound, bound)`` with ``bound = 1 / sqrt(fan_in)`` (:mod:`jaxnets.models._init`). Jitted whole,
+    that is one threefry per draw for XLA to lower: 0.45 to 0.55 s of a warm ``jaxnets train`` start (the
+    persistent cache skips the compilation, not the lowering). :func:`_draws` makes the same ten draws as one
+    vmapped ``uniform``, lowered once: 0.17 to 0.21 s instead (warm cache, one process each, under the CPU lock).
+    The shapes come from tracing the constructor with zero initialisers (``nnx.eval_shape``). The weights are
+    bit-identical to the eager constructor's (tests/test_training.py checks several seeds and shapes); with
+    ``jax_threefry_partitionable`` off, where a longer draw does not start with a shorter one, the constructor
+    runs eagerly.
     """
-    return LeNet(**dict(spec), rngs=nnx.Rngs(seed))
+    if not jax.config.jax_threefry_partitionable:
+        return LeNet(**dict(spec), rngs=nnx.Rngs(seed))
+    zeros = nnx.initializers.zeros
+    abstract = nnx.eval_shape(lambda: LeNet(**dict(spec), kernel_init=zeros, bias_init=zeros, rngs=nnx.Rngs(0)))
+    shapes = tuple((getattr(abstract, n).kernel.shape, getattr(abstract, n).bias.shape) for n in _LAYERS)
+    values = iter(np.asarray(_draws(shapes, _key_words(seed))))
+    pure = {}
+    for name, (kernel_shape, bias_shape) in zip(_LAYERS, shapes, strict=True):
+        # jax.device_put, not jnp.asarray: in this JAX the latter stages NumPy input through a program per shape.
+        pure[name] = {"kernel": jax.device_put(next(values)[: math.prod(kernel_shape)].reshape(kernel_shape)),
+                      "bias": jax.device_put(next(values)[: math.prod(bias_shape)].reshape(bias_shape))}  # fmt: skip
+    graphdef, state = nnx.split(abstract)
+    nnx.replace_by_pure_dict(state, pure)
+    return nnx.merge(graphdef, state)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _draws(shapes: tuple, words) -> jax.Array:
+    """Row ``i``: parameter ``i``'s torch-default uniform draw, padded to the longest; ``(2 * layers, longest)``.
+
+    With partitionable threefry (JAX's default) element ``j`` of a flat draw depends on the key and ``j``
+    alone, so the first ``size`` elements of a longer draw are the draw of ``size``.
+    """
+    sizes = [math.prod(s) for pair in shapes for s in pair]
+    # Weights and bias of a layer share torch's bound 1 / sqrt(fan_in), fan_in = the kernel's axes but the last.
+    bounds = np.array([1.0 / math.sqrt(math.prod(k[:-1])) for k, _ in shapes for _ in (0, 1)], np.float32)
+    key = jax.random.wrap_key_data(words)  # jax.random.key(seed), as nnx.Rngs(seed) makes it
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(len(sizes), dtype=jnp.uint32))
+    uniform = lambda key, bound: jax.random.uniform(key, (max(sizes),), jnp.float32, -bound, bound)
+    return jax.vmap(uniform)(keys, jnp.asarray(bounds))
 
 
 def build_optimizer(config: TrainConfig, *, steps_per_epoch: int):
@@ -847,10 +885,39 @@ def _network(config: TrainConfig, train_set: data.Dataset):
     return model, _loss_and_correct, _eval_sums, model_spec(model), "LeNet"
 
 
+def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """Epoch ``epoch``'s order of the ``n`` training examples: :func:`jaxnets.data.batches`' order for the key
+    ``fold_in(key(seed), epoch)``, as one int32 array (its batches are consecutive slices).
+
+    One compiled program for the key, its fold-in and the permutation; drawn eagerly as ``data.batches`` does,
+    they were six small programs, traced and lowered in every process (about 0.1 s of a warm start).
+    tests/test_training.py checks the order against ``data.batches``.
+    """
+    return np.asarray(_permutation(n, _key_words(seed), np.uint32(epoch)), dtype=np.int32)
+
+
+def _key_words(seed: int) -> np.ndarray:
+    """``key_data(jax.random.key(seed))`` without a program: threefry's seed words, the high 32 bits of the seed
+    (0 without x64, where JAX keeps only the low 32), then the low 32. Passed to a compiled program as a value,
+    so that one program serves every seed."""
+    high = (seed >> 32) & 0xFFFFFFFF if jax.config.jax_enable_x64 else 0
+    return np.array([high, seed & 0xFFFFFFFF], np.uint32)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _permutation(n: int, words, epoch) -> jax.Array:
+    return jax.random.permutation(jax.random.fold_in(jax.random.wrap_key_data(words), epoch), n)
+
+
 def _run_state(trainer: Trainer) -> dict:
-    """A checkpoint's arrays: parameters, optimizer state, and the buffers of a model with any (BatchNorm's)."""
-    state = {"params": nnx.to_pure_dict(trainer.params), "opt_state": trainer.opt_state}
-    if jax.tree.leaves(buffers := nnx.to_pure_dict(trainer.buffers)):
+    """A checkpoint's arrays as NumPy copies: parameters, optimizer state, and the buffers of a model with any.
+
+    Copied from the trainer's live buffers to the host directly (no device copy first, which cost a program
+    per shape to trace and lower in every process, and 2.2 to 3.0 ms an epoch for LeNet and Adam).
+    """
+    params, opt_state, buffers = trainer._host_carry(0, 1, 2)
+    state = {"params": nnx.to_pure_dict(params), "opt_state": opt_state}
+    if jax.tree.leaves(buffers := nnx.to_pure_dict(buffers)):
         state["buffers"] = buffers
     return state
 
@@ -925,7 +992,7 @@ def train(
         step = checkpoint.latest_step(ckpt_dir)  # once: the settings checked and the state restored are one epoch's
         _check_resumable(checkpoint.read_metadata(ckpt_dir, step).get("config"), config, out)
         # Host copies: restored values go back to the trainer's devices through load_model and opt_state.
-        like = jax.tree.map(np.asarray, _run_state(trainer))
+        like = _run_state(trainer)
         state, meta = checkpoint.restore(ckpt_dir, step, like=like)
         _set_params(model, state["params"])
         if "buffers" in state:
@@ -942,7 +1009,6 @@ def train(
     if mesh is not None:
         log(f"data-parallel over {num_devices} {mesh.devices.flat[0].platform} devices"
             + (f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""))  # fmt: skip
-    key = jax.random.key(config.seed)
     metrics = {"config": config.to_json(), "model": spec, "data": {"train": len(train_set),
                "test": len(test_set)}, "devices": num_devices, "processes": jax.process_count(),
                "status": "running"}  # fmt: skip
@@ -953,8 +1019,8 @@ def train(
     try:
         for epoch in range(start_epoch + 1, config.epochs + 1):
             t0 = time.perf_counter()
-            order = data.batches(jax.random.fold_in(key, epoch), len(train_set), config.batch_size, drop_last=True)
-            step_losses, hits = _train_epoch(trainer, images, labels, np.stack(list(order)), mesh,
+            order = _epoch_order(config.seed, epoch, len(train_set))[: steps_per_epoch * config.batch_size]
+            step_losses, hits = _train_epoch(trainer, images, labels, order.reshape(steps_per_epoch, -1), mesh,
                                              f"epoch {epoch}/{config.epochs}", progress)  # fmt: skip
             writer.check()  # a failed write of the last epoch stops the run here, before more work
             bad = np.flatnonzero(~np.isfinite(step_losses))
@@ -964,7 +1030,7 @@ def train(
                       f"the loss became {step_losses[bad[0]]} at step {step} (epoch {epoch}, batch {int(bad[0]) + 1})",
                       f"Lower --lr (now {config.learning_rate:g}) or change --optimizer.")  # fmt: skip
             # Host copies: checked here, written by the writer thread while the next epoch trains.
-            state = jax.tree.map(np.array, _run_state(trainer))
+            state = _run_state(trainer)
             if (where := first_non_finite(state)) is not None:
                 step = epoch * steps_per_epoch
                 _stop(writer, out, metrics, history, primary, f"non-finite {where} after step {step}", ckpt_dir,
