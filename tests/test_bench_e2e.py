@@ -38,3 +38,11 @@ def test_summary_keeps_the_cold_round_apart_and_takes_warm_medians():
     assert doc["warm"]["speedup_wall"] == pytest.approx(9 / 5)
     table = e2e.format_table(doc)
     assert "cold" in table and "1.80x the torch script" in table
+
+
+def test_environment_caches_bytecode_privately_and_gives_jaxnets_a_private_xla_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    env = e2e.environment(tmp_path)
+    assert "PYTHONDONTWRITEBYTECODE" not in env
+    assert env["PYTHONPYCACHEPREFIX"] == str(tmp_path / "pyc")
+    assert env["JAXNETS_CACHE_DIR"] == str(tmp_path / "xla")

@@ -63,7 +63,7 @@ import numpy as np
 from flax import nnx
 from jax import lax
 
-from ..nn.functional import max_pool_pick
+from .._pool import max_pool_pick
 
 SHIFT_MAX_TAPS = 27
 """Convolutions with at most this many taps (``kh * kw * in_channels``) use shifted multiply-adds..."""
