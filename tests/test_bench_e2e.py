@@ -1,5 +1,6 @@
 """The end-to-end benchmark section (parity.bench.e2e): its timing of a whole process and its summary."""
 
+import subprocess
 import sys
 
 import pytest
@@ -46,3 +47,21 @@ def test_environment_caches_bytecode_privately_and_gives_jaxnets_a_private_xla_c
     assert "PYTHONDONTWRITEBYTECODE" not in env
     assert env["PYTHONPYCACHEPREFIX"] == str(tmp_path / "pyc")
     assert env["JAXNETS_CACHE_DIR"] == str(tmp_path / "xla")
+
+
+def test_warm_up_runs_each_command_for_one_epoch_with_a_throwaway_xla_cache_and_names_a_failure(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run(cmd, env, **kwargs):
+        calls.append((cmd, env["JAXNETS_CACHE_DIR"]))
+        failed = len(calls) == 4  # the torch command of the second warm-up
+        return subprocess.CompletedProcess(cmd, 1 if failed else 0, "", "boom" if failed else "")
+
+    monkeypatch.setattr(e2e.subprocess, "run", fake_run)
+    env = e2e.environment(tmp_path)
+    e2e.warm_bytecode(tmp_path, env, timeout=5)
+    assert [c[0][c[0].index("--epochs") + 1] for c in calls] == ["1", "1"]
+    assert {c[0][2] for c in calls} == {"jaxnets", "parity.bench.train_torch"}
+    assert all(c[1] != env["JAXNETS_CACHE_DIR"] for c in calls), "round 0 must find jaxnets' XLA cache empty"
+    with pytest.raises(RuntimeError, match="warm-up run of torch failed(.|\n)*boom"):
+        e2e.warm_bytecode(tmp_path, env, timeout=5)  # its jaxnets run succeeds, its torch run fails

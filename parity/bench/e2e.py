@@ -11,7 +11,8 @@ steps (an upper bound on its first step). Round 0 runs jaxnets with an empty
 persistent compilation cache (a private directory, ``JAXNETS_CACHE_DIR``), so
 it pays every compilation: it is reported apart as the cold run. Later rounds
 find the cache warm; their medians make the ratio. Both sides' Python bytecode
-is cached in the same private directory from round 0 on (see :func:`environment`).
+is cached in a private directory (see :func:`environment`), written by an untimed
+one-epoch run of each command before round 0 (:func:`warm_bytecode`).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def run_once(cmd: list[str], first_marker: str, env: dict, timeout: float) -> di
 
 def environment(tmp: Path) -> dict:
     """Both commands' environment: a private, initially empty XLA cache for jaxnets, and Python bytecode written
-    once (round 0) and read after, for both sides, as an installed package's is.
+    once (by :func:`warm_bytecode`) and read after, for both sides, as an installed package's is.
 
     Without the bytecode cache, in a checkout run with ``PYTHONDONTWRITEBYTECODE=1`` (as on the machine these
     figures come from) every changed module of the repository was compiled from source in every round: measured
@@ -74,10 +75,25 @@ def environment(tmp: Path) -> dict:
     return env
 
 
+def warm_bytecode(tmp: Path, env: dict, timeout: float) -> None:
+    """Run both commands once for one epoch, untimed, so that round 0 finds every module's bytecode written.
+
+    ``PYTHONPYCACHEPREFIX`` points at an empty directory, so the first run of each side would otherwise compile
+    every module it imports from source, torch's and jax's included, which ``pip install`` has done long before a
+    user's first run. jaxnets writes its XLA programs to a throwaway cache here: round 0 stays cold for XLA.
+    """
+    warm_env = dict(env, JAXNETS_CACHE_DIR=str(tmp / "xla-warm-up"))
+    for side, cmd in commands(tmp / "warm-up", 1).items():
+        done = subprocess.run(cmd, env=warm_env, capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError(f"the untimed warm-up run of {side} failed ({cmd}):\n{done.stderr[-2000:]}")
+
+
 def collect(rounds: int, epochs: int = 40, timeout: float = 600) -> dict:
     """Alternate both commands over ``rounds`` rounds (round 0 with a cold jaxnets compilation cache)."""
     with tempfile.TemporaryDirectory(prefix="jaxnets-e2e-") as tmp:
         env = environment(Path(tmp))
+        warm_bytecode(Path(tmp), env, timeout)
         runs: dict[str, list[dict]] = {"jaxnets": [], "torch": []}
         for r in range(rounds):
             order = ("jaxnets", "torch") if r % 2 == 0 else ("torch", "jaxnets")
