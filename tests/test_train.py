@@ -147,7 +147,7 @@ def test_trainer_copies_are_private_and_keep_dtype_weak_type_and_keys():
         assert np.array_equal(np.asarray(values(copy)), np.asarray(values(x)))
     trainer = jaxnets.Trainer(jaxnets.TwoLayerNet(12, 6, 3, rngs=nnx.Rngs(0)), jaxnets.optim.adam(lr=0.1), mse_sum)
     x, y = data()
-    params, opt_state, _ = trainer._host_carry(0, 1, 2)
+    params, opt_state, _ = trainer._carry(0, 1, 2, host=True)
     trainer.step(x, y)  # donates the live buffers: the host copies must not be them
     assert all(isinstance(a, np.ndarray) for a in jax.tree.leaves((params, opt_state)))
     assert not np.array_equal(params["linear1"]["kernel"], np.asarray(trainer.params["linear1"]["kernel"][...]))

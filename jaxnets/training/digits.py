@@ -915,7 +915,7 @@ def _run_state(trainer: Trainer) -> dict:
     Copied from the trainer's live buffers to the host directly (no device copy first, which cost a program
     per shape to trace and lower in every process, and 2.2 to 3.0 ms an epoch for LeNet and Adam).
     """
-    params, opt_state, buffers = trainer._host_carry(0, 1, 2)
+    params, opt_state, buffers = trainer._carry(0, 1, 2, host=True)
     state = {"params": nnx.to_pure_dict(params), "opt_state": opt_state}
     if jax.tree.leaves(buffers := nnx.to_pure_dict(buffers)):
         state["buffers"] = buffers

@@ -381,18 +381,14 @@ class Trainer:
         # (params, opt_state, rest) over the live buffers: the next step's donation deletes them.
         return jax.tree.unflatten(self._treedef, self._leaves)
 
-    def _carry(self, *parts: int):
+    def _carry(self, *parts: int, host: bool = False):
         # Copies of the parts asked for (0 params, 1 optimizer state, 2 other state), so that a
-        # snapshot survives the next step's donation; only those parts are copied.
+        # snapshot survives the next step's donation; only those parts are copied. host=True: NumPy
+        # copies read straight from the live buffers (np.array waits for them and copies), what a
+        # checkpoint writes, without a device copy first.
+        copy = _host_copy if host else (lambda x: jnp.array(x, copy=True))
         current = self._current()
-        copies = tuple(jax.tree.map(lambda x: jnp.array(x, copy=True), current[i]) for i in parts)
-        return copies[0] if len(copies) == 1 else copies
-
-    def _host_carry(self, *parts: int):
-        # NumPy copies of the parts asked for, read straight from the live buffers (np.array waits for
-        # them and copies): what a checkpoint writes, without a device copy first.
-        current = self._current()
-        copies = tuple(jax.tree.map(_host_copy, current[i]) for i in parts)
+        copies = tuple(jax.tree.map(copy, current[i]) for i in parts)
         return copies[0] if len(copies) == 1 else copies
 
     def _checked_leaves(self, carry, *, what: str) -> list:
@@ -420,8 +416,8 @@ def _private_copy(x):
     copy: NumPy has no key dtype and no weak type, and a weak scalar made strong would change what the step
     promotes to.
     """
-    if isinstance(x, jax.Array) and not x.aval.weak_type and not jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
-        return np.array(x)
+    if isinstance(x, jax.Array) and not x.aval.weak_type:
+        return _host_copy(x)
     return jnp.array(x, copy=True)
 
 
