@@ -344,6 +344,22 @@ def test_batches_differ_between_epoch_keys():
     assert not np.array_equal(e0, e1)
 
 
+@pytest.mark.parametrize("epoch", [0, 1, 2**31, 2**32 - 1])
+def test_order_with_an_epoch_is_the_order_of_the_folded_key(epoch):
+    key = jax.random.key(3)
+    want = np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), 50))
+    got = data.order(key, 50, epoch=epoch)
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(np.concatenate(list(data.batches(key, 50, 8, epoch=epoch))), want)
+
+
+@pytest.mark.parametrize("epoch", [-1, 2**32, 1.0, True, "1"])
+def test_order_rejects_bad_epochs(epoch):
+    with pytest.raises(ValueError, match="epoch"):
+        data.order(jax.random.key(0), 10, epoch=epoch)
+
+
 def test_batches_drop_last_and_no_shuffle():
     dropped = list(data.batches(jax.random.key(1), 103, 10, drop_last=True))
     assert len(dropped) == 10 == data.num_batches(103, 10, drop_last=True)

@@ -690,15 +690,22 @@ def test_build_model_compiled_is_bit_identical_to_the_eager_constructor(spec, se
         assert np.asarray(a).dtype == np.asarray(b).dtype and np.asarray(a).tobytes() == np.asarray(b).tobytes(), path
 
 
-@pytest.mark.parametrize(
-    "seed, epoch, n", [(0, 1, 1437), (0, 40, 1437), (7, 3, 100), (2**31, 5, 64), (2**40 + 1, 2, 33)]
-)
-def test_epoch_order_is_data_batches_order(seed, epoch, n):
+@pytest.mark.parametrize("x64", [False, True])
+@pytest.mark.parametrize("seed", [0, 7, 2**31, 2**32 + 3, 2**40 + 1])
+def test_run_key_is_jax_random_key(seed, x64):
+    with jax.enable_x64(x64):
+        got, want = training._run_key(seed), jax.random.key(seed)
+        assert got.dtype == want.dtype
+        assert np.array_equal(jax.random.key_data(got), jax.random.key_data(want))
+
+
+@pytest.mark.parametrize("seed, epoch, n", [(0, 1, 1437), (0, 40, 1437), (7, 3, 100), (2**31, 5, 64)])
+def test_the_runs_epoch_order_is_data_batches_order(seed, epoch, n):
     from jaxnets.training import data
 
     key = jax.random.fold_in(jax.random.key(seed), epoch)
     want = np.concatenate(list(data.batches(key, n, 32, drop_last=False)))
-    got = training._epoch_order(seed, epoch, n)
+    got = data.order(training._run_key(seed), n, epoch=epoch)
     assert got.dtype == np.int32 and np.array_equal(got, want)
 
 

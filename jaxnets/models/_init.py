@@ -35,12 +35,23 @@ def torch_kernel_init() -> nnx.Initializer:
     """
 
     def init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
-        # Flax kernels put the inputs on axis -2 and the outputs on axis -1; every
-        # other axis is receptive field.
-        fan_in = math.prod(shape[:-1])
-        return _uniform(key, shape, dtype, 1.0 / math.sqrt(fan_in))
+        return uniform(key, shape, dtype, bound(kernel_fan_in(shape)))
 
     return init
+
+
+def kernel_fan_in(shape) -> int:
+    """Inputs per output unit of a Flax kernel of ``shape``: the product of all axes but the last.
+
+    Flax kernels put the inputs on axis -2 and the outputs on axis -1; every
+    other axis is receptive field.
+    """
+    return math.prod(shape[:-1])
+
+
+def bound(fan_in: int) -> float:
+    """PyTorch's default uniform bound for a layer's weights and bias alike: ``1 / sqrt(fan_in)``."""
+    return 1.0 / math.sqrt(fan_in)
 
 
 def torch_bias_init(fan_in: int) -> nnx.Initializer:
@@ -57,17 +68,20 @@ def torch_bias_init(fan_in: int) -> nnx.Initializer:
     """
     if fan_in <= 0:
         raise ValueError(f"`fan_in` must be positive; got {fan_in}.")
-    bound = 1.0 / math.sqrt(fan_in)
+    b = bound(fan_in)
 
     def init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
-        return _uniform(key, shape, dtype, bound)
+        return uniform(key, shape, dtype, b)
 
     return init
 
 
-def _uniform(key: jax.Array, shape, dtype, bound: float) -> jax.Array:
-    # Drawn flat, then reshaped: XLA:CPU compiles the multi-dimensional threefry
-    # program two to four times slower, and every new shape is a new compilation.
+def uniform(key: jax.Array, shape, dtype, bound) -> jax.Array:
+    """``U(-bound, bound)`` of ``shape``, drawn flat, then reshaped.
+
+    Flat because XLA:CPU compiles the multi-dimensional threefry program two to
+    four times slower, and every new shape is a new compilation.
+    """
     flat = jax.random.uniform(key, (math.prod(shape),), dtype, -bound, bound)
     return flat.reshape(shape)
 

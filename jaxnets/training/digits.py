@@ -70,6 +70,7 @@ from flax import nnx
 from .. import optim
 from .._files import atomic_write
 from ..losses import cross_entropy
+from ..models import _init
 from ..models._lenet import LeNet
 from . import checkpoint, data, distributed, inference
 from .trainer import Trainer
@@ -402,9 +403,9 @@ def _built_lenet(spec: tuple, seed: int) -> LeNet:
     The shapes come from tracing the constructor with zero initialisers (``nnx.eval_shape``). The weights are
     bit-identical to the eager constructor's (tests/test_training.py checks several seeds and shapes); with
     ``jax_threefry_partitionable`` off, where a longer draw does not start with a shorter one, the constructor
-    runs eagerly.
+    runs eagerly, as it does under another PRNG than threefry.
     """
-    if not jax.config.jax_threefry_partitionable:
+    if not (jax.config.jax_threefry_partitionable and _threefry()):
         return LeNet(**dict(spec), rngs=nnx.Rngs(seed))
     zeros = nnx.initializers.zeros
     abstract = nnx.eval_shape(lambda: LeNet(**dict(spec), kernel_init=zeros, bias_init=zeros, rngs=nnx.Rngs(0)))
@@ -424,16 +425,17 @@ def _built_lenet(spec: tuple, seed: int) -> LeNet:
 def _draws(shapes: tuple, words) -> jax.Array:
     """Row ``i``: parameter ``i``'s torch-default uniform draw, padded to the longest; ``(2 * layers, longest)``.
 
+    The draw is :mod:`jaxnets.models._init`'s (its ``uniform`` with its ``bound``, which a layer's weights and
+    bias share), with the key ``nnx.Rngs(seed)`` hands out for parameter ``i``: ``fold_in(key(seed), i)``.
     With partitionable threefry (JAX's default) element ``j`` of a flat draw depends on the key and ``j``
     alone, so the first ``size`` elements of a longer draw are the draw of ``size``.
     """
     sizes = [math.prod(s) for pair in shapes for s in pair]
-    # Weights and bias of a layer share torch's bound 1 / sqrt(fan_in), fan_in = the kernel's axes but the last.
-    bounds = np.array([1.0 / math.sqrt(math.prod(k[:-1])) for k, _ in shapes for _ in (0, 1)], np.float32)
+    bounds = np.array([_init.bound(_init.kernel_fan_in(k)) for k, _ in shapes for _ in (0, 1)], np.float32)
     key = jax.random.wrap_key_data(words)  # jax.random.key(seed), as nnx.Rngs(seed) makes it
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(len(sizes), dtype=jnp.uint32))
-    uniform = lambda key, bound: jax.random.uniform(key, (max(sizes),), jnp.float32, -bound, bound)
-    return jax.vmap(uniform)(keys, jnp.asarray(bounds))
+    draw = lambda key, bound: _init.uniform(key, (max(sizes),), jnp.float32, bound)
+    return jax.vmap(draw)(keys, jnp.asarray(bounds))
 
 
 def build_optimizer(config: TrainConfig, *, steps_per_epoch: int):
@@ -885,28 +887,27 @@ def _network(config: TrainConfig, train_set: data.Dataset):
     return model, _loss_and_correct, _eval_sums, model_spec(model), "LeNet"
 
 
-def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
-    """Epoch ``epoch``'s order of the ``n`` training examples: :func:`jaxnets.data.batches`' order for the key
-    ``fold_in(key(seed), epoch)``, as one int32 array (its batches are consecutive slices).
-
-    One compiled program for the key, its fold-in and the permutation; drawn eagerly as ``data.batches`` does,
-    they were six small programs, traced and lowered in every process (about 0.1 s of a warm start).
-    tests/test_training.py checks the order against ``data.batches``.
-    """
-    return np.asarray(_permutation(n, _key_words(seed), np.uint32(epoch)), dtype=np.int32)
+def _threefry() -> bool:
+    """Whether JAX's default PRNG is threefry, whose seeding :func:`_key_words` restates."""
+    return jax.config.jax_default_prng_impl == "threefry2x32"
 
 
 def _key_words(seed: int) -> np.ndarray:
-    """``key_data(jax.random.key(seed))`` without a program: threefry's seed words, the high 32 bits of the seed
-    (0 without x64, where JAX keeps only the low 32), then the low 32. Passed to a compiled program as a value,
-    so that one program serves every seed."""
+    """``key_data(jax.random.key(seed))`` without a program, for JAX's default threefry PRNG (:func:`_threefry`).
+
+    Threefry's seed words: the high 32 bits of the seed (0 without x64, where JAX keeps only the low 32), then
+    the low 32. ``jax.random.key(seed)`` computes them with a few small programs, each traced and lowered in
+    every process; passed to a compiled program as a value, they let one program serve every seed. The rule is
+    threefry's seeding in JAX, not a public API: tests/test_training.py checks it against ``jax.random.key``
+    for five seeds up to ``2**40 + 1``, with and without x64.
+    """
     high = (seed >> 32) & 0xFFFFFFFF if jax.config.jax_enable_x64 else 0
     return np.array([high, seed & 0xFFFFFFFF], np.uint32)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _permutation(n: int, words, epoch) -> jax.Array:
-    return jax.random.permutation(jax.random.fold_in(jax.random.wrap_key_data(words), epoch), n)
+def _run_key(seed: int) -> jax.Array:
+    """``jax.random.key(seed)``: from :func:`_key_words` (no program) under threefry, else from JAX itself."""
+    return jax.random.wrap_key_data(_key_words(seed)) if _threefry() else jax.random.key(seed)
 
 
 def _run_state(trainer: Trainer) -> dict:
@@ -1016,10 +1017,11 @@ def train(
     drawn = time.perf_counter()  # when curves.png was last drawn: a short run draws only after its last epoch
     title = f"{name} on {config.data}, {config.optimizer} lr {config.learning_rate:g}"
     writer = _Writer()
+    run_key = _run_key(config.seed)
     try:
         for epoch in range(start_epoch + 1, config.epochs + 1):
             t0 = time.perf_counter()
-            order = _epoch_order(config.seed, epoch, len(train_set))[: steps_per_epoch * config.batch_size]
+            order = data.order(run_key, len(train_set), epoch=epoch)[: steps_per_epoch * config.batch_size]
             step_losses, hits = _train_epoch(trainer, images, labels, order.reshape(steps_per_epoch, -1), mesh,
                                              f"epoch {epoch}/{config.epochs}", progress)  # fmt: skip
             writer.check()  # a failed write of the last epoch stops the run here, before more work
