@@ -70,7 +70,9 @@ def _compare(torch_module, module, *inputs, steps=1, no_grad=(), rtol=F64_RTOL, 
         cot = np.random.default_rng(k).normal(size=tuple(out_t.shape)).astype(out_t.detach().numpy().dtype)
         if out_t.requires_grad:
             (out_t * torch.from_numpy(cot)).sum().backward()
-        out, state, (param_grads, input_grads) = step(params, rest, [jnp.asarray(inputs[i]) for i in diff], cot)
+        # Put on the device as they are: jnp.asarray of a NumPy array compiles an identity program per shape.
+        xs = [jax.device_put(inputs[i]) for i in diff]
+        out, state, (param_grads, input_grads) = step(params, rest, xs, cot)
         _close(out, out_t.detach().numpy(), f"step {k}: output", rtol, atol)
         for i, g in zip(diff, input_grads, strict=True):
             want = np.zeros(inputs[i].shape, inputs[i].dtype) if xt[i].grad is None else xt[i].grad.numpy()
@@ -390,7 +392,7 @@ def test_embedding_bag_refusals():
 def _loss_pair(name, *args, **kwargs):
     """torch's loss and its mirror from the same arguments (arrays given as NumPy, converted per side)."""
     conv_t = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
-    conv_j = {k: jnp.asarray(v) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
+    conv_j = {k: jax.device_put(v) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
     return getattr(torch.nn, name)(*args, **conv_t), getattr(nn, name)(*args, **conv_j)
 
 
@@ -732,8 +734,8 @@ def test_ctc_loss_lengths_repeats_empty_targets_and_impossible_alignments(x64, r
         _compare(torch_loss, loss, lp, targets, input_lengths, target_lengths)
         return
     # An infinite loss: torch's gradient is NaN in the impossible sample's steps, and so is the mirror's.
-    args = [jnp.asarray(a) for a in (targets, input_lengths, target_lengths)]
-    out, vjp = jax.vjp(lambda x: loss(x, *args), jnp.asarray(lp))
+    args = [jax.device_put(a) for a in (targets, input_lengths, target_lengths)]
+    out, vjp = jax.vjp(lambda x: loss(x, *args), jax.device_put(lp))
     lpt = torch.from_numpy(lp.copy()).requires_grad_(True)
     out_t = torch_loss(lpt, *[torch.from_numpy(a) for a in (targets, input_lengths, target_lengths)])
     out_t.backward(torch.ones_like(out_t))
@@ -885,13 +887,14 @@ def test_every_new_layer_jits_differentiates_and_vmaps(x64, make, inputs, traini
         singles = [(f(params, *[x[k] for x in batch]), grad(params, *[x[k] for x in batch])) for k in range(2)]
         return singles, jax.vmap(f, in_axes=axes)(params, *batch), jax.vmap(grad, in_axes=axes)(params, *batch)
 
-    singles, mapped, grads = run(params, *[jnp.asarray(x) for x in inputs])
+    singles, mapped, grads = run(params, *[jax.device_put(x) for x in inputs])
     for _, g in singles:
         assert all(np.all(np.isfinite(np.asarray(leaf))) for leaf in jax.tree.leaves(g)), "a non-finite gradient"
     for k, (value, g) in enumerate(singles):
-        _close(mapped[k], value, f"vmap entry {k}")
+        # Entries taken in NumPy: indexing a jax array eagerly compiles a slice program per shape.
+        _close(np.asarray(mapped)[k], value, f"vmap entry {k}")
         for have, want in zip(jax.tree.leaves(grads), jax.tree.leaves(g), strict=True):
-            _close(have[k], want, f"vmap(grad) entry {k}")
+            _close(np.asarray(have)[k], want, f"vmap(grad) entry {k}")
 
 
 # Generated shapes and options (hypothesis) -------------------------------------
