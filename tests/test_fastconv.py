@@ -228,7 +228,7 @@ def test_max_pool2d_sends_a_tied_gradient_to_the_first_maximum_in_row_major_orde
         ],
         np.float64,
     )
-    x = jnp.asarray(windows.reshape(1, 5, 2, 2).transpose(0, 2, 1, 3).reshape(1, 2, 10, 1))  # (C, H, W, N)
+    x = jax.device_put(windows.reshape(1, 5, 2, 2).transpose(0, 2, 1, 3).reshape(1, 2, 10, 1))  # (C, H, W, N)
     g = jnp.asarray([1.0, 2.0, 3.0, 4.0, 5.0]).reshape(1, 1, 5, 1)
     y, vjp = jax.vjp(_fastconv.max_pool2d, x)
     np.testing.assert_array_equal(y[0, 0, :, 0], [1, 1, 1, 2, 3])
@@ -247,14 +247,14 @@ def test_max_pool2d_gives_a_nan_windows_gradient_to_its_last_nan_as_torch_and_th
     for c, i, j, n in [(0, 0, 0, 0), (0, 1, 1, 0), (1, 2, 3, 1), (2, 4, 4, 4), (2, 5, 5, 4), (1, 6, 8, 2)]:
         x[c, i, j, n] = np.nan  # two NaNs in one window twice; the last one in the dropped odd row
     g = np.random.default_rng(1).standard_normal((3, 3, 4, 5))
-    y, vjp = jax.vjp(_fastconv.max_pool2d, jnp.asarray(x))
-    dx = np.asarray(vjp(jnp.asarray(g))[0])
+    y, vjp = jax.vjp(_fastconv.max_pool2d, jax.device_put(x))
+    dx = np.asarray(vjp(jax.device_put(g))[0])
     to_nchw = lambda a: np.asarray(a).transpose(3, 0, 1, 2)  # noqa: E731 - (C, H, W, N) -> (N, C, H, W)
-    ym, vjpm = jax.vjp(lambda a: jaxnets.nn.functional.max_pool2d(a, 2), jnp.asarray(to_nchw(x)))
+    ym, vjpm = jax.vjp(lambda a: jaxnets.nn.functional.max_pool2d(a, 2), jax.device_put(to_nchw(x)))
     xt = torch.tensor(to_nchw(x), requires_grad=True)
     yt = F.max_pool2d(xt, 2)
     yt.backward(torch.tensor(to_nchw(g)))
-    for want_y, want_dx in [(np.asarray(ym), np.asarray(vjpm(jnp.asarray(to_nchw(g)))[0])), (yt.detach(), xt.grad)]:
+    for want_y, want_dx in [(np.asarray(ym), np.asarray(vjpm(jax.device_put(to_nchw(g)))[0])), (yt.detach(), xt.grad)]:
         np.testing.assert_array_equal(to_nchw(y), np.asarray(want_y))
         np.testing.assert_array_equal(to_nchw(dx), np.asarray(want_dx))
     assert dx[0, 1, 1, 0] == g[0, 0, 0, 0] and dx[0, 0, 0, 0] == 0  # the test has teeth: the last NaN of two
@@ -318,11 +318,11 @@ def test_fast_conv_relu_pool_gradients_equal_torchs_in_float64_with_ties(x64, ba
     def jax_loss(x, w1, b1, w2, b2):
         h = _fastconv.to_batch_last(x)  # (N, H, W, C) -> (C, H, W, N)
         h = stage(stage(h, w1, b1), w2, b2)
-        return jnp.sum(h * jnp.asarray(r.transpose(1, 2, 3, 0)))  # (N, C, H, W) -> (C, H, W, N)
+        return jnp.sum(h * jax.device_put(r.transpose(1, 2, 3, 0)))  # (N, C, H, W) -> (C, H, W, N)
 
-    assert fused_path(_fastconv.to_batch_last(jnp.asarray(x)), jnp.asarray(w1)) == (batch >= 8)  # conv1's path
+    assert fused_path(_fastconv.to_batch_last(jax.device_put(x)), jax.device_put(w1)) == (batch >= 8)  # conv1's path
 
-    grads = jax.grad(jax_loss, argnums=(0, 1, 2, 3, 4))(*map(jnp.asarray, (x, w1, b1, w2, b2)))
+    grads = jax.grad(jax_loss, argnums=(0, 1, 2, 3, 4))(*map(jax.device_put, (x, w1, b1, w2, b2)))
     assert rel_err(grads[0], tx.grad.numpy().transpose(0, 2, 3, 1)) <= F64_RTOL
     assert rel_err(grads[1], tw1.grad.numpy().transpose(2, 3, 1, 0)) <= F64_RTOL
     assert rel_err(grads[2], tb1.grad.numpy()) <= F64_RTOL
@@ -344,11 +344,11 @@ def test_fast_conv_relu_pool_gradients_equal_torchs_in_float64_with_ties(x64, ba
 @pytest.mark.parametrize("kind", ["random", "ties"])
 def test_conv2d_relu_max_pool2d_fused_equals_the_three_ops_in_float64(x64, c, h, w, kh, kw, kind):
     rng = np.random.default_rng(c * 100 + h + kh)
-    x = jnp.asarray(np.asarray(images(kind, (c, h + 20, w + 20, 9), jnp.float64))[:, :h, :w])  # (C, H, W, N)
-    kernel = jnp.asarray(np.round(rng.standard_normal((kh, kw, c, 4)) * 8) / 32)
+    x = jax.device_put(np.asarray(images(kind, (c, h + 20, w + 20, 9), jnp.float64))[:, :h, :w])  # (C, H, W, N)
+    kernel = jax.device_put(np.round(rng.standard_normal((kh, kw, c, 4)) * 8) / 32)
     bias = jnp.asarray([-100.0, 0.0, 0.25, -0.25])  # channel 0: all ReLU zeros, every window a tie
     assert fused_path(x, kernel)
-    cot = jnp.asarray(rng.standard_normal((4, (h - kh + 1) // 2, (w - kw + 1) // 2, 9)))
+    cot = jax.device_put(rng.standard_normal((4, (h - kh + 1) // 2, (w - kw + 1) // 2, 9)))
     fused = lambda x, k, b: jnp.sum(_fastconv.conv2d_relu_max_pool2d(x, k, b) * cot)
     ops = lambda x, k, b: jnp.sum(_fastconv.max_pool2d(jax.nn.relu(_fastconv.conv2d(x, k, b))) * cot)
     got, want = (jax.value_and_grad(f, argnums=(0, 1, 2))(x, kernel, bias) for f in (fused, ops))
