@@ -112,13 +112,14 @@ class ModelSpec:
         leaves = jax.tree.leaves(state)
         if not all(jnp.issubdtype(leaf.dtype, jnp.floating) for leaf in leaves):
             raise TypeError(f"{self.name}: parity fills only floating-point state; got {[s.dtype for s in leaves]}.")
-        module = nnx.merge(graphdef, jax.tree.map(lambda s: jnp.asarray(np.zeros(s.shape, s.dtype)), state))
+        # jax.device_put, not jnp.asarray: in this JAX the latter stages NumPy input through a program per shape.
+        module = nnx.merge(graphdef, jax.tree.map(lambda s: jax.device_put(np.zeros(s.shape, s.dtype)), state))
         load(module, init)
         return module
 
     def jax_input(self, x: np.ndarray, dtype: str) -> jax.Array:
         x = np.asarray(x, np_dtype(dtype))
-        return jnp.asarray(to_nhwc(x) if self.images else x)  # (N, C, H, W) -> (N, H, W, C)
+        return jax.device_put(to_nhwc(x) if self.images else x)  # (N, C, H, W) -> (N, H, W, C)
 
     def torch_apply(self, module, x, depth):
         return module(x) if depth is None else module(x, depth)

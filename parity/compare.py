@@ -358,7 +358,7 @@ def _compare(torch_model, jax_model, inputs, jax_inputs, loss, training, dtype, 
     j_inputs = [
         jnp.asarray(_to_numpy(x), jnp_dtype)
         if np.issubdtype(_to_numpy(x).dtype, np.floating)
-        else jnp.asarray(_to_numpy(x))
+        else jax.device_put(_to_numpy(x))  # jnp.asarray would compile an identity program per shape
         for x in (inputs if jax_inputs is None else jax_inputs)
     ]
     graphdef, params, rest = nnx.split(port, nnx.Param, ...)

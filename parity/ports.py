@@ -231,7 +231,8 @@ def port_holding(case: PortCase, state: dict[str, np.ndarray], dtype: str) -> nn
     def zeros(s):
         if jnp.issubdtype(s.dtype, jax.dtypes.prng_key):  # dropout's nnx.Rngs: a key, not a number
             return jax.random.key(0) if s.shape == () else jax.random.split(jax.random.key(0), s.shape)
-        return jnp.asarray(np.zeros(s.shape, floating if jnp.issubdtype(s.dtype, jnp.floating) else s.dtype))
+        # jax.device_put, not jnp.asarray: in this JAX the latter stages NumPy input through a program per shape.
+        return jax.device_put(np.zeros(s.shape, floating if jnp.issubdtype(s.dtype, jnp.floating) else s.dtype))
 
     nnx.update(port, jax.tree.map(zeros, nnx.state(port)))
     port.load_state_dict({k: v.astype(floating) if v.dtype.kind == "f" else v for k, v in state.items()})

@@ -75,7 +75,7 @@ def test_export_safetensors_loads_strictly_into_torch_and_gives_the_same_outputs
     net = make_torch(arch, seed=5)
     net.load_state_dict(safetensors.torch.load_file(path), strict=True)
     x = jax_input(arch)
-    np.testing.assert_allclose(torch_out(net, x), model(jnp.asarray(x)), rtol=F32_RTOL, atol=F32_ATOL)
+    np.testing.assert_allclose(torch_out(net, x), model(jax.device_put(x)), rtol=F32_RTOL, atol=F32_ATOL)
     arrays = exchange.to_torch_arrays(model)
     assert list(arrays) == [n for n, _ in net.named_parameters()]  # torch's order and names, e.g. 0.weight
     assert all(a.flags.c_contiguous and a.flags.owndata and a.dtype == np.float32 for a in arrays.values())
@@ -88,7 +88,7 @@ def test_export_safetensors_float64_matches_torch_to_1e12(tmp_path, x64, arch):
     net = make_torch(arch).double()
     net.load_state_dict(safetensors.torch.load_file(tmp_path / "w.safetensors"), strict=True)
     x = jax_input(arch, np.float64)
-    np.testing.assert_allclose(torch_out(net, x), model(jnp.asarray(x)), rtol=F64_RTOL, atol=F64_ATOL)
+    np.testing.assert_allclose(torch_out(net, x), model(jax.device_put(x)), rtol=F64_RTOL, atol=F64_ATOL)
 
 
 def test_export_arrays_are_copies_and_fc1_is_in_torch_flatten_order():
@@ -122,7 +122,7 @@ def test_import_torch_state_dict_file_gives_the_same_outputs(tmp_path, arch, kin
     model = make_jax(arch, seed=7)
     exchange.load_weights(model, path)
     x = jax_input(arch)
-    np.testing.assert_allclose(model(jnp.asarray(x)), torch_out(net, x), rtol=F32_RTOL, atol=F32_ATOL)
+    np.testing.assert_allclose(model(jax.device_put(x)), torch_out(net, x), rtol=F32_RTOL, atol=F32_ATOL)
     for name, value in exchange.to_torch_arrays(model).items():  # and back: a permutation, exact
         np.testing.assert_array_equal(value, net.state_dict()[name].numpy(), err_msg=name)
 
@@ -138,7 +138,7 @@ def test_import_checkpoint_dict_wrappers(tmp_path):
     for name in ("c.pt", "s.pt"):
         model = make_jax("two_layer", seed=3)
         exchange.load_weights(model, tmp_path / name)
-        np.testing.assert_allclose(model(jnp.asarray(x)), torch_out(net, x), rtol=F32_RTOL, atol=F32_ATOL)
+        np.testing.assert_allclose(model(jax.device_put(x)), torch_out(net, x), rtol=F32_RTOL, atol=F32_ATOL)
 
 
 def test_import_rejects_a_dict_that_is_not_a_flat_state_dict(tmp_path):

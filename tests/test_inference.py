@@ -1,7 +1,6 @@
 """jaxnets.training.inference: the forward pass of many batches in one compiled loop, and training.logits built on it."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -39,7 +38,7 @@ def test_forward_batches_compiles_once_per_shape_and_structure():
     graphdef, state = nnx.split(model)
     run = inference.forward_batches(graphdef)
     assert inference.forward_batches(nnx.split(jaxnets.LeNet(rngs=nnx.Rngs(1)))[0]) is run  # same structure
-    xs = jnp.asarray(_images(8).reshape(2, 4, 32, 32, 1))
+    xs = jax.device_put(_images(8).reshape(2, 4, 32, 32, 1))
     run(state, xs)
     size = run._cache_size()
     run(state, xs + 1.0)
@@ -64,4 +63,4 @@ def test_logits_in_groups_of_padded_batches_equal_one_forward(monkeypatch, n):
     out = training.logits(model, images, batch_size=10)
     assert out.shape == (n, 10)
     if n:
-        np.testing.assert_allclose(out, model(jnp.asarray(images)), atol=F32_ATOL, rtol=F32_RTOL)
+        np.testing.assert_allclose(out, model(jax.device_put(images)), atol=F32_ATOL, rtol=F32_RTOL)

@@ -31,7 +31,7 @@ def test_mse_loss_matches_numpy(x64, input_shape, target_shape, reduction):
     x = rng.normal(size=input_shape)
     target = rng.normal(size=target_shape)
     expected = _reduce((x - target) ** 2, reduction)
-    actual = mse_loss(jnp.asarray(x), jnp.asarray(target), reduction=reduction)
+    actual = mse_loss(jax.device_put(x), jax.device_put(target), reduction=reduction)
     assert actual.shape == expected.shape
     np.testing.assert_allclose(np.asarray(actual), expected, rtol=F64_RTOL, atol=F64_ATOL)
 
@@ -81,7 +81,7 @@ def test_cross_entropy_with_class_indices_matches_numpy(x64, logits_shape, reduc
     labels = rng.integers(0, 5, size=logits_shape[:-1])
     log_probs = _log_softmax(logits)
     expected = _reduce(-np.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0], reduction)
-    actual = cross_entropy(jnp.asarray(logits), jnp.asarray(labels), reduction=reduction)
+    actual = cross_entropy(jax.device_put(logits), jax.device_put(labels), reduction=reduction)
     assert actual.shape == expected.shape
     np.testing.assert_allclose(np.asarray(actual), expected, rtol=F64_RTOL, atol=F64_ATOL)
 
@@ -93,7 +93,7 @@ def test_cross_entropy_with_class_probabilities_matches_numpy(x64, logits_shape,
     logits = rng.normal(size=logits_shape)
     probabilities = rng.dirichlet(np.ones(logits_shape[-1]), size=logits_shape[:-1])
     expected = _reduce(-np.sum(probabilities * _log_softmax(logits), axis=-1), reduction)
-    actual = cross_entropy(jnp.asarray(logits), jnp.asarray(probabilities), reduction=reduction)
+    actual = cross_entropy(jax.device_put(logits), jax.device_put(probabilities), reduction=reduction)
     assert actual.shape == expected.shape
     np.testing.assert_allclose(np.asarray(actual), expected, rtol=F64_RTOL, atol=F64_ATOL)
 

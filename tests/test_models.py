@@ -85,7 +85,7 @@ def _np_lenet(p, x):
 def test_lenet_forward_matches_a_numpy_reference_in_float64(x64, kernel_size):
     net = jaxnets.LeNet(kernel_size=kernel_size, param_dtype=jnp.float64, rngs=nnx.Rngs(3))
     x = np.random.default_rng(0).standard_normal((4, 32, 32, 1))
-    np.testing.assert_allclose(net(jnp.asarray(x)), _np_lenet(np_params(net), x), rtol=F64_RTOL, atol=F64_ATOL)
+    np.testing.assert_allclose(net(jax.device_put(x)), _np_lenet(np_params(net), x), rtol=F64_RTOL, atol=F64_ATOL)
 
 
 @pytest.mark.parametrize("impl", ["fast", "lax"])
@@ -208,7 +208,7 @@ def test_two_layer_net_matches_numpy_in_float64(x64):
     want = (
         np.maximum(x @ p["linear1"]["kernel"] + p["linear1"]["bias"], 0) @ p["linear2"]["kernel"] + p["linear2"]["bias"]
     )
-    np.testing.assert_allclose(net(jnp.asarray(x)), want, rtol=F64_RTOL, atol=F64_ATOL)
+    np.testing.assert_allclose(net(jax.device_put(x)), want, rtol=F64_RTOL, atol=F64_ATOL)
 
 
 @pytest.mark.parametrize(
@@ -243,7 +243,7 @@ def test_dynamic_net_int_and_traced_depth_match_numpy_float64(x64, depth):
     net = jaxnets.DynamicNet(20, 16, 4, param_dtype=jnp.float64, rngs=nnx.Rngs(0))
     x = np.random.default_rng(depth).standard_normal((5, 20))
     want = _dynamic_reference(np_params(net), x, depth)
-    np.testing.assert_allclose(net(jnp.asarray(x), depth), want, rtol=F64_RTOL, atol=F64_ATOL)
+    np.testing.assert_allclose(net(jax.device_put(x), depth), want, rtol=F64_RTOL, atol=F64_ATOL)
     graphdef, state = nnx.split(net)
     traced = jax.jit(lambda s, x, d: nnx.merge(graphdef, s)(x, d))
     np.testing.assert_allclose(traced(state, x, jnp.int32(depth)), want, rtol=F64_RTOL, atol=F64_ATOL)

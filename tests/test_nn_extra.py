@@ -84,9 +84,9 @@ def test_dropout_given_torchs_mask_matches_torch(x64, name, torch_fn, shape, fea
     mask = _torch_mask(y_np, shape, feature, alpha, p, unbatched)
     assert mask.any() and not mask.all(), "pick a seed where torch both keeps and drops"
     fn = getattr(F, name)
-    y, vjp = jax.vjp(lambda x: fn(x, p, True, mask=jnp.asarray(mask)), jnp.asarray(x))
+    y, vjp = jax.vjp(lambda x: fn(x, p, True, mask=jax.device_put(mask)), jax.device_put(x))
     _close(y, y_np, f"{name} output")
-    _close(vjp(jnp.asarray(cot))[0], xt.grad.numpy(), f"{name} input gradient")
+    _close(vjp(jax.device_put(cot))[0], xt.grad.numpy(), f"{name} input gradient")
 
 
 @pytest.mark.parametrize("name, torch_fn, shape, feature, alpha", DROPOUTS, ids=DROPOUT_IDS)
@@ -95,9 +95,9 @@ def test_dropout_edge_probabilities_and_eval_match_torch(x64, name, torch_fn, sh
     fn = getattr(F, name)
     for p, training in [(0.0, True), (1.0, True), (0.5, False), (1.0, False)]:
         want = torch_fn(torch.tensor(x), p, training).numpy()
-        have = fn(jnp.asarray(x), p, training)  # no key needed: nothing random happens here
+        have = fn(jax.device_put(x), p, training)  # no key needed: nothing random happens here
         np.testing.assert_array_equal(np.asarray(have), want, err_msg=f"{name} p={p} training={training}")
-    grad = jax.grad(lambda x: fn(x, 1.0, True).sum())(jnp.asarray(x))
+    grad = jax.grad(lambda x: fn(x, 1.0, True).sum())(jax.device_put(x))
     np.testing.assert_array_equal(np.asarray(grad), np.zeros(shape))
 
 
@@ -107,7 +107,7 @@ DROPOUT_CLASSES = ["Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropo
 @pytest.mark.parametrize("cls", DROPOUT_CLASSES)
 def test_dropout_layer_is_identity_in_eval_and_random_in_train(x64, cls):
     shape = {"Dropout1d": (2, 4, 5), "Dropout2d": (2, 4, 3, 5)}.get(cls, (2, 4, 3, 5, 2))
-    x = jnp.asarray(_normal(shape, 4)) + 10  # all positive, so no kept value is the dropped value
+    x = jax.device_put(_normal(shape, 4)) + 10  # all positive, so no kept value is the dropped value
     layer = getattr(nn, cls)(0.5, rngs=nnx.Rngs(0))
     assert repr(getattr(torch.nn, cls)(0.5)).endswith(f"({layer.extra_repr()})")
     np.testing.assert_array_equal(np.asarray(layer.eval()(x)), np.asarray(x))
@@ -123,7 +123,7 @@ def test_dropout_random_masks_have_torchs_structure_and_scale(x64, name, torch_f
     big = (40, 50) + shape[-(len(shape) - 2) :] if len(shape) > 2 else (40, 50)
     if name in ("dropout1d", "dropout3d") and len(shape) in (2, 4):
         big = (50,) + shape[1:]  # unbatched
-    x = jnp.asarray(np.abs(_normal(big, 5)) + 1)
+    x = jax.device_put(np.abs(_normal(big, 5)) + 1)
     y = np.asarray(getattr(F, name)(x, p, True, key=jax.random.key(7)))
     x = np.asarray(x)
     if alpha:
@@ -147,7 +147,7 @@ def test_dropout_random_masks_have_torchs_structure_and_scale(x64, name, torch_f
 
 
 def test_dropout_jits_differentiates_and_vmaps(x64):
-    x = jnp.asarray(_normal((3, 4, 5), 6))
+    x = jax.device_put(_normal((3, 4, 5), 6))
     f = jax.jit(lambda x, key: F.dropout1d(x, 0.4, True, key=key))
     key = jax.random.key(1)
     y = f(x, key)
@@ -158,7 +158,7 @@ def test_dropout_jits_differentiates_and_vmaps(x64):
     for i in range(3):
         _close(mapped[i], F.feature_alpha_dropout(x[i], 0.4, True, key=keys[i]))
     layer = nn.Dropout2d(0.5, rngs=nnx.Rngs(3))
-    z = jnp.asarray(_normal((2, 6, 3, 3), 7))
+    z = jax.device_put(_normal((2, 6, 3, 3), 7))
     run = nnx.jit(lambda m, z: m(z))
     assert not np.array_equal(np.asarray(run(layer, z)), np.asarray(run(layer, z)))
     np.testing.assert_array_equal(np.asarray(run(layer.eval(), z)), np.asarray(z))
@@ -189,8 +189,8 @@ def test_dropout_mask_bits_are_jax_random_bits(kind, shape):
 
 def test_dropout_unrolled_threefry_is_jaxs_hash():
     rng = np.random.default_rng(15)
-    k0, k1 = (jnp.asarray(rng.integers(0, 2**32, (), np.uint64).astype(np.uint32)) for _ in range(2))
-    x0, x1 = (jnp.asarray(rng.integers(0, 2**32, 1000, np.uint64).astype(np.uint32)) for _ in range(2))
+    k0, k1 = (jax.device_put(rng.integers(0, 2**32, (), np.uint64).astype(np.uint32)) for _ in range(2))
+    x0, x1 = (jax.device_put(rng.integers(0, 2**32, 1000, np.uint64).astype(np.uint32)) for _ in range(2))
     want = threefry2x32_p.bind(k0, k1, x0, x1)
     have = _random.threefry2x32(k0, k1, x0, x1)
     for h, w in zip(have, want, strict=True):
@@ -356,7 +356,7 @@ def test_interpolate_matches_torch(x64, shape, kw):
         y, vjp = jax.vjp(lambda x: F.interpolate(x, **kw), x)
         return y, vjp(g)[0]
 
-    y, grad = value_and_grad(jnp.asarray(x), jnp.asarray(g))
+    y, grad = value_and_grad(jax.device_put(x), jax.device_put(g))
     assert y.shape == tuple(want.shape)
     _close(y, want.detach().numpy(), "output")
     _close(grad, xt.grad.numpy(), "input gradient")
@@ -375,7 +375,7 @@ def test_upsampling_layers_match_torch(x64, cls, args, kw):
     shape = (2, 3, 4, 5, 3) if kw.get("mode") == "trilinear" else (2, 3, 4, 5)
     x = _normal(shape, 13)
     want = getattr(torch.nn, cls)(*args, **kw)(torch.tensor(x))
-    _close(getattr(nn, cls)(*args, **kw)(jnp.asarray(x)), want.numpy())
+    _close(getattr(nn, cls)(*args, **kw)(jax.device_put(x)), want.numpy())
 
 
 def test_interpolate_refuses_bad_arguments_clearly():
@@ -407,17 +407,17 @@ def test_one_hot_matches_torch():
     t = np.array([[0, 3, 1], [2, 2, 0]])
     for n in (-1, 4, 6):
         want = TF.one_hot(torch.tensor(t), n).numpy()
-        have = F.one_hot(jnp.asarray(t), n)
+        have = F.one_hot(jax.device_put(t), n)
         np.testing.assert_array_equal(np.asarray(have), want)
-    np.testing.assert_array_equal(np.asarray(jax.jit(F.one_hot, static_argnums=1)(jnp.asarray(t), 5)), np.eye(5)[t])
+    np.testing.assert_array_equal(np.asarray(jax.jit(F.one_hot, static_argnums=1)(jax.device_put(t), 5)), np.eye(5)[t])
     with pytest.raises(ValueError, match="smaller than num_classes=3; got 3"):
-        F.one_hot(jnp.asarray(t), 3)
+        F.one_hot(jax.device_put(t), 3)
     with pytest.raises(ValueError, match="non-negative; got the minimum -1"):
         F.one_hot(jnp.asarray([-1, 0]), 3)
     with pytest.raises(TypeError, match="integer dtype; got float32"):
         F.one_hot(jnp.asarray([0.0, 1.0]), 3)
     with pytest.raises(ValueError, match="pass num_classes explicitly"):
-        jax.jit(F.one_hot)(jnp.asarray(t))
+        jax.jit(F.one_hot)(jax.device_put(t))
 
 
 # (query shape, key shape, value shape, keyword arguments); masks are drawn in the test from their name.
@@ -478,13 +478,13 @@ def test_scaled_dot_product_attention_matches_torch(x64, qs, ks, vs, kw):
     @jax.jit
     def value_and_grad(q, k, v, g):
         def f(q, k, v):
-            m = None if mask is None else jnp.asarray(mask)
+            m = None if mask is None else jax.device_put(mask)
             return F.scaled_dot_product_attention(q, k, v, m, dropout_mask=keep, **kw)
 
         y, vjp = jax.vjp(f, q, k, v)
         return y, vjp(g)
 
-    y, grads = value_and_grad(*map(jnp.asarray, (q, k, v, g)))
+    y, grads = value_and_grad(*map(jax.device_put, (q, k, v, g)))
     _close(y, want.detach().numpy(), "output")
     for name, have, t in zip("qkv", grads, ts, strict=True):
         _close(have, t.grad.numpy(), f"gradient of {name}")
@@ -492,7 +492,7 @@ def test_scaled_dot_product_attention_matches_torch(x64, qs, ks, vs, kw):
 
 def test_scaled_dot_product_attention_random_dropout_drops_weights_at_rate_p(x64):
     rng = np.random.default_rng(15)
-    q, k = jnp.asarray(rng.normal(size=(4, 8, 16, 8))), jnp.asarray(rng.normal(size=(4, 8, 32, 8)))
+    q, k = jax.device_put(rng.normal(size=(4, 8, 16, 8))), jax.device_put(rng.normal(size=(4, 8, 32, 8)))
     eye = jnp.eye(32, dtype=q.dtype)  # value = identity: the output is the (dropped) attention weights
     p = 0.3
     y = np.asarray(jax.jit(F.scaled_dot_product_attention, static_argnums=4)(q, k, eye, None, p, rng=jax.random.key(3)))
@@ -542,7 +542,7 @@ def test_shuffles_normalize_and_distances_match_torch(x64, name, shapes, args, z
         y, vjp = jax.vjp(lambda *xs: getattr(F, name)(*xs, *args), *xs)
         return y, vjp(g)
 
-    y, grads = value_and_grad([jnp.asarray(x) for x in xs], jnp.asarray(g))
+    y, grads = value_and_grad([jax.device_put(x) for x in xs], jax.device_put(g))
     _close(y, want.detach().numpy(), "output")
     for i, (have, t) in enumerate(zip(grads, ts, strict=True)):
         _close(have, t.grad.numpy(), f"gradient of input {i}")
@@ -551,17 +551,17 @@ def test_shuffles_normalize_and_distances_match_torch(x64, name, shapes, args, z
 def test_shuffle_and_distance_layers_match_torch_and_refuse_bad_shapes(x64):
     x = _normal((2, 8, 4, 6), 21)
     for cls, arg in (("PixelShuffle", 2), ("PixelUnshuffle", 2), ("ChannelShuffle", 4)):
-        _close(getattr(nn, cls)(arg)(jnp.asarray(x)), getattr(torch.nn, cls)(arg)(torch.tensor(x)).numpy(), cls)
+        _close(getattr(nn, cls)(arg)(jax.device_put(x)), getattr(torch.nn, cls)(arg)(torch.tensor(x)).numpy(), cls)
     a, b = _normal((3, 7), 22), _normal((3, 7), 23)
     for cls in ("CosineSimilarity", "PairwiseDistance"):
         want = getattr(torch.nn, cls)()(torch.tensor(a), torch.tensor(b)).numpy()
-        _close(getattr(nn, cls)()(jnp.asarray(a), jnp.asarray(b)), want, cls)
+        _close(getattr(nn, cls)()(jax.device_put(a), jax.device_put(b)), want, cls)
     with pytest.raises(ValueError, match=r"C \* upscale_factor\*\*2.*got shape \(2, 8, 4, 6\) and upscale_factor=3"):
-        F.pixel_shuffle(jnp.asarray(x), 3)
+        F.pixel_shuffle(jax.device_put(x), 3)
     with pytest.raises(ValueError, match="divisible by downscale_factor"):
-        F.pixel_unshuffle(jnp.asarray(x), 5)
+        F.pixel_unshuffle(jax.device_put(x), 5)
     with pytest.raises(ValueError, match="C divisible by groups"):
-        F.channel_shuffle(jnp.asarray(x), 3)
+        F.channel_shuffle(jax.device_put(x), 3)
 
 
 # Max unpooling ----------------------------------------------------------------
@@ -585,14 +585,14 @@ def test_max_unpool_matches_torch(x64, n, shape, kernel, stride, padding, output
     g = _normal(tuple(want.shape), 25)
     want.backward(torch.tensor(g))
     layer = getattr(nn, f"MaxUnpool{n}d")(kernel, stride, padding)
-    jidx = jnp.asarray(idx.numpy().copy())
+    jidx = jax.device_put(idx.numpy().copy())
 
     @jax.jit
     def value_and_grad(p, g):
         y, vjp = jax.vjp(lambda p: layer(p, jidx, output_size), p)
         return y, vjp(g)[0]
 
-    y, grad = value_and_grad(jnp.asarray(pooled.detach().numpy().copy()), jnp.asarray(g))
+    y, grad = value_and_grad(jax.device_put(pooled.detach().numpy().copy()), jax.device_put(g))
     _close(y, want.detach().numpy(), "output")
     _close(grad, pooled.grad.numpy(), "input gradient")
 
@@ -633,7 +633,7 @@ def test_unfold_and_fold_match_torch(x64, shape, kw):
         (y1, y2), vjp = jax.vjp(lambda x, c: (unfold_layer(x), fold_layer(c)), x, c)
         return y1, y2, vjp((g1, g2))
 
-    y1, y2, (gx, gc) = value_and_grad(*map(jnp.asarray, (x, c.detach().numpy(), g1, g2)))
+    y1, y2, (gx, gc) = value_and_grad(*map(jax.device_put, (x, c.detach().numpy(), g1, g2)))
     _close(y1, cols.detach().numpy(), "unfold")
     _close(y2, back.detach().numpy(), "fold")
     _close(gx, xt.grad.numpy(), "unfold's input gradient")

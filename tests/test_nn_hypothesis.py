@@ -54,7 +54,7 @@ def _check(torch_module, module, x):
     (out_t * torch.from_numpy(cot)).sum().backward()
 
     graphdef, params, rest = nnx.split(module, nnx.Param, ...)
-    (grads, x_grad), (out, state) = _run(graphdef, params, rest, jnp.asarray(x), jnp.asarray(cot))
+    (grads, x_grad), (out, state) = _run(graphdef, params, rest, jax.device_put(x), jax.device_put(cot))
     nnx.update(module, state)  # the buffers a train-mode forward pass moves
     pairs = [("output", out, out_t.detach().numpy()), ("input grad", x_grad, xt.grad.numpy())]
     flat = {".".join(map(str, p)): v for p, v in nnx.to_flat_state(grads)}

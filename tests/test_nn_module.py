@@ -1,5 +1,6 @@
 """jaxnets.nn.Module: torch's state_dict keys and order, loading, modes, containers and Dropout."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -52,13 +53,13 @@ def test_loaded_state_dict_gives_torchs_outputs_in_both_modes():
     x = np.random.default_rng(0).normal(size=(4, 1, 6, 6)).astype(np.float32)
     t.eval()
     j.eval()
-    np.testing.assert_allclose(j(jnp.asarray(x)), t(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(j(jax.device_put(x)), t(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
     assert not j[0].training and not j[4][1].training
     # Train mode: BatchNorm uses batch statistics and moves its buffers; dropout draws masks, so compare up to it.
     t[4][1].p = j[4][1].p = 0.0
     t.train()
     j.train()
-    np.testing.assert_allclose(j(jnp.asarray(x)), t(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(j(jax.device_put(x)), t(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
     for key, value in t.state_dict().items():
         # float32 buffers: a running mean is a batch mean near zero, whose rounding depends on the summation
         # order (it differed by 4.7e-10 under XLA's AVX2 kernels), so the float32 bounds, absolute part included.
@@ -169,7 +170,7 @@ def test_transformer_encoder_computes_padded_positions_where_torchs_fast_path_re
     mask = torch.tensor([[False] * 5, [False, False, False, True, True]])
     with torch.no_grad(), pytest.warns(UserWarning, match="nested tensors is in prototype stage"):
         want = encoder(x, src_key_padding_mask=mask).numpy()
-    have = np.asarray(port(jnp.asarray(x.numpy()), src_key_padding_mask=jnp.asarray(mask.numpy())))
+    have = np.asarray(port(jax.device_put(x.numpy()), src_key_padding_mask=jax.device_put(mask.numpy())))
     np.testing.assert_array_equal(want[1, 3:], 0)  # torch's nested-tensor fast path
     assert np.all(np.abs(have[1, 3:]) > 0)
     np.testing.assert_allclose(have[0], want[0], atol=1e-5)
@@ -195,7 +196,7 @@ def test_self_attention_one_packed_projection_matches_torch(x64, batch_first):
     def loss(params, x):
         return jnp.sum(jnp.square(nnx.merge(graph, params, rest)(x, x, x, key_padding_mask=mask.numpy())[0]))
 
-    value, (grads, dx) = jax.value_and_grad(loss, argnums=(0, 1))(params, jnp.asarray(x.detach().numpy()))
+    value, (grads, dx) = jax.value_and_grad(loss, argnums=(0, 1))(params, jax.device_put(x.detach().numpy()))
     np.testing.assert_allclose(value, out.square().sum().item(), rtol=1e-12)
     np.testing.assert_allclose(grads["in_proj_weight"][...], mha.in_proj_weight.grad.numpy(), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(dx, x.grad.numpy(), rtol=1e-10, atol=1e-12)

@@ -37,7 +37,7 @@ def _jax_run(module, x, cot):
         y = out[0] if isinstance(out, tuple) else out
         return (y * cot).sum()
 
-    out, grad = jax.jit(lambda x: (module(x), jax.grad(loss)(x)))(jnp.asarray(x))
+    out, grad = jax.jit(lambda x: (module(x), jax.grad(loss)(x)))(jax.device_put(x))
     return out, np.asarray(grad)
 
 
@@ -117,7 +117,7 @@ def test_max_pool_pick_is_the_first_maximum_or_the_last_nan_over_several_window_
     wins[rng.random(wins.shape) < 0.15] = np.nan
     flat = wins.reshape(40, -1)
     want = [int(np.flatnonzero(np.isnan(w))[-1]) if np.isnan(w).any() else int(np.argmax(w)) for w in flat]
-    x = jnp.asarray(wins.reshape(40, side, 1, side))
+    x = jax.device_put(wins.reshape(40, side, 1, side))
     pick = np.asarray(nn.functional.max_pool_pick(x, jnp.max(x, axis=(1, 3)), (1, 3))).reshape(40, -1)
     assert (pick.sum(axis=1) == 1).all()
     np.testing.assert_array_equal(pick.argmax(axis=1), want)
@@ -160,7 +160,7 @@ def test_pad_matches_torch_including_negative_pads(x64, mode, pad, shape, value)
             lambda x: (nn.functional.pad(x, pad, mode, value) * cot).sum()
         )(x)
 
-    have, grad = jax.jit(pad_and_grad)(jnp.asarray(x))
+    have, grad = jax.jit(pad_and_grad)(jax.device_put(x))
     np.testing.assert_array_equal(np.asarray(have), want.detach().numpy())
     np.testing.assert_allclose(
         np.asarray(grad), t.grad.numpy(), rtol=1e-12, atol=1e-15
@@ -203,10 +203,10 @@ def test_conv_transpose_output_size_matches_torch(x64):
     m = nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, groups=2, rngs=nnx.Rngs(0)).double()
     m.load_state_dict({k: v.detach().numpy() for k, v in tm.state_dict().items()})
     want = tm(torch.tensor(x), output_size=[10, 12]).detach().numpy()
-    have = np.asarray(m(jnp.asarray(x), output_size=[10, 12]))
+    have = np.asarray(m(jax.device_put(x), output_size=[10, 12]))
     np.testing.assert_allclose(have, want, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="valid sizes range"):
-        m(jnp.asarray(x), output_size=[12, 12])
+        m(jax.device_put(x), output_size=[12, 12])
 
 
 LAYERS = [
@@ -227,7 +227,7 @@ LAYERS = [
 def test_every_layer_jits_grads_and_vmaps(x64, make, shape):
     module = make()
     graphdef, state = nnx.split(module)
-    x = jnp.asarray(np.random.default_rng(0).normal(size=shape))
+    x = jax.device_put(np.random.default_rng(0).normal(size=shape))
 
     def first(out):
         return out[0] if isinstance(out, tuple) else out

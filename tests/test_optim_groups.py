@@ -59,7 +59,7 @@ def run_jaxnets(tx, steps=STEPS):
     state = tx.init(params)
 
     def loss(params):
-        return jnp.sum((nnx.merge(graphdef, params)(jnp.asarray(x)) - jnp.asarray(y)) ** 2)
+        return jnp.sum((nnx.merge(graphdef, params)(jax.device_put(x)) - jax.device_put(y)) ** 2)
 
     @jax.jit
     def step(params, state):
@@ -348,7 +348,7 @@ def test_clip_grad_norm_matches_torch(x64, norm_type, scale, jit):
     expected_norm = torch.nn.utils.clip_grad_norm_(tensors.values(), max_norm, norm_type)
     tx = optim.clip_grad_norm(max_norm, norm_type)
     update = jax.jit(tx.update) if jit else tx.update
-    jgrads = jax.tree.map(jnp.asarray, grads)
+    jgrads = jax.tree.map(jax.device_put, grads)
     clipped, state = update(jgrads, tx.init(jgrads))
     assert state.total_norm.dtype == jnp.float64
     np.testing.assert_allclose(optim.total_norm(state), expected_norm.numpy(), rtol=1e-14)
@@ -384,7 +384,7 @@ def test_clip_grad_norm_nonfinite_matches_torch_or_raises(x64, bad):
         t.grad = torch.from_numpy(v.copy())
     with pytest.raises(RuntimeError, match="non-finite"):
         torch.nn.utils.clip_grad_norm_(tensors, 1.0, error_if_nonfinite=True)
-    jgrads = jax.tree.map(jnp.asarray, grads)
+    jgrads = jax.tree.map(jax.device_put, grads)
     tx = optim.clip_grad_norm(1.0, error_if_nonfinite=True)
     state = tx.init(jgrads)
     message = "The total norm of order 2.0 for gradients from `parameters` is non-finite"
@@ -423,7 +423,7 @@ def test_clip_grad_value_matches_torch(x64, clip_value):
         t.grad = torch.from_numpy(v.copy())
     torch.nn.utils.clip_grad_value_(tensors, clip_value)
     tx = optim.clip_grad_value(clip_value)
-    clipped, _ = jax.jit(tx.update)(jax.tree.map(jnp.asarray, grads), tx.init(grads))
+    clipped, _ = jax.jit(tx.update)(jax.tree.map(jax.device_put, grads), tx.init(grads))
     for got, t in zip(clipped.values(), tensors, strict=True):
         np.testing.assert_array_equal(got, t.grad.numpy())
 
@@ -539,7 +539,7 @@ def test_clip_and_param_groups_in_trainer_match_the_plain_loop(x64):
     model, x, y = _problem()
     trainer = jaxnets.Trainer(model, tx, lambda m, x, y: jnp.sum((m(x) - y) ** 2))
     for step in range(3):
-        trainer.step(jnp.asarray(x), jnp.asarray(y))
+        trainer.step(jax.device_put(x), jax.device_put(y))
         np.testing.assert_allclose(optim.total_norm(trainer.opt_state), norms[step], rtol=1e-12)
     entries = torch_layout.layout(trainer.model)
     flat = {tuple(p): np.asarray(v) for p, v in nnx.to_flat_state(trainer.params)}

@@ -180,7 +180,7 @@ def test_reduce_lr_on_plateau_step_runs_under_jit(x64, backend_compiles):
     opt = torch.optim.SGD([p], lr=0.1)
     scheduler = T.ReduceLROnPlateau(opt, patience=1, cooldown=1)
     for metric in plateau_metrics(30, seed=1):
-        state = step(state, jnp.asarray(metric))
+        state = step(state, jax.device_put(metric))
         scheduler.step(metric)
         assert float(state.lr) == scheduler.get_last_lr()[0]
     assert backend_compiles.count("jit(step)") == 1
@@ -220,7 +220,7 @@ def _run_torch(make_optimizer, make_scheduler, steps, per_epoch=1, metric=False)
 
 def _run_jax(tx, steps, plateau=None, per_epoch=1):
     init, x, y = _problem()
-    params = {k: jnp.asarray(v) for k, v in init.items()}
+    params = {k: jax.device_put(v) for k, v in init.items()}
     state = tx.init(params)
     loss_and_grad = jax.value_and_grad(lambda p: jnp.mean((_forward(p, x, jnp) - y) ** 2))
     for step in range(1, steps + 1):

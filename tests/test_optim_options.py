@@ -221,7 +221,7 @@ def _torch_state_after_steps(torch_cls, kwargs, params, a, b):
 
 
 def _jaxnets_state_after_steps(tx, params, a, b):
-    p = {k: jnp.asarray(v) for k, v in params.items()}
+    p = {k: jax.device_put(v) for k, v in params.items()}
     state = tx.init(p)
     for _ in range(STEPS):
         updates, state = tx.update(jax.grad(_loss)(p, a, b, jnp.sin), state, p)
@@ -357,7 +357,7 @@ def test_lbfgs_state_counts_are_torchs(x64):
         return loss
 
     tx = optim.lbfgs(**kwargs)
-    jp = {k: jnp.asarray(v) for k, v in params.items()}
+    jp = {k: jax.device_put(v) for k, v in params.items()}
     state = tx.init(jp)
     value_and_grad = jax.value_and_grad(lambda q: _loss(q, a, b, jnp.sin))
     for _ in range(3):

@@ -120,7 +120,7 @@ def run_torch(optim_cls, kwargs, params, a, b):
 def run_jaxnets(make, kwargs, params, a, b):
     """The weights after each of :data:`STEPS` jaxnets steps, every step compiled."""
     tx = make(**_jaxnets_kwargs(kwargs))
-    p = {k: jnp.asarray(v) for k, v in params.items()}
+    p = {k: jax.device_put(v) for k, v in params.items()}
     if isinstance(tx, optim.LBFGS):  # torch's step(closure): the step calls the loss itself
         value_and_grad = jax.jit(jax.value_and_grad(lambda p: _loss(p, a, b, jnp.sin)))
         state, history = tx.init(p), []

@@ -39,7 +39,7 @@ def pairs(kernel_size=5, image_size=32):
 
 
 def jax_input(x: torch.Tensor):
-    return jnp.asarray(parity.to_nhwc(x.numpy()) if x.ndim == 4 else x.numpy().copy())
+    return jax.device_put(parity.to_nhwc(x.numpy()) if x.ndim == 4 else x.numpy().copy())
 
 
 @pytest.mark.parametrize(
@@ -65,7 +65,7 @@ def test_convert_fc1_needs_the_flatten_row_permutation(x64):
     parity.load_torch_state_dict(jax_model, sd)
     right = np.asarray(jax_model(jax_input(x)))
     # The naive port: transpose fc1 like any linear layer. The shapes fit ...
-    jax_model.fc1.kernel[...] = jnp.asarray(sd["fc1.weight"].numpy().T.copy())
+    jax_model.fc1.kernel[...] = jax.device_put(sd["fc1.weight"].numpy().T.copy())
     wrong = np.asarray(jax_model(jax_input(x)))
     want = torch_model(x).detach().numpy()
     np.testing.assert_allclose(right, want, rtol=F64_RTOL, atol=F64_ATOL)
@@ -236,7 +236,7 @@ def test_optimizer_state_continues_a_torch_run_in_jax_and_back(x64, opt_name):
     make_torch_opt, make_tx = OPTIMIZERS[opt_name]
     torch_model, jax_model, x = pairs()[MODEL.get(opt_name, "lenet")]
     y = torch.randn(x.shape[0], 10 if x.ndim == 4 else 3, dtype=torch.float64)
-    xj, yj = jax_input(x), jnp.asarray(y.numpy())
+    xj, yj = jax_input(x), jax.device_put(y.numpy())
     opt = make_torch_opt(torch_model.parameters())
 
     def torch_step():
@@ -350,7 +350,7 @@ def test_jaxnets_nn_models_convert_by_path_with_buffers_both_ways(x64):
     x = np.random.default_rng(0).normal(size=(2, 1, 4, 4))
     t.eval(), t2.eval(), j.eval()
     np.testing.assert_array_equal(t2(torch.from_numpy(x)).detach().numpy(), t(torch.from_numpy(x)).detach().numpy())
-    np.testing.assert_allclose(np.asarray(j(jnp.asarray(x))), t(torch.from_numpy(x)).detach().numpy(), rtol=F64_RTOL)
+    np.testing.assert_allclose(np.asarray(j(jax.device_put(x))), t(torch.from_numpy(x)).detach().numpy(), rtol=F64_RTOL)
 
 
 def test_jaxnets_nn_int64_counter_loads_into_int32_when_it_fits():
@@ -384,7 +384,7 @@ def test_lbfgs_trains_the_two_layer_net_as_torch(x64, line_search_fn):
         return loss
 
     graphdef, params = nnx.split(jax_model, nnx.Param)
-    xj, yj = jax_input(x), jnp.asarray(y.numpy())
+    xj, yj = jax_input(x), jax.device_put(y.numpy())
     value_and_grad = jax.jit(jax.value_and_grad(lambda p: jaxnets.losses.mse_loss(nnx.merge(graphdef, p)(xj), yj)))
     tx = jaxnets.optim.lbfgs(lr=0.5, max_iter=5, history_size=3, line_search_fn=line_search_fn)
     state = tx.init(params)
@@ -424,7 +424,7 @@ def test_muon_state_continues_a_torch_run_in_jax_and_back(x64, layout_name):
     torch.manual_seed(0)
     torch_model, jax_model = _TorchBiasFree().double(), _BiasFree(nnx.Rngs(0))
     x, y = torch.randn(4, 6, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
-    xj, yj = jnp.asarray(x.numpy().copy()), jnp.asarray(y.numpy())
+    xj, yj = jax.device_put(x.numpy().copy()), jax.device_put(y.numpy())
     opt = torch.optim.Muon(torch_model.parameters(), lr=0.02, weight_decay=0.05)
 
     def torch_step():

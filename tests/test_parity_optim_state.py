@@ -10,7 +10,6 @@ with the uninterrupted run's steps 2K+1 to 3K. float64, 1e-12.
 import copy
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
@@ -79,7 +78,7 @@ def _torch_steps(model, opt, scheduler, x, y, steps):
 
 def _jax_continues(trainer, x, y, ref_losses, ref_weights):
     """jaxnets' K steps from the converted state are the uninterrupted torch run's steps K+1 to 2K."""
-    xj, yj = jax_input(x), jnp.asarray(y.numpy())
+    xj, yj = jax_input(x), jax.device_put(y.numpy())
     jax_losses = [float(trainer.step(xj, yj)) for _ in range(K)]
     np.testing.assert_allclose(jax_losses, ref_losses[K : 2 * K], rtol=F64_RTOL)
     for key, value in parity.to_torch_state_dict(trainer.params).items():
@@ -191,7 +190,7 @@ def test_lbfgs_state_continues_a_torch_run_in_jax_and_back(x64, line_search_fn):
     torch_steps(torch_model, opt, K)
     parity.load_torch_state_dict(jax_model, torch_model.state_dict())
     graphdef, params = nnx.split(jax_model, nnx.Param)
-    xj, tj = jax_input(x), jnp.asarray(target.numpy())
+    xj, tj = jax_input(x), jax.device_put(target.numpy())
     value_and_grad = jax.jit(jax.value_and_grad(lambda p: jaxnets.losses.mse_loss(nnx.merge(graphdef, p)(xj), tj)))
     tx = J.lbfgs(**options)
     state = parity.optimizer_state_from_torch(opt, torch_model, tx.init(params), params=params)

@@ -251,7 +251,7 @@ def test_batchnorm_buffers_follow_torch_through_jitted_sgd_steps(momentum):
             batches,
             lambda m, b: F.cross_entropy(m(b[0]), b[1]),
         )
-        j_eval = np.asarray(port.eval()(jnp.asarray(x)))
+        j_eval = np.asarray(port.eval()(jax.device_put(x)))
     assert int(j_state["1.num_batches_tracked"]) == len(batches) == int(t_state["1.num_batches_tracked"])
     errs = {k: precision.errors(j_state[k], t_state[k])[1] for k in t_state}
     errs |= {"losses": precision.errors(j_losses, t_losses)[1], "eval output": precision.errors(j_eval, t_eval)[1]}

@@ -11,7 +11,6 @@ import shlex
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -246,7 +245,7 @@ def test_resnet18_test_scores_are_eval_mode_with_the_running_buffers(run, cifar_
     nnx.replace_by_pure_dict(params := nnx.state(model, nnx.Param), state["params"])
     nnx.replace_by_pure_dict(buffers := nnx.state(model, nnx.Not(nnx.Param)), state["buffers"])
     nnx.update(model, params, buffers)
-    x, y = cifar.normalize(jnp.asarray(test.images)), jnp.asarray(test.labels)
+    x, y = cifar.normalize(jax.device_put(test.images)), jax.device_put(test.labels)
     eval_loss = float(cross_entropy(model.eval()(x), y))
     train_loss = float(cross_entropy(model.train()(x), y))
     logged = meta["history"][-1]["test_loss"]
