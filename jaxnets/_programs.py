@@ -146,10 +146,14 @@ class Programs:
             body = raw[len(FORMAT) + 32 :]
             if not raw.startswith(FORMAT) or hashlib.sha256(body).digest() != raw[len(FORMAT) : len(FORMAT) + 32]:
                 raise ValueError("not a jaxnets program, or damaged")
-            stored_key, blob, in_tree, out_tree = pickle.loads(body)
+            stored_key, blob, in_tree, out_tree, device_ids = pickle.loads(body)
             if stored_key != key:
                 raise ValueError("stored under another key")
-            compiled = serialize_executable.deserialize_and_load(blob, in_tree, out_tree)
+            # Its own devices, in order: by default it would be loaded onto every device of the backend, and a
+            # one-device program on a backend of two then refuses its one-device arguments.
+            by_id = {d.id: d for d in jax.devices()}
+            devices = [by_id[i] for i in device_ids]
+            compiled = serialize_executable.deserialize_and_load(blob, in_tree, out_tree, execution_devices=devices)
         except Exception as e:  # any damage: compile as if nothing were stored
             log.warning(f"jaxnets: ignoring the stored program {path} ({type(e).__name__}: {e}); compiling it again")
             return None
@@ -161,7 +165,8 @@ class Programs:
             from jax.experimental import serialize_executable
 
             blob, in_tree, out_tree = serialize_executable.serialize(compiled)
-            body = pickle.dumps((key, blob, in_tree, out_tree), protocol=pickle.HIGHEST_PROTOCOL)
+            device_ids = [d.id for d in compiled.runtime_executable().local_devices()]
+            body = pickle.dumps((key, blob, in_tree, out_tree, device_ids), protocol=pickle.HIGHEST_PROTOCOL)
             self.directory.mkdir(parents=True, exist_ok=True)
             atomic_write(path, lambda tmp: tmp.write_bytes(FORMAT + hashlib.sha256(body).digest() + body))
         except Exception as e:  # a read-only or full disk, a program that cannot be serialised: run on

@@ -2,6 +2,10 @@
 change of what they depend on, or any damage, compiles them again; nothing is stored when the cache is off."""
 
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +16,7 @@ from jaxnets import _cache, _programs
 from jaxnets.training import checkpoint
 from jaxnets.training import digits as training
 
+ROOT = Path(__file__).resolve().parents[1]
 TRAINER_PROGRAMS = ("_run_impl", "_evaluate_impl")
 
 
@@ -134,3 +139,24 @@ def test_programs_nothing_stored_when_the_cache_is_off(store, tmp_path, monkeypa
     train(tmp_path / "run", epochs=1)
     assert not store.exists()
     assert sorted(trained(traces)) == sorted(TRAINER_PROGRAMS)
+
+
+ONE_DEVICE_OF_TWO = """
+import sys
+import jax, jax.numpy as jnp
+from jaxnets import _programs
+assert len(jax.devices()) == 2
+programs = _programs.Programs(sys.argv[1], "test")
+out = programs.call("f", jax.jit(lambda x: x * 2.0 + 1.0), (jax.device_put(jnp.ones(3), jax.devices()[0]),))
+assert out.tolist() == [3.0, 3.0, 3.0], out
+print(programs.loads, programs.stores)
+"""
+
+
+def test_programs_a_one_device_program_loads_on_a_backend_of_two(tmp_path):
+    # Loaded onto every device of the backend by default, it refused its one-device argument on its first run.
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    run = lambda: subprocess.run([sys.executable, "-c", ONE_DEVICE_OF_TWO, str(tmp_path)], env=env, cwd=ROOT,
+                                 capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    assert run() == ["0", "1"]
+    assert run() == ["1", "0"]
