@@ -5,22 +5,26 @@ each program to a jaxpr, lowers it to MLIR and hashes that to look it up. For a 
 LeNet, Adam) that was about 0.4 s for its epoch loop and test evaluation (0.24 s tracing the loop, 0.12 s
 lowering both, then the lookup). :class:`Programs` stores each compiled executable
 (``jax.experimental.serialize_executable``) under a key made of everything it depends on, and loads it on the
-next run from the key alone.
+next run from the key alone: measured 0.5 to 0.58 s less per warm ``jaxnets train`` (docs/benchmark.md,
+"Stored programs"). Only freshly compiled executables are stored (see :func:`_fresh_compilation`).
 
-A stale program must never run, so the key (:func:`environment` and :meth:`Programs.key`) holds:
+A stale program must never run, so the key (:func:`environment` and :meth:`Programs.call`) holds:
 
 - the bytes of every ``jaxnets/**/*.py``: the programs close over jaxnets' models, losses, optimizers and
   trainer, and a narrower set would have to be kept in step with every import by hand;
 - the versions of Python, jax, jaxlib, flax, optax, numpy and ml_dtypes (their code is traced into the program);
-- every ``JAX_*`` and ``XLA_*`` environment variable and ``LIBTPU_INIT_ARGS``, every ``jax.config`` value and
-  as the calling thread sees them (x64, matmul precision, PRNG implementation, ...);
+- every ``JAX_*`` and ``XLA_*`` environment variable and ``LIBTPU_INIT_ARGS``, every ``jax.config`` value as
+  the calling thread sees it (x64, matmul precision, PRNG implementation, ...);
 - the backend: platform and its version, every device's id, kind and process, the process count;
 - per program: its name, the caller's description of what the program closes over (``jaxnets train``'s whole
-  config and its steps per epoch: model, optimizer and its hyperparameters, schedule), the static arguments,
+  config, its steps per epoch and device count: model, optimizer and its hyperparameters, schedule; a run with
+  another ``--epochs`` or ``--seed`` misses too, though only a schedule uses them), the static arguments,
   the argument tree and every argument's shape, dtype, weak type, sharding and committedness.
 
 A missing entry is compiled as usual and written (atomically: a temporary file renamed); an unreadable,
-corrupt or unloadable one is compiled as usual with a one-line warning. Nothing here ever stops a run.
+corrupt or unloadable one is compiled as usual with a one-line warning: no read, write or load error stops a
+run. Not detected: an entry that loads but fails when it runs (as a re-serialised one did, see
+:func:`_fresh_compilation`); its arguments are donated by then, so the run stops with XLA's error.
 Multi-process runs do not use it (each process would write the same files).
 """
 
