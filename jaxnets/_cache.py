@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+_programs: Path | None = None  # set by enable_compilation_cache: see programs_dir
+
 
 def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | None:
     """Keep compiled programs on disk so that a second run of a command skips compilation.
@@ -16,6 +18,8 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | No
     Returns:
       The cache directory, or None when the cache is off.
     """
+    global _programs
+    _programs = None
     if path is None:
         path = os.environ.get("JAXNETS_CACHE_DIR", str(Path.home() / ".cache" / "jaxnets" / "xla"))
     if not str(path):
@@ -32,4 +36,11 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | No
     # of the tutorial's are smaller, and together they are most of its run time.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    _programs = path / "programs"
     return path
+
+
+def programs_dir() -> Path | None:
+    """Where :mod:`jaxnets._programs` keeps whole compiled programs: ``programs/`` in the directory of the last
+    :func:`enable_compilation_cache` call; None when that call turned the cache off, or none was made."""
+    return _programs

@@ -67,7 +67,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from .. import optim
+from .. import _programs, optim
 from .._files import atomic_write
 from ..losses import cross_entropy
 from ..models import _init
@@ -978,6 +978,11 @@ def train(
     model, loss_fn, eval_fn, spec, name = _network(config, train_set)
     optimizer = build_optimizer(config, steps_per_epoch=steps_per_epoch)
     trainer = Trainer(model, optimizer, loss_fn, eval_fn=eval_fn, has_aux=True, mesh=mesh)
+    # The config and steps per epoch fix the model, optimizer and losses the programs close over; the data's
+    # shapes and the devices' shardings are in every program's key through its arguments.
+    trainer.programs = _programs.programs(
+        {"command": "train", "config": config.to_json(), "steps": steps_per_epoch, "devices": num_devices}
+    )
     schedule = (
         None
         if config.scheduler is None

@@ -177,6 +177,10 @@ class Trainer:
         self._step = jax.jit(self._step_impl, donate_argnums=0, **out)
         self._run = jax.jit(self._run_impl, donate_argnums=0, static_argnums=1, **out)
         self._evaluate = jax.jit(self._evaluate_impl, **out)
+        self.programs = None
+        """A :class:`jaxnets._programs.Programs` that :meth:`run` and :meth:`evaluate` load their compiled
+        programs from (and store them in), skipping tracing; None: jit as usual. Set by ``jaxnets train``, whose
+        key (its config) covers what ``model``, ``optimizer`` and the loss functions compile in."""
 
     # -- the pure functions that get compiled ---------------------------------
 
@@ -328,12 +332,19 @@ class Trainer:
                     f"array {i} has shape {jnp.shape(xs)}. Stack one entry per step, e.g. "
                     "jax.random.split(key, num_steps)."
                 )
-        self._leaves, (losses, aux) = self._run(self._leaves, num_steps, batch, per_step)
+        self._leaves, (losses, aux) = self._call("run", self._run, self._leaves, num_steps, batch, per_step)
         return (losses, aux) if self._has_aux else losses
 
     def evaluate(self, *batch):
         """``eval_fn(model, *batch)`` with the current weights, compiled, without training."""
-        return self._evaluate(self._leaves, *batch)
+        return self._call("evaluate", self._evaluate, self._leaves, *batch)
+
+    def _call(self, name: str, fn, *args):
+        if self.programs is None:
+            return fn(*args)
+        # The state's tree (model and optimizer state) is in the key: the leaves alone are a flat list.
+        static = (1,) if fn is self._run else ()
+        return self.programs.call(name, fn, args, static_argnums=static, depends=str(self._treedef))
 
     @property
     def params(self) -> nnx.State:

@@ -1,0 +1,162 @@
+"""Stored compiled programs (jaxnets._programs): a warm run loads them untraced and trains bit-identically; any
+change of what they depend on, or any damage, compiles them again; nothing is stored when the cache is off."""
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxnets import _cache, _programs
+from jaxnets.training import checkpoint
+from jaxnets.training import digits as training
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAINER_PROGRAMS = ("_run_impl", "_evaluate_impl")
+
+
+@pytest.fixture
+def traces():
+    """Names of the functions traced to a jaxpr while the test runs."""
+    seen: list[str] = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/jaxpr_trace_duration":
+            seen.append(kwargs.get("fun_name", "?"))
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    yield seen
+    jax.monitoring.unregister_event_duration_listener(listener)
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """The programs directory ``jaxnets train`` uses, as if enable_compilation_cache had switched it on."""
+    directory = tmp_path / "programs"
+    monkeypatch.setattr(_cache, "_programs", directory)
+    return directory
+
+
+def train(out, **config):
+    return training.train(training.TrainConfig(**{"epochs": 2, **config}), out, log=lambda line: None,
+                          progress=False)  # fmt: skip
+
+
+def weights(out):
+    state, _ = checkpoint.restore(out / training.CHECKPOINTS)
+    return [np.asarray(x).tobytes() for x in jax.tree.leaves(state)]
+
+
+def trained(traces):
+    return [name for name in traces if name in TRAINER_PROGRAMS]
+
+
+def test_programs_warm_train_loads_untraced_and_matches_the_cold_run_bit_for_bit(store, tmp_path, traces):
+    cold = train(tmp_path / "cold")
+    assert sorted(trained(traces)) == sorted(TRAINER_PROGRAMS)
+    assert sorted(p.name.split("-")[0] for p in store.iterdir()) == ["evaluate", "run"]
+    traces.clear()
+    warm = train(tmp_path / "warm")
+    assert trained(traces) == []  # loaded from disk: neither traced nor lowered
+    assert weights(tmp_path / "warm") == weights(tmp_path / "cold")
+    assert [h["train_loss"] for h in warm["history"]] == [h["train_loss"] for h in cold["history"]]
+
+
+def test_programs_another_config_value_compiles_anew(store, tmp_path, traces):
+    train(tmp_path / "a")
+    traces.clear()
+    train(tmp_path / "b", lr=2e-3)  # same shapes, another constant in the optimizer's update
+    assert sorted(trained(traces)) == sorted(TRAINER_PROGRAMS)
+    assert len(list(store.iterdir())) == 4
+
+
+def test_programs_changed_sources_compile_anew(store, tmp_path, traces, monkeypatch):
+    train(tmp_path / "a")
+    traces.clear()
+    monkeypatch.setattr(_programs, "_environment", None)
+    monkeypatch.setattr(_programs, "source_digest", lambda: "0" * 64)  # as if a jaxnets file had been edited
+    train(tmp_path / "b")
+    assert sorted(trained(traces)) == sorted(TRAINER_PROGRAMS)
+    assert len(list(store.iterdir())) == 4
+
+
+def _program(calls):
+    def f(x, n):
+        calls.append(n)  # runs once per trace
+        return x * n + 1.0
+
+    return jax.jit(f, static_argnums=1)
+
+
+def test_programs_static_arguments_and_shapes_are_part_of_the_key(tmp_path):
+    calls = []
+    programs = _programs.Programs(tmp_path, {"what": "test"})
+    for x, n in [(jnp.ones(3), 2), (jnp.ones(3), 3), (jnp.ones(4), 2), (jnp.ones(3, jnp.int32), 2)]:
+        np.testing.assert_array_equal(programs.call("f", _program(calls), (x, n), static_argnums=(1,)), x * n + 1.0)
+    assert len(calls) == 4 and len(list(tmp_path.iterdir())) == 4
+    again = _programs.Programs(tmp_path, {"what": "test"})
+    np.testing.assert_array_equal(again.call("f", _program(calls), (jnp.ones(3), 3), static_argnums=(1,)), 4.0)
+    assert len(calls) == 4 and again.loads == 1
+    other = _programs.Programs(tmp_path, {"what": "another context"})
+    other.call("f", _program(calls), (jnp.ones(3), 3), static_argnums=(1,))
+    assert len(calls) == 5 and other.loads == 0
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda raw: raw[:-100], id="truncated"),
+        pytest.param(lambda raw: raw[:-50] + bytes([raw[-50] ^ 1]) + raw[-49:], id="one-bit-flipped"),
+        pytest.param(lambda raw: b"not a program at all", id="garbage"),
+    ],
+)
+def test_programs_damaged_entry_compiles_anew_with_a_warning(tmp_path, damage, caplog):
+    calls = []
+    _programs.Programs(tmp_path, "test").call("f", _program(calls), (jnp.ones(3), 2), static_argnums=(1,))
+    (entry,) = tmp_path.iterdir()
+    entry.write_bytes(damage(entry.read_bytes()))
+    programs = _programs.Programs(tmp_path, "test")
+    with caplog.at_level(logging.WARNING, logger="jaxnets"):
+        out = programs.call("f", _program(calls), (jnp.ones(3), 2), static_argnums=(1,))
+    np.testing.assert_array_equal(out, 3.0)
+    assert len(calls) == 2 and programs.loads == 0 and programs.stores == 1
+    assert [r.getMessage().split(" (")[0] for r in caplog.records] == [f"jaxnets: ignoring the stored program {entry}"]
+    again = _programs.Programs(tmp_path, "test").call("f", _program(calls), (jnp.ones(3), 2), static_argnums=(1,))
+    np.testing.assert_array_equal(again, 3.0)
+    assert len(calls) == 2  # the damaged entry was replaced by a good one
+
+
+def test_programs_nothing_stored_when_the_cache_is_off(store, tmp_path, monkeypatch, traces):
+    assert _cache.programs_dir() == store
+    monkeypatch.setenv("JAXNETS_CACHE_DIR", "")  # as tests/conftest.py and users turn the cache off
+    assert _cache.enable_compilation_cache() is None
+    assert _cache.programs_dir() is None
+    train(tmp_path / "run", epochs=1)
+    assert not store.exists()
+    assert sorted(trained(traces)) == sorted(TRAINER_PROGRAMS)
+
+
+ONE_DEVICE_OF_TWO = """
+import sys
+import jax, jax.numpy as jnp
+from jaxnets import _programs
+assert len(jax.devices()) == 2
+programs = _programs.Programs(sys.argv[1], "test")
+out = programs.call("f", jax.jit(lambda x: x * 2.0 + 1.0), (jax.device_put(jnp.ones(3), jax.devices()[0]),))
+assert out.tolist() == [3.0, 3.0, 3.0], out
+print(programs.loads, programs.stores)
+"""
+
+
+def test_programs_a_one_device_program_loads_on_a_backend_of_two(tmp_path):
+    # Loaded onto every device of the backend by default, it refused its one-device argument on its first run.
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    run = lambda: subprocess.run([sys.executable, "-c", ONE_DEVICE_OF_TWO, str(tmp_path)], env=env, cwd=ROOT,
+                                 capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    assert run() == ["0", "1"]
+    assert run() == ["1", "0"]
