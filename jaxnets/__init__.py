@@ -43,6 +43,10 @@ import sys
 import types
 from typing import TYPE_CHECKING
 
+from . import _malloc
+
+_malloc.tune()  # before anything imports JAX: glibc's malloc kept from returning XLA's buffers every step
+
 __version__ = "0.1.0"
 
 _LAZY = {

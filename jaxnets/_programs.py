@@ -40,6 +40,7 @@ import sys
 from pathlib import Path
 
 import jax
+import numpy as np
 
 from ._files import atomic_write
 
@@ -120,21 +121,33 @@ class Programs:
           static_argnums: the positions of ``fn``'s static arguments (their ``repr`` goes into the key).
           depends: anything else the program closes over (e.g. the trainer's state tree).
         """
-        leaves, tree = jax.tree.flatten([a for i, a in enumerate(args) if i not in static_argnums])
+        dynamic = [a for i, a in enumerate(args) if i not in static_argnums]
+        leaves, tree = jax.tree.flatten(dynamic)
         static = tuple(repr(args[i]) for i in static_argnums)
         memo = (name, static, tree, depends, tuple(_spec(x) for x in leaves))
         compiled = self._loaded.get(memo)
-        if compiled is None:
-            key = repr((environment(), self.context, memo))
-            path = self.directory / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:40]}.jaxnets-program"
-            compiled = self._load(path, key)
-            if compiled is None:
-                with _fresh_compilation() as fresh:
-                    compiled = fn.lower(*args).compile()
-                if fresh:
-                    self._store(path, key, compiled)
-            self._loaded[memo] = compiled
-        return compiled(*[a for i, a in enumerate(args) if i not in static_argnums])
+        if compiled is not None:
+            return compiled(*dynamic)
+        key = repr((environment(), self.context, memo))
+        path = self.directory / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:40]}.jaxnets-program"
+        compiled = self._load(path, key)
+        if compiled is not None:
+            # Its first run is on copies, so that the arguments survive an entry that loads but fails to run
+            # (a donated argument is gone once the program starts): then it is compiled anew, as a damaged one.
+            try:
+                out = compiled(*jax.tree.map(_copy, dynamic))
+            except Exception as e:
+                log.warning(f"jaxnets: the stored program {path} failed ({type(e).__name__}: {e}); compiling it again")
+                self.loads -= 1
+            else:
+                self._loaded[memo] = compiled
+                return out
+        with _fresh_compilation() as fresh:
+            compiled = fn.lower(*args).compile()
+        if fresh:
+            self._store(path, key, compiled)
+        self._loaded[memo] = compiled
+        return compiled(*dynamic)
 
     def _load(self, path: Path, key: str):
         try:
@@ -177,6 +190,15 @@ class Programs:
             log.warning(f"jaxnets: could not store the compiled program {path.name} ({type(e).__name__}: {e})")
             return
         self.stores += 1
+
+
+def _copy(x):
+    """A private copy of an argument, on the same devices: through NumPy where that keeps its type (no program)."""
+    if not isinstance(x, jax.Array):
+        return x
+    if jax.numpy.issubdtype(x.dtype, jax.dtypes.prng_key) or x.aval.weak_type:
+        return jax.numpy.array(x, copy=True)  # NumPy has no key dtype and no weak type
+    return jax.device_put(np.array(x), x.sharding)
 
 
 @contextlib.contextmanager

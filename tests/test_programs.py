@@ -131,6 +131,30 @@ def test_programs_damaged_entry_compiles_anew_with_a_warning(tmp_path, damage, c
     assert len(calls) == 2  # the damaged entry was replaced by a good one
 
 
+class _FailsToRun:
+    def __call__(self, *args):
+        raise RuntimeError("NOT_FOUND: Function slice_concatenate_fusion.4 not found")
+
+
+def test_programs_entry_that_loads_but_fails_to_run_compiles_anew_and_keeps_the_arguments(
+    tmp_path, monkeypatch, caplog
+):
+    from jax.experimental import serialize_executable
+
+    calls = []
+    donating = lambda: jax.jit(lambda x: (calls.append(1), x * 2.0 + 1.0)[1], donate_argnums=0)  # noqa: E731
+    _programs.Programs(tmp_path, "test").call("f", donating(), (jnp.ones(3),))
+    monkeypatch.setattr(serialize_executable, "deserialize_and_load", lambda *args, **kwargs: _FailsToRun())
+    programs, x = _programs.Programs(tmp_path, "test"), jnp.ones(3)
+    with caplog.at_level(logging.WARNING, logger="jaxnets"):
+        out = programs.call("f", donating(), (x,))
+    np.testing.assert_array_equal(out, 3.0)
+    assert len(calls) == 2 and programs.loads == 0 and programs.stores == 1
+    assert [r.getMessage().split(" (")[0] for r in caplog.records] == [
+        f"jaxnets: the stored program {next(tmp_path.iterdir())} failed"
+    ]
+
+
 def test_programs_nothing_stored_when_the_cache_is_off(store, tmp_path, monkeypatch, traces):
     assert _cache.programs_dir() == store
     monkeypatch.setenv("JAXNETS_CACHE_DIR", "")  # as tests/conftest.py and users turn the cache off

@@ -95,6 +95,11 @@ def worst_compile(rows: list[dict]) -> dict | None:
                                        "impl": worst["impl"], "compile_s": worst["compile_s"]}  # fmt: skip
 
 
+TORCH_ENV = {"JAXNETS_MALLOC": "0"}
+"""The torch worker imports jaxnets (for data and reference code), whose import tunes glibc's malloc
+(:mod:`jaxnets._malloc`); torch runs with glibc's defaults, as a torch user's process does."""
+
+
 def _run_worker(module: str, args: argparse.Namespace, extra: tuple[str, ...] = (), env: dict | None = None) -> dict:
     """Run one worker process and return the JSON document it printed last.
 
@@ -242,7 +247,7 @@ def collect(args: argparse.Namespace) -> dict:
     # machine drifts over minutes (measured: the same JAX loop at 120 us, then 230 us, then 120 us again),
     # and alternating lets both frameworks sample the same drift.
     rounds = [
-        [_run_worker("parity.bench.worker_torch", args), _run_worker("parity.bench.worker_jax", args)]
+        [_run_worker("parity.bench.worker_torch", args, env=TORCH_ENV), _run_worker("parity.bench.worker_jax", args)]
         for _ in range(args.rounds)
     ]
     results = [merge_rounds([r[i] for r in rounds]) for i in range(2)]

@@ -99,7 +99,8 @@ def collect(rounds: int, epochs: int = 40, timeout: float = 600) -> dict:
             order = ("jaxnets", "torch") if r % 2 == 0 else ("torch", "jaxnets")
             for side in order:
                 run_dir = Path(tmp) / f"run{r}"
-                result = run_once(commands(run_dir, epochs)[side], FIRST_STEP[side], env, timeout)
+                side_env = dict(env, JAXNETS_MALLOC="0") if side == "torch" else env  # glibc's defaults for torch
+                result = run_once(commands(run_dir, epochs)[side], FIRST_STEP[side], side_env, timeout)
                 runs[side].append({"round": r, **result})
                 print(f"round {r} {side:>7}: {result['wall_s']:6.2f} s, first step {result['first_step_s']:.2f} s",
                       file=sys.stderr, flush=True)  # fmt: skip
