@@ -15,7 +15,8 @@ A stale program must never run, so the key (:func:`environment` and :meth:`Progr
 - the versions of Python, jax, jaxlib, flax, optax, numpy and ml_dtypes (their code is traced into the program);
 - every ``JAX_*`` and ``XLA_*`` environment variable and ``LIBTPU_INIT_ARGS``, every ``jax.config`` value as
   the calling thread sees it (x64, matmul precision, PRNG implementation, ...);
-- the backend: platform and its version, every device's id, kind and process, the process count;
+- the backend: platform and its version, every device's id, kind and process, the process count; the host
+  CPU's machine, model and instruction-set flags (:func:`host_cpu`);
 - per program: its name, the caller's description of what the program closes over (``jaxnets train``'s whole
   config, its steps per epoch and device count: model, optimizer and its hyperparameters, schedule; a run with
   another ``--epochs`` or ``--seed`` misses too, though only a schedule uses them), the static arguments,
@@ -36,6 +37,7 @@ import importlib.metadata
 import logging
 import os
 import pickle
+import platform
 import sys
 from pathlib import Path
 
@@ -77,12 +79,33 @@ def environment() -> str:
                 "python": sys.version,
                 "versions": versions,
                 "backend": (backend.platform, backend.platform_version, jax.process_count(), devices),
+                "host": host_cpu(),
             }
         )
     # Read at every call: every config value as the calling thread sees it (`with jax.default_matmul_precision`
     # included), and the environment variables as they are now.
     env = sorted((k, v) for k, v in os.environ.items() if k.startswith(("JAX_", "XLA_")) or k == "LIBTPU_INIT_ARGS")
     return _environment + repr((env, sorted((k, repr(v)) for k, v in jax.config.values.items())))
+
+
+def host_cpu() -> str:
+    """The host CPU a CPU program was compiled for: its machine, model and instruction-set flags.
+
+    XLA:CPU compiles for the CPU it runs on (AVX-512 here, say), and a cache directory can travel (a shared home,
+    a copied ``~/.cache``): a program built for another CPU's instructions would not fail with an error to recover
+    from, it would stop the process. From ``/proc/cpuinfo`` on Linux, else what :mod:`platform` knows.
+    """
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    keep = ("vendor_id", "model name", "flags", "Features", "CPU implementer", "CPU part")
+    first = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        if name.strip() in keep:
+            first.setdefault(name.strip(), value.strip())
+    return repr((platform.machine(), platform.processor(), sorted(first.items())))
 
 
 def _spec(x) -> tuple:

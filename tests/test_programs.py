@@ -85,6 +85,16 @@ def test_programs_changed_sources_compile_anew(store, tmp_path, traces, monkeypa
     assert len(list(store.iterdir())) == 4
 
 
+def test_programs_another_host_cpu_compiles_anew(tmp_path, monkeypatch):
+    calls = []
+    _programs.Programs(tmp_path, "test").call("f", _program(calls), (jnp.ones(3), 2), static_argnums=(1,))
+    monkeypatch.setattr(_programs, "_environment", None)
+    monkeypatch.setattr(_programs, "host_cpu", lambda: "('x86_64', '', [('flags', 'sse sse2 avx2')])")
+    programs = _programs.Programs(tmp_path, "test")
+    programs.call("f", _program(calls), (jnp.ones(3), 2), static_argnums=(1,))
+    assert len(calls) == 2 and programs.loads == 0 and len(list(tmp_path.iterdir())) == 2
+
+
 def _program(calls):
     def f(x, n):
         calls.append(n)  # runs once per trace
