@@ -9,18 +9,29 @@ def x64():
         yield
 
 
-@pytest.fixture
-def backend_compiles():
-    """A list that records every XLA compilation (by function name) while the test runs."""
+def _recorded(event: str):
+    """A list of the function names jax's ``event`` (a compile-time duration event) names while the test runs."""
     seen: list[str] = []
 
-    def listener(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
+    def listener(name, duration, **kwargs):
+        if name == event:
             seen.append(kwargs.get("fun_name", "?"))
 
     jax.monitoring.register_event_duration_secs_listener(listener)
     yield seen
     jax.monitoring.unregister_event_duration_listener(listener)
+
+
+@pytest.fixture
+def backend_compiles():
+    """A list that records every XLA compilation (by function name) while the test runs."""
+    yield from _recorded("/jax/core/compile/backend_compile_duration")
+
+
+@pytest.fixture
+def traces():
+    """A list that records every function traced to a jaxpr (by name) while the test runs."""
+    yield from _recorded("/jax/core/compile/jaxpr_trace_duration")
 
 
 @pytest.fixture(autouse=True)

@@ -21,20 +21,6 @@ TRAINER_PROGRAMS = ("_run_impl", "_evaluate_impl")
 
 
 @pytest.fixture
-def traces():
-    """Names of the functions traced to a jaxpr while the test runs."""
-    seen: list[str] = []
-
-    def listener(event, duration, **kwargs):
-        if event == "/jax/core/compile/jaxpr_trace_duration":
-            seen.append(kwargs.get("fun_name", "?"))
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    yield seen
-    jax.monitoring.unregister_event_duration_listener(listener)
-
-
-@pytest.fixture
 def store(tmp_path, monkeypatch):
     """The programs directory ``jaxnets train`` uses, as if enable_compilation_cache had switched it on."""
     directory = tmp_path / "programs"
