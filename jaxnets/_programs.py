@@ -42,8 +42,8 @@ import sys
 from pathlib import Path
 
 import jax
-import numpy as np
 
+from ._copies import private_copy
 from ._files import atomic_write
 
 log = logging.getLogger("jaxnets")
@@ -216,12 +216,8 @@ class Programs:
 
 
 def _copy(x):
-    """A private copy of an argument, on the same devices: through NumPy where that keeps its type (no program)."""
-    if not isinstance(x, jax.Array):
-        return x
-    if jax.numpy.issubdtype(x.dtype, jax.dtypes.prng_key) or x.aval.weak_type:
-        return jax.numpy.array(x, copy=True)  # NumPy has no key dtype and no weak type
-    return jax.device_put(np.array(x), x.sharding)
+    """A private copy of an argument (:func:`jaxnets._copies.private_copy`), on the argument's devices."""
+    return jax.device_put(private_copy(x), x.sharding) if isinstance(x, jax.Array) else x
 
 
 @contextlib.contextmanager

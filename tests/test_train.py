@@ -140,12 +140,12 @@ def _buffer(x):
 
 
 def test_trainer_copies_are_private_and_keep_dtype_weak_type_and_keys():
-    from jaxnets.training.trainer import _private_copy
+    from jaxnets._copies import private_copy
 
     strong, weak, key = jnp.arange(6.0).reshape(2, 3), jnp.asarray(0.5), jax.random.key(3)
     assert not strong.aval.weak_type and weak.aval.weak_type
     for x in (strong, weak, key, jnp.arange(4, dtype=jnp.int32)):
-        copy = jax.device_put(_private_copy(x))
+        copy = jax.device_put(private_copy(x))
         assert copy.dtype == x.dtype and copy.shape == x.shape and copy.aval.weak_type == x.aval.weak_type
         assert _buffer(copy) != _buffer(x)
         values = jax.random.key_data if x is key else np.asarray

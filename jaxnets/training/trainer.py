@@ -27,11 +27,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
 from .. import _split
+from .._copies import host_copy, private_copy
 from . import distributed
 
 LossFn = Callable[..., Any]
@@ -169,7 +169,7 @@ class Trainer:
         # Copies: donation deletes the buffers it is given, and the caller's model
         # must keep its own.
         self.mesh = mesh
-        self._leaves = self.replicate([_private_copy(leaf) for leaf in leaves])
+        self._leaves = self.replicate([private_copy(leaf) for leaf in leaves])
         self.compilations = 0
         """How many times a step or loop function was traced (= compiled)."""
         # On a mesh every output (state, loss, aux) is replicated: each device holds the same values.
@@ -332,18 +332,20 @@ class Trainer:
                     f"array {i} has shape {jnp.shape(xs)}. Stack one entry per step, e.g. "
                     "jax.random.split(key, num_steps)."
                 )
-        self._leaves, (losses, aux) = self._call("run", self._run, self._leaves, num_steps, batch, per_step)
+        self._leaves, (losses, aux) = self._call(
+            "run", self._run, self._leaves, num_steps, batch, per_step, static=(1,)
+        )
         return (losses, aux) if self._has_aux else losses
 
     def evaluate(self, *batch):
         """``eval_fn(model, *batch)`` with the current weights, compiled, without training."""
         return self._call("evaluate", self._evaluate, self._leaves, *batch)
 
-    def _call(self, name: str, fn, *args):
+    def _call(self, name: str, fn, *args, static: tuple = ()):
+        """``fn(*args)``, through :attr:`programs` when set; ``static``: the positions of ``fn``'s static arguments."""
         if self.programs is None:
             return fn(*args)
         # The state's tree (model and optimizer state) is in the key: the leaves alone are a flat list.
-        static = (1,) if fn is self._run else ()
         return self.programs.call(name, fn, args, static_argnums=static, depends=str(self._treedef))
 
     @property
@@ -397,7 +399,7 @@ class Trainer:
         # snapshot survives the next step's donation; only those parts are copied. host=True: NumPy
         # copies read straight from the live buffers (np.array waits for them and copies), what a
         # checkpoint writes, without a device copy first.
-        copy = _host_copy if host else (lambda x: jnp.array(x, copy=True))
+        copy = host_copy if host else (lambda x: jnp.array(x, copy=True))
         current = self._current()
         copies = tuple(jax.tree.map(copy, current[i]) for i in parts)
         return copies[0] if len(copies) == 1 else copies
@@ -415,25 +417,4 @@ class Trainer:
                     f"Trainer: in the new {what}, {jax.tree_util.keystr(path[1:])} has shape "
                     f"{jnp.shape(new)} and dtype {jnp.result_type(new)}; expected {old.shape} {old.dtype}."
                 )
-        return self.replicate([_private_copy(x) for _, x in path_leaves])
-
-
-def _private_copy(x):
-    """A copy of ``x`` that no one else holds, safe to donate: a fresh NumPy copy, put on a device by the caller.
-
-    Through NumPy, not ``jnp.array(x, copy=True)``: that is an XLA program per shape and dtype, traced and
-    lowered in every process even when the persistent cache holds it (eleven for LeNet and Adam, 0.05 to
-    0.08 s of a warm ``jaxnets train`` start). PRNG keys, weakly typed arrays and Python scalars keep the jnp
-    copy: NumPy has no key dtype and no weak type, and a weak scalar made strong would change what the step
-    promotes to.
-    """
-    if isinstance(x, jax.Array) and not x.aval.weak_type:
-        return _host_copy(x)
-    return jnp.array(x, copy=True)
-
-
-def _host_copy(x):
-    """A NumPy copy of an array leaf; a PRNG key stays a (copied) JAX array."""
-    if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
-        return jnp.array(x, copy=True)
-    return np.array(x)
+        return self.replicate([private_copy(x) for _, x in path_leaves])

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from .common import DP_IMPL, DP_WORKLOAD, PORT_BATCH, PORT_WORKLOADS, settings
+from .common import DP_IMPL, DP_WORKLOAD, PORT_BATCH, PORT_WORKLOADS, TORCH_ENV, settings
 
 IMPLS = ("torch-eager", "torch-accum", "torch-compile", "jaxnets-jit", "jaxnets-scan", "jaxnets-lax", "jax-bare-jit")
 """``torch-accum``: torch eager accumulating the gradient over the parts jaxnets' Trainer splits the batch into
@@ -93,11 +93,6 @@ def worst_compile(rows: list[dict]) -> dict | None:
     worst = max(found, key=lambda r: r["compile_s"], default=None)
     return None if worst is None else {"workload": worst["workload"], "batch": worst["batch"],
                                        "impl": worst["impl"], "compile_s": worst["compile_s"]}  # fmt: skip
-
-
-TORCH_ENV = {"JAXNETS_MALLOC": "0"}
-"""The torch worker imports jaxnets (for data and reference code), whose import tunes glibc's malloc
-(:mod:`jaxnets._malloc`); torch runs with glibc's defaults, as a torch user's process does."""
 
 
 def _run_worker(module: str, args: argparse.Namespace, extra: tuple[str, ...] = (), env: dict | None = None) -> dict:

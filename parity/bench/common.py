@@ -184,3 +184,8 @@ def emit(result: dict) -> None:
     """The worker's output: one JSON document on the last line of stdout."""
     sys.stdout.write("\n" + json.dumps(result) + "\n")
     sys.stdout.flush()
+
+
+TORCH_ENV = {"JAXNETS_MALLOC": "0"}
+"""Environment of every torch process of the benchmark: they import jaxnets (for data and reference code), whose
+import tunes glibc's malloc (:mod:`jaxnets._malloc`); torch runs with glibc's defaults, as a torch user's does."""

@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .common import TORCH_ENV
+
 FIRST_STEP = {"jaxnets": "epoch   1/", "torch": "Train Epoch: 1 [0/"}
 """The first stdout line that proves a finished first step, per side."""
 
@@ -99,7 +101,7 @@ def collect(rounds: int, epochs: int = 40, timeout: float = 600) -> dict:
             order = ("jaxnets", "torch") if r % 2 == 0 else ("torch", "jaxnets")
             for side in order:
                 run_dir = Path(tmp) / f"run{r}"
-                side_env = dict(env, JAXNETS_MALLOC="0") if side == "torch" else env  # glibc's defaults for torch
+                side_env = dict(env, **TORCH_ENV) if side == "torch" else env
                 result = run_once(commands(run_dir, epochs)[side], FIRST_STEP[side], side_env, timeout)
                 runs[side].append({"round": r, **result})
                 print(f"round {r} {side:>7}: {result['wall_s']:6.2f} s, first step {result['first_step_s']:.2f} s",
