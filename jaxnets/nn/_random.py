@@ -42,6 +42,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._draw import is_threefry, one_key_shape
+
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _PARITY = np.uint32(0x1BD11BDA)  # threefry's key-schedule constant
 
@@ -67,15 +69,6 @@ def threefry2x32(k0: jax.Array, k1: jax.Array, x0: jax.Array, x1: jax.Array) -> 
     return x0, x1
 
 
-def _is_threefry(key: jax.Array) -> bool:
-    return str(jax.random.key_impl(key)) == "threefry2x32"
-
-
-def _key_shape(key: jax.Array) -> tuple[int, ...]:
-    """The shape of one key: ``()`` for a typed key, ``(2,)`` for a legacy ``uint32`` one."""
-    return () if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else (2,)
-
-
 def bits32(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     """``jax.random.bits(key, shape, jnp.uint32)`` under ``jax_threefry_partitionable``, fusible for threefry keys."""
     shape = tuple(shape)
@@ -89,7 +82,7 @@ def bits32(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
 
 def _inline(key: jax.Array, shape: tuple[int, ...]) -> bool:
     """Whether :func:`bits32` hashes in line: one threefry key, a non-scalar shape of fewer than ``2**32`` elements."""
-    return _is_threefry(key) and jnp.shape(key) == _key_shape(key) and bool(shape) and math.prod(shape) < 2**32
+    return is_threefry(key) and jnp.shape(key) == one_key_shape(key) and bool(shape) and math.prod(shape) < 2**32
 
 
 def _flat_index(shape: tuple[int, ...]) -> jax.Array:

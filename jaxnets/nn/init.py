@@ -13,11 +13,12 @@ import math
 import jax
 import jax.numpy as jnp
 
+from .. import _draw
+
 
 def uniform(key: jax.Array, shape, bound: float, dtype=jnp.float32) -> jax.Array:
-    """``U(-bound, bound)``, drawn flat and reshaped (XLA:CPU compiles the flat draw faster)."""
-    flat = jax.random.uniform(key, (math.prod(shape),), dtype, -bound, bound)
-    return flat.reshape(shape)
+    """``U(-bound, bound)``, drawn flat and reshaped (XLA:CPU compiles the flat draw faster; :mod:`jaxnets._draw`)."""
+    return _draw.uniform(key, shape, dtype, bound)
 
 
 def fan_in(shape) -> int:
@@ -38,6 +39,9 @@ def bias_default(key: jax.Array, shape, fan_in: int, dtype=jnp.float32) -> jax.A
     return uniform(key, shape, bound, dtype)
 
 
-def normal(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
-    """``N(0, 1)``, torch's default for Embedding."""
-    return jax.random.normal(key, shape, dtype)
+def normal(key: jax.Array, shape, dtype=jnp.float32, std: float = 1.0) -> jax.Array:
+    """``N(0, std**2)`` (``std`` times a standard normal draw); ``N(0, 1)`` is torch's default for Embedding.
+
+    Drawn flat and reshaped, with the product in the draw's program (:mod:`jaxnets._draw`).
+    """
+    return _draw.normal(key, shape, dtype, std)

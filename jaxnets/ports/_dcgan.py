@@ -27,10 +27,10 @@ def weights_init(model: nn.Module, *, rngs: nnx.Rngs) -> None:
         classname = type(m).__name__
         if classname.find("Conv") != -1:
             w = m.weight[...]
-            m.weight[...] = 0.0 + 0.02 * jax.random.normal(rngs.params(), w.shape, w.dtype)
+            m.weight[...] = 0.0 + 0.02 * nn.init.normal(rngs.params(), w.shape, w.dtype)
         elif classname.find("BatchNorm") != -1:
             w = m.weight[...]
-            m.weight[...] = 1.0 + 0.02 * jax.random.normal(rngs.params(), w.shape, w.dtype)
+            m.weight[...] = 1.0 + 0.02 * nn.init.normal(rngs.params(), w.shape, w.dtype)
             m.bias[...] = jnp.zeros_like(m.bias[...])
 
 

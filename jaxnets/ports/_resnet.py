@@ -98,7 +98,7 @@ class BasicBlock(nn.Module):
 def _kaiming_normal_fan_out_relu(key: jax.Array, shape, dtype) -> jax.Array:
     """``nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")``: N(0, 2 / (out_channels * kh * kw))."""
     fan_out = shape[0] * math.prod(shape[2:])
-    return math.sqrt(2.0) / math.sqrt(fan_out) * jax.random.normal(key, shape, dtype)
+    return nn.init.normal(key, shape, dtype, std=math.sqrt(2.0) / math.sqrt(fan_out))
 
 
 class ResNet(nn.Module):

@@ -106,8 +106,8 @@ class MultiheadAttention(Module):
         self.in_proj_bias = nnx.Param(jnp.zeros((3 * e,), dtype)) if bias else None
         if add_bias_kv:
             std = math.sqrt(2.0 / (1 + e))  # xavier_normal_ on a (1, 1, E) tensor: fan_in = 1, fan_out = E
-            self.bias_k = nnx.Param(std * init.normal(rngs.params(), (1, 1, e), dtype))
-            self.bias_v = nnx.Param(std * init.normal(rngs.params(), (1, 1, e), dtype))
+            self.bias_k = nnx.Param(init.normal(rngs.params(), (1, 1, e), dtype, std))
+            self.bias_v = nnx.Param(init.normal(rngs.params(), (1, 1, e), dtype, std))
         else:
             self.bias_k = self.bias_v = None
         self.out_proj = Linear(e, e, bias=bias, dtype=dtype, rngs=rngs)
