@@ -119,3 +119,27 @@ def test_the_weights_own_their_buffer_and_can_be_donated():
     before = np.array(w)
     out = jax.jit(lambda x: x * 2.0, donate_argnums=0)(w)
     np.testing.assert_array_equal(np.asarray(out), before * 2.0)
+
+
+@pytest.mark.parametrize(
+    "shape, value, dtype", [((5,), 1.0, jnp.float32), ((2, 3), 0.0, jnp.bfloat16), ((), 0, int), ((4,), 0.25, None)]
+)
+def test_constant_is_jnp_full_without_a_program_per_shape(shape, value, dtype, backend_compiles):
+    from jaxnets.nn import init
+
+    got = init.constant(shape, value, dtype or jnp.float32)
+    assert backend_compiles == []
+    want = jnp.full(shape, value, dtype or jnp.float32)
+    assert got.dtype == want.dtype and got.aval.weak_type == want.aval.weak_type and got.committed == want.committed
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_constant_of_a_dtype_jax_does_not_hold_is_jaxs_own():
+    from jaxnets.nn import init
+
+    with jax.enable_x64(False), pytest.warns(UserWarning, match="float64"):
+        assert init.constant((3,), 1.0, jnp.float64).dtype == jnp.float32
+    with jax.enable_x64(True):
+        assert (
+            init.constant((), 0, int).dtype == jnp.int64 and init.constant((2,), 1.0, jnp.float64).dtype == jnp.float64
+        )

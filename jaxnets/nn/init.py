@@ -12,6 +12,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .. import _draw
 
@@ -37,6 +38,18 @@ def bias_default(key: jax.Array, shape, fan_in: int, dtype=jnp.float32) -> jax.A
     """torch's default bias: ``U(+-1/sqrt(fan_in))``, or zeros-width ``U(0, 0)`` when ``fan_in`` is 0."""
     bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
     return uniform(key, shape, bound, dtype)
+
+
+def constant(shape, value, dtype=jnp.float32) -> jax.Array:
+    """``shape`` filled with ``value``: torch's ``nn.init.constant_`` (``ones_``, ``zeros_``).
+
+    Made in NumPy and put on the device, so that no program is compiled per shape (``jnp.full`` compiles one,
+    ``broadcast_in_dim``, 504 of them in one run of the test suite). A dtype JAX does not hold as it is
+    (``float64`` without ``jax_enable_x64``) takes ``jnp.full``, with JAX's own conversion and warning.
+    """
+    if dtype not in (int, float) and np.dtype(dtype) != jax.dtypes.canonicalize_dtype(dtype):
+        return jnp.full(shape, value, dtype)
+    return jax.device_put(np.full(shape, value, jax.dtypes.canonicalize_dtype(dtype)))
 
 
 def normal(key: jax.Array, shape, dtype=jnp.float32, std: float = 1.0) -> jax.Array:

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from .. import functional as F
+from .. import init as nn_init
 from ..module import Module
 
 
@@ -312,7 +313,7 @@ class PReLU(Module):
 
     def __init__(self, num_parameters: int = 1, init: float = 0.25, *, dtype=None, rngs: nnx.Rngs | None = None):
         self.num_parameters = num_parameters
-        self.weight = nnx.Param(jnp.full((num_parameters,), init, dtype or jnp.float32))
+        self.weight = nnx.Param(nn_init.constant((num_parameters,), init, dtype or jnp.float32))
 
     def __call__(self, input: jax.Array) -> jax.Array:
         x = input

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from .. import functional as F
+from .. import init
 from ..module import Buffer, Module
 
 
@@ -41,12 +42,12 @@ class _InstanceNorm(Module):
         dtype = dtype or jnp.float32
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
-        self.weight = nnx.Param(jnp.ones((num_features,), dtype)) if affine else None
-        self.bias = nnx.Param(jnp.zeros((num_features,), dtype)) if affine and bias else None
+        self.weight = nnx.Param(init.constant((num_features,), 1.0, dtype)) if affine else None
+        self.bias = nnx.Param(init.constant((num_features,), 0.0, dtype)) if affine and bias else None
         if track_running_stats:
-            self.running_mean = Buffer(jnp.zeros((num_features,), dtype))
-            self.running_var = Buffer(jnp.ones((num_features,), dtype))
-            self.num_batches_tracked = Buffer(jnp.zeros((), int))  # torch keeps it and never counts
+            self.running_mean = Buffer(init.constant((num_features,), 0.0, dtype))
+            self.running_var = Buffer(init.constant((num_features,), 1.0, dtype))
+            self.num_batches_tracked = Buffer(init.constant((), 0, int))  # torch keeps it and never counts
         else:
             self.running_mean = self.running_var = self.num_batches_tracked = None
 

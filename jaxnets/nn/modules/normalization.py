@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from .. import functional as F
+from .. import init
 from ..module import Module
 
 
@@ -32,8 +33,8 @@ class LayerNorm(Module):
         shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
         dtype = dtype or jnp.float32
         self.normalized_shape, self.eps, self.elementwise_affine = shape, eps, elementwise_affine
-        self.weight = nnx.Param(jnp.ones(shape, dtype)) if elementwise_affine else None
-        self.bias = nnx.Param(jnp.zeros(shape, dtype)) if elementwise_affine and bias else None
+        self.weight = nnx.Param(init.constant(shape, 1.0, dtype)) if elementwise_affine else None
+        self.bias = nnx.Param(init.constant(shape, 0.0, dtype)) if elementwise_affine and bias else None
 
     def __call__(self, input: jax.Array) -> jax.Array:
         x = input
@@ -63,8 +64,8 @@ class GroupNorm(Module):
             raise ValueError(f"num_channels ({num_channels}) must be divisible by num_groups ({num_groups})")
         dtype = dtype or jnp.float32
         self.num_groups, self.num_channels, self.eps, self.affine = num_groups, num_channels, eps, affine
-        self.weight = nnx.Param(jnp.ones((num_channels,), dtype)) if affine else None
-        self.bias = nnx.Param(jnp.zeros((num_channels,), dtype)) if affine and bias else None
+        self.weight = nnx.Param(init.constant((num_channels,), 1.0, dtype)) if affine else None
+        self.bias = nnx.Param(init.constant((num_channels,), 0.0, dtype)) if affine and bias else None
 
     def __call__(self, input: jax.Array) -> jax.Array:
         x = input
@@ -103,7 +104,7 @@ class RMSNorm(Module):
         shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
         dtype = dtype or jnp.float32
         self.normalized_shape, self.eps, self.elementwise_affine = shape, eps, elementwise_affine
-        self.weight = nnx.Param(jnp.ones(shape, dtype)) if elementwise_affine else None
+        self.weight = nnx.Param(init.constant(shape, 1.0, dtype)) if elementwise_affine else None
 
     def __call__(self, input: jax.Array) -> jax.Array:
         x = input

@@ -103,7 +103,7 @@ class MultiheadAttention(Module):
             self.q_proj_weight = nnx.Param(_xavier_uniform(rngs.params(), (e, e), dtype, e, e))
             self.k_proj_weight = nnx.Param(_xavier_uniform(rngs.params(), (e, self.kdim), dtype, self.kdim, e))
             self.v_proj_weight = nnx.Param(_xavier_uniform(rngs.params(), (e, self.vdim), dtype, self.vdim, e))
-        self.in_proj_bias = nnx.Param(jnp.zeros((3 * e,), dtype)) if bias else None
+        self.in_proj_bias = nnx.Param(init.constant((3 * e,), 0.0, dtype)) if bias else None
         if add_bias_kv:
             std = math.sqrt(2.0 / (1 + e))  # xavier_normal_ on a (1, 1, E) tensor: fan_in = 1, fan_out = E
             self.bias_k = nnx.Param(init.normal(rngs.params(), (1, 1, e), dtype, std))
@@ -112,7 +112,7 @@ class MultiheadAttention(Module):
             self.bias_k = self.bias_v = None
         self.out_proj = Linear(e, e, bias=bias, dtype=dtype, rngs=rngs)
         if bias:
-            self.out_proj.bias[...] = jnp.zeros((e,), dtype)  # torch zeroes it in _reset_parameters
+            self.out_proj.bias[...] = init.constant((e,), 0.0, dtype)  # torch zeroes it in _reset_parameters
 
     def __call__(
         self,
