@@ -53,6 +53,21 @@ def test_programs_warm_train_loads_untraced_and_matches_the_cold_run_bit_for_bit
     assert [h["train_loss"] for h in warm["history"]] == [h["train_loss"] for h in cold["history"]]
 
 
+@pytest.mark.slow  # ResNet-18's epoch loop and evaluation compiled, stored and loaded (about 20 s)
+def test_programs_resnet18_on_cifar_loads_untraced_and_matches_the_cold_run_bit_for_bit(store, tmp_path, traces):
+    from test_training_cifar import write_cifar10
+
+    write_cifar10(tmp_path / "cifar-10-batches-py")
+    config = dict(model="resnet18", data=f"cifar10:{tmp_path / 'cifar-10-batches-py'}", batch_size=16, optimizer="sgd")
+    cold = train(tmp_path / "cold", **config)
+    assert sorted(trained(traces)) == sorted(TRAINER_PROGRAMS)
+    traces.clear()
+    warm = train(tmp_path / "warm", **config)
+    assert trained(traces) == []  # BatchNorm's buffers and all: loaded from disk, neither traced nor lowered
+    assert weights(tmp_path / "warm") == weights(tmp_path / "cold")
+    assert [h["train_loss"] for h in warm["history"]] == [h["train_loss"] for h in cold["history"]]
+
+
 def test_programs_another_config_value_compiles_anew(store, tmp_path, traces):
     train(tmp_path / "a")
     traces.clear()
