@@ -1,4 +1,4 @@
-"""jaxnets._draw: initial weights from one program per power-of-two size, with JAX's own values."""
+"""jaxnets._draw: initial weights from one compiled program per law and dtype, with JAX's own values."""
 
 import math
 import warnings

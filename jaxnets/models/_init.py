@@ -81,8 +81,8 @@ def uniform(key: jax.Array, shape, dtype, bound) -> jax.Array:
     """``U(-bound, bound)`` of ``shape``, drawn flat, then reshaped.
 
     Flat because XLA:CPU compiles the multi-dimensional threefry program two to
-    four times slower; and with one program per power-of-two size rather than
-    per shape (:mod:`jaxnets._draw`), the same values.
+    four times slower; drawn by :mod:`jaxnets._draw`, one compiled program for
+    every shape, with ``jax.random.uniform``'s values.
     """
     return _draw.uniform(key, shape, dtype, bound)
 

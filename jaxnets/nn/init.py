@@ -55,6 +55,7 @@ def constant(shape, value, dtype=jnp.float32) -> jax.Array:
 def normal(key: jax.Array, shape, dtype=jnp.float32, std: float = 1.0) -> jax.Array:
     """``N(0, std**2)`` (``std`` times a standard normal draw); ``N(0, 1)`` is torch's default for Embedding.
 
-    Drawn flat and reshaped, with the product in the draw's program (:mod:`jaxnets._draw`).
+    Drawn flat and reshaped by :mod:`jaxnets._draw` (one compiled program for every shape), the product with
+    ``std`` taken as the eager ``std * jax.random.normal(...)`` takes it.
     """
     return _draw.normal(key, shape, dtype, std)
