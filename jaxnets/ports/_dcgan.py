@@ -11,7 +11,6 @@ device ``forward`` is ``self.main(input)``. Torch-mirror family: the
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from jaxnets import nn
@@ -27,11 +26,12 @@ def weights_init(model: nn.Module, *, rngs: nnx.Rngs) -> None:
         classname = type(m).__name__
         if classname.find("Conv") != -1:
             w = m.weight[...]
-            m.weight[...] = 0.0 + 0.02 * nn.init.normal(rngs.params(), w.shape, w.dtype)
+            m.weight[...] = nn.init.normal(rngs.params(), w.shape, w.dtype, std=0.02)
         elif classname.find("BatchNorm") != -1:
             w = m.weight[...]
-            m.weight[...] = 1.0 + 0.02 * nn.init.normal(rngs.params(), w.shape, w.dtype)
-            m.bias[...] = jnp.zeros_like(m.bias[...])
+            m.weight[...] = 1.0 + nn.init.normal(rngs.params(), w.shape, w.dtype, std=0.02)
+            b = m.bias[...]
+            m.bias[...] = nn.init.constant(b.shape, 0.0, b.dtype)
 
 
 class Generator(nn.Module):
