@@ -113,3 +113,14 @@ def tune() -> bool:
     values = ((M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TOP_PAD, TOP_PAD)) + (HEAP if mode == "heap" else ())
     applied = all([mallopt(param, value) == 1 for param, value in values])
     return applied
+
+
+def setting() -> str:
+    """What this process's malloc runs with, in words (the benchmark reports it per worker)."""
+    if applied:
+        heap = os.environ.get("JAXNETS_MALLOC") == "heap"
+        return "jaxnets' tuning with one heap (JAXNETS_MALLOC=heap)" if heap else "jaxnets' default tuning"
+    user = sorted(k for k in os.environ if k.startswith("MALLOC_"))
+    if user:
+        return f"glibc with the environment's {', '.join(user)}"
+    return "glibc's defaults" if _glibc() else "the C library's own (not glibc)"

@@ -47,6 +47,16 @@ def test_bench_quick_json_has_the_documented_shape(quick):
 
 
 @pytest.mark.slow
+def test_bench_quick_reports_each_workers_malloc(quick):
+    doc, stdout, _ = quick
+    malloc = doc["machine"]["malloc"]
+    assert set(malloc) == {"jax", "torch"}
+    assert f"malloc: jax worker {malloc['jax']}; torch worker {malloc['torch']}" in stdout
+    if "JAXNETS_MALLOC" not in os.environ and not any(k.startswith("MALLOC_") for k in os.environ):
+        assert malloc == {"jax": "jaxnets' default tuning", "torch": "glibc's defaults"}  # torch: TORCH_ENV
+
+
+@pytest.mark.slow
 def test_bench_quick_covers_every_workload_and_both_frameworks(quick):
     doc, _, _ = quick
     got = {(r["workload"], r["batch"], r["impl"]) for r in doc["rows"]}

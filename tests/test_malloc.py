@@ -43,6 +43,26 @@ def test_malloc_heap_mode_applied_at_import_before_jax():
     assert _run(APPLIED, JAXNETS_MALLOC="heap") == "True False"
 
 
+SETTING = "import jaxnets._malloc as m; print(m.setting())"
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc only")
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({}, "jaxnets' default tuning"),
+        ({"JAXNETS_MALLOC": "heap"}, "jaxnets' tuning with one heap (JAXNETS_MALLOC=heap)"),
+        ({"JAXNETS_MALLOC": "0"}, "glibc's defaults"),
+        (
+            {"MALLOC_ARENA_MAX": "2", "MALLOC_TOP_PAD_": "0"},
+            "glibc with the environment's MALLOC_ARENA_MAX, MALLOC_TOP_PAD_",
+        ),
+    ],
+)
+def test_malloc_setting_says_what_the_process_runs_with(env, expected):
+    assert _run(SETTING, **env) == expected
+
+
 def test_malloc_unknown_setting_is_a_clear_error_at_import():
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     done = subprocess.run([sys.executable, "-c", "import jaxnets"], env={**clean, "JAXNETS_MALLOC": "heaps"},

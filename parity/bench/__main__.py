@@ -282,6 +282,8 @@ def collect(args: argparse.Namespace) -> dict:
             "versions": {k: v for r in results for k, v in r["versions"].items()},
             "jax_device": next(r["device"] for r in results if r["framework"] == "jax"),
             "torch_device": next(r.get("device") for r in results if r["framework"] == "torch"),
+            # Each worker's malloc: JAXNETS_MALLOC changes the jax worker's; the torch worker runs at glibc's defaults.
+            "malloc": {r["framework"]: r.get("malloc") for r in results if r.get("malloc")},
             "quick": args.quick,
             "rounds": args.rounds,
         },
@@ -299,6 +301,8 @@ def format_table(doc: dict) -> str:
     )
     if m.get("rounds", 1) > 1:
         head += f"\n{m['rounds']} rounds alternating torch and jax; each row is the median over the rounds"
+    if m.get("malloc"):
+        head += "\nmalloc: " + "; ".join(f"{fw} worker {how}" for fw, how in sorted(m["malloc"].items()))
     if m.get("two_layer_gemm_gflops"):
         share = m["two_layer_gemm_gflops"] / m["gemm_peak_gflops"]
         head += (
