@@ -38,7 +38,7 @@ on its own) and ``M_TRIM_THRESHOLD`` 1 GB (the heap keeps up to that much
 freed memory at its top; with 256 MB it still shrank and grew again in some
 steps). ResNet-18's step then faults in almost no step (one of 7 in some
 runs) and took 63-76 ms against 80-108 ms (fastest of 8 rounds, one process
-per setting, alternating, under the CPU lock, 2026-12-06, four pairs; the
+per setting, alternating, under the CPU lock, 2026-12-06, six pairs; the
 machine slowed both sides in two of them). It is not the default because one
 heap for every thread slows the smaller steps: the Transformer encoder's
 step took 42-59 ms against 40-58 ms, LeNet's at batch 256 11.5-14.4 against
