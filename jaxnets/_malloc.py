@@ -76,6 +76,10 @@ MODES = ("0", "1", "heap")
 applied = False
 """Whether :func:`tune` set its values (the default's two, and :data:`HEAP`'s with ``JAXNETS_MALLOC=heap``)."""
 
+mode = None
+"""The ``JAXNETS_MALLOC`` value :func:`tune` read at import (``"1"`` when unset), so that :func:`setting` does not
+read an environment the program may have changed since."""
+
 
 def _glibc() -> bool:
     try:
@@ -92,7 +96,7 @@ def tune() -> bool:
     Raises:
       ValueError: if ``JAXNETS_MALLOC`` is set to anything but one of :data:`MODES`.
     """
-    global applied
+    global applied, mode
     mode = os.environ.get("JAXNETS_MALLOC", "1")
     if mode not in MODES:
         raise ValueError(
@@ -118,8 +122,7 @@ def tune() -> bool:
 def setting() -> str:
     """What this process's malloc runs with, in words (the benchmark reports it per worker)."""
     if applied:
-        heap = os.environ.get("JAXNETS_MALLOC") == "heap"
-        return "jaxnets' tuning with one heap (JAXNETS_MALLOC=heap)" if heap else "jaxnets' default tuning"
+        return "jaxnets' tuning with one heap (JAXNETS_MALLOC=heap)" if mode == "heap" else "jaxnets' default tuning"
     user = sorted(k for k in os.environ if k.startswith("MALLOC_"))
     if user:
         return f"glibc with the environment's {', '.join(user)}"

@@ -18,10 +18,16 @@ def _faults(code: str, **env) -> list[int]:
     return [int(n) for n in _run(code, **env).split()]
 
 
-def _run(code: str, **env) -> str:
+def _process(code: str, **env) -> subprocess.CompletedProcess:
+    """``python -c code`` with no ``MALLOC_*`` or ``JAXNETS_MALLOC`` of this environment's, and ``env`` added."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "JAXNETS_MALLOC"}
-    done = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, cwd=ROOT, capture_output=True,
-                          text=True, check=True)  # fmt: skip
+    return subprocess.run([sys.executable, "-c", code], env={**clean, **env}, cwd=ROOT, capture_output=True,
+                          text=True)  # fmt: skip
+
+
+def _run(code: str, **env) -> str:
+    done = _process(code, **env)
+    assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout.strip()
 
 
@@ -63,10 +69,14 @@ def test_malloc_setting_says_what_the_process_runs_with(env, expected):
     assert _run(SETTING, **env) == expected
 
 
+@pytest.mark.skipif(not GLIBC, reason="glibc only")
+def test_malloc_setting_reports_what_was_applied_at_import_not_the_environment_now():
+    code = "import os, jaxnets._malloc as m; os.environ['JAXNETS_MALLOC'] = 'heap'; print(m.setting())"
+    assert _run(code) == "jaxnets' default tuning"
+
+
 def test_malloc_unknown_setting_is_a_clear_error_at_import():
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    done = subprocess.run([sys.executable, "-c", "import jaxnets"], env={**clean, "JAXNETS_MALLOC": "heaps"},
-                          cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    done = _process("import jaxnets", JAXNETS_MALLOC="heaps")
     assert done.returncode != 0
     assert "JAXNETS_MALLOC='heaps'" in done.stderr and "expected one of 0, 1, heap" in done.stderr, done.stderr
 
