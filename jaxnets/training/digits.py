@@ -247,8 +247,8 @@ CONFUSION = "confusion.png"  # written by `jaxnets evaluate RUN`: an overwritten
 _RUN_FILES = (CHECKPOINTS, METRICS, CURVES, CONFUSION)
 
 CURVES_EVERY = 10.0
-"""Seconds between draws of ``curves.png`` during a run (the first after as long): a draw takes about 0.3 s of CPU,
-more than a digits epoch, so a run shorter than this draws once, after its last epoch."""
+"""Seconds between draws of ``curves.png`` during a run (the first after as long): a draw takes 0.11 to 0.14 s of
+CPU, twice a digits epoch, so a run shorter than this draws once, after its last epoch."""
 
 EVAL_BATCH = 500
 """Images per evaluation batch; the last batch of a larger set is padded to this size, so one program serves."""
@@ -373,8 +373,12 @@ def model_spec(model: LeNet) -> dict:
     }
 
 
-def build_model(spec: dict | None = None, *, seed: int = 0) -> LeNet:
-    """A LeNet from a :func:`model_spec` dict (the tutorial's ``Net`` when None)."""
+def build_model(spec: dict | None = None, *, seed: int = 0, programs=None) -> LeNet:
+    """A LeNet from a :func:`model_spec` dict (the tutorial's ``Net`` when None), its weights drawn from ``seed``.
+
+    ``programs`` (a :class:`jaxnets._programs.Programs`, as ``jaxnets train`` passes): load the compiled draw of
+    the weights from it instead of tracing it; the weights are the same.
+    """
     spec = dict(spec or {"model": "lenet"})
     kind = spec.pop("model", "lenet")
     if kind in MODELS and kind != "lenet":
@@ -385,14 +389,14 @@ def build_model(spec: dict | None = None, *, seed: int = 0) -> LeNet:
         )
     if kind not in MODELS:
         raise ValueError(f"unknown model {kind!r} in the model description; expected one of {', '.join(MODELS)}.")
-    return _built_lenet(tuple(sorted(spec.items())), seed)
+    return _built_lenet(tuple(sorted(spec.items())), seed, programs)
 
 
 _LAYERS = ("conv1", "conv2", "fc1", "fc2", "fc3")
 """LeNet's layers in the order its constructor draws their parameters: each layer's kernel, then its bias."""
 
 
-def _built_lenet(spec: tuple, seed: int) -> LeNet:
+def _built_lenet(spec: tuple, seed: int, programs=None) -> LeNet:
     """``LeNet(**dict(spec), rngs=nnx.Rngs(seed))``, its ten uniform draws made by one small compiled program.
 
     The constructor draws parameter ``i`` (kernel then bias, layer by layer) as ``uniform(fold_in(key(seed), i),
@@ -403,14 +407,17 @@ def _built_lenet(spec: tuple, seed: int) -> LeNet:
     The shapes come from tracing the constructor with zero initialisers (``nnx.eval_shape``). The weights are
     bit-identical to the eager constructor's (tests/test_training.py checks several seeds and shapes); with
     ``jax_threefry_partitionable`` off, where a longer draw does not start with a shorter one, the constructor
-    runs eagerly, as it does under another PRNG than threefry.
+    runs eagerly, as it does under another PRNG than threefry. Through ``programs`` the stored draw is loaded
+    instead of traced and lowered: 36 against 95 to 98 ms (warm caches, one process each).
     """
     if not (jax.config.jax_threefry_partitionable and _threefry()):
         return LeNet(**dict(spec), rngs=nnx.Rngs(seed))
     zeros = nnx.initializers.zeros
     abstract = nnx.eval_shape(lambda: LeNet(**dict(spec), kernel_init=zeros, bias_init=zeros, rngs=nnx.Rngs(0)))
     shapes = tuple((getattr(abstract, n).kernel.shape, getattr(abstract, n).bias.shape) for n in _LAYERS)
-    values = iter(np.asarray(_draws(shapes, _key_words(seed))))
+    args = (shapes, _key_words(seed))
+    drawn = _draws(*args) if programs is None else programs.call("draws", _draws, args, static_argnums=(0,))
+    values = iter(np.asarray(drawn))
     pure = {}
     for name, (kernel_shape, bias_shape) in zip(_LAYERS, shapes, strict=True):
         # jax.device_put, not jnp.asarray: in this JAX the latter stages NumPy input through a program per shape.
@@ -556,7 +563,14 @@ def plot_curves(history: list[dict], path: Path, title: str = "") -> None:
     Drawn with matplotlib's object API, not pyplot: no global figure state, so the training loop's writer thread
     can draw while the loop runs.
     """
+    fig = _curves_figure(history, title)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+
+
+def _curves_figure(history: list[dict], title: str):
+    """:func:`plot_curves`' figure, not yet drawn."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
 
     epochs = [h["epoch"] for h in history]
     fig = Figure(figsize=(10, 4))
@@ -564,6 +578,12 @@ def plot_curves(history: list[dict], path: Path, title: str = "") -> None:
     ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
     ax_loss.plot(epochs, [h["test_loss"] for h in history], "s-", label="test")
     ax_loss.set_yscale("log")
+    # Plain labels (0.01, 0.1, 1; the minor ticks' too when the axis spans less than a decade): the default ones
+    # are mathtext (10^-2), whose parser is built on a process's first draw, 0.14 s in a profile of the first
+    # draw (0.45 s profiled; 0.16 s against 0.12 s without mathtext, unprofiled).
+    ax_loss.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    short = lambda: (lambda lo, hi: hi < 10 * lo)(*ax_loss.get_ylim())
+    ax_loss.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if short() else ""))
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     ax_acc.plot(epochs, [100 * h["train_accuracy"] for h in history], "o-", label="train")
     ax_acc.plot(epochs, [100 * h["test_accuracy"] for h in history], "s-", label="test")
@@ -575,7 +595,7 @@ def plot_curves(history: list[dict], path: Path, title: str = "") -> None:
     # Fixed margins, not tight_layout(): that measures every text by drawing the figure once more before
     # savefig draws it (about 0.1 s of the 0.25 s a draw takes, after a run's last epoch).
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.86, wspace=0.22)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    return fig
 
 
 def plot_confusion(matrix: np.ndarray, path: Path, title: str = "") -> None:
@@ -731,11 +751,14 @@ CHUNK_STEPS = 128
 
 
 def _train_epoch(
-    trainer, images, labels, order: np.ndarray, mesh, desc: str, progress
-) -> tuple[np.ndarray, np.ndarray]:
-    """One epoch: the steps of ``order`` ``(steps, batch)`` as compiled loops of up to :data:`CHUNK_STEPS` steps.
+    trainer, images, labels, order: np.ndarray, mesh, desc: str, progress, test_batches: tuple
+) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """One epoch: the steps of ``order`` ``(steps, batch)`` as compiled loops of up to :data:`CHUNK_STEPS` steps,
+    then the evaluation of ``test_batches`` with the epoch's weights.
 
-    Returns the host copies of every step's loss and number of correct predictions.
+    Returns the host copies of every step's loss and number of correct predictions, and the evaluation's
+    outputs, still on the device. The evaluation is dispatched before the last loop is waited for, so that it
+    starts as soon as the loop ends, and the host copies run while it computes.
     """
     steps = len(order)
     chunk = min(steps, CHUNK_STEPS)  # at most two loop lengths, each compiled once: CHUNK_STEPS and the remainder
@@ -753,13 +776,14 @@ def _train_epoch(
             # Dispatched asynchronously: the bar waits for the previous chunk while this one runs.
             if len(outputs) > 1:
                 shown = _advance(bar, outputs[-2], shown)
+        evaluation = trainer.evaluate(*test_batches)
         if outputs:
             _advance(bar, outputs[-1], shown)
     finally:
         bar.close()
     losses = np.concatenate([np.asarray(loss) for loss, _ in outputs])
     hits = np.concatenate([np.asarray(h) for _, h in outputs])
-    return losses, hits
+    return losses, hits, evaluation
 
 
 def _advance(bar, output, shown: int) -> int:
@@ -876,15 +900,24 @@ class _Writer:
             self.check()
 
 
-def _network(config: TrainConfig, train_set: data.Dataset):
-    """``(model, step loss, evaluation, model description, name)`` of a run: LeNet's, or ResNet-18's on CIFAR-10."""
+def _network(config: TrainConfig, train_set: data.Dataset, programs):
+    """``(model, step loss, evaluation, model description, name)`` of a run: LeNet's, or ResNet-18's on CIFAR-10;
+    LeNet's weights drawn through ``programs`` (see :func:`build_model`)."""
     if config.model == "resnet18":
         from . import cifar
 
         model = cifar.build_model(config.seed)
         return model, cifar.step_fn(_loss_and_correct), cifar.eval_fn(_eval_sums), cifar.model_spec(model), "ResNet-18"
-    model = build_model({"model": config.model, "image_size": train_set.images.shape[1]}, seed=config.seed)
+    spec = {"model": config.model, "image_size": train_set.images.shape[1]}
+    model = build_model(spec, seed=config.seed, programs=programs)
     return model, _loss_and_correct, _eval_sums, model_spec(model), "LeNet"
+
+
+def _compiled_init(optimizer):
+    """``optimizer`` whose ``init`` is one compiled program (found in the persistent cache from a run's second time
+    on): 14 ms against 73 to 96 ms op by op for Adam's state (warm caches, one process each). Same values, dtypes
+    and weak types (tests/test_training.py checks every optimizer of ``--optimizer``)."""
+    return optimizer._replace(init=jax.jit(optimizer.init))
 
 
 def _threefry() -> bool:
@@ -975,14 +1008,15 @@ def train(
         if overwrite:
             remove_run(out)  # only now: a bad --data or --batch-size must not cost the old run
         out.mkdir(parents=True, exist_ok=True)
-    model, loss_fn, eval_fn, spec, name = _network(config, train_set)
-    optimizer = build_optimizer(config, steps_per_epoch=steps_per_epoch)
-    trainer = Trainer(model, optimizer, loss_fn, eval_fn=eval_fn, has_aux=True, mesh=mesh)
     # The config and steps per epoch fix the model, optimizer and losses the programs close over; the data's
     # shapes and the devices' shardings are in every program's key through its arguments.
-    trainer.programs = _programs.programs(
+    programs = _programs.programs(
         {"command": "train", "config": config.to_json(), "steps": steps_per_epoch, "devices": num_devices}
     )
+    model, loss_fn, eval_fn, spec, name = _network(config, train_set, programs)
+    optimizer = _compiled_init(build_optimizer(config, steps_per_epoch=steps_per_epoch))
+    trainer = Trainer(model, optimizer, loss_fn, eval_fn=eval_fn, has_aux=True, mesh=mesh)
+    trainer.programs = programs
     schedule = (
         None
         if config.scheduler is None
@@ -1027,8 +1061,9 @@ def train(
         for epoch in range(start_epoch + 1, config.epochs + 1):
             t0 = time.perf_counter()
             order = data.order(run_key, len(train_set), epoch=epoch)[: steps_per_epoch * config.batch_size]
-            step_losses, hits = _train_epoch(trainer, images, labels, order.reshape(steps_per_epoch, -1), mesh,
-                                             f"epoch {epoch}/{config.epochs}", progress)  # fmt: skip
+            step_losses, hits, evaluation = _train_epoch(trainer, images, labels, order.reshape(steps_per_epoch, -1),
+                                                         mesh, f"epoch {epoch}/{config.epochs}", progress,
+                                                         test_batches)  # fmt: skip
             writer.check()  # a failed write of the last epoch stops the run here, before more work
             bad = np.flatnonzero(~np.isfinite(step_losses))
             if bad.size:
@@ -1044,7 +1079,7 @@ def train(
                       f"{where} holds {_bad_values(state, where)} after step {step} (the end of epoch {epoch}), "
                       "though every loss of the epoch was finite", f"Lower --lr (now {config.learning_rate:g}) "
                       "or change --optimizer; the checkpoint of this epoch was not written.")  # fmt: skip
-            test_loss, test_correct = (float(v) for v in trainer.evaluate(*test_batches))
+            test_loss, test_correct = (float(v) for v in evaluation)
             seconds = time.perf_counter() - t0
             elapsed += seconds
             history.append(
