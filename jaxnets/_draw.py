@@ -40,24 +40,27 @@ def uniform(key: jax.Array, shape, dtype, bound) -> jax.Array:
     return _flat("uniform", key, tuple(shape), dtype, bound)
 
 
-def normal(key: jax.Array, shape, dtype, std: float = 1.0) -> jax.Array:
-    """The values of ``std * jax.random.normal(key, (prod(shape),), dtype)``, reshaped to ``shape``.
+def normal(key: jax.Array, shape, dtype, std: float = 1.0, mean: float = 0.0) -> jax.Array:
+    """The values of ``mean + std * jax.random.normal(key, (prod(shape),), dtype)``, reshaped to ``shape``.
 
     Under partitionable threefry the same as ``jax.random.normal(key, shape, dtype)``: the index is flat.
     ``std`` multiplies on the host, one IEEE product per element as the eager product (a program per shape of
-    its own) computes it; inside the draw's program, XLA rounded one element in 20 differently.
+    its own) computes it; inside the draw's program, XLA rounded one element in 20 differently. ``mean`` is
+    added after it in the same way (``mean`` rounded to the dtype, then one IEEE sum per element).
     """
-    return _flat("normal", key, tuple(shape), dtype, std)
+    return _flat("normal", key, tuple(shape), dtype, std, mean)
 
 
-def _flat(law: str, key: jax.Array, shape: tuple, dtype, scale) -> jax.Array:
-    """``law``'s flat draw of ``prod(shape)`` elements, reshaped; ``scale``: the uniform's bound, the normal's std."""
+def _flat(law: str, key: jax.Array, shape: tuple, dtype, scale, mean=0.0) -> jax.Array:
+    """``law``'s flat draw of ``prod(shape)`` elements, reshaped; ``scale``: the uniform's bound, the normal's std;
+    ``mean``: the normal's mean."""
     n = math.prod(shape)
-    if not _chunkable(key, scale, n, dtype):
+    if not _chunkable(key, scale, n, dtype) or isinstance(mean, jax.core.Tracer):
         if law == "uniform":
             return jax.random.uniform(key, (n,), dtype, -scale, scale).reshape(shape)
         flat = jax.random.normal(key, (n,), dtype)
-        return (flat if scale == 1.0 else scale * flat).reshape(shape)
+        flat = flat if scale == 1.0 else scale * flat
+        return (flat if mean == 0.0 else mean + flat).reshape(shape)
     size = CHUNKS[0] if n <= CHUNKS[0] else CHUNKS[1]
     dtype = jnp.dtype(dtype)
     bound = scale if law == "uniform" else 0.0
@@ -67,6 +70,8 @@ def _flat(law: str, key: jax.Array, shape: tuple, dtype, scale) -> jax.Array:
     values = np.concatenate([np.asarray(p) for p in parts] or [np.zeros(0, dtype)])[:n].reshape(shape)
     if law == "normal" and scale != 1.0:
         values = np.asarray(scale, dtype) * values  # `scale` rounded to the dtype first, as JAX's weak scalar is
+    if law == "normal" and mean != 0.0:
+        values = np.asarray(mean, dtype) + values
     device = next(iter(key.sharding.device_set))
     return jax.device_put(values, device) if key.committed else jax.device_put(values)
 

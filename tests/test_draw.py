@@ -68,6 +68,20 @@ def test_normal_with_a_std_equals_the_eager_product(std):
         _assert_same(_draw.normal(key, shape, dtype, std), std * _reference("normal", key, shape, dtype, None))
 
 
+@pytest.mark.parametrize("std, mean", [(0.02, 1.0), (1.0, -0.5), (0.3, 0.0)])
+def test_normal_with_a_mean_equals_the_eager_sum(std, mean):
+    """``nn.init.normal(..., std, mean=...)`` is torch's ``normal_(w, mean, std)``: the eager ``mean + std * z``."""
+    from jaxnets import nn
+
+    key = jax.random.key(5)
+    for shape, dtype in [((5,), jnp.float32), ((64, 3, 3, 3), jnp.float32), ((40,), jnp.bfloat16)]:
+        scaled = _reference("normal", key, shape, dtype, None)
+        scaled = scaled if std == 1.0 else std * scaled
+        _assert_same(nn.init.normal(key, shape, dtype, std, mean=mean), scaled if mean == 0.0 else mean + scaled)
+    traced = jax.jit(lambda k: nn.init.normal(k, (7,), jnp.float32, std, mean=mean))(key)  # JAX's own draw
+    _assert_same(traced, jax.jit(lambda k: mean + std * jax.random.normal(k, (7,), jnp.float32))(key))
+
+
 def test_one_program_per_chunk_size_serves_every_shape(backend_compiles):
     shapes = [(1025,), (600, 200), (25, 30), (3, 7, 41), (1,), (1 << 16,), ((1 << 16) + 1,)]
     keys = list(jax.random.split(jax.random.key(0), len(shapes)))

@@ -52,10 +52,11 @@ def constant(shape, value, dtype=jnp.float32) -> jax.Array:
     return jax.device_put(np.full(shape, value, jax.dtypes.canonicalize_dtype(dtype)))
 
 
-def normal(key: jax.Array, shape, dtype=jnp.float32, std: float = 1.0) -> jax.Array:
-    """``N(0, std**2)`` (``std`` times a standard normal draw); ``N(0, 1)`` is torch's default for Embedding.
+def normal(key: jax.Array, shape, dtype=jnp.float32, std: float = 1.0, *, mean: float = 0.0) -> jax.Array:
+    """``N(mean, std**2)``: ``mean + std`` times a standard normal draw, torch's ``nn.init.normal_(w, mean, std)``;
+    ``N(0, 1)`` is torch's default for Embedding.
 
     Drawn flat and reshaped by :mod:`jaxnets._draw` (one compiled program for every shape), the product with
-    ``std`` taken as the eager ``std * jax.random.normal(...)`` takes it.
+    ``std`` and the sum with ``mean`` taken as the eager ``mean + std * jax.random.normal(...)`` takes them.
     """
-    return _draw.normal(key, shape, dtype, std)
+    return _draw.normal(key, shape, dtype, std, mean)

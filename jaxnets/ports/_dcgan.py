@@ -29,7 +29,7 @@ def weights_init(model: nn.Module, *, rngs: nnx.Rngs) -> None:
             m.weight[...] = nn.init.normal(rngs.params(), w.shape, w.dtype, std=0.02)
         elif classname.find("BatchNorm") != -1:
             w = m.weight[...]
-            m.weight[...] = 1.0 + nn.init.normal(rngs.params(), w.shape, w.dtype, std=0.02)
+            m.weight[...] = nn.init.normal(rngs.params(), w.shape, w.dtype, std=0.02, mean=1.0)
             b = m.bias[...]
             m.bias[...] = nn.init.constant(b.shape, 0.0, b.dtype)
 
