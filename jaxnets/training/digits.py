@@ -578,12 +578,16 @@ def _curves_figure(history: list[dict], title: str):
     ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
     ax_loss.plot(epochs, [h["test_loss"] for h in history], "s-", label="test")
     ax_loss.set_yscale("log")
+
     # Plain labels (0.01, 0.1, 1; the minor ticks' too when the axis spans less than a decade): the default ones
     # are mathtext (10^-2), whose parser is built on a process's first draw, 0.14 s in a profile of the first
     # draw (0.45 s profiled; 0.16 s against 0.12 s without mathtext, unprofiled).
-    ax_loss.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    short = lambda: (lambda lo, hi: hi < 10 * lo)(*ax_loss.get_ylim())
-    ax_loss.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if short() else ""))
+    def minor(value, _):  # labelled only where the axis spans less than a decade, as the default does
+        low, high = ax_loss.get_ylim()
+        return f"{value:g}" if high < 10 * low else ""
+
+    ax_loss.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax_loss.yaxis.set_minor_formatter(FuncFormatter(minor))
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     ax_acc.plot(epochs, [100 * h["train_accuracy"] for h in history], "o-", label="train")
     ax_acc.plot(epochs, [100 * h["test_accuracy"] for h in history], "s-", label="test")
