@@ -59,8 +59,8 @@ def _flat(law: str, key: jax.Array, shape: tuple, dtype, scale, mean=0.0) -> jax
         if law == "uniform":
             return jax.random.uniform(key, (n,), dtype, -scale, scale).reshape(shape)
         flat = jax.random.normal(key, (n,), dtype)
-        flat = flat if scale == 1.0 else scale * flat
-        return (flat if mean == 0.0 else mean + flat).reshape(shape)
+        flat = flat if _is(scale, 1.0) else scale * flat
+        return (flat if _is(mean, 0.0) else mean + flat).reshape(shape)
     size = CHUNKS[0] if n <= CHUNKS[0] else CHUNKS[1]
     dtype = jnp.dtype(dtype)
     bound = scale if law == "uniform" else 0.0
@@ -74,6 +74,11 @@ def _flat(law: str, key: jax.Array, shape: tuple, dtype, scale, mean=0.0) -> jax
         values = np.asarray(mean, dtype) + values
     device = next(iter(key.sharding.device_set))
     return jax.device_put(values, device) if key.committed else jax.device_put(values)
+
+
+def _is(value, constant: float) -> bool:
+    """Whether ``value`` is known to equal ``constant`` now: never for a traced value, which may hold anything."""
+    return not isinstance(value, jax.core.Tracer) and value == constant
 
 
 def _chunkable(key, scale, n: int, dtype) -> bool:
