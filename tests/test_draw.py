@@ -82,7 +82,6 @@ def test_normal_with_a_mean_equals_the_eager_sum(std, mean):
     _assert_same(traced, jax.jit(lambda k: mean + std * jax.random.normal(k, (7,), jnp.float32))(key))
 
 
-
 def test_normal_takes_a_traced_std_and_mean():
     """A std or mean computed inside ``jit`` (a fan-in formula on traced sizes, a learned scale) is JAX's own
     draw scaled and shifted; it once failed by asking whether the tracer equals 1.0 or 0.0."""
@@ -94,6 +93,7 @@ def test_normal_takes_a_traced_std_and_mean():
     _assert_same(got, want)
     got = jax.jit(lambda s: nn.init.normal(key, (5,), jnp.float32, s))(1.0)  # traced 1.0: multiplied, same values
     _assert_same(got, jax.jit(lambda s: s * jax.random.normal(key, (5,), jnp.float32))(1.0))
+
 
 def test_one_program_per_chunk_size_serves_every_shape(backend_compiles):
     shapes = [(1025,), (600, 200), (25, 30), (3, 7, 41), (1,), (1 << 16,), ((1 << 16) + 1,)]
