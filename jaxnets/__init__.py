@@ -58,6 +58,7 @@ _LAZY = {
     "torch_bias_init": (".models._init", "torch_bias_init"),
     "torch_kernel_init": (".models._init", "torch_kernel_init"),
     "LeNet": (".models._lenet", "LeNet"),
+    "malloc_setting": ("._malloc", "setting"),
     "Sequential": (".models._two_layer", "Sequential"),
     "TwoLayerNet": (".models._two_layer", "TwoLayerNet"),
     "two_layer_sequential": (".models._two_layer", "two_layer_sequential"),
@@ -158,6 +159,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from . import functional as functional
     from . import losses as losses
     from . import optim as optim
+    from ._malloc import setting as malloc_setting  # noqa: F401 - public in __all__ (sorted(_LAZY))
     from .models._dynamic import DynamicNet as DynamicNet
     from .models._init import torch_bias_init as torch_bias_init
     from .models._init import torch_kernel_init as torch_kernel_init

@@ -122,7 +122,12 @@ def tune() -> bool:
 
 
 def setting() -> str:
-    """What this process's malloc runs with, in words (the benchmark reports it per worker)."""
+    """What this process's malloc runs with, in words; public as ``jaxnets.malloc_setting()``.
+
+    One of "jaxnets' default tuning", "jaxnets' tuning with one heap (JAXNETS_MALLOC=heap)", "glibc's
+    defaults", "glibc with the environment's MALLOC_..." or "the C library's own (not glibc)". The benchmark
+    reports it per worker.
+    """
     if applied:
         return "jaxnets' tuning with one heap (JAXNETS_MALLOC=heap)" if mode == "heap" else "jaxnets' default tuning"
     user = sorted(k for k in os.environ if k.startswith("MALLOC_"))

@@ -49,7 +49,7 @@ def test_malloc_heap_mode_applied_at_import_before_jax():
     assert _run(APPLIED, JAXNETS_MALLOC="heap") == "True False"
 
 
-SETTING = "import jaxnets._malloc as m; print(m.setting())"
+SETTING = "import jaxnets; print(jaxnets.malloc_setting())"  # the public name of jaxnets._malloc.setting
 
 
 @pytest.mark.skipif(not GLIBC, reason="glibc only")

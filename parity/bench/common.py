@@ -188,4 +188,5 @@ def emit(result: dict) -> None:
 
 TORCH_ENV = {"JAXNETS_MALLOC": "0"}
 """Environment of every torch process of the benchmark: they import jaxnets (for data and reference code), whose
-import tunes glibc's malloc (:mod:`jaxnets._malloc`); torch runs with glibc's defaults, as a torch user's does."""
+import tunes glibc's malloc (``jaxnets.malloc_setting()`` says how); torch runs with glibc's defaults, as a torch
+user's does."""

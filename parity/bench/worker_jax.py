@@ -527,7 +527,7 @@ def main() -> None:
             "versions": _versions(),
             **_placement(),
             "threads": ARGS.threads,
-            "malloc": jaxnets._malloc.setting(),
+            "malloc": jaxnets.malloc_setting(),
             "gemm_gflops": gemm_peak(),
             "two_layer_gemm_gflops": two_layer_gemm(),
             "rows": rows,

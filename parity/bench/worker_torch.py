@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from jaxnets import _malloc as jaxnets_malloc  # what glibc's malloc runs with, for the report
+from jaxnets import malloc_setting  # what glibc's malloc runs with, for the report
 from jaxnets.tutorials import progression  # NumPy data only: jaxnets does not start XLA until asked
 
 from .. import reference_models as ref
@@ -325,7 +325,7 @@ def main() -> None:
             "versions": {"torch": torch.__version__, "numpy": np.__version__},
             "threads": torch.get_num_threads(),
             "device": str(DEVICE),
-            "malloc": jaxnets_malloc.setting(),
+            "malloc": malloc_setting(),
             "gemm_gflops": gemm_peak(),
             "seconds": time.perf_counter() - start,
             "rows": rows,
