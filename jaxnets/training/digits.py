@@ -373,12 +373,14 @@ def model_spec(model: LeNet) -> dict:
     }
 
 
-def build_model(spec: dict | None = None, *, seed: int = 0, programs=None) -> LeNet:
-    """A LeNet from a :func:`model_spec` dict (the tutorial's ``Net`` when None), its weights drawn from ``seed``.
+def build_model(spec: dict | None = None, *, seed: int = 0) -> LeNet:
+    """A LeNet from a :func:`model_spec` dict (the tutorial's ``Net`` when None), its weights drawn from ``seed``."""
+    return _build_model(spec, seed, None)
 
-    ``programs`` (a :class:`jaxnets._programs.Programs`, as ``jaxnets train`` passes): load the compiled draw of
-    the weights from it instead of tracing it; the weights are the same.
-    """
+
+def _build_model(spec: dict | None, seed: int, programs) -> LeNet:
+    """:func:`build_model`; ``programs`` (a :class:`jaxnets._programs.Programs`, as ``jaxnets train`` passes, or
+    None): load the compiled draw of the weights from it instead of tracing it; the weights are the same."""
     spec = dict(spec or {"model": "lenet"})
     kind = spec.pop("model", "lenet")
     if kind in MODELS and kind != "lenet":
@@ -906,14 +908,14 @@ class _Writer:
 
 def _network(config: TrainConfig, train_set: data.Dataset, programs):
     """``(model, step loss, evaluation, model description, name)`` of a run: LeNet's, or ResNet-18's on CIFAR-10;
-    LeNet's weights drawn through ``programs`` (see :func:`build_model`)."""
+    LeNet's weights drawn through ``programs`` (see :func:`_build_model`)."""
     if config.model == "resnet18":
         from . import cifar
 
         model = cifar.build_model(config.seed)
         return model, cifar.step_fn(_loss_and_correct), cifar.eval_fn(_eval_sums), cifar.model_spec(model), "ResNet-18"
     spec = {"model": config.model, "image_size": train_set.images.shape[1]}
-    model = build_model(spec, seed=config.seed, programs=programs)
+    model = _build_model(spec, config.seed, programs)
     return model, _loss_and_correct, _eval_sums, model_spec(model), "LeNet"
 
 
