@@ -25,10 +25,12 @@ thin ``__init__.py``)::
     losses.py, functional.py
                  torch-named losses and activations, used by models and
                  training alike, so they sit above both
-    _split.py, _files.py, _cache.py
+    _split.py, _files.py, _cache.py, _pool.py, _extrema.py
                  helpers shared by several subpackages: microbatch splitting
                  (losses, LeNet, Trainer), atomic writes (data, exchange, the
-                 digits application), the XLA compilation cache (cli, tutorials)
+                 digits application), the XLA compilation cache (cli, tutorials),
+                 torch's max-pool pick (nn, LeNet), NaN-keeping max and min
+                 (nn, optim)
 
 Module paths of 0.1.0, before the subpackages (``jaxnets.train``,
 ``jaxnets.checkpoint``, ``jaxnets.exchange``, ``jaxnets._lenet``, ...), still

@@ -34,8 +34,9 @@ def max_pool_pick(wins: jax.Array, y: jax.Array, axes: Sequence[int], *, nans: b
 
     Args:
       wins: the windows; the window's own dims are ``axes``, the rest index windows.
-      y: each window's maximum, ``wins`` reduced over ``axes`` by ``jnp.max`` (NaN
-        where the window holds one), with or without ``axes`` kept as size-1 dims.
+      y: each window's maximum, ``wins`` reduced over ``axes`` by ``jnp.max``, with or
+        without ``axes`` kept as size-1 dims. Read only in windows without a NaN, so it
+        may be ``jnp.max``'s value where that dropped the window's NaN.
       axes: the window dims of ``wins``, in torch's scan order (the outermost first).
       nans: apply the NaN rule. ``False`` where the element a NaN window picks cannot
         matter, as for a max-pool after a ReLU: ReLU's gradient is zero at NaN in torch
@@ -54,12 +55,14 @@ def max_pool_pick(wins: jax.Array, y: jax.Array, axes: Sequence[int], *, nans: b
     pos = np.zeros([1] * wins.ndim, np.int32)  # each element's row-major position in its window
     for ax, size in zip(axes, sizes, strict=True):
         pos = pos * size + np.arange(size, dtype=np.int32).reshape([size if d == ax else 1 for d in range(wins.ndim)])
-    # The candidates: every maximal element, or every NaN of a window that holds one (y is NaN there, so
-    # wins == y holds nowhere in it; in any other window isnan is false everywhere).
+    # The candidates: every maximal element, or every NaN of a window that holds one. Whether a window holds
+    # a NaN is read from the window itself, not from y: XLA:CPU's YNNPACK reductions drop NaN from the
+    # maximum of large arrays (jaxnets._extrema), and a window's maximum may then be a number.
     hit = wins == y
     if nans:
-        nan = jnp.isnan(y)
-        hit = hit | jnp.isnan(wins)
+        isnan = jnp.isnan(wins)
+        nan = isnan.any(axis=axes, keepdims=True)
+        hit = jnp.where(nan, isnan, hit)
     count = math.prod(sizes)
     if count == 1:
         return hit

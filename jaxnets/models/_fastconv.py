@@ -291,8 +291,10 @@ def _windows(x: jax.Array) -> jax.Array:
 
 
 def _window_max(x: jax.Array) -> jax.Array:
-    # (C, H, W, N) -> (C, H//2, W//2, N): the maximum of each 2x2 window.
-    return _windows(x).max(axis=(2, 4))
+    # (C, H, W, N) -> (C, H//2, W//2, N): the maximum of each 2x2 window, NaN where it holds one. Three
+    # elementwise maxima, not a reduction: XLA:CPU's YNNPACK reductions drop NaN (jaxnets._extrema).
+    w = _windows(x)
+    return jnp.maximum(jnp.maximum(w[:, :, 0, :, 0], w[:, :, 0, :, 1]), jnp.maximum(w[:, :, 1, :, 0], w[:, :, 1, :, 1]))
 
 
 def _first_max(x6: jax.Array, y: jax.Array, nans: bool) -> jax.Array:

@@ -11,6 +11,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from .. import _extrema
+
 _NONFINITE = (
     "The total norm of order {p} for gradients from `parameters` is non-finite, so it cannot be clipped. "
     "To disable this error and scale the gradients by the non-finite norm anyway, set `error_if_nonfinite=False`"
@@ -33,9 +35,9 @@ def _vector_norm(x: jax.Array, p: float) -> jax.Array:
     """``torch.linalg.vector_norm(x, p)`` of a flattened array."""
     a = jnp.abs(jnp.ravel(x))
     if p == math.inf:
-        return jnp.max(a, initial=0.0)
+        return _extrema.amax(a, initial=0.0)  # NaN if a gradient holds one, as torch's; jnp.max may drop it
     if p == -math.inf:
-        return jnp.min(a)
+        return _extrema.amin(a)
     if p == 0:
         return jnp.sum(a != 0).astype(a.dtype)
     if p == 1:
