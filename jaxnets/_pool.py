@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def max_pool_pick(wins: jax.Array, y: jax.Array, axes: Sequence[int], *, nans: bool = True) -> jax.Array:
+def max_pool_pick(wins: jax.Array, y: jax.Array, axes: Sequence[int], *, nans: bool = True, valid=None) -> jax.Array:
     """True at the element of each window that torch's max-pool picks (its value, and its gradient's target).
 
     torch's CPU kernels scan a window in row-major order and replace the running
@@ -43,6 +43,10 @@ def max_pool_pick(wins: jax.Array, y: jax.Array, axes: Sequence[int], *, nans: b
         and in JAX, so whichever element takes the pool's gradient passes on zero. A NaN
         window then picks no element, and the rule's extra elementwise work is not done
         (LeNet's fast train step at batch 1: about 130 us with it, 95 us without).
+      valid: None, or a boolean array broadcastable to ``wins``: False at padding, which
+        torch's kernels never scan, so it is never picked (a window of padding and
+        real -inf values picks its first real element, as torch does). Every window
+        must hold a real element.
 
     Returns:
       A boolean array of ``wins``'s shape, True at one element of each window (at
@@ -63,6 +67,8 @@ def max_pool_pick(wins: jax.Array, y: jax.Array, axes: Sequence[int], *, nans: b
         isnan = jnp.isnan(wins)
         nan = isnan.any(axis=axes, keepdims=True)
         hit = jnp.where(nan, isnan, hit)
+    if valid is not None:
+        hit = hit & valid
     count = math.prod(sizes)
     if count == 1:
         return hit

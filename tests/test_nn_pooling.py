@@ -109,6 +109,22 @@ def test_max_pool_gives_a_nan_windows_gradient_to_its_last_nan_as_torch(x64, nam
     _assert_max_pool_is_torchs(name, kwargs, x)
 
 
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [("MaxPool1d", dict(kernel_size=3, stride=2, padding=1)),
+     ("MaxPool2d", dict(kernel_size=3, stride=2, padding=1)),
+     ("MaxPool2d", dict(kernel_size=(2, 3), stride=1, padding=1, ceil_mode=True)),
+     ("MaxPool3d", dict(kernel_size=3, stride=2, padding=1, dilation=2))],
+)  # fmt: skip
+def test_max_pool_never_picks_padding_when_the_input_is_minus_infinity(x64, name, kwargs):
+    # The padding is -inf too, but torch scans only the input: a window of padding and real -inf values
+    # gives its first real element (value, index and gradient), not the padding before it.
+    n = int(name[-2])
+    x = np.full((2, 3) + (5,) * n, -np.inf)
+    x[1] = _ints((3,) + (5,) * n, seed=9)  # the second image finite: both kinds of window in one batch
+    _assert_max_pool_is_torchs(name, kwargs, x)
+
+
 @pytest.mark.parametrize("side", [2, 3], ids=["2x2-sliced", "3x3-argmax"])
 def test_max_pool_pick_is_the_first_maximum_or_the_last_nan_over_several_window_axes(side):
     # The rule as LeNet's fast path calls it: windows on axes 1 and 3 of (Hp, k, Wp, k); both code paths.

@@ -654,9 +654,10 @@ def max_pool(
     """
     x, batched = _pool_input(x, n, name)
     k, s, p, dil, out, starts = _pool_args(name, n, x, kernel_size, stride, padding, dilation, ceil_mode)
-    taps = _strided_windows(x, k, s, p, dil, out, -jnp.inf)
+    taps, real = _strided_windows(x, k, s, p, dil, out, -jnp.inf)
     wins = lax.stop_gradient(jnp.stack(taps))  # (prod(k), N, C, *out), each tap contiguous; only compared
-    picked = max_pool_pick(wins, wins.max(axis=0), (0,))  # one element of each window
+    # One element of each window, never padding: torch scans only the input (its -inf ties a real -inf).
+    picked = max_pool_pick(wins, wins.max(axis=0), (0,), valid=real[:, None, None])
     # The picked tap, selected: the gradient of a select and a strided slice is a select and a strided
     # pad, which XLA fuses into one loop; a gather's is a scatter-add into zeros, which XLA:CPU runs
     # element by element.
@@ -674,24 +675,31 @@ def max_pool(
     return y, (idx if batched else idx[0])
 
 
-def _strided_windows(x: jax.Array, k, s, p, d, out, fill) -> list[jax.Array]:
+def _strided_windows(x: jax.Array, k, s, p, d, out, fill) -> tuple[list[jax.Array], np.ndarray]:
     """The windows of batched ``x`` (N, C, *spatial) as ``prod(k)`` strided slices, each ``(N, C, *out)``.
 
     Slice ``q`` holds element ``q`` of every window, in torch's scan order (the kernel's leading dim
     outermost): ``x`` padded by ``p`` (and on the far side as far as the last window reaches, for
     ``ceil_mode``) with ``fill``, read from ``offset * d`` with step ``s``. The same windows as
-    :func:`_windows`' gathers, without a gather.
+    :func:`_windows`' gathers, without a gather. Also returns a boolean ``(prod(k), *out)`` array:
+    True where slice ``q`` reads the input, False where it reads padding.
     """
     pads = [(0, 0, 0), (0, 0, 0)]
     for size, ki, si, pi, di, oi in zip(x.shape[2:], k, s, p, d, out, strict=True):
         pads.append((pi, max(0, (oi - 1) * si + (ki - 1) * di + 1 - (size + pi)), 0))
+    spatial = x.shape[2:]
     x = lax.pad(x, jnp.asarray(fill, x.dtype), pads)
-    taps = []
+    taps, real = [], []
     for offsets in itertools.product(*(range(ki) for ki in k)):
         start = (0, 0, *(o * di for o, di in zip(offsets, d, strict=True)))
         limit = (*x.shape[:2], *(o * di + (oi - 1) * si + 1 for o, di, oi, si in zip(offsets, d, out, s, strict=True)))
         taps.append(lax.slice(x, start, limit, (1, 1, *s)))
-    return taps
+        inside = np.ones((), bool)  # per output position: the input index o * d + j * s - p is in range
+        for dim, (o, di, oi, si, pi, size) in enumerate(zip(offsets, d, out, s, p, spatial, strict=True)):
+            index = o * di + np.arange(oi) * si - pi
+            inside = inside & ((index >= 0) & (index < size)).reshape([oi if e == dim else 1 for e in range(len(k))])
+        real.append(np.broadcast_to(inside, out))
+    return taps, np.stack(real)
 
 
 def _first_max(wins: jax.Array) -> jax.Array:
