@@ -618,8 +618,9 @@ def _pool_args(name, n, x, kernel_size, stride, padding, dilation, ceil_mode):
             f"{name}: given input size {tuple(x.shape[1:])}, the calculated output size "
             f"{(x.shape[1], *out)} is too small (kernel_size={k}, stride={s}, padding={p}, dilation={dil})."
         )
+    # NumPy, so that they stay static under jit (max_pool derives its padding mask from them).
     starts = [
-        (jnp.arange(o) * si - pi)[:, None] + jnp.arange(ki)[None, :] * di
+        (np.arange(o, dtype=np.int32) * si - pi)[:, None] + np.arange(ki, dtype=np.int32)[None, :] * di
         for o, ki, si, pi, di in zip(out, k, s, p, dil, strict=True)
     ]
     return k, s, p, dil, out, starts
@@ -654,7 +655,7 @@ def max_pool(
     """
     x, batched = _pool_input(x, n, name)
     k, s, p, dil, out, starts = _pool_args(name, n, x, kernel_size, stride, padding, dilation, ceil_mode)
-    taps, real = _strided_windows(x, k, s, p, dil, out, -jnp.inf)
+    taps, real = _strided_windows(x, k, s, p, dil, out, starts, -jnp.inf)
     wins = lax.stop_gradient(jnp.stack(taps))  # (prod(k), N, C, *out), each tap contiguous; only compared
     # One element of each window, never padding: torch scans only the input (its -inf ties a real -inf).
     picked = max_pool_pick(wins, wins.max(axis=0), (0,), valid=real[:, None, None])
@@ -675,30 +676,35 @@ def max_pool(
     return y, (idx if batched else idx[0])
 
 
-def _strided_windows(x: jax.Array, k, s, p, d, out, fill) -> tuple[list[jax.Array], np.ndarray]:
+def _strided_windows(x: jax.Array, k, s, p, d, out, starts, fill) -> tuple[list[jax.Array], np.ndarray]:
     """The windows of batched ``x`` (N, C, *spatial) as ``prod(k)`` strided slices, each ``(N, C, *out)``.
 
     Slice ``q`` holds element ``q`` of every window, in torch's scan order (the kernel's leading dim
     outermost): ``x`` padded by ``p`` (and on the far side as far as the last window reaches, for
     ``ceil_mode``) with ``fill``, read from ``offset * d`` with step ``s``. The same windows as
     :func:`_windows`' gathers, without a gather. Also returns a boolean ``(prod(k), *out)`` array:
-    True where slice ``q`` reads the input, False where it reads padding.
+    True where slice ``q`` reads the input, False where it reads padding (``starts``: :func:`_pool_args`'
+    input index of each output position and offset, per dim).
     """
     pads = [(0, 0, 0), (0, 0, 0)]
     for size, ki, si, pi, di, oi in zip(x.shape[2:], k, s, p, d, out, strict=True):
         pads.append((pi, max(0, (oi - 1) * si + (ki - 1) * di + 1 - (size + pi)), 0))
-    spatial = x.shape[2:]
+    inside = [(st >= 0) & (st < size) for st, size in zip(starts, x.shape[2:], strict=True)]  # (out_d, k_d) each
     x = lax.pad(x, jnp.asarray(fill, x.dtype), pads)
     taps, real = [], []
     for offsets in itertools.product(*(range(ki) for ki in k)):
         start = (0, 0, *(o * di for o, di in zip(offsets, d, strict=True)))
         limit = (*x.shape[:2], *(o * di + (oi - 1) * si + 1 for o, di, oi, si in zip(offsets, d, out, s, strict=True)))
         taps.append(lax.slice(x, start, limit, (1, 1, *s)))
-        inside = np.ones((), bool)  # per output position: the input index o * d + j * s - p is in range
-        for dim, (o, di, oi, si, pi, size) in enumerate(zip(offsets, d, out, s, p, spatial, strict=True)):
-            index = o * di + np.arange(oi) * si - pi
-            inside = inside & ((index >= 0) & (index < size)).reshape([oi if e == dim else 1 for e in range(len(k))])
-        real.append(np.broadcast_to(inside, out))
+        real.append(
+            functools.reduce(
+                np.logical_and,
+                (
+                    m[:, o].reshape([-1 if e == dim else 1 for e in range(len(k))])
+                    for dim, (m, o) in enumerate(zip(inside, offsets, strict=True))
+                ),
+            )
+        )
     return taps, np.stack(real)
 
 
