@@ -708,9 +708,9 @@ def _strided_windows(x: jax.Array, k, s, p, d, out, starts, fill) -> tuple[list[
     return taps, np.stack(real)
 
 
-def _first_max(wins: jax.Array) -> jax.Array:
-    """Index along the last axis of the element torch picks: :func:`max_pool_pick` of the windows."""
-    return jnp.argmax(max_pool_pick(wins, wins.max(axis=-1), (-1,)), axis=-1)
+def _first_max(wins: jax.Array, valid: jax.Array) -> jax.Array:
+    """Index along the last axis of the element torch picks: :func:`max_pool_pick` of the windows, never a filler."""
+    return jnp.argmax(max_pool_pick(wins, wins.max(axis=-1), (-1,), valid=valid), axis=-1)
 
 
 def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
@@ -816,8 +816,8 @@ def adaptive_max_pool(x: jax.Array, n: int, output_size, return_indices: bool = 
     """``F.adaptive_max_poolNd``: torch's bins; the first maximal element in scan order wins (and gets the gradient)."""
     x, batched = _pool_input(x, n, name)
     sizes, starts, masks = _adaptive_bins(x, n, output_size, name)
-    wins, _ = _windows(x, starts, masks, -jnp.inf)
-    arg = _first_max(wins)
+    wins, valid = _windows(x, starts, masks, -jnp.inf)
+    arg = _first_max(wins, valid)
     y = jnp.take_along_axis(wins, arg[..., None], axis=-1)[..., 0]
     if not batched:
         y = y[0]
