@@ -1,7 +1,10 @@
+import hashlib
 import os
 
 import jax
 import pytest
+
+from jaxnets._programs import host_cpu
 
 CACHE_CAP = 2**30
 """Bytes of compiled programs kept for later runs (one run writes about 50 MB; each change of the code adds the
@@ -22,7 +25,10 @@ def pytest_configure(config):
     """
     if getattr(config, "cache", None) is None or os.environ.get("JAX_COMPILATION_CACHE_DIR"):  # -p no:cacheprovider
         return
-    path = config.cache.mkdir("jax-compilation-cache")
+    # One directory per host CPU: XLA:CPU compiles for the CPU it runs on, JAX's key does not name it, and a
+    # working tree can be shared between machines (XLA's loader rejects another CPU's entry, with an error line).
+    cpu = hashlib.sha256(host_cpu().encode()).hexdigest()[:12]
+    path = config.cache.mkdir(f"jax-compilation-cache-{cpu}")
     if not hasattr(config, "workerinput"):  # once per run, before the workers start: emptied when over the cap
         entries = list(os.scandir(path))
         if sum(e.stat().st_size for e in entries) > CACHE_CAP:
