@@ -35,13 +35,13 @@ def pytest_configure(config):
             for e in entries:
                 os.remove(e.path)
     jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # the small programs are most of them
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     # JAX writes an entry in place, not by renaming a finished file: one cut short (a run interrupted as it wrote,
     # or read by the other worker while written) fails to load, with a warning the suite would raise as an error.
     # JAX then compiles the program afresh, which is all a test needs.
     for verb in ("reading", "writing"):
         config.addinivalue_line("filterwarnings", f"ignore:Error {verb} persistent compilation cache entry:UserWarning")
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # the small programs are most of them
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 @pytest.fixture

@@ -689,23 +689,19 @@ def _strided_windows(x: jax.Array, k, s, p, d, out, starts, fill) -> tuple[list[
     pads = [(0, 0, 0), (0, 0, 0)]
     for size, ki, si, pi, di, oi in zip(x.shape[2:], k, s, p, d, out, strict=True):
         pads.append((pi, max(0, (oi - 1) * si + (ki - 1) * di + 1 - (size + pi)), 0))
-    inside = [(st >= 0) & (st < size) for st, size in zip(starts, x.shape[2:], strict=True)]  # (out_d, k_d) each
+    # (k_1, ..., k_n, out_1, ..., out_n): whether offset j of output position o reads the input, per dim and all.
+    n, real = len(k), np.ones((), bool)
+    for dim, (st, size) in enumerate(zip(starts, x.shape[2:], strict=True)):
+        shape = [1] * (2 * n)
+        shape[dim], shape[n + dim] = st.shape[1], st.shape[0]
+        real = real & ((st >= 0) & (st < size)).T.reshape(shape)
     x = lax.pad(x, jnp.asarray(fill, x.dtype), pads)
-    taps, real = [], []
-    for offsets in itertools.product(*(range(ki) for ki in k)):
+    taps = []
+    for offsets in itertools.product(*(range(ki) for ki in k)):  # row-major, as real's leading dims
         start = (0, 0, *(o * di for o, di in zip(offsets, d, strict=True)))
         limit = (*x.shape[:2], *(o * di + (oi - 1) * si + 1 for o, di, oi, si in zip(offsets, d, out, s, strict=True)))
         taps.append(lax.slice(x, start, limit, (1, 1, *s)))
-        real.append(
-            functools.reduce(
-                np.logical_and,
-                (
-                    m[:, o].reshape([-1 if e == dim else 1 for e in range(len(k))])
-                    for dim, (m, o) in enumerate(zip(inside, offsets, strict=True))
-                ),
-            )
-        )
-    return taps, np.stack(real)
+    return taps, np.broadcast_to(real, (*k, *out)).reshape(-1, *out)
 
 
 def _first_max(wins: jax.Array, valid: jax.Array) -> jax.Array:
