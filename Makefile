@@ -56,18 +56,16 @@ test: $(STAMP)
 	OMP_NUM_THREADS=1 XLA_FLAGS="$(QUICK_XLA) $(ONE_THREAD) $$XLA_FLAGS" $(PYTEST) -m "not slow"
 
 # torchvision's own ResNet-18 sources, which the slow test in tests/test_ports.py compares the reference
-# ResNet-18 with: the wheel (7.7 MB; the version parity/reference_models.py names) into the cache that test
-# reads. Only its Python files are used (see reference_models.torchvision_resnet); nothing is installed.
-TORCHVISION := $(HOME)/.cache/jaxnets/torchvision
-$(TORCHVISION)/.fetched: | $(STAMP)
-	$(BIN)/python -m pip download --quiet --no-deps torchvision==0.28.0 -d $(TORCHVISION)
-	touch $@
+# ResNet-18 with: the wheel (7.7 MB; the version parity/reference_models.py copies) into the cache that test
+# reads, unless it is there. Only its Python files are used (see reference_models.torchvision_resnet).
+FETCH_TORCHVISION := $(BIN)/python -c "from parity.reference_models import fetch_torchvision; fetch_torchvision()"
 
 # What CI runs: every test at XLA's default settings with every hypothesis example (tests/budget.py), then every test but the slow ones again under
 # older instruction sets (AVX2, SSE4.2), whose kernels add in another order: an exactness test that
 # holds only for this CPU's summation order fails here, not on a user's machine.
-test-all: $(STAMP) $(TORCHVISION)/.fetched
+test-all: $(STAMP)
 	$(BIN)/ruff check jaxnets tests $(wildcard parity)
+	$(FETCH_TORCHVISION)
 	JAXNETS_TEST_EXAMPLES=full $(PYTEST)
 	OMP_NUM_THREADS=1 XLA_FLAGS="--xla_cpu_max_isa=AVX2 $(UNOPTIMISED) $(ONE_THREAD) $$XLA_FLAGS" $(PYTEST) -m "not slow"
 	OMP_NUM_THREADS=1 XLA_FLAGS="--xla_cpu_max_isa=SSE4_2 $(QUICK_XLA) $(ONE_THREAD) $$XLA_FLAGS" $(PYTEST) -m "not slow"

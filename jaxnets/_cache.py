@@ -15,6 +15,13 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | No
     ``~/.cache/jaxnets/xla``. Setting ``JAXNETS_CACHE_DIR`` to an empty string
     turns the cache off. Library users opt in by calling this themselves.
 
+    JAX's entries go in a subdirectory per host CPU, ``cpu-<id>``
+    (:func:`jaxnets._programs.host_cpu_id`): XLA:CPU compiles for the CPU it
+    runs on and JAX's key does not name it, so in a home directory shared by
+    machines with other CPUs each would reject the other's entries (XLA logs an
+    error line for each and compiles again) and overwrite them. The stored
+    programs (``programs/``) name the CPU in their own keys.
+
     Returns:
       The cache directory, or None when the cache is off.
     """
@@ -31,7 +38,9 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | No
         return None  # a read-only home must not stop the command: it just compiles every time
     import jax  # here: a command that never reaches this point (--help, a usage error) loads no JAX
 
-    jax.config.update("jax_compilation_cache_dir", str(path))
+    from ._programs import host_cpu_id
+
+    jax.config.update("jax_compilation_cache_dir", str(path / f"cpu-{host_cpu_id()}"))
     # The default caches only programs that took over a second to compile; most
     # of the tutorial's are smaller, and together they are most of its run time.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

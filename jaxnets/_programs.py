@@ -108,6 +108,11 @@ def host_cpu() -> str:
     return repr((platform.machine(), platform.processor(), sorted(first.items())))
 
 
+def host_cpu_id() -> str:
+    """A short name for :func:`host_cpu`: the first 12 hex digits of its SHA-256, for a directory per host CPU."""
+    return hashlib.sha256(host_cpu().encode()).hexdigest()[:12]
+
+
 def _spec(x) -> tuple:
     """What a compiled program takes from an argument: its shape, dtype, weak type, sharding and committedness."""
     if isinstance(x, jax.Array):

@@ -25,6 +25,7 @@ import importlib
 import importlib.util
 import math
 import os
+import subprocess
 import sys
 import types
 from collections.abc import Callable
@@ -493,10 +494,23 @@ def resnet18(**kwargs) -> ResNet:
 
 TORCHVISION_ENV = "JAXNETS_TORCHVISION"
 TORCHVISION_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "jaxnets", "torchvision")
+TORCHVISION_VERSION = "0.28.0"
+"""The torchvision whose ``models/resnet.py`` the ResNet above copies, and which pairs with torch 2.13."""
 TORCHVISION_FETCH = (
-    f"python -m pip download torchvision==0.28.0 --no-deps -d {TORCHVISION_CACHE} "
+    f"python -m pip download torchvision=={TORCHVISION_VERSION} --no-deps -d {TORCHVISION_CACHE} "
     f"(or set {TORCHVISION_ENV} to a torchvision wheel or package folder)"
 )
+
+
+def fetch_torchvision() -> str:
+    """Download torchvision's wheel (7.7 MB, no dependencies, nothing installed) into ``TORCHVISION_CACHE``,
+    unless it is there already; the wheel's path. ``make test-all`` calls this before the tests."""
+    wheels = glob.glob(os.path.join(TORCHVISION_CACHE, f"torchvision-{TORCHVISION_VERSION}-*.whl"))
+    if not wheels:
+        command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"]
+        subprocess.run([*command, f"torchvision=={TORCHVISION_VERSION}", "-d", TORCHVISION_CACHE], check=True)
+        wheels = glob.glob(os.path.join(TORCHVISION_CACHE, f"torchvision-{TORCHVISION_VERSION}-*.whl"))
+    return sorted(wheels)[0]
 
 
 def _torchvision_location() -> str | None:

@@ -1,10 +1,9 @@
-import hashlib
 import os
 
 import jax
 import pytest
 
-from jaxnets._programs import host_cpu
+from jaxnets._programs import host_cpu_id
 
 CACHE_CAP = 2**30
 """Bytes of compiled programs kept for later runs (one run writes about 50 MB; each change of the code adds the
@@ -27,8 +26,7 @@ def pytest_configure(config):
         return
     # One directory per host CPU: XLA:CPU compiles for the CPU it runs on, JAX's key does not name it, and a
     # working tree can be shared between machines (XLA's loader rejects another CPU's entry, with an error line).
-    cpu = hashlib.sha256(host_cpu().encode()).hexdigest()[:12]
-    path = config.cache.mkdir(f"jax-compilation-cache-{cpu}")
+    path = config.cache.mkdir(f"jax-compilation-cache-{host_cpu_id()}")
     if not hasattr(config, "workerinput"):  # once per run, before the workers start: emptied when over the cap
         entries = list(os.scandir(path))
         if sum(e.stat().st_size for e in entries) > CACHE_CAP:

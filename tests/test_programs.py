@@ -181,6 +181,23 @@ def test_programs_nothing_stored_when_the_cache_is_off(store, tmp_path, monkeypa
     assert sorted(trained(traces)) == sorted(STORED)
 
 
+def test_xla_cache_has_a_directory_per_host_cpu(tmp_path, monkeypatch):
+    # Two machines sharing a home directory: each CPU's XLA entries apart, the stored programs in one place.
+    before = jax.config.jax_compilation_cache_dir  # tests/conftest.py's
+    monkeypatch.setattr(_cache, "_programs", _cache.programs_dir())  # restored after the test
+    seen = []
+    try:
+        for cpu in ("('x86_64', 'AVX-512 one')", "('x86_64', 'AVX2 other')", "('x86_64', 'AVX-512 one')"):
+            monkeypatch.setattr(_programs, "host_cpu", lambda cpu=cpu: cpu)
+            assert _cache.enable_compilation_cache(tmp_path / "xla") == tmp_path / "xla"
+            seen.append(Path(jax.config.jax_compilation_cache_dir))
+            assert _cache.programs_dir() == tmp_path / "xla" / "programs"
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
+    assert seen[0] == seen[2] != seen[1]
+    assert [p.parent for p in seen] == [tmp_path / "xla"] * 3 and all(p.name.startswith("cpu-") for p in seen)
+
+
 ONE_DEVICE_OF_TWO = """
 import sys
 import jax, jax.numpy as jnp

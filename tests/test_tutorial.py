@@ -13,6 +13,7 @@ from flax import nnx
 
 import jaxnets
 from jaxnets import cli
+from jaxnets._programs import host_cpu_id
 from jaxnets.losses import mse_loss
 from jaxnets.models import format_chain, op_chain
 from jaxnets.tutorials import lenet as tutorial
@@ -100,4 +101,5 @@ def test_cli_runs_as_a_module_in_a_fresh_process_and_fills_the_compilation_cache
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "stage 2: jax.numpy, hand-written backward, jit" in proc.stdout and "  99 " in proc.stdout
-    assert any((tmp_path / "xla").iterdir())  # compiled programs were kept for the next run
+    # compiled programs were kept for the next run, in this CPU's directory (jaxnets._cache)
+    assert any((tmp_path / "xla" / f"cpu-{host_cpu_id()}").iterdir())
