@@ -47,6 +47,18 @@ def test_bench_quick_json_has_the_documented_shape(quick):
 
 
 @pytest.mark.slow
+def test_bench_quick_times_the_resnet18_steps_products_alone(quick):
+    doc, stdout, _ = quick
+    products = doc["machine"]["resnet18_products"]
+    # 20 convolutions and the classifier: each a product forward, one for its weight's gradient, and one for its
+    # input's gradient but the stem's (its input is the data)
+    assert products["products"] == 21 + 21 + 20 and products["ms"] > 0
+    step = next(r for r in doc["rows"] if (r["workload"], r["impl"]) == ("resnet18_train", "jaxnets-jit"))
+    assert 0.9 * step["flops"] < products["gflop"] * 1e9 < step["flops"]  # XLA's count for the whole step
+    assert f"the ResNet-18 step's 62 matrix products alone, at its shapes: {products['ms']:.1f} ms" in stdout
+
+
+@pytest.mark.slow
 def test_bench_quick_reports_each_workers_malloc(quick):
     doc, stdout, _ = quick
     malloc = doc["machine"]["malloc"]
@@ -354,7 +366,7 @@ def test_bench_refuses_zero_rounds_before_running_anything(capsys, monkeypatch):
 
 def test_merge_rounds_takes_the_median_of_the_rounds_and_their_extremes():
     def doc(us, lo, hi, compile_s, gemm):
-        return {"framework": "jax", "gemm_gflops": gemm, "rows": [
+        return {"framework": "jax", "gemm_gflops": gemm, "resnet18_products": {"ms": us}, "rows": [
             {"workload": "w", "batch": 1, "impl": "jaxnets-jit", "median_us": us, "min_us": lo, "max_us": hi,
              "compile_s": compile_s, "compiles": 1},
             {"workload": "w", "batch": 1, "impl": "jaxnets-scan", "median_us": 2 * us, "min_us": 2 * lo,
@@ -366,4 +378,5 @@ def test_merge_rounds_takes_the_median_of_the_rounds_and_their_extremes():
     assert (jit["median_us"], jit["min_us"], jit["max_us"], jit["compile_s"], jit["rounds"]) == (20, 9, 40, 0.6, 3)
     assert (scan["median_us"], scan["min_us"], scan["max_us"], scan["compile_s"]) == (40, 18, 80, None)
     assert merged["gemm_gflops"] == 300 and merged["rounds"] == 3  # the hardware's best round
+    assert merged["resnet18_products"] == {"ms": 10}  # likewise
     assert bench.merge_rounds([doc(10, 9, 12, 0.5, 100)])["rows"][0]["median_us"] == 10

@@ -125,8 +125,8 @@ def merge_rounds(docs: list[dict]) -> dict:
 
     ``min_us`` and ``max_us`` become the extremes over every round (so the spread
     shows the drift between rounds too), ``compile_s`` the median; the GEMM rates
-    are the best round's (they measure what the hardware allows). Rows and fields
-    are otherwise the first round's.
+    and the ResNet-18 products' time are the best round's (they measure what the
+    hardware allows). Rows and fields are otherwise the first round's.
     """
     if len(docs) == 1:
         return docs[0]
@@ -134,6 +134,8 @@ def merge_rounds(docs: list[dict]) -> dict:
     for key in ("gemm_gflops", "two_layer_gemm_gflops"):
         if docs[0].get(key) is not None:
             merged[key] = max(d[key] for d in docs)
+    if docs[0].get("resnet18_products"):  # likewise the fastest round's
+        merged["resnet18_products"] = min((d["resnet18_products"] for d in docs), key=lambda p: p["ms"])
     by_key = {}
     for d in docs:
         for r in d["rows"]:
@@ -266,6 +268,7 @@ def collect(args: argparse.Namespace) -> dict:
                 same = accum.get((*key, r["microbatches"]))
                 r["speedup_vs_torch_same_parts"] = same / r["median_us"] if same else None
     two_layer_gemm = next(r.get("two_layer_gemm_gflops") for r in results if r["framework"] == "jax")
+    products = next(r.get("resnet18_products") for r in results if r["framework"] == "jax")
     return {
         "targets": targets(rows, two_layer_gemm),
         "compile": worst_compile(rows),
@@ -279,6 +282,8 @@ def collect(args: argparse.Namespace) -> dict:
             "gemm_gflops": {r["framework"]: r["gemm_gflops"] for r in results},
             # The two-layer step's matrix products alone, at its small shapes: the realistic ceiling of those rows.
             "two_layer_gemm_gflops": two_layer_gemm,
+            # The ResNet-18 step's matrix products alone (the fastest round): the ceiling of its jit step.
+            "resnet18_products": products,
             "versions": {k: v for r in results for k, v in r["versions"].items()},
             "jax_device": next(r["device"] for r in results if r["framework"] == "jax"),
             "torch_device": next(r.get("device") for r in results if r["framework"] == "torch"),
@@ -309,6 +314,16 @@ def format_table(doc: dict) -> str:
             f"\nthe two-layer step's 5 matrix products alone, at its shapes (64x1000x100 ...): "
             f"{m['two_layer_gemm_gflops']:.1f} GFLOP/s = {share:.0%} of peak, the ceiling of the two-layer rows"
         )
+    if m.get("resnet18_products"):
+        p = m["resnet18_products"]
+        eager = [r["median_us"] for r in doc["rows"]
+                 if (r["workload"], r["impl"]) == ("resnet18_train", "torch-eager") and "median_us" in r]  # fmt: skip
+        head += (
+            f"\nthe ResNet-18 step's {p['products']} matrix products alone, at its shapes: {p['ms']:.1f} ms "
+            f"({p['gflop'] / p['ms'] * 1e3:.0f} GFLOP/s), the ceiling of its jit step"
+        )
+        if eager:
+            head += f"; 1.5x torch eager needs the whole step in {eager[0] / 1.5e3:.1f} ms"
     cols = f"{'workload':<20}{'batch':>6}  {'impl':<14}{'median us':>12}{'spread %':>10}{'vs eager':>10}"
     cols += f"{'GFLOP/s':>9}{'% peak':>8}{'compile s':>11}{'compiles':>10}{'kernels':>9}"
     lines = [head, "", cols, "-" * len(cols)]

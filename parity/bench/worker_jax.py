@@ -351,6 +351,67 @@ def _port_train(workload: str) -> list[dict]:
     return _step_rows(workload, PORT_BATCH, trainer, (), per_step=per_step, scan=False, inner=port_inner(ARGS.quick))
 
 
+def _products(jaxpr, platform: str) -> list[tuple]:
+    """Every ``dot_general`` of ``jaxpr`` (nested jaxprs included) as ``(lhs aval, rhs aval, params)``.
+
+    Of a ``lax.platform_dependent`` switch only ``platform``'s branch counts (the branch that runs there);
+    any other conditional is refused, since which branch runs would depend on the data.
+    """
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            found.append((eqn.invars[0].aval, eqn.invars[1].aval, eqn.params))
+            continue
+        if eqn.primitive.name == "cond":
+            platforms = eqn.params.get("branches_platforms")
+            if not platforms:
+                raise ValueError("_products: a data-dependent conditional; its products cannot be counted")
+            # the branch naming the platform, else the default (named None)
+            i = next((i for i, ps in enumerate(platforms) if ps and platform in ps), platforms.index(None))
+            found += _products(eqn.params["branches"][i].jaxpr, platform)
+            continue
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, tuple | list) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    found += _products(inner, platform)
+    return found
+
+
+def resnet18_products() -> dict:
+    """The ResNet-18 train step's matrix products alone, at its shapes: the ceiling of its jit step.
+
+    Every ``dot_general`` that the benchmark's ``resnet18_train`` step computes
+    (:func:`_port_train`; on the CPU its convolutions are products of patches,
+    see :func:`jaxnets.nn.functional.conv`), each on random operands of its
+    shapes, in one jitted program with nothing else in it, so XLA may run
+    independent products side by side as it can in the step. Fastest of the
+    repeats (as :func:`two_layer_gemm`): what the step would take if everything
+    but its products were free.
+    """
+    model = ports.resnet18(num_classes=RESNET["num_classes"], rngs=nnx.Rngs(0))
+    model.train()
+    trainer = jaxnets.Trainer(model, jaxnets.optim.sgd(**PORT_OPTIMIZER), _port_loss)
+    batch = tuple(jnp.asarray(a) for a in port_batches("resnet18_train", True)[0])
+    jaxpr = jax.make_jaxpr(trainer._step_impl)(trainer._leaves, *batch)
+    found = _products(jaxpr.jaxpr, jax.default_backend())
+    avals = [aval for f in found for aval in f[:2]]
+    keys = jax.random.split(jax.random.key(0), len(avals))
+    operands = [jax.random.normal(k, a.shape, a.dtype) for k, a in zip(keys, avals, strict=True)]
+    params = [f[2] for f in found]
+
+    def products(ops):
+        return [jax.lax.dot_general(a, b, **p) for a, b, p in zip(ops[::2], ops[1::2], params, strict=True)]
+
+    run = jax.jit(products)
+    t = measure(lambda: run(operands), jax.block_until_ready, steps=1, repeats=max(CFG["repeats"], 10))
+    # 2 m n k per product and batch: the operands' sizes over what they share (rhs's contracting and batch dims)
+    shared = [np.prod([b.shape[i] for i in (*p["dimension_numbers"][0][1], *p["dimension_numbers"][1][1])])
+              for _, b, p in found]  # fmt: skip
+    flops = sum(2 * a.size * b.size / k for (a, b, _), k in zip(found, shared, strict=True))
+    return {"products": len(found), "ms": t["min_us"] / 1e3, "gflop": flops / 1e9}
+
+
 def _dispatch_rows() -> list[dict]:
     """``Trainer.step`` on a tiny model, and the same compiled function called bare: dispatch and its floor."""
     trainer = jaxnets.Trainer(jaxnets.TwoLayerNet(4, 4, 2, rngs=nnx.Rngs(0)), jaxnets.optim.sgd(1e-2), _sum_mse)
@@ -530,6 +591,7 @@ def main() -> None:
             "malloc": jaxnets.malloc_setting(),
             "gemm_gflops": gemm_peak(),
             "two_layer_gemm_gflops": two_layer_gemm(),
+            "resnet18_products": resnet18_products() if ARGS.only in "resnet18_train" else None,
             "rows": rows,
         }
     )
