@@ -378,7 +378,7 @@ def _products(jaxpr, platform: str) -> list[tuple]:
     return found
 
 
-def resnet18_products() -> dict:
+def resnet18_products() -> dict | None:
     """The ResNet-18 train step's matrix products alone, at its shapes: the ceiling of its jit step.
 
     Every ``dot_general`` that the benchmark's ``resnet18_train`` step computes
@@ -387,8 +387,11 @@ def resnet18_products() -> dict:
     shapes, in one jitted program with nothing else in it, so XLA may run
     independent products side by side as it can in the step. Fastest of the
     repeats (as :func:`two_layer_gemm`): what the step would take if everything
-    but its products were free.
+    but its products were free. None off the CPU, where the convolutions are
+    XLA's own and not products.
     """
+    if jax.default_backend() != "cpu":
+        return None
     model = ports.resnet18(num_classes=RESNET["num_classes"], rngs=nnx.Rngs(0))
     model.train()
     trainer = jaxnets.Trainer(model, jaxnets.optim.sgd(**PORT_OPTIMIZER), _port_loss)
