@@ -36,17 +36,28 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | No
         path.mkdir(parents=True, exist_ok=True)
     except OSError:
         return None  # a read-only home must not stop the command: it just compiles every time
+    use_xla_cache(path)
+    _programs = path / "programs"
+    return path
+
+
+def use_xla_cache(path: Path) -> Path:
+    """Point JAX's persistent cache at ``path / "cpu-<id>"`` (this host CPU's directory), every program cached.
+
+    The one place that sets JAX's cache options, for :func:`enable_compilation_cache` and the test suite's own
+    cache (``tests/conftest.py``). Returns that directory.
+    """
     import jax  # here: a command that never reaches this point (--help, a usage error) loads no JAX
 
     from ._programs import host_cpu_id
 
-    jax.config.update("jax_compilation_cache_dir", str(path / f"cpu-{host_cpu_id()}"))
+    directory = path / f"cpu-{host_cpu_id()}"
+    jax.config.update("jax_compilation_cache_dir", str(directory))
     # The default caches only programs that took over a second to compile; most
     # of the tutorial's are smaller, and together they are most of its run time.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    _programs = path / "programs"
-    return path
+    return directory
 
 
 def programs_dir() -> Path | None:

@@ -505,12 +505,11 @@ TORCHVISION_FETCH = (
 def fetch_torchvision() -> str:
     """Download torchvision's wheel (7.7 MB, no dependencies, nothing installed) into ``TORCHVISION_CACHE``,
     unless it is there already; the wheel's path. ``make test-all`` calls this before the tests."""
-    wheels = glob.glob(os.path.join(TORCHVISION_CACHE, f"torchvision-{TORCHVISION_VERSION}-*.whl"))
-    if not wheels:
+    pattern = os.path.join(TORCHVISION_CACHE, f"torchvision-{TORCHVISION_VERSION}-*.whl")
+    if not glob.glob(pattern):
         command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"]
         subprocess.run([*command, f"torchvision=={TORCHVISION_VERSION}", "-d", TORCHVISION_CACHE], check=True)
-        wheels = glob.glob(os.path.join(TORCHVISION_CACHE, f"torchvision-{TORCHVISION_VERSION}-*.whl"))
-    return sorted(wheels)[0]
+    return sorted(glob.glob(pattern))[0]
 
 
 def _torchvision_location() -> str | None:

@@ -1,9 +1,10 @@
 import os
+from pathlib import Path
 
 import jax
 import pytest
 
-from jaxnets._programs import host_cpu_id
+from jaxnets._cache import use_xla_cache
 
 CACHE_CAP = 2**30
 """Bytes of compiled programs kept for later runs (one run writes about 50 MB; each change of the code adds the
@@ -24,17 +25,15 @@ def pytest_configure(config):
     """
     if getattr(config, "cache", None) is None or os.environ.get("JAX_COMPILATION_CACHE_DIR"):  # -p no:cacheprovider
         return
-    # One directory per host CPU: XLA:CPU compiles for the CPU it runs on, JAX's key does not name it, and a
-    # working tree can be shared between machines (XLA's loader rejects another CPU's entry, with an error line).
-    path = config.cache.mkdir(f"jax-compilation-cache-{host_cpu_id()}")
+    # One directory per host CPU (jaxnets._cache.use_xla_cache, as the commands' cache): XLA:CPU compiles for the
+    # CPU it runs on, JAX's key does not name it, and a working tree can be shared between machines.
+    path = use_xla_cache(Path(config.cache.mkdir("jax-compilation-cache")))
+    path.mkdir(exist_ok=True)
     if not hasattr(config, "workerinput"):  # once per run, before the workers start: emptied when over the cap
         entries = list(os.scandir(path))
         if sum(e.stat().st_size for e in entries) > CACHE_CAP:
             for e in entries:
                 os.remove(e.path)
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # the small programs are most of them
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     # JAX writes an entry in place, not by renaming a finished file: one cut short (a run interrupted as it wrote,
     # or read by the other worker while written) fails to load, with a warning the suite would raise as an error.
     # JAX then compiles the program afresh, which is all a test needs.

@@ -318,9 +318,10 @@ def format_table(doc: dict) -> str:
         p = m["resnet18_products"]
         eager = [r["median_us"] for r in doc["rows"]
                  if (r["workload"], r["impl"]) == ("resnet18_train", "torch-eager") and "median_us" in r]  # fmt: skip
+        rate = f" ({p['gflop'] / p['ms'] * 1e3:.0f} GFLOP/s)" if p.get("gflop") else ""
         head += (
-            f"\nthe ResNet-18 step's {p['products']} matrix products alone, at its shapes: {p['ms']:.1f} ms "
-            f"({p['gflop'] / p['ms'] * 1e3:.0f} GFLOP/s), the ceiling of its jit step"
+            f"\nthe ResNet-18 step's {p['products']} matrix products alone, at its shapes: {p['ms']:.1f} ms{rate}, "
+            "the ceiling of its jit step"
         )
         if eager:
             head += f"; 1.5x torch eager needs the whole step in {eager[0] / 1.5e3:.1f} ms"

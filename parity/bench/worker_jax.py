@@ -408,11 +408,8 @@ def resnet18_products() -> dict | None:
 
     run = jax.jit(products)
     t = measure(lambda: run(operands), jax.block_until_ready, steps=1, repeats=max(CFG["repeats"], 10))
-    # 2 m n k per product and batch: the operands' sizes over what they share (rhs's contracting and batch dims)
-    shared = [np.prod([b.shape[i] for i in (*p["dimension_numbers"][0][1], *p["dimension_numbers"][1][1])])
-              for _, b, p in found]  # fmt: skip
-    flops = sum(2 * a.size * b.size / k for (a, b, _), k in zip(found, shared, strict=True))
-    return {"products": len(found), "ms": t["min_us"] / 1e3, "gflop": flops / 1e9}
+    flops = _flops(run.lower(operands))  # XLA's count, as for the rows
+    return {"products": len(found), "ms": t["min_us"] / 1e3, "gflop": flops / 1e9 if flops else None}
 
 
 def _dispatch_rows() -> list[dict]:
