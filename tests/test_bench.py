@@ -56,6 +56,13 @@ def test_bench_quick_times_the_resnet18_steps_products_alone(quick):
     step = next(r for r in doc["rows"] if (r["workload"], r["impl"]) == ("resnet18_train", "jaxnets-jit"))
     assert 0.9 * step["flops"] < products["gflop"] * 1e9 < step["flops"]  # XLA's count for the whole step
     assert f"the ResNet-18 step's 62 matrix products alone, at its shapes: {products['ms']:.1f} ms" in stdout
+    # SGD's update alone, over torchvision's resnet18(num_classes=10) parameters (11,181,642)
+    assert products["params"] == 11_181_642 and products["update_ms"] > 0
+    together = products["ms"] + products["update_ms"]
+    assert (
+        f"SGD's update of its 11.2 M parameters alone: {products['update_ms']:.1f} ms; {together:.1f} ms together, "
+        "the ceiling of its jit step" in stdout
+    )
 
 
 @pytest.mark.slow

@@ -319,10 +319,13 @@ def format_table(doc: dict) -> str:
         eager = [r["median_us"] for r in doc["rows"]
                  if (r["workload"], r["impl"]) == ("resnet18_train", "torch-eager") and "median_us" in r]  # fmt: skip
         rate = f" ({p['gflop'] / p['ms'] * 1e3:.0f} GFLOP/s)" if p.get("gflop") else ""
-        head += (
-            f"\nthe ResNet-18 step's {p['products']} matrix products alone, at its shapes: {p['ms']:.1f} ms{rate}, "
-            "the ceiling of its jit step"
-        )
+        head += f"\nthe ResNet-18 step's {p['products']} matrix products alone, at its shapes: {p['ms']:.1f} ms{rate}"
+        if p.get("update_ms") is not None:  # not in runs before 2026-12-07's afternoon
+            head += (
+                f", and SGD's update of its {p['params'] / 1e6:.1f} M parameters alone: {p['update_ms']:.1f} ms; "
+                f"{p['ms'] + p['update_ms']:.1f} ms together"
+            )
+        head += ", the ceiling of its jit step"
         if eager:
             head += f"; 1.5x torch eager needs the whole step in {eager[0] / 1.5e3:.1f} ms"
     cols = f"{'workload':<20}{'batch':>6}  {'impl':<14}{'median us':>12}{'spread %':>10}{'vs eager':>10}"

@@ -50,6 +50,7 @@ os.environ["XLA_FLAGS"] = (
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
 import jaxnets  # noqa: E402
@@ -407,9 +408,32 @@ def resnet18_products() -> dict | None:
         return [jax.lax.dot_general(a, b, **p) for a, b, p in zip(ops[::2], ops[1::2], params, strict=True)]
 
     run = jax.jit(products)
-    t = measure(lambda: run(operands), jax.block_until_ready, steps=1, repeats=max(CFG["repeats"], 10))
+    repeats = max(CFG["repeats"], 10)
+    t = measure(lambda: run(operands), jax.block_until_ready, steps=1, repeats=repeats)
     flops = _flops(run.lower(operands))  # XLA's count, as for the rows
-    return {"products": len(found), "ms": t["min_us"] / 1e3, "gflop": flops / 1e9 if flops else None}
+    params, opt_state, _ = jax.tree.unflatten(trainer._treedef, trainer._leaves)
+    return {"products": len(found), "ms": t["min_us"] / 1e3, "gflop": flops / 1e9 if flops else None,
+            "update_ms": _update_alone(trainer._tx, params, opt_state, repeats),
+            "params": sum(p.size for p in jax.tree.leaves(params))}  # fmt: skip
+
+
+def _update_alone(tx, params, opt_state, repeats: int) -> float:
+    """Milliseconds of the optimizer's update alone (``tx.update`` and ``optax.apply_updates``), as the step makes
+    it: one jitted call, parameters and state donated; gradients the size of the parameters. Fastest repeat."""
+
+    def update(params, opt_state, grads):
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    run = jax.jit(update, donate_argnums=(0, 1))
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 1e-3), params)
+    state = [jax.tree.map(jnp.copy, (params, opt_state))]  # copies: donation deletes what it is given
+
+    def call():
+        state[0] = run(*state[0], grads)
+        return state[0]
+
+    return measure(call, jax.block_until_ready, steps=1, repeats=repeats)["min_us"] / 1e3
 
 
 def _dispatch_rows() -> list[dict]:
