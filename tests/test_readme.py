@@ -180,12 +180,21 @@ def test_readme_speed_figures_are_the_benchmark_pages():
     assert "shared 2-core AMD EPYC VM\nwith AVX-512 and no GPU" in measured
     end_to_end = _section("docs/benchmark.md", "End to end: jaxnets train against a PyTorch script")
     warm, jax_s, torch_s, cold = re.search(
-        r"is (\S+x) a plain PyTorch eager script of the same\njob with a warm compilation cache \((\S+) s against (\S+) s[;)].*?\) and (\S+x) cold",
+        r"is (\S+x) a plain PyTorch eager script of the same\sjob with a warm compilation\scache \((\S+) s against (\S+) s[;)].*?\) and\s(\S+x) cold",
         measured,
         re.S,
     ).groups()
     assert f"is {warm} the script warm,\nand {cold} cold" in end_to_end
     assert f"| {jax_s} s |" in end_to_end and f"| {torch_s} s |" in end_to_end
+
+
+def test_readme_make_test_times_are_the_development_pages():
+    quick_start = _section("README.md", "Quick start")
+    first, second, date = re.search(
+        r"`make test` took (\d+ min \d+ s) and (\d+ min \d+ s) on (\d{4}-\d\d-\d\d)", quick_start.replace("\n", " ")
+    ).groups()
+    development = " ".join((ROOT / "docs" / "development.md").read_text().split())
+    assert date in development and f"{first}, " in development and f"{second}, " in development
 
 
 def test_readme_parity_and_training_figures_are_the_docs():
