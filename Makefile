@@ -28,7 +28,7 @@ parity: $(STAMP)
 	$(BIN)/python -m parity
 
 bench: $(STAMP)
-	$(BIN)/python -m parity.bench --json bench.json --plot bench.png
+	$(BIN)/python -m parity.bench --e2e --json bench.json --plot bench.png
 
 # The documentation site into site/ (mkdocs.yml): --strict fails on broken links and missing references;
 # the tutorial notebooks (docs/tutorials/*.py, jupytext) run at build time.

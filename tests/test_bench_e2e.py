@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -65,3 +66,29 @@ def test_warm_up_runs_each_command_for_one_epoch_with_a_throwaway_xla_cache_and_
     assert all(c[1] != env["JAXNETS_CACHE_DIR"] for c in calls), "round 0 must find jaxnets' XLA cache empty"
     with pytest.raises(RuntimeError, match="warm-up run of torch failed(.|\n)*boom"):
         e2e.warm_bytecode(tmp_path, env, timeout=5)  # its jaxnets run succeeds, its torch run fails
+
+
+def test_the_torch_script_does_jaxnets_trains_default_job():
+    from jaxnets.training.digits import OPTIMIZERS, TrainConfig
+    from parity.bench import train_torch
+
+    config, args = TrainConfig(), train_torch.parser().parse_args([])
+    # What the script hard-codes: the seed's Net (LeNet), the digits, Adam at its default learning rate
+    assert (config.model, config.data, config.optimizer, config.lr) == ("lenet", "digits", "adam", None)
+    assert (args.epochs, args.batch_size, args.seed, args.lr) == (
+        config.epochs, config.batch_size, config.seed, OPTIMIZERS["adam"][2])  # fmt: skip
+    # and jaxnets train runs with its defaults: nothing but where to write, no bar, and the epochs of both
+    cmd = e2e.commands(Path("run"), 7)["jaxnets"]
+    assert cmd[cmd.index("train") + 1 :] == ["--out", "run", "--no-progress", "--epochs", "7"]
+    assert e2e.commands(Path("run"), 7)["torch"][-2:] == ["--epochs", "7"]
+
+
+@pytest.mark.slow
+def test_collect_runs_both_commands_for_real_and_both_learn():
+    doc = e2e.collect(rounds=2, epochs=2, timeout=600)
+    for side in ("jaxnets", "torch"):
+        assert [r["round"] for r in doc["runs"][side]] == [0, 1]
+        for r in doc["runs"][side]:
+            assert 0 < r["first_step_s"] <= r["first_epoch_s"] <= r["wall_s"], (side, r)
+            assert r["test_accuracy"] >= 0.5, (side, r)  # two epochs; guessing gets 0.1
+    assert doc["cold"]["speedup_wall"] > 0 and doc["warm"]["speedup_wall"] > 0

@@ -54,14 +54,19 @@ def test(net, images, labels):
     return loss, correct
 
 
-def main(argv=None):
+def parser() -> argparse.ArgumentParser:
+    """The script's options; their defaults are ``jaxnets train``'s job (tests/test_bench_e2e.py checks)."""
     p = argparse.ArgumentParser(description="LeNet on scikit-learn's digits with PyTorch (jaxnets train's job)")
     p.add_argument("--epochs", type=int, default=40, help="passes over the training set (default: 40)")
     p.add_argument("--batch-size", type=int, default=32, help="images per step (default: 32)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate (default: 0.001)")
     p.add_argument("--seed", type=int, default=0, help="initial weights and batch order (default: 0)")
     p.add_argument("--save", metavar="FILE", help="save the final state_dict here (default: not saved)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
     start = time.perf_counter()
     torch.manual_seed(args.seed)
     train_set, test_set = data.load("digits")
