@@ -240,6 +240,17 @@ def test_port_batches_are_the_same_arrays_for_both_workers_and_distinct_per_step
     assert kept.min() >= seq // 2 and kept.min() < seq and (mask == (np.arange(seq) >= kept[:, None])).all()
 
 
+def test_lenet_data_is_the_same_arrays_for_both_workers_and_distinct_per_step():
+    from parity.bench.common import lenet_data
+
+    images, labels = lenet_data(64, 3)
+    again = lenet_data(64, 3)  # each worker draws them: they must agree bit for bit
+    assert np.array_equal(images, again[0]) and np.array_equal(labels, again[1])
+    assert images.shape == (3, 64, 32, 32, 1) and images.dtype == "float32" and labels.shape == (3, 64)
+    assert labels.min() >= 0 and labels.max() <= 9 and not (images[0] == images[1]).all()
+    assert not np.array_equal(lenet_data(32, 1)[0][0], images[0, :32])  # another batch size, another draw
+
+
 def _dp_rows(doc):
     return sorted((r for r in doc["rows"] if r["impl"] == "jaxnets-dp"), key=lambda r: r["devices"])
 

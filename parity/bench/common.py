@@ -72,6 +72,20 @@ def lenet_batches(batch: int, loop_steps: int) -> int:
     return min(loop_steps, max(4, LOOP_IMAGES // batch))
 
 
+def lenet_data(batch: int, steps: int) -> tuple:
+    """The distinct NumPy batches LeNet's rows step through, the same arrays in both workers.
+
+    ``(images (steps, batch, 32, 32, 1) float32, labels (steps, batch) int64)``,
+    channels-last (the torch worker transposes its copy to channels-first),
+    drawn once from a seed fixed per batch size, before any clock starts, as
+    :func:`port_batches` are.
+    """
+    import numpy as np
+
+    r = np.random.default_rng(batch)
+    return r.standard_normal((steps, batch, 32, 32, 1), np.float32), r.integers(0, 10, (steps, batch))
+
+
 def dynamic_depths() -> list[int]:
     """The depths (0 to 3, as the seed's ``random.randint(0, 3)``) of DynamicNet's steps, the same in both workers.
 

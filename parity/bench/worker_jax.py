@@ -28,6 +28,7 @@ from .common import (
     dynamic_depths,
     emit,
     lenet_batches,
+    lenet_data,
     lenet_parts,
     port_batches,
     port_inner,
@@ -445,10 +446,11 @@ def _dispatch_rows() -> list[dict]:
 
 
 def _lenet_batch(b, steps=None):
-    """A random batch of ``b`` images and labels; with ``steps``, that many distinct batches stacked."""
-    k1, k2 = jax.random.split(jax.random.key(b))
-    lead = (b,) if steps is None else (steps, b)
-    return jax.random.normal(k1, (*lead, 32, 32, 1)), jax.random.randint(k2, lead, 0, 10)
+    """A batch of ``b`` images and labels; with ``steps``, that many distinct batches stacked: the torch worker's
+    (:func:`~parity.bench.common.lenet_data`), labels as int32 (JAX without x64)."""
+    images, labels = lenet_data(b, steps or 1)
+    images, labels = jnp.asarray(images), jnp.asarray(labels.astype(np.int32))
+    return (images, labels) if steps else (images[0], labels[0])
 
 
 def _lenet_loop(b):
@@ -508,7 +510,7 @@ def _lenet_forward_rows(b, impl):
     graphdef, state = nnx.split(jaxnets.LeNet(impl=impl, rngs=nnx.Rngs(0)))
     # Distinct batches (see lenet_batches): the jit row cycles through them, the whole-loop row maps over them.
     loop = _lenet_loop(b)
-    xs = jax.random.normal(jax.random.key(b + 1), (loop, b, 32, 32, 1))
+    xs = _lenet_batch(b, steps=loop)[0]
     batches = list(xs)  # sliced before the clock starts
     x = batches[0]
     # Over the flat list of arrays, as Trainer.step is: an nnx.State argument costs more Python per call.

@@ -29,6 +29,7 @@ from .common import (
     dynamic_depths,
     emit,
     lenet_batches,
+    lenet_data,
     lenet_parts,
     port_batches,
     port_inner,
@@ -201,13 +202,14 @@ def dynamic_net(compiled: bool):
 
 
 def _lenet_batches(batch: int):
-    """A new batch of images and labels at every call, cycling through as many distinct ones as the JAX rows.
+    """A new batch of images and labels at every call, cycling through the JAX rows' very batches.
 
     The batches are sliced (views) before the clock starts, as the JAX worker's are.
     """
-    n = lenet_batches(batch, CFG["loop_steps"])
-    xs = torch.randn(n, batch, 1, 32, 32, device=DEVICE)
-    ys = torch.randint(0, 10, (n, batch), device=DEVICE)
+    images, labels = lenet_data(batch, lenet_batches(batch, CFG["loop_steps"]))  # the JAX worker's very arrays
+    xs = torch.from_numpy(images.transpose(0, 1, 4, 2, 3).copy()).to(DEVICE)  # (n, B, 1, 32, 32), channels first
+    ys = torch.from_numpy(labels).to(DEVICE)
+    n = len(labels)
     return Cycle([(xs[i], ys[i]) for i in range(n)])
 
 
