@@ -33,14 +33,15 @@ def _train(argv: list[str]) -> int:
     defaults = training.TrainConfig()
     p = argparse.ArgumentParser(
         prog="jaxnets train",
-        description="Train LeNet on real handwritten digits (or ResNet-18 on CIFAR-10), with a checkpoint per epoch, "
-        "metrics and curves.",
+        description="Train LeNet (or pytorch/examples' MNIST network) on real handwritten digits, or ResNet-18 on "
+        "CIFAR-10, with a checkpoint per epoch, metrics and curves.",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="run directory: checkpoints/, metrics.json, curves.png")
     p.add_argument(
         "--model",
         choices=training.MODELS,
-        help=f"lenet (digits, MNIST) or resnet18 (torchvision's, on cifar10:DIR) (default: {defaults.model})",
+        help="lenet (digits, MNIST), resnet18 (torchvision's, on cifar10:DIR) or mnist_net (pytorch/examples' "
+        f"MNIST network, on digits or MNIST) (default: {defaults.model})",
     )
     p.add_argument(
         "--data",

@@ -75,8 +75,9 @@ from ..models._lenet import LeNet
 from . import checkpoint, data, distributed, inference
 from .trainer import Trainer
 
-MODELS = ("lenet", "resnet18")
-"""``--model``: LeNet on digits or MNIST; torchvision's ResNet-18 (:mod:`jaxnets.training.cifar`) on CIFAR-10."""
+MODELS = ("lenet", "resnet18", "mnist_net")
+"""``--model``: LeNet on digits or MNIST; torchvision's ResNet-18 (:mod:`jaxnets.training.cifar`) on CIFAR-10;
+pytorch/examples' MNIST network (:mod:`jaxnets.training.mnist_net`) on digits or MNIST."""
 
 OPTIMIZERS: dict[str, tuple[Callable, dict, float]] = {
     # name: (jaxnets.optim factory, fixed options, default learning rate: torch's, except sgd's and adagrad's)
@@ -266,7 +267,8 @@ class TrainConfig:
 
     Attributes:
       model: ``"lenet"``: the tutorial's ``Net`` (:class:`jaxnets.LeNet`, 5x5 kernels);
-        ``"resnet18"``: torchvision's ResNet-18 (:func:`jaxnets.ports.resnet18`), on ``cifar10:DIR`` only.
+        ``"resnet18"``: torchvision's ResNet-18 (:func:`jaxnets.ports.resnet18`), on ``cifar10:DIR`` only;
+        ``"mnist_net"``: pytorch/examples' MNIST ``Net`` (:mod:`jaxnets.training.mnist_net`), on digits or MNIST.
       data: ``"digits"``, ``"mnist:DIR"`` or ``"cifar10:DIR"`` (see :func:`jaxnets.data.load`).
       optimizer: a key of :data:`OPTIMIZERS`.
       lr: learning rate; None for the optimizer's default in :data:`OPTIMIZERS`.
@@ -340,12 +342,18 @@ class TrainConfig:
 
 
 def _check_model_data(model: str, data_spec, batch_size) -> None:
-    """LeNet takes 1-channel digits, ResNet-18 CIFAR-10's colour images: refuse the other pairs by name."""
+    """LeNet and the MNIST net take 1-channel digits, ResNet-18 CIFAR-10's colour images: refuse the other pairs."""
     colour = isinstance(data_spec, str) and data_spec.strip().partition(":")[0] == "cifar10"
     if model == "resnet18" and not colour:
         raise ValueError(
             f"--model resnet18 trains on CIFAR-10's colour images; --data {data_spec!r} holds 1-channel digits, "
             "which are LeNet's. Give --data cifar10:DIR (the cifar-10-batches-py folder), or --model lenet."
+        )
+    if model == "mnist_net" and colour:
+        raise ValueError(
+            f"--data {data_spec!r} holds 3-channel colour images, which --model mnist_net (pytorch/examples' MNIST "
+            "network, 1-channel 28x28 digits) does not take: give --data digits or --data mnist:DIR (MNIST's IDX "
+            "files), or --model resnet18 for CIFAR-10."
         )
     if model == "lenet" and colour:
         raise ValueError(
@@ -386,7 +394,8 @@ def _build_model(spec: dict | None, seed: int, programs) -> LeNet:
     if kind in MODELS and kind != "lenet":
         raise TrainingError(
             f"this is a {kind} run: jaxnets evaluate, predict, export and import work with LeNet's runs and weights "
-            "only. Its test accuracy after each epoch is in its metrics.json (history), computed in eval mode; "
+            "only. Its test accuracy after each epoch is in its metrics.json (history), computed in eval mode "
+            "(no dropout, BatchNorm's running buffers); "
             "load its weights in Python with jaxnets.checkpoint.restore."
         )
     if kind not in MODELS:
@@ -491,10 +500,11 @@ def _lr_at(config: TrainConfig, schedule, count: int) -> float:
     return float(lrs[min(count // schedule.steps_per_epoch, len(lrs) - 1)])
 
 
-def _loss_and_correct(model, images, labels, idx):
+def _loss_and_correct(model, images, labels, idx, loss=cross_entropy):
+    """The mean ``loss`` (cross-entropy of logits, or another of the same signature) and the number correct."""
     logits = model(images[idx])
     y = labels[idx]
-    return cross_entropy(logits, y), jnp.sum(jnp.argmax(logits, axis=-1) == y)
+    return loss(logits, y), jnp.sum(jnp.argmax(logits, axis=-1) == y)
 
 
 def logits(model: nnx.Module, images: np.ndarray, batch_size: int = EVAL_BATCH) -> np.ndarray:
@@ -813,14 +823,15 @@ def _eval_batches(dataset: data.Dataset) -> tuple[np.ndarray, np.ndarray, np.nda
     return images.reshape(k, size, *images.shape[1:]), labels.reshape(k, size), mask.reshape(k, size)
 
 
-def _eval_sums(model, images, labels, mask):
-    """Summed cross-entropy and number correct over ``(K, B, ...)`` masked batches, in one compiled loop."""
+def _eval_sums(model, images, labels, mask, loss=cross_entropy):
+    """Summed ``loss`` (cross-entropy, or another taking ``reduction``) and number correct over ``(K, B, ...)``
+    masked batches, in one compiled loop."""
 
     def one(batch):
         x, y, w = batch
         out = model(x)
         correct = jnp.sum(jnp.where(w > 0, jnp.argmax(out, axis=-1) == y, False))
-        return jnp.sum(w * cross_entropy(out, y, reduction="none")), correct
+        return jnp.sum(w * loss(out, y, reduction="none")), correct
 
     losses, correct = jax.lax.map(one, (images, labels, mask))
     return jnp.sum(losses), jnp.sum(correct)
@@ -910,13 +921,14 @@ class _Writer:
 
 
 def _network(config: TrainConfig, train_set: data.Dataset, programs):
-    """``(model, step loss, evaluation, model description, name)`` of a run: LeNet's, or ResNet-18's on CIFAR-10;
-    LeNet's weights drawn through ``programs`` (see :func:`_build_model`)."""
-    if config.model == "resnet18":
-        from . import cifar
+    """``(model, step loss, evaluation, model description, name)`` of a run: LeNet's, ResNet-18's on CIFAR-10, or
+    the MNIST example's network; LeNet's weights drawn through ``programs`` (see :func:`_build_model`)."""
+    if config.model in ("resnet18", "mnist_net"):
+        from . import cifar, mnist_net
 
-        model = cifar.build_model(config.seed)
-        return model, cifar.step_fn(_loss_and_correct), cifar.eval_fn(_eval_sums), cifar.model_spec(model), "ResNet-18"
+        module, name = (cifar, "ResNet-18") if config.model == "resnet18" else (mnist_net, "MNIST Net")
+        model = module.build_model(config.seed)
+        return model, module.step_fn(_loss_and_correct), module.eval_fn(_eval_sums), module.model_spec(model), name
     spec = {"model": config.model, "image_size": train_set.images.shape[1]}
     model = _build_model(spec, config.seed, programs)
     return model, _loss_and_correct, _eval_sums, model_spec(model), "LeNet"
@@ -961,8 +973,21 @@ def _run_state(trainer: Trainer) -> dict:
     params, opt_state, buffers = trainer._carry(0, 1, 2, host=True)
     state = {"params": nnx.to_pure_dict(params), "opt_state": opt_state}
     if jax.tree.leaves(buffers := nnx.to_pure_dict(buffers)):
-        state["buffers"] = buffers
+        # A PRNG key (dropout's, in the model's nnx.Rngs) as its uint32 words: NumPy and checkpoints have no key
+        # dtype. The resume path wraps them back (:func:`_keys_like`).
+        state["buffers"] = jax.tree.map(lambda x: np.asarray(jax.random.key_data(x)) if _is_key(x) else x, buffers)
     return state
+
+
+def _is_key(x) -> bool:
+    return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _keys_like(saved: dict, model: nnx.Module) -> dict:
+    """``saved`` buffers with every key's words (see :func:`_run_state`) wrapped back as a key of the model's PRNG."""
+    current = nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.Param)))
+    wrap = lambda words, now: jax.random.wrap_key_data(words, impl=jax.random.key_impl(now)) if _is_key(now) else words
+    return jax.tree.map(wrap, saved, current)
 
 
 def train(
@@ -1045,7 +1070,7 @@ def train(
         state, meta = checkpoint.restore(ckpt_dir, step, like=like)
         _set_params(model, state["params"])
         if "buffers" in state:
-            _set_params(model, state["buffers"], nnx.Not(nnx.Param))
+            _set_params(model, _keys_like(state["buffers"], model), nnx.Not(nnx.Param))
         trainer.load_model(model)
         trainer.opt_state = state["opt_state"]
         history, start_epoch = list(meta["history"]), int(meta["epoch"])
