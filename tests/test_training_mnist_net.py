@@ -1,0 +1,220 @@
+"""jaxnets train --model mnist_net: pytorch/examples' MNIST network on digits or MNIST, its input, a real run.
+
+Nothing can be downloaded here: the ``run`` fixture writes scikit-learn's digits (the loader's 28x28 content) as
+an MNIST IDX directory and runs docs/training.md's command on it, shortened to 2 epochs, in this process.
+"""
+
+import json
+import shlex
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+from jaxnets import cli
+from jaxnets.nn.functional import nll_loss
+from jaxnets.training import checkpoint, data, mnist_net
+from jaxnets.training import digits as training
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "training.md"
+TRAIN_IMAGES = 640  # of digits' 1,438: 20 steps an epoch at batch 32
+TINY = ["--epochs", "2", "--batch-size", "32"]  # appended to the docs' command: argparse keeps the last value
+
+
+def _doc_commands() -> list[str]:
+    """The shell lines of docs/training.md's "Training pytorch/examples' MNIST network" section."""
+    section = DOCS.read_text().split("## Training pytorch/examples' MNIST network", 1)[1].split("\n## ", 1)[0]
+    blocks = section.split("```sh\n")[1:]
+    lines = [line.split("#")[0].strip() for block in blocks for line in block.split("```")[0].splitlines()]
+    return [line for line in lines if line]
+
+
+def _train(args: list[str]) -> int:
+    return cli.main(["train", *args, "--no-progress"])
+
+
+def _idx_digits(directory: Path) -> Path:
+    """digits' train (first TRAIN_IMAGES) and test sets as MNIST's four IDX files: 28x28 unsigned bytes."""
+    train, test = data.load("digits")
+    directory.mkdir(parents=True, exist_ok=True)
+    for prefix, ds, n in (("train", train, TRAIN_IMAGES), ("t10k", test, len(test))):
+        pixels = (ds.images[:n, 2:30, 2:30, 0] * 255).round().astype(np.uint8)
+        data.write_idx(directory / f"{prefix}-images-idx3-ubyte", pixels)
+        data.write_idx(directory / f"{prefix}-labels-idx1-ubyte", ds.labels[:n].astype(np.uint8))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def mnist_dir(tmp_path_factory):
+    return _idx_digits(tmp_path_factory.mktemp("mnist") / "mnist")
+
+
+@pytest.fixture(scope="module")
+def run(mnist_dir, tmp_path_factory):
+    """The docs' command on the IDX directory, 2 epochs of 20 steps, run in this process: (run dir, its arguments)."""
+    out = tmp_path_factory.mktemp("runs") / "mnist_net"
+    (command, *_) = [c for c in _doc_commands() if "--model mnist_net" in c]
+    args = shlex.split(command.replace("~/data/mnist", str(mnist_dir)).replace("runs/mnist_net", str(out)))
+    assert args[:2] == ["jaxnets", "train"], command
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JAXNETS_CACHE_DIR", "")  # the module's fixture runs before conftest's per-test one
+        assert _train([*args[2:], *TINY]) == 0
+    return out, [*args[2:], *TINY]
+
+
+def _arrays(out: Path, epoch: int) -> dict:
+    state, _ = checkpoint.restore(out / "checkpoints", epoch)
+    return {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_leaves_with_path(state)}
+
+
+# -- the input and the model ----------------------------------------------------------------------
+
+
+def test_to_input_recovers_mnist_pixels_normalised_as_torchvision(tmp_path, monkeypatch):
+    """An MNIST IDX image, padded to 32x32 by the loader, comes back as ``ToTensor()`` then ``Normalize`` of it."""
+    pixels = np.random.default_rng(0).integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    pixels[0] = 255  # the border must be cropped off exactly: no white pixel of the digit lost, no black one added
+    loaded = data.idx_images(data.write_idx(tmp_path / "images-idx3-ubyte", pixels))
+    assert loaded.shape == (5, 32, 32, 1) and not loaded[:, :2].any() and not loaded[:, 30:].any()
+    # torchvision: ToTensor() is uint8 / 255 in float32, (1, 28, 28); Normalize((0.1307,), (0.3081,)) sub then div.
+    t = torch.from_numpy(pixels).unsqueeze(1).to(torch.float32).div(255)
+    expected = t.sub(torch.tensor([0.1307]).view(1, -1, 1, 1)).div(torch.tensor([0.3081]).view(1, -1, 1, 1))
+    for to_input in (mnist_net.to_input, jax.jit(mnist_net.to_input)):
+        got = np.asarray(to_input(jnp.asarray(loaded)))
+        assert got.shape == (5, 1, 28, 28) and got.dtype == np.float32
+        # XLA divides by the constant std as a product with its float32 reciprocal: within one rounding of torch.
+        np.testing.assert_allclose(got, expected.numpy(), rtol=2.4e-7, atol=0)
+    with monkeypatch.context() as mp:  # the crop and layout alone: exactly ToTensor()'s pixels
+        mp.setattr(mnist_net, "MEAN", 0.0)
+        mp.setattr(mnist_net, "STD", 1.0)
+        np.testing.assert_array_equal(np.asarray(mnist_net.to_input(jnp.asarray(loaded))), t.numpy())
+
+
+def test_step_is_nll_loss_in_train_mode_and_eval_is_its_sum_in_eval_mode():
+    train, _ = data.load("digits")
+    images, labels = jnp.asarray(train.images[:8]), jnp.asarray(train.labels[:8])
+    model = mnist_net.build_model(0)
+    spec = mnist_net.model_spec(model)
+    assert spec["model"] == "mnist_net" and (spec["mean"], spec["std"]) == (0.1307, 0.3081)
+    eval_out = nnx.jit(lambda m, x: m.eval()(mnist_net.to_input(x)))(model, images)
+    assert eval_out.shape == (8, 10)
+    np.testing.assert_allclose(np.exp(np.asarray(eval_out)).sum(-1), 1, rtol=1e-5)  # log-probabilities
+    loss, correct = nnx.jit(mnist_net.step_fn(training._loss_and_correct))(model, images, labels, jnp.arange(8))
+    assert model.training  # the step set train mode: dropout on, so the loss is not the eval-mode one
+    assert float(loss) != pytest.approx(float(nll_loss(eval_out, labels)), rel=1e-3)
+    assert 0 <= int(correct) <= 8
+    batches = (images.reshape(2, 4, 32, 32, 1), labels.reshape(2, 4), jnp.ones((2, 4)))
+    total, hits = nnx.jit(mnist_net.eval_fn(training._eval_sums))(model, *batches)
+    assert not model.training
+    np.testing.assert_allclose(float(total), float(nll_loss(eval_out, labels, reduction="sum")), rtol=1e-5)
+    assert int(hits) == int(jnp.sum(jnp.argmax(eval_out, -1) == labels))
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (
+            ["--model", "mnist_net", "--data", "cifar10:/x"],
+            "--data 'cifar10:/x' holds 3-channel colour images, which --model mnist_net",
+        ),  # fmt: skip
+        (["--model", "mnist_net", "--data", "cifar10:/x"], "give --data digits or --data mnist:DIR"),
+        (["--model", "mnist_net", "--data", "mnist"], "names no directory: write 'mnist:DIR'"),
+    ],
+)
+def test_train_refuses_mnist_net_on_cifar10(tmp_path, capsys, args, expected):
+    out = tmp_path / "run"
+    try:
+        code = _train([*args, "--out", str(out)])
+    except SystemExit as e:  # argparse's usage error
+        code = e.code
+    assert code in (1, 2)
+    assert expected in capsys.readouterr().err.replace("\n", " ")
+    assert not out.exists()
+
+
+def test_mnist_net_takes_digits_and_mnist():
+    for spec in ("digits", "mnist:/anywhere"):
+        assert training.TrainConfig(model="mnist_net", data=spec).model == "mnist_net"
+    assert "mnist_net" in training.MODELS
+
+
+def test_train_help_names_mnist_net(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    assert "mnist_net (pytorch/examples' MNIST network, on digits or MNIST)" in " ".join(
+        capsys.readouterr().out.split()
+    )
+
+
+def test_docs_mnist_net_section_shows_the_two_commands_the_tests_run():
+    """The first is the ``run`` fixture's command, the second the resume test's: every command shown runs."""
+    commands = _doc_commands()
+    assert len(commands) == 2 and "--model mnist_net --data mnist:~/data/mnist" in commands[0]
+    assert "--optimizer adadelta --scheduler steplr:step_size=1,gamma=0.7" in commands[0]
+    assert shlex.split(commands[1]) == ["jaxnets", "train", "--out", "runs/mnist_net", "--resume"]
+
+
+# -- a run ----------------------------------------------------------------------------------------
+
+
+def test_mnist_net_run_learns_and_writes_checkpoints_with_its_dropout_key(run, mnist_dir):
+    run, _ = run
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "complete" and metrics["epochs_completed"] == 2
+    assert metrics["model"]["model"] == "mnist_net" and metrics["config"]["model"] == "mnist_net"
+    assert metrics["data"] == {"train": TRAIN_IMAGES, "test": 359}
+    history = metrics["history"]
+    assert [h["lr"] for h in history] == [1.0, pytest.approx(0.7)]  # StepLR(step_size=1, gamma=0.7)
+    assert history[1]["test_accuracy"] > 0.6, history  # chance is 0.1
+    assert history[1]["train_loss"] < history[0]["train_loss"]
+    assert (run / "curves.png").stat().st_size > 0
+    arrays = _arrays(run, 2)
+    key = arrays["['buffers']['dropout1']['rngs']['default']['key']"]
+    count = arrays["['buffers']['dropout1']['rngs']['default']['count']"]
+    assert key.dtype == np.uint32 and key.shape == (2,)  # jax.random.key_data of the model's key
+    assert count == 8 + 2 * 2 * (TRAIN_IMAGES // 32)  # 8 weight draws, then two dropout masks a step
+    assert training.first_non_finite(checkpoint.restore(run / "checkpoints", 2)[0]) is None
+
+
+def test_mnist_net_resume_is_bit_identical_including_the_dropout_key(run, tmp_path, capsys):
+    run, args = run
+    out = tmp_path / "resumed"
+    assert _train([*args, "--out", str(out), "--epochs", "1"]) == 0
+    (resume,) = [shlex.split(c) for c in _doc_commands() if "--resume" in c]
+    assert _train(["--out", str(out), "--resume", "--epochs", "2"]) == 0
+    assert "resuming" in capsys.readouterr().out
+    resumed, straight = _arrays(out, 2), _arrays(run, 2)
+    assert resumed.keys() == straight.keys() and any("['rngs']" in k for k in resumed)
+    for key in straight:
+        np.testing.assert_array_equal(resumed[key], straight[key], err_msg=key)
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    straight_history = json.loads((run / "metrics.json").read_text())["history"]
+    drop = lambda h: {k: v for k, v in h.items() if k != "seconds"}
+    assert [drop(h) for h in history] == [drop(h) for h in straight_history]
+
+
+def test_resumed_model_state_holds_a_key_of_the_models_prng(run):
+    """The checkpoint's words wrapped back are the key a model of the run's seed advances: same impl, same data."""
+    run, _ = run
+    state, _ = checkpoint.restore(run / "checkpoints", 2)
+    model = mnist_net.build_model(0)
+    buffers = training._keys_like(state["buffers"], model)
+    training._set_params(model, buffers, nnx.Not(nnx.Param))
+    key = model.dropout1.rngs.default.key[...]
+    assert jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    assert jax.random.key_impl(key) == jax.random.key_impl(jax.random.key(0))
+    np.testing.assert_array_equal(jax.random.key_data(key), state["buffers"]["dropout1"]["rngs"]["default"]["key"])
+
+
+def test_evaluate_predict_export_refuse_a_mnist_net_run(run, tmp_path, capsys):
+    run, _ = run
+    for command in (["evaluate", str(run)], ["predict", str(run), str(run / "curves.png")],
+                    ["export", str(run), "--output", str(tmp_path / "w.safetensors")]):  # fmt: skip
+        assert cli.main(command) == 1
+        err = capsys.readouterr().err
+        assert "this is a mnist_net run" in err and "LeNet's runs and weights only" in err, err
+    assert not (run / "confusion.png").exists() and not (tmp_path / "w.safetensors").exists()
