@@ -161,6 +161,7 @@ def test_docs_mnist_net_section_shows_the_two_commands_the_tests_run():
 # -- a run ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a 2-epoch run (and a resumed one), as the ResNet-18 run tests
 def test_mnist_net_run_learns_and_writes_checkpoints_with_its_dropout_key(run, mnist_dir):
     run, _ = run
     metrics = json.loads((run / "metrics.json").read_text())
@@ -180,6 +181,7 @@ def test_mnist_net_run_learns_and_writes_checkpoints_with_its_dropout_key(run, m
     assert training.first_non_finite(checkpoint.restore(run / "checkpoints", 2)[0]) is None
 
 
+@pytest.mark.slow  # a 2-epoch run (and a resumed one), as the ResNet-18 run tests
 def test_mnist_net_resume_is_bit_identical_including_the_dropout_key(run, tmp_path, capsys):
     run, args = run
     out = tmp_path / "resumed"
@@ -197,6 +199,7 @@ def test_mnist_net_resume_is_bit_identical_including_the_dropout_key(run, tmp_pa
     assert [drop(h) for h in history] == [drop(h) for h in straight_history]
 
 
+@pytest.mark.slow  # a 2-epoch run (and a resumed one), as the ResNet-18 run tests
 def test_resumed_model_state_holds_a_key_of_the_models_prng(run):
     """The checkpoint's words wrapped back are the key a model of the run's seed advances: same impl, same data."""
     run, _ = run
@@ -210,6 +213,7 @@ def test_resumed_model_state_holds_a_key_of_the_models_prng(run):
     np.testing.assert_array_equal(jax.random.key_data(key), state["buffers"]["dropout1"]["rngs"]["default"]["key"])
 
 
+@pytest.mark.slow  # a 2-epoch run (and a resumed one), as the ResNet-18 run tests
 def test_evaluate_predict_export_refuse_a_mnist_net_run(run, tmp_path, capsys):
     run, _ = run
     for command in (["evaluate", str(run)], ["predict", str(run), str(run / "curves.png")],
