@@ -14,12 +14,12 @@ import jax
 import numpy as np
 import pytest
 from flax import nnx
+from training_cli import doc_commands, run_doc_command, train
 
 from jaxnets import cli
 from jaxnets.losses import cross_entropy
 from jaxnets.training import checkpoint, cifar, data
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "training.md"
 PER_BATCH, TEST_IMAGES = 16, 24  # 80 training images in five batches; batch 16 -> 5 steps per epoch
 NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -41,18 +41,6 @@ def write_cifar10(directory: Path, per_batch: int = PER_BATCH, test: int = TEST_
     return written
 
 
-def _doc_commands() -> list[str]:
-    """The shell lines of docs/training.md's "Training ResNet-18 on CIFAR-10" section."""
-    section = DOCS.read_text().split("## Training ResNet-18 on CIFAR-10", 1)[1].split("\n## ", 1)[0]
-    blocks = section.split("```sh\n")[1:]
-    lines = [line.split("#")[0].strip() for block in blocks for line in block.split("```")[0].splitlines()]
-    return [line for line in lines if line]
-
-
-def _train(args: list[str]) -> int:
-    return cli.main(["train", *args, "--no-progress"])
-
-
 TINY = ["--epochs", "2", "--batch-size", "16"]  # appended to the docs' command: argparse keeps the last value
 
 
@@ -67,13 +55,8 @@ def run(cifar_dir, tmp_path_factory):
     """The docs' command on the small folder, 2 epochs of 5 steps, run in this process: (run dir, its arguments)."""
     directory, _ = cifar_dir
     out = tmp_path_factory.mktemp("runs") / "cifar"
-    (command, *_) = [c for c in _doc_commands() if "--model resnet18" in c]
-    args = shlex.split(command.replace("~/data/cifar-10-batches-py", str(directory)).replace("runs/cifar", str(out)))
-    assert args[:2] == ["jaxnets", "train"], command
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("JAXNETS_CACHE_DIR", "")  # the module's fixture runs before conftest's per-test one
-        assert _train([*args[2:], *TINY]) == 0
-    return out, [*args[2:], *TINY]
+    replace = {"~/data/cifar-10-batches-py": str(directory), "runs/cifar": str(out)}
+    return out, run_doc_command("Training ResNet-18 on CIFAR-10", "resnet18", replace, TINY)
 
 
 # -- the data -------------------------------------------------------------------------------------
@@ -172,7 +155,7 @@ def test_cifar10_bad_directories_say_what_was_found_and_expected(tmp_path, damag
 
 def test_train_refuses_a_bad_cifar_directory_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "run"
-    assert _train(["--model", "resnet18", "--data", f"cifar10:{tmp_path / 'nowhere'}", "--out", str(out)]) == 1
+    assert train(["--model", "resnet18", "--data", f"cifar10:{tmp_path / 'nowhere'}", "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("jaxnets train: error: CIFAR-10 directory ") and "does not exist" in err
     assert "download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and extract it" in err
@@ -187,12 +170,15 @@ def test_train_refuses_a_bad_cifar_directory_and_writes_nothing(tmp_path, capsys
         (["--data", "cifar10:/x"], "which LeNet (1-channel digits) does not take: add --model resnet18"),
         (["--model", "resnet18", "--data", "cifar10:/x", "--batch-size", "1"], "use a batch size of 2 or more"),
         (["--model", "resnet18", "--data", "cifar10"], "names no directory: write 'cifar10:DIR'"),
+        (["--model", "mnist_net", "--data", "cifar10:/x"], "holds 3-channel colour images, which --model mnist_net"),
+        (["--model", "mnist_net", "--data", "cifar10:/x"], "give --data digits or --data mnist:DIR"),
+        (["--model", "mnist_net", "--data", "mnist"], "names no directory: write 'mnist:DIR'"),
     ],
 )
 def test_train_refuses_a_wrong_model_and_data_pair(tmp_path, capsys, args, expected):
     out = tmp_path / "run"
     try:
-        code = _train([*args, "--out", str(out)])
+        code = train([*args, "--out", str(out)])
     except SystemExit as e:  # argparse's usage error
         code = e.code
     assert code in (1, 2)
@@ -258,10 +244,10 @@ def test_resnet18_test_scores_are_eval_mode_with_the_running_buffers(run, cifar_
 def test_resnet18_resume_is_bit_identical_including_batchnorm_buffers(run, tmp_path, capsys):
     run, args = run
     out = tmp_path / "resumed"
-    assert _train([*args, "--out", str(out), "--epochs", "1"]) == 0
-    (resume,) = [shlex.split(c) for c in _doc_commands() if "--resume" in c]
+    assert train([*args, "--out", str(out), "--epochs", "1"]) == 0
+    (resume,) = [shlex.split(c) for c in doc_commands("Training ResNet-18 on CIFAR-10") if "--resume" in c]
     assert resume == ["jaxnets", "train", "--out", "runs/cifar", "--resume"]  # the run's settings from its checkpoint
-    assert _train(["--out", str(out), "--resume", "--epochs", "2"]) == 0
+    assert train(["--out", str(out), "--resume", "--epochs", "2"]) == 0
     assert "resuming" in capsys.readouterr().out
     resumed, straight = _arrays(out, 2), _arrays(run, 2)
     assert resumed.keys() == straight.keys() and any("['buffers']" in k for k in resumed)
@@ -286,6 +272,6 @@ def test_evaluate_predict_export_refuse_a_resnet18_run(run, tmp_path, capsys):
 
 def test_docs_cifar_section_shows_the_two_commands_the_tests_run():
     """The first is the ``run`` fixture's command, the second the resume test's: every command shown runs."""
-    commands = _doc_commands()
+    commands = doc_commands("Training ResNet-18 on CIFAR-10")
     assert len(commands) == 2 and "--model resnet18 --data cifar10:~/data/cifar-10-batches-py" in commands[0]
     assert "--resume" in commands[1]

@@ -14,27 +14,15 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
+from training_cli import doc_commands, run_doc_command, train
 
 from jaxnets import cli
 from jaxnets.nn.functional import nll_loss
 from jaxnets.training import checkpoint, data, mnist_net
 from jaxnets.training import digits as training
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "training.md"
 TRAIN_IMAGES = 640  # of digits' 1,438: 20 steps an epoch at batch 32
 TINY = ["--epochs", "2", "--batch-size", "32"]  # appended to the docs' command: argparse keeps the last value
-
-
-def _doc_commands() -> list[str]:
-    """The shell lines of docs/training.md's "Training pytorch/examples' MNIST network" section."""
-    section = DOCS.read_text().split("## Training pytorch/examples' MNIST network", 1)[1].split("\n## ", 1)[0]
-    blocks = section.split("```sh\n")[1:]
-    lines = [line.split("#")[0].strip() for block in blocks for line in block.split("```")[0].splitlines()]
-    return [line for line in lines if line]
-
-
-def _train(args: list[str]) -> int:
-    return cli.main(["train", *args, "--no-progress"])
 
 
 def _idx_digits(directory: Path) -> Path:
@@ -57,13 +45,8 @@ def mnist_dir(tmp_path_factory):
 def run(mnist_dir, tmp_path_factory):
     """The docs' command on the IDX directory, 2 epochs of 20 steps, run in this process: (run dir, its arguments)."""
     out = tmp_path_factory.mktemp("runs") / "mnist_net"
-    (command, *_) = [c for c in _doc_commands() if "--model mnist_net" in c]
-    args = shlex.split(command.replace("~/data/mnist", str(mnist_dir)).replace("runs/mnist_net", str(out)))
-    assert args[:2] == ["jaxnets", "train"], command
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("JAXNETS_CACHE_DIR", "")  # the module's fixture runs before conftest's per-test one
-        assert _train([*args[2:], *TINY]) == 0
-    return out, [*args[2:], *TINY]
+    replace = {"~/data/mnist": str(mnist_dir), "runs/mnist_net": str(out)}
+    return out, run_doc_command("Training pytorch/examples' MNIST network", "mnist_net", replace, TINY)
 
 
 def _arrays(out: Path, epoch: int) -> dict:
@@ -114,28 +97,6 @@ def test_step_is_nll_loss_in_train_mode_and_eval_is_its_sum_in_eval_mode():
     assert int(hits) == int(jnp.sum(jnp.argmax(eval_out, -1) == labels))
 
 
-@pytest.mark.parametrize(
-    "args, expected",
-    [
-        (
-            ["--model", "mnist_net", "--data", "cifar10:/x"],
-            "--data 'cifar10:/x' holds 3-channel colour images, which --model mnist_net",
-        ),  # fmt: skip
-        (["--model", "mnist_net", "--data", "cifar10:/x"], "give --data digits or --data mnist:DIR"),
-        (["--model", "mnist_net", "--data", "mnist"], "names no directory: write 'mnist:DIR'"),
-    ],
-)
-def test_train_refuses_mnist_net_on_cifar10(tmp_path, capsys, args, expected):
-    out = tmp_path / "run"
-    try:
-        code = _train([*args, "--out", str(out)])
-    except SystemExit as e:  # argparse's usage error
-        code = e.code
-    assert code in (1, 2)
-    assert expected in capsys.readouterr().err.replace("\n", " ")
-    assert not out.exists()
-
-
 def test_mnist_net_takes_digits_and_mnist():
     for spec in ("digits", "mnist:/anywhere"):
         assert training.TrainConfig(model="mnist_net", data=spec).model == "mnist_net"
@@ -152,7 +113,7 @@ def test_train_help_names_mnist_net(capsys):
 
 def test_docs_mnist_net_section_shows_the_two_commands_the_tests_run():
     """The first is the ``run`` fixture's command, the second the resume test's: every command shown runs."""
-    commands = _doc_commands()
+    commands = doc_commands("Training pytorch/examples' MNIST network")
     assert len(commands) == 2 and "--model mnist_net --data mnist:~/data/mnist" in commands[0]
     assert "--optimizer adadelta --scheduler steplr:step_size=1,gamma=0.7" in commands[0]
     assert shlex.split(commands[1]) == ["jaxnets", "train", "--out", "runs/mnist_net", "--resume"]
@@ -185,9 +146,9 @@ def test_mnist_net_run_learns_and_writes_checkpoints_with_its_dropout_key(run, m
 def test_mnist_net_resume_is_bit_identical_including_the_dropout_key(run, tmp_path, capsys):
     run, args = run
     out = tmp_path / "resumed"
-    assert _train([*args, "--out", str(out), "--epochs", "1"]) == 0
-    (resume,) = [shlex.split(c) for c in _doc_commands() if "--resume" in c]
-    assert _train(["--out", str(out), "--resume", "--epochs", "2"]) == 0
+    assert train([*args, "--out", str(out), "--epochs", "1"]) == 0
+    (resume,) = [shlex.split(c) for c in doc_commands("Training pytorch/examples' MNIST network") if "--resume" in c]
+    assert train(["--out", str(out), "--resume", "--epochs", "2"]) == 0
     assert "resuming" in capsys.readouterr().out
     resumed, straight = _arrays(out, 2), _arrays(run, 2)
     assert resumed.keys() == straight.keys() and any("['rngs']" in k for k in resumed)
