@@ -7,16 +7,21 @@ Nothing can be downloaded here: :func:`write_cifar10` writes a small directory i
 
 import json
 import pickle
-import shlex
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 from flax import nnx
-from training_cli import doc_commands, run_doc_command, train
+from training_cli import (
+    assert_other_commands_refuse,
+    assert_resume_is_bit_identical,
+    checkpoint_arrays,
+    doc_commands,
+    run_doc_command,
+    train,
+)
 
-from jaxnets import cli
 from jaxnets.losses import cross_entropy
 from jaxnets.training import checkpoint, cifar, data
 
@@ -197,11 +202,6 @@ def test_cifar_module_and_data_load_no_jax():
 # -- a run ----------------------------------------------------------------------------------------
 
 
-def _arrays(out: Path, epoch: int) -> dict:
-    state, _ = checkpoint.restore(out / "checkpoints", epoch)
-    return {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_leaves_with_path(state)}
-
-
 @pytest.mark.slow
 def test_resnet18_run_writes_checkpoints_with_batchnorm_buffers_and_metrics(run):
     run, _ = run
@@ -211,7 +211,7 @@ def test_resnet18_run_writes_checkpoints_with_batchnorm_buffers_and_metrics(run)
     assert metrics["data"] == {"train": 5 * PER_BATCH, "test": TEST_IMAGES}
     assert all(np.isfinite(h["train_loss"]) and np.isfinite(h["test_loss"]) for h in metrics["history"])
     assert (run / "curves.png").stat().st_size > 0
-    arrays = _arrays(run, 2)
+    arrays = checkpoint_arrays(run, 2)
     steps = 2 * (5 * PER_BATCH // 16)
     # Train mode in every step: each BatchNorm counted every batch and moved its running statistics.
     tracked = {k: v for k, v in arrays.items() if k.endswith("['num_batches_tracked']")}
@@ -243,31 +243,14 @@ def test_resnet18_test_scores_are_eval_mode_with_the_running_buffers(run, cifar_
 @pytest.mark.slow
 def test_resnet18_resume_is_bit_identical_including_batchnorm_buffers(run, tmp_path, capsys):
     run, args = run
-    out = tmp_path / "resumed"
-    assert train([*args, "--out", str(out), "--epochs", "1"]) == 0
-    (resume,) = [shlex.split(c) for c in doc_commands("Training ResNet-18 on CIFAR-10") if "--resume" in c]
-    assert resume == ["jaxnets", "train", "--out", "runs/cifar", "--resume"]  # the run's settings from its checkpoint
-    assert train(["--out", str(out), "--resume", "--epochs", "2"]) == 0
-    assert "resuming" in capsys.readouterr().out
-    resumed, straight = _arrays(out, 2), _arrays(run, 2)
-    assert resumed.keys() == straight.keys() and any("['buffers']" in k for k in resumed)
-    for key in straight:
-        np.testing.assert_array_equal(resumed[key], straight[key], err_msg=key)
-    history = json.loads((out / "metrics.json").read_text())["history"]
-    assert [h["test_loss"] for h in history] == [
-        h["test_loss"] for h in json.loads((run / "metrics.json").read_text())["history"]
-    ]
+    assert_resume_is_bit_identical(
+        run, args, tmp_path, capsys, "Training ResNet-18 on CIFAR-10", "runs/cifar", "['buffers']"
+    )
 
 
 @pytest.mark.slow
 def test_evaluate_predict_export_refuse_a_resnet18_run(run, tmp_path, capsys):
-    run, _ = run
-    for command in (["evaluate", str(run)], ["predict", str(run), str(run / "curves.png")],
-                    ["export", str(run), "--output", str(tmp_path / "w.safetensors")]):  # fmt: skip
-        assert cli.main(command) == 1
-        err = capsys.readouterr().err
-        assert "this is a resnet18 run" in err and "LeNet's runs and weights only" in err, err
-    assert not (run / "confusion.png").exists() and not (tmp_path / "w.safetensors").exists()
+    assert_other_commands_refuse(run[0], tmp_path, capsys, "resnet18")
 
 
 def test_docs_cifar_section_shows_the_two_commands_the_tests_run():

@@ -14,7 +14,13 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
-from training_cli import doc_commands, run_doc_command, train
+from training_cli import (
+    assert_other_commands_refuse,
+    assert_resume_is_bit_identical,
+    checkpoint_arrays,
+    doc_commands,
+    run_doc_command,
+)
 
 from jaxnets import cli
 from jaxnets.nn.functional import nll_loss
@@ -49,11 +55,6 @@ def run(mnist_dir, tmp_path_factory):
     return out, run_doc_command("Training pytorch/examples' MNIST network", "mnist_net", replace, TINY)
 
 
-def _arrays(out: Path, epoch: int) -> dict:
-    state, _ = checkpoint.restore(out / "checkpoints", epoch)
-    return {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_leaves_with_path(state)}
-
-
 # -- the input and the model ----------------------------------------------------------------------
 
 
@@ -86,12 +87,13 @@ def test_step_is_nll_loss_in_train_mode_and_eval_is_its_sum_in_eval_mode():
     eval_out = nnx.jit(lambda m, x: m.eval()(mnist_net.to_input(x)))(model, images)
     assert eval_out.shape == (8, 10)
     np.testing.assert_allclose(np.exp(np.asarray(eval_out)).sum(-1), 1, rtol=1e-5)  # log-probabilities
-    loss, correct = nnx.jit(mnist_net.step_fn(training._loss_and_correct))(model, images, labels, jnp.arange(8))
+    step, evaluate = training._mode_fns(mnist_net.to_input, mnist_net.nll_loss)  # what train() runs
+    loss, correct = nnx.jit(step)(model, images, labels, jnp.arange(8))
     assert model.training  # the step set train mode: dropout on, so the loss is not the eval-mode one
     assert float(loss) != pytest.approx(float(nll_loss(eval_out, labels)), rel=1e-3)
     assert 0 <= int(correct) <= 8
     batches = (images.reshape(2, 4, 32, 32, 1), labels.reshape(2, 4), jnp.ones((2, 4)))
-    total, hits = nnx.jit(mnist_net.eval_fn(training._eval_sums))(model, *batches)
+    total, hits = nnx.jit(evaluate)(model, *batches)
     assert not model.training
     np.testing.assert_allclose(float(total), float(nll_loss(eval_out, labels, reduction="sum")), rtol=1e-5)
     assert int(hits) == int(jnp.sum(jnp.argmax(eval_out, -1) == labels))
@@ -134,7 +136,7 @@ def test_mnist_net_run_learns_and_writes_checkpoints_with_its_dropout_key(run, m
     assert history[1]["test_accuracy"] > 0.6, history  # chance is 0.1
     assert history[1]["train_loss"] < history[0]["train_loss"]
     assert (run / "curves.png").stat().st_size > 0
-    arrays = _arrays(run, 2)
+    arrays = checkpoint_arrays(run, 2)
     key = arrays["['buffers']['dropout1']['rngs']['default']['key']"]
     count = arrays["['buffers']['dropout1']['rngs']['default']['count']"]
     assert key.dtype == np.uint32 and key.shape == (2,)  # jax.random.key_data of the model's key
@@ -145,19 +147,9 @@ def test_mnist_net_run_learns_and_writes_checkpoints_with_its_dropout_key(run, m
 @pytest.mark.slow  # a 2-epoch run (and a resumed one), as the ResNet-18 run tests
 def test_mnist_net_resume_is_bit_identical_including_the_dropout_key(run, tmp_path, capsys):
     run, args = run
-    out = tmp_path / "resumed"
-    assert train([*args, "--out", str(out), "--epochs", "1"]) == 0
-    (resume,) = [shlex.split(c) for c in doc_commands("Training pytorch/examples' MNIST network") if "--resume" in c]
-    assert train(["--out", str(out), "--resume", "--epochs", "2"]) == 0
-    assert "resuming" in capsys.readouterr().out
-    resumed, straight = _arrays(out, 2), _arrays(run, 2)
-    assert resumed.keys() == straight.keys() and any("['rngs']" in k for k in resumed)
-    for key in straight:
-        np.testing.assert_array_equal(resumed[key], straight[key], err_msg=key)
-    history = json.loads((out / "metrics.json").read_text())["history"]
-    straight_history = json.loads((run / "metrics.json").read_text())["history"]
-    drop = lambda h: {k: v for k, v in h.items() if k != "seconds"}
-    assert [drop(h) for h in history] == [drop(h) for h in straight_history]
+    assert_resume_is_bit_identical(
+        run, args, tmp_path, capsys, "Training pytorch/examples' MNIST network", "runs/mnist_net", "['rngs']"
+    )
 
 
 @pytest.mark.slow  # a 2-epoch run (and a resumed one), as the ResNet-18 run tests
@@ -176,10 +168,4 @@ def test_resumed_model_state_holds_a_key_of_the_models_prng(run):
 
 @pytest.mark.slow  # a 2-epoch run (and a resumed one), as the ResNet-18 run tests
 def test_evaluate_predict_export_refuse_a_mnist_net_run(run, tmp_path, capsys):
-    run, _ = run
-    for command in (["evaluate", str(run)], ["predict", str(run), str(run / "curves.png")],
-                    ["export", str(run), "--output", str(tmp_path / "w.safetensors")]):  # fmt: skip
-        assert cli.main(command) == 1
-        err = capsys.readouterr().err
-        assert "this is a mnist_net run" in err and "LeNet's runs and weights only" in err, err
-    assert not (run / "confusion.png").exists() and not (tmp_path / "w.safetensors").exists()
+    assert_other_commands_refuse(run[0], tmp_path, capsys, "mnist_net")

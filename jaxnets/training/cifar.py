@@ -253,23 +253,3 @@ def build_model(seed: int):
     from ..ports import resnet18
 
     return resnet18(num_classes=NUM_CLASSES, rngs=nnx.Rngs(seed))
-
-
-def step_fn(loss_and_correct):
-    """The training step's loss: ``loss_and_correct`` of the model in train mode on normalised images."""
-
-    def fn(model, images, labels, idx):
-        model.train()  # the merged copy the step traces; set here, before any nested trace uses the model
-        return loss_and_correct(lambda x: model(normalize(x)), images, labels, idx)
-
-    return fn
-
-
-def eval_fn(eval_sums):
-    """The test evaluation: ``eval_sums`` of the model in eval mode (BatchNorm's running buffers), normalised images."""
-
-    def fn(model, images, labels, mask):
-        model.eval()  # a copy merged for this evaluation: the trainer's own model stays in train mode
-        return eval_sums(lambda x: model(normalize(x)), images, labels, mask)
-
-    return fn

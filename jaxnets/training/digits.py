@@ -926,12 +926,31 @@ def _network(config: TrainConfig, train_set: data.Dataset, programs):
     if config.model in ("resnet18", "mnist_net"):
         from . import cifar, mnist_net
 
-        module, name = (cifar, "ResNet-18") if config.model == "resnet18" else (mnist_net, "MNIST Net")
+        module, name, prepare, loss = {
+            "resnet18": (cifar, "ResNet-18", cifar.normalize, cross_entropy),
+            "mnist_net": (mnist_net, "MNIST Net", mnist_net.to_input, mnist_net.nll_loss),
+        }[config.model]
         model = module.build_model(config.seed)
-        return model, module.step_fn(_loss_and_correct), module.eval_fn(_eval_sums), module.model_spec(model), name
+        return model, *_mode_fns(prepare, loss), module.model_spec(model), name
     spec = {"model": config.model, "image_size": train_set.images.shape[1]}
     model = _build_model(spec, config.seed, programs)
     return model, _loss_and_correct, _eval_sums, model_spec(model), "LeNet"
+
+
+def _mode_fns(prepare, loss=cross_entropy):
+    """The step's loss and the test evaluation of a model with train and eval modes (BatchNorm, dropout), on
+    ``prepare(images)``: :func:`_loss_and_correct` in train mode and :func:`_eval_sums` in eval mode, each set on
+    the copy of the model the trainer merges for that call (its own stays in train mode)."""
+
+    def step(model, images, labels, idx):
+        model.train()  # set here, before any nested trace uses the model
+        return _loss_and_correct(lambda x: model(prepare(x)), images, labels, idx, loss=loss)
+
+    def evaluate(model, images, labels, mask):
+        model.eval()
+        return _eval_sums(lambda x: model(prepare(x)), images, labels, mask, loss=loss)
+
+    return step, evaluate
 
 
 def _compiled_init(optimizer):

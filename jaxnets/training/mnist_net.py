@@ -65,27 +65,8 @@ def build_model(seed: int):
     return Net(rngs=nnx.Rngs(seed))
 
 
-def _nll_loss(log_probs, labels, reduction="mean"):
-    from ..nn.functional import nll_loss
+def nll_loss(log_probs, labels, reduction="mean"):
+    """The run's loss, the example's ``F.nll_loss`` of the log-probabilities (imported here: no JAX at import)."""
+    from ..nn import functional
 
-    return nll_loss(log_probs, labels, reduction=reduction)
-
-
-def step_fn(loss_and_correct):
-    """The training step's loss: ``loss_and_correct`` with ``nll_loss`` of the model in train mode (dropout on)."""
-
-    def fn(model, images, labels, idx):
-        model.train()  # the merged copy the step traces
-        return loss_and_correct(lambda x: model(to_input(x)), images, labels, idx, loss=_nll_loss)
-
-    return fn
-
-
-def eval_fn(eval_sums):
-    """The test evaluation: ``eval_sums`` with ``nll_loss`` of the model in eval mode (no dropout)."""
-
-    def fn(model, images, labels, mask):
-        model.eval()  # a copy merged for this evaluation: the trainer's own model stays in train mode
-        return eval_sums(lambda x: model(to_input(x)), images, labels, mask, loss=_nll_loss)
-
-    return fn
+    return functional.nll_loss(log_probs, labels, reduction=reduction)
