@@ -75,9 +75,26 @@ from ..models._lenet import LeNet
 from . import checkpoint, data, distributed, inference
 from .trainer import Trainer
 
-MODELS = ("lenet", "resnet18", "mnist_net")
+MODELS = ("lenet", "resnet18", "mnist_net", "word_lm")
 """``--model``: LeNet on digits or MNIST; torchvision's ResNet-18 (:mod:`jaxnets.training.cifar`) on CIFAR-10;
-pytorch/examples' MNIST network (:mod:`jaxnets.training.mnist_net`) on digits or MNIST."""
+pytorch/examples' MNIST network (:mod:`jaxnets.training.mnist_net`) on digits or MNIST; pytorch/examples' word
+language model (:mod:`jaxnets.training.word_lm`) on WikiText-2."""
+
+_CLASSIFIER_DEFAULTS = {"optimizer": "adam", "epochs": 40, "batch_size": 32}
+MODEL_DEFAULTS: dict[str, dict] = {
+    "lenet": _CLASSIFIER_DEFAULTS,
+    "resnet18": _CLASSIFIER_DEFAULTS,
+    "mnist_net": _CLASSIFIER_DEFAULTS,
+    # word_language_model/main.py's defaults: --lr 20 --clip 0.25 --epochs 40 --batch_size 20.
+    "word_lm": {"optimizer": None, "lr": 20.0, "epochs": 40, "batch_size": 20, "clip_grad_norm": 0.25},
+}
+"""Each model's defaults for the :class:`TrainConfig` settings left out (None)."""
+
+OWN_UPDATE = {
+    "word_lm": "word_language_model/main.py's own update: plain SGD (p -= lr * grad) after clip_grad_norm_, its lr "
+    "divided by 4 after every epoch whose validation loss is not the best so far",
+}
+"""Models that train with their example's own update rule instead of an ``--optimizer``, and what that rule is."""
 
 OPTIMIZERS: dict[str, tuple[Callable, dict, float]] = {
     # name: (jaxnets.optim factory, fixed options, default learning rate: torch's, except sgd's and adagrad's)
@@ -269,13 +286,17 @@ class TrainConfig:
       model: ``"lenet"``: the tutorial's ``Net`` (:class:`jaxnets.LeNet`, 5x5 kernels);
         ``"resnet18"``: torchvision's ResNet-18 (:func:`jaxnets.ports.resnet18`), on ``cifar10:DIR`` only;
         ``"mnist_net"``: pytorch/examples' MNIST ``Net`` (:mod:`jaxnets.training.mnist_net`), on digits or MNIST.
-      data: ``"digits"``, ``"mnist:DIR"`` or ``"cifar10:DIR"`` (see :func:`jaxnets.data.load`).
-      optimizer: a key of :data:`OPTIMIZERS`.
-      lr: learning rate; None for the optimizer's default in :data:`OPTIMIZERS`.
-      epochs: passes over the training set.
-      batch_size: images per step. The last incomplete batch of each epoch is
-        dropped (a different one each epoch), so every step has one shape and
-        compiles once.
+        ``"word_lm"``: pytorch/examples' word language model (:mod:`jaxnets.training.word_lm`), on
+        ``wikitext2:DIR`` only, trained with its example's own update (:data:`OWN_UPDATE`).
+      data: ``"digits"``, ``"mnist:DIR"`` or ``"cifar10:DIR"`` (see :func:`jaxnets.data.load`), or
+        ``"wikitext2:DIR"`` (:func:`jaxnets.training.word_lm.corpus`).
+      optimizer: a key of :data:`OPTIMIZERS`; None for the model's default (:data:`MODEL_DEFAULTS`), and
+        always None for a model of :data:`OWN_UPDATE`.
+      lr: learning rate; None for the model's default, else the optimizer's in :data:`OPTIMIZERS`.
+      epochs: passes over the training set; None for the model's default.
+      batch_size: images per step (word_lm: the columns the text is cut into); None for the model's default.
+        The last incomplete batch of each epoch is dropped (a different one each epoch), so every step has one
+        shape and compiles once.
       seed: seeds the initial weights and every epoch's batch order.
       weight_decay: the optimizer's ``weight_decay`` (torch's meaning for each:
         L2 added to the gradient, decoupled for AdamW); None for its default
@@ -289,10 +310,10 @@ class TrainConfig:
 
     model: str = "lenet"
     data: str = "digits"
-    optimizer: str = "adam"
+    optimizer: str | None = None
     lr: float | None = None
-    epochs: int = 40
-    batch_size: int = 32
+    epochs: int | None = None
+    batch_size: int | None = None
     seed: int = 0
     weight_decay: float | None = None
     scheduler: str | None = None
@@ -301,19 +322,28 @@ class TrainConfig:
     def __post_init__(self):
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {', '.join(MODELS)}; got {self.model!r}.")
+        if self.model in OWN_UPDATE:
+            given = [f"--{k.replace('_', '-')} {getattr(self, k)}" for k in ("optimizer", "weight_decay", "scheduler")
+                     if getattr(self, k) is not None]  # fmt: skip
+            if given:
+                raise ValueError(
+                    f"--model {self.model} trains with {OWN_UPDATE[self.model]}; {' and '.join(given)} would "
+                    "change that. Leave them out (--lr, --clip-grad-norm, --epochs and --batch-size apply)."
+                )
+        for name, value in MODEL_DEFAULTS[self.model].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
         _check_model_data(self.model, self.data, self.batch_size)
+        if self.model in OWN_UPDATE:
+            self._check_numbers()
+            return
         if self.optimizer not in OPTIMIZERS:
             why = f": {NOT_OFFERED[self.optimizer]}" if self.optimizer in NOT_OFFERED else ""
             raise ValueError(
                 f"optimizer {self.optimizer!r} is not offered by jaxnets train{why}. Choose one of "
                 f"{', '.join(OPTIMIZERS)}."
             )
-        for name in ("weight_decay", "clip_grad_norm"):
-            value = getattr(self, name)
-            if value is not None and not (
-                isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
-            ):
-                raise ValueError(f"{name} must be a number >= 0; got {value!r}.")
+        self._check_numbers()
         factory = OPTIMIZERS[self.optimizer][0]
         if self.weight_decay is not None and "weight_decay" not in inspect.signature(factory).parameters:
             raise ValueError(
@@ -321,6 +351,16 @@ class TrainConfig:
                 "--weight-decay out or choose another --optimizer."
             )
         object.__setattr__(self, "scheduler", scheduler_spec(self.scheduler))
+        # Built once with one step per epoch: a bad argument is refused before a run directory is touched.
+        build_optimizer(self, steps_per_epoch=1)
+
+    def _check_numbers(self) -> None:
+        for name in ("weight_decay", "clip_grad_norm"):
+            value = getattr(self, name)
+            if value is not None and not (
+                isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+            ):
+                raise ValueError(f"{name} must be a number >= 0; got {value!r}.")
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -329,8 +369,6 @@ class TrainConfig:
             raise ValueError(f"seed must be an integer >= 0; got {self.seed!r}.")
         if self.lr is not None and not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive number; got {self.lr!r}.")
-        # Built once with one step per epoch: a bad argument is refused before a run directory is touched.
-        build_optimizer(self, steps_per_epoch=1)
 
     @property
     def learning_rate(self) -> float:
@@ -342,8 +380,18 @@ class TrainConfig:
 
 
 def _check_model_data(model: str, data_spec, batch_size) -> None:
-    """LeNet and the MNIST net take 1-channel digits, ResNet-18 CIFAR-10's colour images: refuse the other pairs."""
-    colour = isinstance(data_spec, str) and data_spec.strip().partition(":")[0] == "cifar10"
+    """LeNet and the MNIST net take 1-channel digits, ResNet-18 CIFAR-10's colour images, the word language model
+    WikiText-2's text: refuse the other pairs."""
+    kind = data_spec.strip().partition(":")[0] if isinstance(data_spec, str) else None
+    if (model == "word_lm") != (kind == "wikitext2"):
+        raise ValueError(
+            f"--model word_lm trains on text: give --data wikitext2:DIR (the folder of train.txt, valid.txt and "
+            f"test.txt); got --data {data_spec!r}."
+            if model == "word_lm"
+            else f"--data {data_spec!r} is text, which only --model word_lm (pytorch/examples' word language model) "
+            f"trains on; --model {model} takes images: add --model word_lm, or give it images."
+        )
+    colour = kind == "cifar10"
     if model == "resnet18" and not colour:
         raise ValueError(
             f"--model resnet18 trains on CIFAR-10's colour images; --data {data_spec!r} holds 1-channel digits, "
