@@ -40,8 +40,9 @@ def _train(argv: list[str]) -> int:
     p.add_argument(
         "--model",
         choices=training.MODELS,
-        help="lenet (digits, MNIST), resnet18 (torchvision's, on cifar10:DIR) or mnist_net (pytorch/examples' "
-        f"MNIST network, on digits or MNIST) (default: {defaults.model})",
+        help="lenet (digits, MNIST), resnet18 (torchvision's, on cifar10:DIR), mnist_net (pytorch/examples' "
+        "MNIST network, on digits or MNIST) or dcgan (pytorch/examples' DCGAN, on digits, MNIST or CIFAR-10) "
+        f"(default: {defaults.model})",
     )
     p.add_argument(
         "--data",
