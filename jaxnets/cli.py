@@ -33,22 +33,25 @@ def _train(argv: list[str]) -> int:
     defaults = training.TrainConfig()
     p = argparse.ArgumentParser(
         prog="jaxnets train",
-        description="Train LeNet (or pytorch/examples' MNIST network) on real handwritten digits, or ResNet-18 on "
-        "CIFAR-10, with a checkpoint per epoch, metrics and curves.",
+        description="Train LeNet (or pytorch/examples' MNIST network) on real handwritten digits, ResNet-18 on "
+        "CIFAR-10, or pytorch/examples' word language model on WikiText-2, with a checkpoint per epoch, metrics and "
+        "curves.",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="run directory: checkpoints/, metrics.json, curves.png")
     p.add_argument(
         "--model",
         choices=training.MODELS,
         help="lenet (digits, MNIST), resnet18 (torchvision's, on cifar10:DIR), mnist_net (pytorch/examples' "
-        "MNIST network, on digits or MNIST) or dcgan (pytorch/examples' DCGAN, on digits, MNIST or CIFAR-10) "
+        "MNIST network, on digits or MNIST), word_lm (pytorch/examples' word language model, on wikitext2:DIR, "
+        "with its own defaults and update) or dcgan (pytorch/examples' DCGAN, on digits, MNIST or CIFAR-10) "
         f"(default: {defaults.model})",
     )
     p.add_argument(
         "--data",
         metavar="SPEC",
         help="'digits' (scikit-learn's 1,797 8x8 digits, no download), 'mnist:DIR' (MNIST's IDX files in DIR) or "
-        f"'cifar10:DIR' (CIFAR-10's python batches, for --model resnet18); default: {defaults.data}",
+        "'cifar10:DIR' (CIFAR-10's python batches, for --model resnet18) or 'wikitext2:DIR' (WikiText-2's train.txt, "
+        f"valid.txt and test.txt, for --model word_lm); default: {defaults.data}",
     )
     p.add_argument(
         "--optimizer",
@@ -57,7 +60,9 @@ def _train(argv: list[str]) -> int:
         f"not lbfgs and muon, which do not fit this loop (default: {defaults.optimizer})",
     )
     defaults_lr = ", ".join(f"{k} {v[2]:g}" for k, v in training.OPTIMIZERS.items())
-    p.add_argument("--lr", type=float, help=f"learning rate (default per optimizer: {defaults_lr})")
+    lm = training.MODEL_DEFAULTS["word_lm"]
+    lr_help = f"learning rate (default per optimizer: {defaults_lr}; word_lm {lm['lr']:g})"
+    p.add_argument("--lr", type=float, help=lr_help)
     p.add_argument(
         "--weight-decay",
         type=float,
@@ -77,10 +82,10 @@ def _train(argv: list[str]) -> int:
         type=float,
         metavar="MAX_NORM",
         help="clip the gradients' total 2-norm to MAX_NORM before each step, as torch.nn.utils.clip_grad_norm_ "
-        "(default: no clipping)",
+        f"(default: no clipping, but word_lm {lm['clip_grad_norm']:g})",
     )
     p.add_argument("--epochs", type=int, help=f"default: {defaults.epochs}")
-    p.add_argument("--batch-size", type=int, help=f"default: {defaults.batch_size}")
+    p.add_argument("--batch-size", type=int, help=f"default: {defaults.batch_size}, word_lm {lm['batch_size']}")
     p.add_argument("--seed", type=int, help=f"initial weights and batch order (default: {defaults.seed})")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")

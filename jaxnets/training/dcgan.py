@@ -443,13 +443,13 @@ def train(
             if bad.size:
                 step = (epoch - 1) * steps_per_epoch + int(bad[0]) + 1
                 which = ", ".join(f"{n} {v}" for n, v in zip(("Loss_D", "Loss_G"), stats[bad[0], :2], strict=True))
-                common._stop(writer, out, metrics, history, True, f"non-finite loss at step {step}", ckpt_dir,
+                common._stop(writer, out, metrics, history, True, f"non-finite loss at step {step}",
                              f"{which} at step {step} (epoch {epoch}, batch {int(bad[0]) + 1})",
                              f"Lower --lr (now {config.learning_rate:g}) or try another --seed.")  # fmt: skip
             state = _run_state(carry)
             if (where := common.first_non_finite(state)) is not None:
                 step = epoch * steps_per_epoch
-                common._stop(writer, out, metrics, history, True, f"non-finite {where} after step {step}", ckpt_dir,
+                common._stop(writer, out, metrics, history, True, f"non-finite {where} after step {step}",
                              f"{where} holds {common._bad_values(state, where)} after step {step} (the end of epoch "
                              f"{epoch}), though every loss of the epoch was finite", f"Lower --lr (now "
                              f"{config.learning_rate:g}); the checkpoint of this epoch was not written.")  # fmt: skip
@@ -459,15 +459,12 @@ def train(
             means = stats.mean(axis=0)
             history.append({"epoch": epoch, **{k: float(v) for k, v in zip(HISTORY_KEYS, means, strict=True)},
                             "lr": config.learning_rate, "seconds": seconds})  # fmt: skip
-            meta = {"config": config.to_json(), "model": spec, "epoch": epoch, "history": list(history)}
             metrics |= {"history": list(history), "epochs_completed": epoch, "train_seconds": elapsed}
             (out / SAMPLES).mkdir(exist_ok=True)
-            writer.submit(checkpoint.save, ckpt_dir, epoch, state, meta)
-            writer.submit(common.write_json, out / common.METRICS, dict(metrics))
+            meta = {"config": config.to_json(), "model": spec}
+            drawn = common._submit_epoch(writer, out, state, meta, metrics, start_epoch, config.epochs, drawn,
+                                         lambda history, path: plot_losses(history, path, title))  # fmt: skip
             writer.submit(save_grid, samples, out / SAMPLES / f"epoch_{epoch:03d}.png")
-            if epoch == config.epochs or time.perf_counter() - drawn >= common.CURVES_EVERY:
-                writer.submit(plot_losses, list(history), out / common.CURVES, title)
-                drawn = time.perf_counter()
             h = history[-1]
             log(
                 f"[{epoch}/{config.epochs}] Loss_D: {h['loss_D']:.4f} Loss_G: {h['loss_G']:.4f} D(x): {h['D_x']:.4f} "

@@ -454,8 +454,8 @@ def _build_model(spec: dict | None, seed: int, programs) -> LeNet:
             + (
                 "Its losses per epoch are in its metrics.json (history) and its generated images in samples/; "
                 if kind == "dcgan"
-                else "Its test accuracy after each epoch is in its metrics.json (history), "
-                "computed in eval mode (no dropout, BatchNorm's running buffers); "
+                else "Its test scores after each epoch are in its metrics.json (history), computed in eval mode "
+                "(no dropout, BatchNorm's running buffers); "
             )
             + "load its weights in Python with jaxnets.checkpoint.restore."
         )
@@ -630,17 +630,18 @@ def write_json(path: Path, doc: dict) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(doc, indent=1) + "\n"))
 
 
-def plot_curves(history: list[dict], path: Path, title: str = "") -> None:
-    """Loss and accuracy per epoch, train and test, as a PNG.
+def plot_curves(history: list[dict], path: Path, title: str = "", held_out: str = "test") -> None:
+    """Loss and accuracy per epoch, train and ``held_out`` (the history's ``test_loss`` and ``test_accuracy``, or
+    another set's), as a PNG.
 
     Drawn with matplotlib's object API, not pyplot: no global figure state, so the training loop's writer thread
     can draw while the loop runs.
     """
-    fig = _curves_figure(history, title)
+    fig = _curves_figure(history, title, held_out)
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
 
 
-def _curves_figure(history: list[dict], title: str):
+def _curves_figure(history: list[dict], title: str, held_out: str = "test"):
     """:func:`plot_curves`' figure, not yet drawn."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter
@@ -649,7 +650,7 @@ def _curves_figure(history: list[dict], title: str):
     fig = Figure(figsize=(10, 4))
     ax_loss, ax_acc = fig.subplots(1, 2)
     ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
-    ax_loss.plot(epochs, [h["test_loss"] for h in history], "s-", label="test")
+    ax_loss.plot(epochs, [h[f"{held_out}_loss"] for h in history], "s-", label=held_out)
     ax_loss.set_yscale("log")
 
     # Plain labels (0.01, 0.1, 1; the minor ticks' too when the axis spans less than a decade): the default ones
@@ -663,7 +664,7 @@ def _curves_figure(history: list[dict], title: str):
     ax_loss.yaxis.set_minor_formatter(FuncFormatter(minor))
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy")
     ax_acc.plot(epochs, [100 * h["train_accuracy"] for h in history], "o-", label="train")
-    ax_acc.plot(epochs, [100 * h["test_accuracy"] for h in history], "s-", label="test")
+    ax_acc.plot(epochs, [100 * h[f"{held_out}_accuracy"] for h in history], "s-", label=held_out)
     ax_acc.set(xlabel="epoch", ylabel="%")
     for ax, name in ((ax_loss, "loss"), (ax_acc, "accuracy")):
         # y given: where the default would put it (no tick labels above the axes), without measuring every tick
@@ -916,8 +917,9 @@ def _bad_values(state, where: str) -> str:
     return f"{bad.size} of {a.size} values non-finite ({', '.join(kinds)})"
 
 
-def _stop(writer, out, metrics, history, primary, status, ckpt_dir, what, fix) -> None:
+def _stop(writer, out, metrics, history, primary, status, what, fix) -> None:
     """End a run that went non-finite: every earlier epoch written, metrics marked stopped, a TrainingError."""
+    ckpt_dir = out / CHECKPOINTS
     writer.close()  # the earlier epochs' files first: they are the run's last good state
     metrics |= {"status": f"stopped: {status}", "history": history}
     if primary:
@@ -1070,6 +1072,68 @@ def _keys_like(saved: dict, model: nnx.Module) -> dict:
     return jax.tree.map(wrap, saved, current)
 
 
+def _resume(trainer: Trainer, model: nnx.Module, config: TrainConfig, out: Path, log) -> tuple[list[dict], int]:
+    """Load the last checkpoint of the run in ``out`` into ``trainer`` (``model``: its model, whose parameters and
+    buffers are set on the way); ``(history, epochs done)``. The run's settings are checked first: another
+    optimizer's state would not fit, and its error would not say why."""
+    ckpt_dir = out / CHECKPOINTS
+    step = checkpoint.latest_step(ckpt_dir)  # once: the settings checked and the state restored are one epoch's
+    _check_resumable(checkpoint.read_metadata(ckpt_dir, step).get("config"), config, out)
+    # Host copies: restored values go back to the trainer's devices through load_model and opt_state.
+    state, meta = checkpoint.restore(ckpt_dir, step, like=_run_state(trainer))
+    _set_params(model, state["params"])
+    if "buffers" in state:
+        _set_params(model, _keys_like(state["buffers"], model), nnx.Not(nnx.Param))
+    trainer.load_model(model)
+    trainer.opt_state = state["opt_state"]
+    history, start_epoch = list(meta["history"]), int(meta["epoch"])
+    log(f"resuming {out} after epoch {start_epoch} of {config.epochs}")
+    if start_epoch >= config.epochs:
+        log(f"the run already has {start_epoch} epochs; pass a larger --epochs to train on")
+    return history, start_epoch
+
+
+def _epoch_state(trainer: Trainer, step_losses: np.ndarray, epoch: int, stop, advice: str) -> dict:
+    """The run's state after ``epoch`` as host copies (:func:`_run_state`), checked finite: a non-finite loss of
+    the epoch's ``step_losses`` or a non-finite array ends the run through ``stop`` (:func:`_stop` with its run
+    bound), naming the step and the first bad array, with ``advice`` on what to change."""
+    steps = len(step_losses)
+    bad = np.flatnonzero(~np.isfinite(step_losses))
+    if bad.size:
+        step = (epoch - 1) * steps + int(bad[0]) + 1
+        stop(f"non-finite loss at step {step}", f"the loss became {step_losses[bad[0]]} at step {step} (epoch "
+             f"{epoch}, batch {int(bad[0]) + 1})", f"{advice}.")  # fmt: skip
+    state = _run_state(trainer)
+    if (where := first_non_finite(state)) is not None:
+        step = epoch * steps
+        stop(f"non-finite {where} after step {step}", f"{where} holds {_bad_values(state, where)} after step {step} "
+             f"(the end of epoch {epoch}), though every loss of the epoch was finite", f"{advice}; the checkpoint "
+             "of this epoch was not written.")  # fmt: skip
+    return state
+
+
+def _submit_epoch(writer, out: Path, state: dict, meta: dict, metrics: dict, start_epoch: int, epochs: int,
+                  drawn: float, plot) -> float:  # fmt: skip
+    """Hand the epoch of ``metrics["history"][-1]`` to ``writer``: its checkpoint (``state``, with ``meta`` and
+    the epoch and history as metadata), ``metrics.json``, and ``curves.png`` drawn by ``plot(history, path)``
+    after the last epoch and at most every :data:`CURVES_EVERY` s (``drawn``: when it last was); returns
+    when it was last drawn."""
+    history = list(metrics["history"])
+    epoch = history[-1]["epoch"]
+    # In this order, each only after the one before succeeded: metrics.json never names an epoch whose checkpoint
+    # is missing.
+    writer.submit(checkpoint.save, out / CHECKPOINTS, epoch, state, {**meta, "epoch": epoch, "history": history})
+    writer.submit(write_json, out / METRICS, dict(metrics))
+    if epoch == epochs or time.perf_counter() - drawn >= CURVES_EVERY:
+        writer.submit(plot, history, out / CURVES)
+        return time.perf_counter()
+    if epoch == start_epoch + 1:
+        # Imported while the next epochs train (their steps run in XLA, without the GIL), not after the last
+        # one; and not during start-up, whose tracing it would slow by holding the GIL.
+        writer.submit(_load_plotting)
+    return drawn
+
+
 def train(
     config: TrainConfig,
     out: str | os.PathLike,
@@ -1109,6 +1173,11 @@ def train(
 
         return dcgan.train(config, out, resume=resume, overwrite=overwrite, progress=progress, log=log, devices=devices)
     out = Path(out)
+    if config.model == "word_lm":
+        from . import word_lm
+
+        return word_lm.train(config, out, resume=resume, overwrite=overwrite, progress=progress, log=log,
+                             devices=devices)  # fmt: skip
     mesh = _mesh(devices, config.batch_size)  # before anything is read or written: bad settings destroy nothing
     num_devices = 1 if mesh is None else mesh.devices.size
     primary = jax.process_index() == 0  # the one process that prints and writes
@@ -1144,23 +1213,8 @@ def train(
     )  # the optimizer's own, rebuilt: its lrs go into the history
     history: list[dict] = []
     start_epoch = 0
-    ckpt_dir = out / CHECKPOINTS
     if resume:
-        # Settings first: another optimizer's state would not fit `like`, and its error would not say why.
-        step = checkpoint.latest_step(ckpt_dir)  # once: the settings checked and the state restored are one epoch's
-        _check_resumable(checkpoint.read_metadata(ckpt_dir, step).get("config"), config, out)
-        # Host copies: restored values go back to the trainer's devices through load_model and opt_state.
-        like = _run_state(trainer)
-        state, meta = checkpoint.restore(ckpt_dir, step, like=like)
-        _set_params(model, state["params"])
-        if "buffers" in state:
-            _set_params(model, _keys_like(state["buffers"], model), nnx.Not(nnx.Param))
-        trainer.load_model(model)
-        trainer.opt_state = state["opt_state"]
-        history, start_epoch = list(meta["history"]), int(meta["epoch"])
-        log(f"resuming {out} after epoch {start_epoch} of {config.epochs}")
-        if start_epoch >= config.epochs:
-            log(f"the run already has {start_epoch} epochs; pass a larger --epochs to train on")
+        history, start_epoch = _resume(trainer, model, config, out, log)
     # The whole data set on every device, once; each step's indices are split over the devices.
     images, labels = trainer.replicate((train_set.images, train_set.labels))
     test_batches = trainer.replicate(_eval_batches(test_set))
@@ -1183,20 +1237,9 @@ def train(
                                                          mesh, f"epoch {epoch}/{config.epochs}", progress,
                                                          test_batches)  # fmt: skip
             writer.check()  # a failed write of the last epoch stops the run here, before more work
-            bad = np.flatnonzero(~np.isfinite(step_losses))
-            if bad.size:
-                step = (epoch - 1) * steps_per_epoch + int(bad[0]) + 1
-                _stop(writer, out, metrics, history, primary, f"non-finite loss at step {step}", ckpt_dir,
-                      f"the loss became {step_losses[bad[0]]} at step {step} (epoch {epoch}, batch {int(bad[0]) + 1})",
-                      f"Lower --lr (now {config.learning_rate:g}) or change --optimizer.")  # fmt: skip
-            # Host copies: checked here, written by the writer thread while the next epoch trains.
-            state = _run_state(trainer)
-            if (where := first_non_finite(state)) is not None:
-                step = epoch * steps_per_epoch
-                _stop(writer, out, metrics, history, primary, f"non-finite {where} after step {step}", ckpt_dir,
-                      f"{where} holds {_bad_values(state, where)} after step {step} (the end of epoch {epoch}), "
-                      "though every loss of the epoch was finite", f"Lower --lr (now {config.learning_rate:g}) "
-                      "or change --optimizer; the checkpoint of this epoch was not written.")  # fmt: skip
+            stop = functools.partial(_stop, writer, out, metrics, history, primary)
+            state = _epoch_state(trainer, step_losses, epoch, stop, f"Lower --lr (now {config.learning_rate:g}) or "
+                                 "change --optimizer")  # fmt: skip
             test_loss, test_correct = (float(v) for v in evaluation)
             seconds = time.perf_counter() - t0
             elapsed += seconds
@@ -1212,21 +1255,12 @@ def train(
                     "devices": num_devices,
                 }
             )
-            meta = {"config": config.to_json(), "model": spec, "epoch": epoch, "history": list(history)}
             metrics |= {"history": list(history), "epochs_completed": epoch,
                         "test_accuracy": history[-1]["test_accuracy"], "train_seconds": elapsed}  # fmt: skip
             if primary:
-                # In this order, each only after the one before succeeded: metrics.json never names an epoch
-                # whose checkpoint is missing.
-                writer.submit(checkpoint.save, ckpt_dir, epoch, state, meta)
-                writer.submit(write_json, out / METRICS, dict(metrics))
-                if epoch == config.epochs or time.perf_counter() - drawn >= CURVES_EVERY:
-                    writer.submit(plot_curves, list(history), out / CURVES, title)
-                    drawn = time.perf_counter()
-                elif epoch == start_epoch + 1:
-                    # Imported while the next epochs train (their steps run in XLA, without the GIL), not after
-                    # the last one; and not during start-up, whose tracing it would slow by holding the GIL.
-                    writer.submit(_load_plotting)
+                meta = {"config": config.to_json(), "model": spec}
+                plot = functools.partial(plot_curves, title=title)
+                drawn = _submit_epoch(writer, out, state, meta, metrics, start_epoch, config.epochs, drawn, plot)
             h = history[-1]
             log(
                 f"epoch {epoch:>3}/{config.epochs}  loss {h['train_loss']:.4f}  train acc "
