@@ -200,3 +200,24 @@ def test_a_non_finite_loss_stops_the_run_naming_the_step_and_keeps_no_bad_checkp
     assert "Loss_D nan, Loss_G nan at step 1 (epoch 1, batch 1); training stopped and no checkpoint was written" in err
     assert json.loads((out / "metrics.json").read_text())["status"] == "stopped: non-finite loss at step 1"
     assert checkpoint.latest_step(Path(out) / "checkpoints") is None
+
+
+@pytest.mark.slow
+def test_a_non_finite_weight_stops_the_run_naming_the_array(run, tmp_path, capsys, monkeypatch):
+    """An inf in the generator's first weight after epoch 1 (the losses finite): stopped, that array named."""
+    _, args = run
+    run_state = dcgan._run_state
+
+    def poisoned(carry):
+        state = run_state(carry)
+        layers = state["generator"]["params"]["main"]  # Sequential's children: int keys (or str, once restored)
+        layers[0 if 0 in layers else "0"]["weight"].flat[0] = np.inf
+        return state
+
+    monkeypatch.setattr(dcgan, "_run_state", poisoned)
+    out = tmp_path / "inf"
+    assert train([*args, "--out", str(out), "--epochs", "1"]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "generator/params/main/0/weight holds 1 of 819200 values non-finite (inf) after step 2 (the end of epoch 1)" \
+        in err, err  # fmt: skip
+    assert checkpoint.latest_step(Path(out) / "checkpoints") is None
