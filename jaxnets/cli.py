@@ -42,8 +42,9 @@ def _train(argv: list[str]) -> int:
         "--model",
         choices=training.MODELS,
         help="lenet (digits, MNIST), resnet18 (torchvision's, on cifar10:DIR), mnist_net (pytorch/examples' "
-        "MNIST network, on digits or MNIST) or word_lm (pytorch/examples' word language model, on wikitext2:DIR, "
-        f"with its own defaults and update) (default: {defaults.model})",
+        "MNIST network, on digits or MNIST), word_lm (pytorch/examples' word language model, on wikitext2:DIR, "
+        "with its own defaults and update) or dcgan (pytorch/examples' DCGAN, on digits, MNIST or CIFAR-10) "
+        f"(default: {defaults.model})",
     )
     p.add_argument(
         "--data",

@@ -34,6 +34,7 @@ to O(1) in float64 already, torch against torch: see :func:`trajectory_job`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -48,6 +49,7 @@ from flax import nnx
 import jaxnets
 from jaxnets import nn, ports
 from jaxnets.nn import functional as F
+from jaxnets.training import dcgan
 
 from . import precision
 from . import reference_models as ref
@@ -569,7 +571,6 @@ def _dcgan(seed):
 
     def jax_half():
         g_state, d_state = torch_state(g_case.torch(seed)), torch_state(d_case.torch(seed))
-        bce = nn.BCELoss()
         with x64("float64"):
             G = port_holding(g_case, g_state, "float64").train()
             D = port_holding(d_case, d_state, "float64").train()
@@ -578,41 +579,11 @@ def _dcgan(seed):
             d_graph, d_params, d_rest = nnx.split(D, nnx.Param, ...)
             state = (g_params, g_rest, d_params, d_rest, tx.init(g_params), tx.init(d_params))
 
-            def apply(graph, params, rest, x):
-                """One forward in train mode: the output and the buffers it moved."""
-                m = nnx.merge(graph, params, rest, copy=True)  # new Variables at this trace level
-                return m(x), nnx.split(m, nnx.Param, ...)[2]
-
-            @jax.jit
-            def step(state, real, noise):
-                gp, gr, dp, dr, sg, sd = state
-                ones, zeros = jnp.ones(real.shape[0]), jnp.zeros(real.shape[0])
-                # G's forward once (its BatchNorm buffers move once); its VJP serves G's update below
-                fake, g_vjp, gr = jax.vjp(lambda p: apply(g_graph, p, gr, noise), gp, has_aux=True)
-
-                def d_loss(p, dr):
-                    out_real, dr = apply(d_graph, p, dr, real)
-                    out_fake, dr = apply(d_graph, p, dr, jax.lax.stop_gradient(fake))
-                    return bce(out_real, ones) + bce(out_fake, zeros), dr
-
-                (errD, dr), d_grads = jax.value_and_grad(d_loss, has_aux=True)(dp, dr)
-                updates, sd = tx.update(d_grads, sd, dp)
-                dp = optax.apply_updates(dp, updates)
-
-                def g_loss(f, dr):  # D's third forward, after its step
-                    out, dr = apply(d_graph, dp, dr, f)
-                    return bce(out, ones), dr
-
-                (errG, dr), d_fake = jax.value_and_grad(g_loss, has_aux=True)(fake, dr)
-                (g_grads,) = g_vjp(d_fake)
-                updates, sg = tx.update(g_grads, sg, gp)
-                gp = optax.apply_updates(gp, updates)
-                return (gp, gr, dp, dr, sg, sd), errD, errG
-
+            step = jax.jit(functools.partial(dcgan.gan_step, (g_graph, d_graph), tx))  # jaxnets train's step
             losses = []
             for real, noise in zip(reals, noises, strict=True):
-                state, errD, errG = step(state, jnp.asarray(real), jnp.asarray(noise))
-                losses += [float(errD), float(errG)]
+                state, stats = step(state, jnp.asarray(real), jnp.asarray(noise))
+                losses += [float(stats[0]), float(stats[1])]
             G, D = nnx.merge(g_graph, state[0], state[1]), nnx.merge(d_graph, state[2], state[3])
             out = {f"G.{k}": np.asarray(v) for k, v in G.state_dict().items()}
             return np.array(losses), out | {f"D.{k}": np.asarray(v) for k, v in D.state_dict().items()}

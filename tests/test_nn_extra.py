@@ -642,3 +642,37 @@ def test_unfold_and_fold_match_torch(x64, shape, kw):
         F.fold(jnp.ones((2, 27, 5)), (7, 8), 3)
     with pytest.raises(ValueError, match="unfold expects 3D"):
         F.unfold(jnp.ones((2, 3, 4, 5, 6)), 2)
+
+
+@pytest.mark.parametrize(
+    "cin, cout, k, stride, padding, output_padding, groups, dilation, size",
+    [
+        (6, 4, 4, 2, 1, 0, 1, 1, 5),  # DCGAN's upsampling stage
+        (8, 6, 4, 1, 0, 0, 1, 1, 1),  # DCGAN's first stage: 1x1 noise to 4x4
+        (6, 4, 3, 2, 1, 1, 2, 1, 5),
+        (4, 6, 3, 1, 0, 0, 1, 2, 4),
+        (4, 2, 5, 3, 2, 2, 2, 1, 3),
+    ],
+    ids=["dcgan-up", "dcgan-first", "groups-output-padding", "dilation", "stride3"],
+)
+def test_conv_transpose_values_gradients_and_jvp_match_torch(
+    x64, cin, cout, k, stride, padding, output_padding, groups, dilation, size
+):
+    """On CPU the derivatives are the strided-slice adjoint's (a custom_jvp): reverse and forward mode both hold."""
+    rng = np.random.default_rng(0)
+    x, w = rng.normal(size=(2, cin, size, size)), rng.normal(size=(cin, cout // groups, k, k))
+    tx, tw = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    ty = TF.conv_transpose2d(tx, tw, None, stride, padding, output_padding, groups, dilation)
+    r = rng.normal(size=tuple(ty.shape))
+    (ty * torch.from_numpy(r)).sum().backward()
+
+    def f(x, w):
+        return F.conv_transpose(x, w, None, stride, padding, output_padding, groups, dilation)
+
+    y = f(jnp.asarray(x), jnp.asarray(w))
+    np.testing.assert_allclose(np.asarray(y), ty.detach().numpy(), rtol=F64_RTOL, atol=F64_ATOL)
+    gx, gw = jax.jit(jax.grad(lambda x, w: jnp.sum(f(x, w) * r), (0, 1)))(jnp.asarray(x), jnp.asarray(w))
+    np.testing.assert_allclose(np.asarray(gx), tx.grad.numpy(), rtol=F64_RTOL, atol=F64_ATOL)
+    np.testing.assert_allclose(np.asarray(gw), tw.grad.numpy(), rtol=F64_RTOL, atol=F64_ATOL)
+    _, tangent = jax.jvp(f, (jnp.asarray(x), jnp.asarray(w)), (jnp.asarray(x), jnp.zeros_like(jnp.asarray(w))))
+    np.testing.assert_allclose(np.asarray(tangent), np.asarray(y), rtol=F64_RTOL, atol=F64_ATOL)  # linear in x

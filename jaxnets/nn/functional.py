@@ -998,6 +998,13 @@ def conv_transpose(
     by ``stride``, padded ``dilation * (k - 1) - padding`` before and that plus
     ``output_padding`` after, convolved with the kernel flipped and its in/out
     axes swapped per group. Output size ``(L - 1) s - 2 p + d (k - 1) + output_padding + 1``.
+
+    On CPU its derivatives (a ``custom_jvp``, so forward and reverse mode both work) are those of
+    :func:`_transposed_taps`, the same map written as the adjoint of the strided-slice convolution: XLA:CPU
+    computed the weight gradient of the input-dilated convolution as a convolution with a window as large as the
+    image, and DCGAN's generator (batch 64, forward and backward) took 33 s; 0.8 s this way (2 cores, the test
+    suite's XLA flags, 2026-12-07). Values and gradients agree with the input-dilated convolution's to 1e-14 in
+    float64 (tests/test_nn_extra.py).
     """
     n = weight.ndim - 2
     stride = _ntuple(stride, n, "stride")
@@ -1005,27 +1012,63 @@ def conv_transpose(
     padding = _ntuple(padding, n, "padding")
     output_padding = _ntuple(output_padding, n, "output_padding")
     cin, cout_g, *k = weight.shape
-    w = weight.reshape(groups, cin // groups, cout_g, *k)
-    w = jnp.swapaxes(w, 1, 2).reshape(groups * cout_g, cin // groups, *k)
-    w = jnp.flip(w, axis=tuple(range(2, 2 + n)))
     pads = [
         (di * (ki - 1) - pi, di * (ki - 1) - pi + oi)
         for ki, pi, di, oi in zip(k, padding, dilation, output_padding, strict=True)
     ]
     spatial = "DHW"[-n:]
-    y = lax.conv_general_dilated(
-        x,
-        w,
-        window_strides=(1,) * n,
-        padding=pads,
-        lhs_dilation=stride,
-        rhs_dilation=dilation,
-        dimension_numbers=("NC" + spatial, "OI" + spatial, "NC" + spatial),
-        feature_group_count=groups,
-        precision=lax.Precision.HIGHEST,
-    )
+
+    def dilated(x, weight):
+        w = weight.reshape(groups, cin // groups, cout_g, *k)
+        w = jnp.swapaxes(w, 1, 2).reshape(groups * cout_g, cin // groups, *k)
+        w = jnp.flip(w, axis=tuple(range(2, 2 + n)))
+        return lax.conv_general_dilated(
+            x,
+            w,
+            window_strides=(1,) * n,
+            padding=pads,
+            lhs_dilation=stride,
+            rhs_dilation=dilation,
+            dimension_numbers=("NC" + spatial, "OI" + spatial, "NC" + spatial),
+            feature_group_count=groups,
+            precision=lax.Precision.HIGHEST,
+        )
+
+    out = [(size - 1) * s + 1 + lo + hi - di * (ki - 1)
+           for size, s, (lo, hi), di, ki in zip(x.shape[2:], stride, pads, dilation, k, strict=True)]  # fmt: skip
+    if min(*x.shape, *weight.shape, *out) > 0 and all(p >= 0 for p in padding):
+        y_shape = (x.shape[0], groups * cout_g, *out)
+        taps = functools.partial(_transposed_taps, y_shape=y_shape, stride=stride, pads=[(p, p) for p in padding],
+                                 dilation=dilation, groups=groups)  # fmt: skip
+
+        @jax.custom_jvp
+        def on_cpu(x, weight):
+            return dilated(x, weight)
+
+        @on_cpu.defjvp
+        def _(primals, tangents):  # bilinear: d(x * w) = dx * w + x * dw, each a transposed taps convolution
+            (x, weight), (dx, dweight) = primals, tangents
+            return on_cpu(x, weight), taps(dx, weight) + taps(x, dweight)
+
+        y = lax.platform_dependent(x, weight, cpu=on_cpu, default=dilated)
+    else:
+        y = dilated(x, weight)
     if bias is not None:
         y = y + bias.reshape((-1,) + (1,) * n)
+    return y
+
+
+def _transposed_taps(x, weight, y_shape, stride, pads, dilation, groups):
+    """``conv_transpose`` as torch defines it, the adjoint in its input of :func:`_conv_taps` with the same weight.
+
+    ``linear_transpose`` of the convolution whose weight is the transposed convolution's own ``(in, out / groups,
+    *k)`` weight (it maps the output's channels back to the input's): strided slices become padding, the product
+    a product. On CPU :func:`conv_transpose` differentiates through this (its forward stays the input-dilated
+    convolution, faster there): the gradient in the weight is then a product too, where XLA:CPU computes that
+    of the input-dilated convolution as a convolution with a window as large as the image.
+    """
+    spec = jax.ShapeDtypeStruct(y_shape, x.dtype)
+    (y,) = jax.linear_transpose(lambda y: _conv_taps(y, weight, stride, pads, dilation, groups), spec)(x)
     return y
 
 

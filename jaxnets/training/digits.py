@@ -75,10 +75,11 @@ from ..models._lenet import LeNet
 from . import checkpoint, data, distributed, inference
 from .trainer import Trainer
 
-MODELS = ("lenet", "resnet18", "mnist_net", "word_lm")
+MODELS = ("lenet", "resnet18", "mnist_net", "word_lm", "dcgan")
 """``--model``: LeNet on digits or MNIST; torchvision's ResNet-18 (:mod:`jaxnets.training.cifar`) on CIFAR-10;
 pytorch/examples' MNIST network (:mod:`jaxnets.training.mnist_net`) on digits or MNIST; pytorch/examples' word
-language model (:mod:`jaxnets.training.word_lm`) on WikiText-2."""
+language model (:mod:`jaxnets.training.word_lm`) on WikiText-2; pytorch/examples' DCGAN
+(:mod:`jaxnets.training.dcgan`) on digits, MNIST or CIFAR-10."""
 
 _CLASSIFIER_DEFAULTS = {"optimizer": "adam", "epochs": 40, "batch_size": 32}
 MODEL_DEFAULTS: dict[str, dict] = {
@@ -87,12 +88,16 @@ MODEL_DEFAULTS: dict[str, dict] = {
     "mnist_net": _CLASSIFIER_DEFAULTS,
     # word_language_model/main.py's defaults: --lr 20 --clip 0.25 --epochs 40 --batch_size 20.
     "word_lm": {"optimizer": None, "lr": 20.0, "epochs": 40, "batch_size": 20, "clip_grad_norm": 0.25},
+    # dcgan/main.py's defaults: --lr 0.0002 --niter 25 --batchSize 64.
+    "dcgan": {"optimizer": None, "lr": 2e-4, "epochs": 25, "batch_size": 64},
 }
 """Each model's defaults for the :class:`TrainConfig` settings left out (None)."""
 
 OWN_UPDATE = {
     "word_lm": "word_language_model/main.py's own update: plain SGD (p -= lr * grad) after clip_grad_norm_, its lr "
     "divided by 4 after every epoch whose validation loss is not the best so far",
+    "dcgan": "dcgan/main.py's own two updates: Adam with betas (0.5, 0.999) on the discriminator, then on the "
+    "generator, every step",
 }
 """Models that train with their example's own update rule instead of an ``--optimizer``, and what that rule is."""
 
@@ -262,7 +267,7 @@ CHECKPOINTS = "checkpoints"
 METRICS = "metrics.json"
 CURVES = "curves.png"
 CONFUSION = "confusion.png"  # written by `jaxnets evaluate RUN`: an overwritten run's would describe the old model
-_RUN_FILES = (CHECKPOINTS, METRICS, CURVES, CONFUSION)
+_RUN_FILES = (CHECKPOINTS, METRICS, CURVES, CONFUSION, "samples")  # samples/: a DCGAN run's generated images
 
 CURVES_EVERY = 10.0
 """Seconds between draws of ``curves.png`` during a run (the first after as long): a draw takes 0.11 to 0.14 s of
@@ -323,12 +328,15 @@ class TrainConfig:
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {', '.join(MODELS)}; got {self.model!r}.")
         if self.model in OWN_UPDATE:
-            given = [f"--{k.replace('_', '-')} {getattr(self, k)}" for k in ("optimizer", "weight_decay", "scheduler")
-                     if getattr(self, k) is not None]  # fmt: skip
+            allowed = () if self.model == "dcgan" else ("clip_grad_norm",)  # upstream's DCGAN clips nothing
+            given = [f"--{k.replace('_', '-')} {getattr(self, k)}"
+                     for k in ("optimizer", "weight_decay", "scheduler", "clip_grad_norm")
+                     if getattr(self, k) is not None and k not in allowed]  # fmt: skip
             if given:
+                applying = ", ".join(f"--{k.replace('_', '-')}" for k in ("lr", *allowed, "epochs"))
                 raise ValueError(
                     f"--model {self.model} trains with {OWN_UPDATE[self.model]}; {' and '.join(given)} would "
-                    "change that. Leave them out (--lr, --clip-grad-norm, --epochs and --batch-size apply)."
+                    f"change that. Leave them out ({applying} and --batch-size apply)."
                 )
         for name, value in MODEL_DEFAULTS[self.model].items():
             if getattr(self, name) is None:
@@ -442,9 +450,14 @@ def _build_model(spec: dict | None, seed: int, programs) -> LeNet:
     if kind in MODELS and kind != "lenet":
         raise TrainingError(
             f"this is a {kind} run: jaxnets evaluate, predict, export and import work with LeNet's runs and weights "
-            "only. Its test scores after each epoch are in its metrics.json (history), computed in eval mode "
-            "(no dropout, BatchNorm's running buffers); "
-            "load its weights in Python with jaxnets.checkpoint.restore."
+            "only. "
+            + (
+                "Its losses per epoch are in its metrics.json (history) and its generated images in samples/; "
+                if kind == "dcgan"
+                else "Its test scores after each epoch are in its metrics.json (history), computed in eval mode "
+                "(no dropout, BatchNorm's running buffers); "
+            )
+            + "load its weights in Python with jaxnets.checkpoint.restore."
         )
     if kind not in MODELS:
         raise ValueError(f"unknown model {kind!r} in the model description; expected one of {', '.join(MODELS)}.")
@@ -1155,6 +1168,10 @@ def train(
       ValueError: more devices asked for than are visible (the message says how
         to simulate CPU devices).
     """
+    if config.model == "dcgan":
+        from . import dcgan
+
+        return dcgan.train(config, out, resume=resume, overwrite=overwrite, progress=progress, log=log, devices=devices)
     out = Path(out)
     if config.model == "word_lm":
         from . import word_lm
