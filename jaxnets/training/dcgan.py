@@ -62,7 +62,7 @@ from flax import nnx
 from .. import optim
 from .._files import atomic_write
 from ..nn.functional import binary_cross_entropy
-from . import checkpoint, data
+from . import data
 from . import digits as common
 
 NZ, NGF, NDF = 100, 64, 64
@@ -400,16 +400,9 @@ def train(
     spec = model_spec(channels)
     history: list[dict] = []
     start_epoch = 0
-    ckpt_dir = out / common.CHECKPOINTS
     if resume:
-        step = checkpoint.latest_step(ckpt_dir)
-        common._check_resumable(checkpoint.read_metadata(ckpt_dir, step).get("config"), config, out)
-        state, meta = checkpoint.restore(ckpt_dir, step, like=_run_state(carry))
+        state, history, start_epoch = common._resume_state(out, config, _run_state(carry), log)
         carry = _restored_carry(state, carry)
-        history, start_epoch = list(meta["history"]), int(meta["epoch"])
-        log(f"resuming {out} after epoch {start_epoch} of {config.epochs}")
-        if start_epoch >= config.epochs:
-            log(f"the run already has {start_epoch} epochs; pass a larger --epochs to train on")
     carry = jax.device_put(carry)
     images_on_device = jax.device_put(images)
     run_step = jax.jit(functools.partial(_step, (g_graph, d_graph), tx), donate_argnums=0)

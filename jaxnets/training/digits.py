@@ -1072,24 +1072,32 @@ def _keys_like(saved: dict, model: nnx.Module) -> dict:
     return jax.tree.map(wrap, saved, current)
 
 
-def _resume(trainer: Trainer, model: nnx.Module, config: TrainConfig, out: Path, log) -> tuple[list[dict], int]:
-    """Load the last checkpoint of the run in ``out`` into ``trainer`` (``model``: its model, whose parameters and
-    buffers are set on the way); ``(history, epochs done)``. The run's settings are checked first: another
-    optimizer's state would not fit, and its error would not say why."""
+def _resume_state(out: Path, config: TrainConfig, like: dict, log) -> tuple[dict, list[dict], int]:
+    """The last checkpoint of the run in ``out``: ``(state, history, epochs done)``, its arrays restored like
+    ``like``'s (the new run's state as host copies), for the caller to put into its model and optimizer. The run's
+    settings are checked against ``config`` first: another optimizer's state would not fit, and its error would not
+    say why. Shared by every model of ``jaxnets train``."""
     ckpt_dir = out / CHECKPOINTS
     step = checkpoint.latest_step(ckpt_dir)  # once: the settings checked and the state restored are one epoch's
     _check_resumable(checkpoint.read_metadata(ckpt_dir, step).get("config"), config, out)
+    state, meta = checkpoint.restore(ckpt_dir, step, like=like)
+    history, start_epoch = list(meta["history"]), int(meta["epoch"])
+    log(f"resuming {out} after epoch {start_epoch} of {config.epochs}")
+    if start_epoch >= config.epochs:
+        log(f"the run already has {start_epoch} epochs; pass a larger --epochs to train on")
+    return state, history, start_epoch
+
+
+def _resume(trainer: Trainer, model: nnx.Module, config: TrainConfig, out: Path, log) -> tuple[list[dict], int]:
+    """Load the last checkpoint of the run in ``out`` into ``trainer`` (``model``: its model, whose parameters and
+    buffers are set on the way), through :func:`_resume_state`; ``(history, epochs done)``."""
     # Host copies: restored values go back to the trainer's devices through load_model and opt_state.
-    state, meta = checkpoint.restore(ckpt_dir, step, like=_run_state(trainer))
+    state, history, start_epoch = _resume_state(out, config, _run_state(trainer), log)
     _set_params(model, state["params"])
     if "buffers" in state:
         _set_params(model, _keys_like(state["buffers"], model), nnx.Not(nnx.Param))
     trainer.load_model(model)
     trainer.opt_state = state["opt_state"]
-    history, start_epoch = list(meta["history"]), int(meta["epoch"])
-    log(f"resuming {out} after epoch {start_epoch} of {config.epochs}")
-    if start_epoch >= config.epochs:
-        log(f"the run already has {start_epoch} epochs; pass a larger --epochs to train on")
     return history, start_epoch
 
 
