@@ -432,20 +432,10 @@ def train(
                 bar.close()
             stats = np.stack([np.asarray(s) for s in outputs])  # (steps, 5): errD, errG, D_x, D_G_z1, D_G_z2
             writer.check()
-            bad = np.flatnonzero(~np.isfinite(stats[:, :2]).all(axis=1))
-            if bad.size:
-                step = (epoch - 1) * steps_per_epoch + int(bad[0]) + 1
-                which = ", ".join(f"{n} {v}" for n, v in zip(("Loss_D", "Loss_G"), stats[bad[0], :2], strict=True))
-                common._stop(writer, out, metrics, history, True, f"non-finite loss at step {step}",
-                             f"{which} at step {step} (epoch {epoch}, batch {int(bad[0]) + 1})",
-                             f"Lower --lr (now {config.learning_rate:g}) or try another --seed.")  # fmt: skip
-            state = _run_state(carry)
-            if (where := common.first_non_finite(state)) is not None:
-                step = epoch * steps_per_epoch
-                common._stop(writer, out, metrics, history, True, f"non-finite {where} after step {step}",
-                             f"{where} holds {common._bad_values(state, where)} after step {step} (the end of epoch "
-                             f"{epoch}), though every loss of the epoch was finite", f"Lower --lr (now "
-                             f"{config.learning_rate:g}); the checkpoint of this epoch was not written.")  # fmt: skip
+            stop = functools.partial(common._stop, writer, out, metrics, history, True)
+            lower = f"Lower --lr (now {config.learning_rate:g})"
+            state = common._epoch_state(_run_state(carry), {"Loss_D": stats[:, 0], "Loss_G": stats[:, 1]},
+                                        epoch, stop, f"{lower} or try another --seed", lower)  # fmt: skip
             samples = np.asarray(samples)
             seconds = time.perf_counter() - t0
             elapsed += seconds

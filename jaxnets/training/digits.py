@@ -1101,22 +1101,33 @@ def _resume(trainer: Trainer, model: nnx.Module, config: TrainConfig, out: Path,
     return history, start_epoch
 
 
-def _epoch_state(trainer: Trainer, step_losses: np.ndarray, epoch: int, stop, advice: str) -> dict:
-    """The run's state after ``epoch`` as host copies (:func:`_run_state`), checked finite: a non-finite loss of
-    the epoch's ``step_losses`` or a non-finite array ends the run through ``stop`` (:func:`_stop` with its run
-    bound), naming the step and the first bad array, with ``advice`` on what to change."""
-    steps = len(step_losses)
-    bad = np.flatnonzero(~np.isfinite(step_losses))
+def _epoch_state(state: dict, losses: np.ndarray | dict[str, np.ndarray], epoch: int, stop, advice: str,
+                 state_advice: str | None = None) -> dict:  # fmt: skip
+    """``state``, the run's arrays after ``epoch`` as host copies (:func:`_run_state`), checked finite: a non-finite
+    loss of the epoch's steps or a non-finite array ends the run through ``stop`` (:func:`_stop` with its run
+    bound), naming the step and the first bad array, with ``advice`` on what to change (``state_advice`` for a bad
+    array, when it differs).
+
+    ``losses``: the epoch's loss per step, or several per step by name (a GAN's ``{"Loss_D": ..., "Loss_G":
+    ...}``), a step being bad when any of them is; the message gives the bad step's value of each.
+    """
+    named = losses if isinstance(losses, dict) else {"loss": losses}
+    finite = np.all([np.isfinite(v) for v in named.values()], axis=0)
+    steps = len(finite)
+    bad = np.flatnonzero(~finite)
     if bad.size:
-        step = (epoch - 1) * steps + int(bad[0]) + 1
-        stop(f"non-finite loss at step {step}", f"the loss became {step_losses[bad[0]]} at step {step} (epoch "
-             f"{epoch}, batch {int(bad[0]) + 1})", f"{advice}.")  # fmt: skip
-    state = _run_state(trainer)
+        i = int(bad[0])
+        step = (epoch - 1) * steps + i + 1
+        values = (", ".join(f"{name} {v[i]}" for name, v in losses.items()) if isinstance(losses, dict)
+                  else f"the loss became {losses[i]}")  # fmt: skip
+        stop(f"non-finite loss at step {step}", f"{values} at step {step} (epoch {epoch}, batch {i + 1})",
+             f"{advice}.")  # fmt: skip
     if (where := first_non_finite(state)) is not None:
         step = epoch * steps
+        fix = advice if state_advice is None else state_advice
         stop(f"non-finite {where} after step {step}", f"{where} holds {_bad_values(state, where)} after step {step} "
-             f"(the end of epoch {epoch}), though every loss of the epoch was finite", f"{advice}; the checkpoint "
-             "of this epoch was not written.")  # fmt: skip
+             f"(the end of epoch {epoch}), though every loss of the epoch was finite", f"{fix}; the checkpoint of "
+             "this epoch was not written.")  # fmt: skip
     return state
 
 
@@ -1246,8 +1257,8 @@ def train(
                                                          test_batches)  # fmt: skip
             writer.check()  # a failed write of the last epoch stops the run here, before more work
             stop = functools.partial(_stop, writer, out, metrics, history, primary)
-            state = _epoch_state(trainer, step_losses, epoch, stop, f"Lower --lr (now {config.learning_rate:g}) or "
-                                 "change --optimizer")  # fmt: skip
+            state = _epoch_state(_run_state(trainer), step_losses, epoch, stop, f"Lower --lr (now "
+                                 f"{config.learning_rate:g}) or change --optimizer")  # fmt: skip
             test_loss, test_correct = (float(v) for v in evaluation)
             seconds = time.perf_counter() - t0
             elapsed += seconds

@@ -304,8 +304,8 @@ def train(config, out: Path, *, resume: bool, overwrite: bool, progress, log, de
             opt_state = trainer.opt_state
             trainer.opt_state = (opt_state[0], plateau.step(opt_state[1], entry["valid_loss"]))
             stop = functools.partial(digits._stop, writer, out, metrics, history, primary)
-            state = digits._epoch_state(trainer, step_losses, epoch, stop, f"Lower --lr (now {lr:g}) or "
-                                        f"--clip-grad-norm (now {config.clip_grad_norm:g})")  # fmt: skip
+            state = digits._epoch_state(digits._run_state(trainer), step_losses, epoch, stop, f"Lower --lr (now "
+                                        f"{lr:g}) or --clip-grad-norm (now {config.clip_grad_norm:g})")  # fmt: skip
             seconds = time.perf_counter() - t0
             elapsed += seconds
             history.append(entry | {"lr": lr, "seconds": seconds})
