@@ -351,6 +351,12 @@ def _restored_carry(state: dict, carry):
     return (parts[0], parts[1], parts[2], parts[3], opt["generator"], opt["discriminator"], key)
 
 
+def _training_data(config) -> tuple[np.ndarray, int]:
+    """The training images of ``config.data`` as the networks' bytes (:func:`prepare`), and the steps of an epoch."""
+    images = prepare(config.data)
+    return images, common._steps_per_epoch(len(images), config.batch_size)
+
+
 def train(
     config,
     out: str | os.PathLike,
@@ -379,17 +385,8 @@ def train(
             f"--model dcgan trains on one device (upstream's --ngpu 1); got --devices {devices} in "
             f"{jax.process_count()} process(es). Leave --devices out (or give 1) and run one process."
         )
-    common._prepare(out, resume=resume, overwrite=overwrite)
-    images = prepare(config.data)
-    steps_per_epoch = data.num_batches(len(images), config.batch_size, drop_last=True)
-    if steps_per_epoch == 0:
-        raise common.TrainingError(
-            f"--batch-size {config.batch_size} is larger than the {len(images)} training images: nothing to "
-            "train on. Use a smaller batch size."
-        )
-    if overwrite:
-        common.remove_run(out)  # only now: a bad --data or --batch-size must not cost the old run
-    out.mkdir(parents=True, exist_ok=True)
+    images, steps_per_epoch = common._open_run(out, lambda: _training_data(config), resume=resume,
+                                               overwrite=overwrite)  # fmt: skip
     channels = images.shape[1]
     generator, discriminator, fixed_noise, order_key, noise_key = build(config.seed, channels)
     fixed_noise = jax.random.normal(fixed_noise, (config.batch_size, NZ, 1, 1), jnp.float32)

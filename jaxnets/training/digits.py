@@ -709,7 +709,7 @@ def holds_run(out: Path) -> bool:
 def _prepare(out: Path, *, resume: bool, overwrite: bool) -> None:
     """Refuse an output directory that would lose or mix up a run; delete nothing.
 
-    :func:`train` removes an overwritten run only once the new run's data and settings have passed their checks.
+    :func:`_open_run` removes an overwritten run only once the new run's data and settings have passed their checks.
     """
     if resume and overwrite:
         raise TrainingError(
@@ -729,6 +729,38 @@ def _prepare(out: Path, *, resume: bool, overwrite: bool) -> None:
                 f"{out} already holds a run ({', '.join(n for n in _RUN_FILES if (out / n).exists())}). "
                 "Pass --resume to continue it, --overwrite to replace it, or choose another --out."
             )
+
+
+def _open_run(out: Path, load: Callable[[], object], *, resume: bool, overwrite: bool, primary: bool = True):
+    """Start a run in ``out``, as every model of ``jaxnets train`` does: refuse a directory that would lose or mix up
+    a run (:func:`_prepare`), then ``load()`` the run's data, checking it; only then (a bad ``--data`` or
+    ``--batch-size`` must not cost the old run) remove an overwritten run and create ``out``, in the ``primary``
+    process (the one that writes). Returns what ``load`` returned."""
+    _prepare(out, resume=resume, overwrite=overwrite)
+    loaded = load()
+    if primary:
+        if overwrite:
+            remove_run(out)
+        out.mkdir(parents=True, exist_ok=True)
+    return loaded
+
+
+def _steps_per_epoch(images: int, batch_size: int) -> int:
+    """The full batches of ``batch_size`` in ``images`` training images (the last partial one dropped); refused
+    when there are none."""
+    steps = data.num_batches(images, batch_size, drop_last=True)
+    if steps == 0:
+        raise TrainingError(
+            f"--batch-size {batch_size} is larger than the {images} training images: "
+            "nothing to train on. Use a smaller batch size."
+        )
+    return steps
+
+
+def _training_data(config: TrainConfig) -> tuple[data.Dataset, data.Dataset, int]:
+    """The training and test sets of ``config.data``, and the steps of an epoch."""
+    train_set, test_set = data.load(config.data)
+    return train_set, test_set, _steps_per_epoch(len(train_set), config.batch_size)
 
 
 def remove_run(out: Path) -> None:
@@ -1202,18 +1234,8 @@ def train(
     primary = jax.process_index() == 0  # the one process that prints and writes
     if not primary:
         log, progress = (lambda line: None), False
-    _prepare(out, resume=resume, overwrite=overwrite)
-    train_set, test_set = data.load(config.data)
-    steps_per_epoch = data.num_batches(len(train_set), config.batch_size, drop_last=True)
-    if steps_per_epoch == 0:
-        raise TrainingError(
-            f"--batch-size {config.batch_size} is larger than the {len(train_set)} training images: "
-            "nothing to train on. Use a smaller batch size."
-        )
-    if primary:
-        if overwrite:
-            remove_run(out)  # only now: a bad --data or --batch-size must not cost the old run
-        out.mkdir(parents=True, exist_ok=True)
+    train_set, test_set, steps_per_epoch = _open_run(out, lambda: _training_data(config), resume=resume,
+                                                     overwrite=overwrite, primary=primary)  # fmt: skip
     # The config and steps per epoch fix the model, optimizer and losses the programs close over; the data's
     # shapes and the devices' shardings are in every program's key through its arguments.
     programs = _programs.programs(
