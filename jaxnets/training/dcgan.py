@@ -62,7 +62,7 @@ from flax import nnx
 from .. import optim
 from .._files import atomic_write
 from ..nn.functional import binary_cross_entropy
-from . import checkpoint, data
+from . import data
 from . import digits as common
 
 NZ, NGF, NDF = 100, 64, 64
@@ -351,6 +351,12 @@ def _restored_carry(state: dict, carry):
     return (parts[0], parts[1], parts[2], parts[3], opt["generator"], opt["discriminator"], key)
 
 
+def _training_data(config) -> tuple[np.ndarray, int]:
+    """The training images of ``config.data`` as the networks' bytes (:func:`prepare`), and the steps of an epoch."""
+    images = prepare(config.data)
+    return images, common._steps_per_epoch(len(images), config.batch_size)
+
+
 def train(
     config,
     out: str | os.PathLike,
@@ -379,17 +385,8 @@ def train(
             f"--model dcgan trains on one device (upstream's --ngpu 1); got --devices {devices} in "
             f"{jax.process_count()} process(es). Leave --devices out (or give 1) and run one process."
         )
-    common._prepare(out, resume=resume, overwrite=overwrite)
-    images = prepare(config.data)
-    steps_per_epoch = data.num_batches(len(images), config.batch_size, drop_last=True)
-    if steps_per_epoch == 0:
-        raise common.TrainingError(
-            f"--batch-size {config.batch_size} is larger than the {len(images)} training images: nothing to "
-            "train on. Use a smaller batch size."
-        )
-    if overwrite:
-        common.remove_run(out)  # only now: a bad --data or --batch-size must not cost the old run
-    out.mkdir(parents=True, exist_ok=True)
+    images, steps_per_epoch = common._open_run(out, lambda: _training_data(config), resume=resume,
+                                               overwrite=overwrite)  # fmt: skip
     channels = images.shape[1]
     generator, discriminator, fixed_noise, order_key, noise_key = build(config.seed, channels)
     fixed_noise = jax.random.normal(fixed_noise, (config.batch_size, NZ, 1, 1), jnp.float32)
@@ -400,16 +397,9 @@ def train(
     spec = model_spec(channels)
     history: list[dict] = []
     start_epoch = 0
-    ckpt_dir = out / common.CHECKPOINTS
     if resume:
-        step = checkpoint.latest_step(ckpt_dir)
-        common._check_resumable(checkpoint.read_metadata(ckpt_dir, step).get("config"), config, out)
-        state, meta = checkpoint.restore(ckpt_dir, step, like=_run_state(carry))
+        state, history, start_epoch = common._resume_state(out, config, _run_state(carry), log)
         carry = _restored_carry(state, carry)
-        history, start_epoch = list(meta["history"]), int(meta["epoch"])
-        log(f"resuming {out} after epoch {start_epoch} of {config.epochs}")
-        if start_epoch >= config.epochs:
-            log(f"the run already has {start_epoch} epochs; pass a larger --epochs to train on")
     carry = jax.device_put(carry)
     images_on_device = jax.device_put(images)
     run_step = jax.jit(functools.partial(_step, (g_graph, d_graph), tx), donate_argnums=0)
@@ -439,20 +429,10 @@ def train(
                 bar.close()
             stats = np.stack([np.asarray(s) for s in outputs])  # (steps, 5): errD, errG, D_x, D_G_z1, D_G_z2
             writer.check()
-            bad = np.flatnonzero(~np.isfinite(stats[:, :2]).all(axis=1))
-            if bad.size:
-                step = (epoch - 1) * steps_per_epoch + int(bad[0]) + 1
-                which = ", ".join(f"{n} {v}" for n, v in zip(("Loss_D", "Loss_G"), stats[bad[0], :2], strict=True))
-                common._stop(writer, out, metrics, history, True, f"non-finite loss at step {step}",
-                             f"{which} at step {step} (epoch {epoch}, batch {int(bad[0]) + 1})",
-                             f"Lower --lr (now {config.learning_rate:g}) or try another --seed.")  # fmt: skip
-            state = _run_state(carry)
-            if (where := common.first_non_finite(state)) is not None:
-                step = epoch * steps_per_epoch
-                common._stop(writer, out, metrics, history, True, f"non-finite {where} after step {step}",
-                             f"{where} holds {common._bad_values(state, where)} after step {step} (the end of epoch "
-                             f"{epoch}), though every loss of the epoch was finite", f"Lower --lr (now "
-                             f"{config.learning_rate:g}); the checkpoint of this epoch was not written.")  # fmt: skip
+            stop = functools.partial(common._stop, writer, out, metrics, history, True)
+            lower = f"Lower --lr (now {config.learning_rate:g})"
+            state = common._epoch_state(_run_state(carry), {"Loss_D": stats[:, 0], "Loss_G": stats[:, 1]},
+                                        epoch, stop, f"{lower} or try another --seed", lower)  # fmt: skip
             samples = np.asarray(samples)
             seconds = time.perf_counter() - t0
             elapsed += seconds

@@ -709,7 +709,7 @@ def holds_run(out: Path) -> bool:
 def _prepare(out: Path, *, resume: bool, overwrite: bool) -> None:
     """Refuse an output directory that would lose or mix up a run; delete nothing.
 
-    :func:`train` removes an overwritten run only once the new run's data and settings have passed their checks.
+    :func:`_open_run` removes an overwritten run only once the new run's data and settings have passed their checks.
     """
     if resume and overwrite:
         raise TrainingError(
@@ -729,6 +729,38 @@ def _prepare(out: Path, *, resume: bool, overwrite: bool) -> None:
                 f"{out} already holds a run ({', '.join(n for n in _RUN_FILES if (out / n).exists())}). "
                 "Pass --resume to continue it, --overwrite to replace it, or choose another --out."
             )
+
+
+def _open_run(out: Path, load: Callable[[], object], *, resume: bool, overwrite: bool, primary: bool = True):
+    """Start a run in ``out``, as every model of ``jaxnets train`` does: refuse a directory that would lose or mix up
+    a run (:func:`_prepare`), then ``load()`` the run's data, checking it; only then (a bad ``--data`` or
+    ``--batch-size`` must not cost the old run) remove an overwritten run and create ``out``, in the ``primary``
+    process (the one that writes). Returns what ``load`` returned."""
+    _prepare(out, resume=resume, overwrite=overwrite)
+    loaded = load()
+    if primary:
+        if overwrite:
+            remove_run(out)
+        out.mkdir(parents=True, exist_ok=True)
+    return loaded
+
+
+def _steps_per_epoch(images: int, batch_size: int) -> int:
+    """The full batches of ``batch_size`` in ``images`` training images (the last partial one dropped); refused
+    when there are none."""
+    steps = data.num_batches(images, batch_size, drop_last=True)
+    if steps == 0:
+        raise TrainingError(
+            f"--batch-size {batch_size} is larger than the {images} training images: "
+            "nothing to train on. Use a smaller batch size."
+        )
+    return steps
+
+
+def _training_data(config: TrainConfig) -> tuple[data.Dataset, data.Dataset, int]:
+    """The training and test sets of ``config.data``, and the steps of an epoch."""
+    train_set, test_set = data.load(config.data)
+    return train_set, test_set, _steps_per_epoch(len(train_set), config.batch_size)
 
 
 def remove_run(out: Path) -> None:
@@ -1072,43 +1104,62 @@ def _keys_like(saved: dict, model: nnx.Module) -> dict:
     return jax.tree.map(wrap, saved, current)
 
 
-def _resume(trainer: Trainer, model: nnx.Module, config: TrainConfig, out: Path, log) -> tuple[list[dict], int]:
-    """Load the last checkpoint of the run in ``out`` into ``trainer`` (``model``: its model, whose parameters and
-    buffers are set on the way); ``(history, epochs done)``. The run's settings are checked first: another
-    optimizer's state would not fit, and its error would not say why."""
+def _resume_state(out: Path, config: TrainConfig, like: dict, log) -> tuple[dict, list[dict], int]:
+    """The last checkpoint of the run in ``out``: ``(state, history, epochs done)``, its arrays restored like
+    ``like``'s (the new run's state as host copies), for the caller to put into its model and optimizer. The run's
+    settings are checked against ``config`` first: another optimizer's state would not fit, and its error would not
+    say why. Shared by every model of ``jaxnets train``."""
     ckpt_dir = out / CHECKPOINTS
     step = checkpoint.latest_step(ckpt_dir)  # once: the settings checked and the state restored are one epoch's
     _check_resumable(checkpoint.read_metadata(ckpt_dir, step).get("config"), config, out)
+    state, meta = checkpoint.restore(ckpt_dir, step, like=like)
+    history, start_epoch = list(meta["history"]), int(meta["epoch"])
+    log(f"resuming {out} after epoch {start_epoch} of {config.epochs}")
+    if start_epoch >= config.epochs:
+        log(f"the run already has {start_epoch} epochs; pass a larger --epochs to train on")
+    return state, history, start_epoch
+
+
+def _resume(trainer: Trainer, model: nnx.Module, config: TrainConfig, out: Path, log) -> tuple[list[dict], int]:
+    """Load the last checkpoint of the run in ``out`` into ``trainer`` (``model``: its model, whose parameters and
+    buffers are set on the way), through :func:`_resume_state`; ``(history, epochs done)``."""
     # Host copies: restored values go back to the trainer's devices through load_model and opt_state.
-    state, meta = checkpoint.restore(ckpt_dir, step, like=_run_state(trainer))
+    state, history, start_epoch = _resume_state(out, config, _run_state(trainer), log)
     _set_params(model, state["params"])
     if "buffers" in state:
         _set_params(model, _keys_like(state["buffers"], model), nnx.Not(nnx.Param))
     trainer.load_model(model)
     trainer.opt_state = state["opt_state"]
-    history, start_epoch = list(meta["history"]), int(meta["epoch"])
-    log(f"resuming {out} after epoch {start_epoch} of {config.epochs}")
-    if start_epoch >= config.epochs:
-        log(f"the run already has {start_epoch} epochs; pass a larger --epochs to train on")
     return history, start_epoch
 
 
-def _epoch_state(trainer: Trainer, step_losses: np.ndarray, epoch: int, stop, advice: str) -> dict:
-    """The run's state after ``epoch`` as host copies (:func:`_run_state`), checked finite: a non-finite loss of
-    the epoch's ``step_losses`` or a non-finite array ends the run through ``stop`` (:func:`_stop` with its run
-    bound), naming the step and the first bad array, with ``advice`` on what to change."""
-    steps = len(step_losses)
-    bad = np.flatnonzero(~np.isfinite(step_losses))
+def _epoch_state(state: dict, losses: np.ndarray | dict[str, np.ndarray], epoch: int, stop, advice: str,
+                 state_advice: str | None = None) -> dict:  # fmt: skip
+    """``state``, the run's arrays after ``epoch`` as host copies (:func:`_run_state`), checked finite: a non-finite
+    loss of the epoch's steps or a non-finite array ends the run through ``stop`` (:func:`_stop` with its run
+    bound), naming the step and the first bad array, with ``advice`` on what to change (``state_advice`` for a bad
+    array, when it differs).
+
+    ``losses``: the epoch's loss per step, or several per step by name (a GAN's ``{"Loss_D": ..., "Loss_G":
+    ...}``), a step being bad when any of them is; the message gives the bad step's value of each.
+    """
+    named = losses if isinstance(losses, dict) else {"loss": losses}
+    finite = np.all([np.isfinite(v) for v in named.values()], axis=0)
+    steps = len(finite)
+    bad = np.flatnonzero(~finite)
     if bad.size:
-        step = (epoch - 1) * steps + int(bad[0]) + 1
-        stop(f"non-finite loss at step {step}", f"the loss became {step_losses[bad[0]]} at step {step} (epoch "
-             f"{epoch}, batch {int(bad[0]) + 1})", f"{advice}.")  # fmt: skip
-    state = _run_state(trainer)
+        i = int(bad[0])
+        step = (epoch - 1) * steps + i + 1
+        values = (", ".join(f"{name} {v[i]}" for name, v in losses.items()) if isinstance(losses, dict)
+                  else f"the loss became {losses[i]}")  # fmt: skip
+        stop(f"non-finite loss at step {step}", f"{values} at step {step} (epoch {epoch}, batch {i + 1})",
+             f"{advice}.")  # fmt: skip
     if (where := first_non_finite(state)) is not None:
         step = epoch * steps
+        fix = advice if state_advice is None else state_advice
         stop(f"non-finite {where} after step {step}", f"{where} holds {_bad_values(state, where)} after step {step} "
-             f"(the end of epoch {epoch}), though every loss of the epoch was finite", f"{advice}; the checkpoint "
-             "of this epoch was not written.")  # fmt: skip
+             f"(the end of epoch {epoch}), though every loss of the epoch was finite", f"{fix}; the checkpoint of "
+             "this epoch was not written.")  # fmt: skip
     return state
 
 
@@ -1183,18 +1234,8 @@ def train(
     primary = jax.process_index() == 0  # the one process that prints and writes
     if not primary:
         log, progress = (lambda line: None), False
-    _prepare(out, resume=resume, overwrite=overwrite)
-    train_set, test_set = data.load(config.data)
-    steps_per_epoch = data.num_batches(len(train_set), config.batch_size, drop_last=True)
-    if steps_per_epoch == 0:
-        raise TrainingError(
-            f"--batch-size {config.batch_size} is larger than the {len(train_set)} training images: "
-            "nothing to train on. Use a smaller batch size."
-        )
-    if primary:
-        if overwrite:
-            remove_run(out)  # only now: a bad --data or --batch-size must not cost the old run
-        out.mkdir(parents=True, exist_ok=True)
+    train_set, test_set, steps_per_epoch = _open_run(out, lambda: _training_data(config), resume=resume,
+                                                     overwrite=overwrite, primary=primary)  # fmt: skip
     # The config and steps per epoch fix the model, optimizer and losses the programs close over; the data's
     # shapes and the devices' shardings are in every program's key through its arguments.
     programs = _programs.programs(
@@ -1238,8 +1279,8 @@ def train(
                                                          test_batches)  # fmt: skip
             writer.check()  # a failed write of the last epoch stops the run here, before more work
             stop = functools.partial(_stop, writer, out, metrics, history, primary)
-            state = _epoch_state(trainer, step_losses, epoch, stop, f"Lower --lr (now {config.learning_rate:g}) or "
-                                 "change --optimizer")  # fmt: skip
+            state = _epoch_state(_run_state(trainer), step_losses, epoch, stop, f"Lower --lr (now "
+                                 f"{config.learning_rate:g}) or change --optimizer")  # fmt: skip
             test_loss, test_correct = (float(v) for v in evaluation)
             seconds = time.perf_counter() - t0
             elapsed += seconds

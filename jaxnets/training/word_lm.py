@@ -227,19 +227,9 @@ def _evaluate(model, *streams):
 # -- training ------------------------------------------------------------------
 
 
-def train(config, out: Path, *, resume: bool, overwrite: bool, progress, log, devices) -> dict:
-    """:func:`jaxnets.training.digits.train` for ``config.model == "word_lm"``: same arguments, same run
-    directory, checkpoints, resume and faults; the history holds losses, perplexities and next-word accuracies
-    of train, valid and test, and the lr."""
-    if devices not in (None, 1):
-        raise digits.TrainingError(
-            f"--model word_lm trains on one device (its hidden state runs through the epoch in order); got "
-            f"--devices {devices}. Leave --devices out."
-        )
-    primary = jax.process_index() == 0
-    if not primary:
-        log, progress = (lambda line: None), False
-    digits._prepare(out, resume=resume, overwrite=overwrite)
+def _training_data(config):
+    """The corpus of ``config.data``, its training tokens in ``config.batch_size`` columns, and the validation and
+    test sets' windows; refused when any is too short."""
     directory = config.data.partition(":")[2].strip()
     if not directory:
         raise DataError(f"--data {config.data!r} names no directory: write wikitext2:DIR. {_HOW_TO_GET}.")
@@ -259,10 +249,23 @@ def train(config, out: Path, *, resume: bool, overwrite: bool, progress, log, de
                 f"it needs {2 * EVAL_BATCH} tokens or more."
             )
         held_out[name] = windows(batchify(ids, EVAL_BATCH))
-    if primary:
-        if overwrite:
-            digits.remove_run(out)
-        out.mkdir(parents=True, exist_ok=True)
+    return text, train_cols, held_out
+
+
+def train(config, out: Path, *, resume: bool, overwrite: bool, progress, log, devices) -> dict:
+    """:func:`jaxnets.training.digits.train` for ``config.model == "word_lm"``: same arguments, same run
+    directory, checkpoints, resume and faults; the history holds losses, perplexities and next-word accuracies
+    of train, valid and test, and the lr."""
+    if devices not in (None, 1):
+        raise digits.TrainingError(
+            f"--model word_lm trains on one device (its hidden state runs through the epoch in order); got "
+            f"--devices {devices}. Leave --devices out."
+        )
+    primary = jax.process_index() == 0
+    if not primary:
+        log, progress = (lambda line: None), False
+    text, train_cols, held_out = digits._open_run(out, lambda: _training_data(config), resume=resume,
+                                                  overwrite=overwrite, primary=primary)  # fmt: skip
     rows, mask, starts = windows(train_cols)
     train_tokens = (len(train_cols) - 1) * config.batch_size
     order = starts.reshape(-1, 1)  # one window a step, in order: its first row
@@ -304,8 +307,8 @@ def train(config, out: Path, *, resume: bool, overwrite: bool, progress, log, de
             opt_state = trainer.opt_state
             trainer.opt_state = (opt_state[0], plateau.step(opt_state[1], entry["valid_loss"]))
             stop = functools.partial(digits._stop, writer, out, metrics, history, primary)
-            state = digits._epoch_state(trainer, step_losses, epoch, stop, f"Lower --lr (now {lr:g}) or "
-                                        f"--clip-grad-norm (now {config.clip_grad_norm:g})")  # fmt: skip
+            state = digits._epoch_state(digits._run_state(trainer), step_losses, epoch, stop, f"Lower --lr (now "
+                                        f"{lr:g}) or --clip-grad-norm (now {config.clip_grad_norm:g})")  # fmt: skip
             seconds = time.perf_counter() - t0
             elapsed += seconds
             history.append(entry | {"lr": lr, "seconds": seconds})
