@@ -708,32 +708,6 @@ def test_train_s_compiled_optimizer_init_is_the_op_by_op_one(config):
         assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), path
 
 
-def test_curves_label_the_log_loss_axis_in_plain_numbers_without_mathtext(monkeypatch):
-    """The loss axis is labelled 0.01, 0.1, 1 (and at its minor ticks when it spans less than a decade), not with
-    the default 10^-2, whose mathtext parser is built on a process's first draw."""
-    from matplotlib import mathtext
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("mathtext was parsed")
-
-    monkeypatch.setattr(mathtext.MathTextParser, "parse", refuse)
-    wide = [dict(epoch=e, train_loss=10.0**-e, test_loss=0.5 / e, train_accuracy=0.5, test_accuracy=0.6)
-            for e in range(1, 5)]  # fmt: skip
-    narrow = [dict(h, train_loss=0.3 + 0.05 * i, test_loss=0.5 - 0.02 * i) for i, h in enumerate(wide)]
-
-    def labelled(history):  # the values labelled on the loss axis, within its view
-        fig = training._curves_figure(history, "")
-        FigureCanvasAgg(fig).draw()
-        ax = fig.axes[0]
-        lo, hi = ax.get_ylim()
-        ticks = ax.get_yticklabels(minor=False) + ax.get_yticklabels(minor=True)
-        return {float(t.get_text()) for t in ticks if t.get_text() and lo <= float(t.get_text()) <= hi}
-
-    assert labelled(wide) == {1e-4, 1e-3, 0.01, 0.1}
-    assert labelled(narrow) == {0.3, 0.4, 0.5}
-
-
 @pytest.mark.parametrize("x64", [False, True])
 @pytest.mark.parametrize("seed", [0, 7, 2**31, 2**32 + 3, 2**40 + 1])
 def test_run_key_is_jax_random_key(seed, x64):

@@ -62,7 +62,7 @@ from flax import nnx
 from .. import optim
 from .._files import atomic_write
 from ..nn.functional import binary_cross_entropy
-from . import data
+from . import charts, data
 from . import digits as common
 
 NZ, NGF, NDF = 100, 64, 64
@@ -193,19 +193,14 @@ def save_grid(images: np.ndarray, path: Path) -> None:
 
 
 def plot_losses(history: list[dict], path: Path, title: str = "") -> None:
-    """Loss_D and Loss_G per epoch (the epoch's mean), as a PNG."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
+    """Loss_D and Loss_G per epoch (the epoch's mean), as a PNG (:mod:`jaxnets.training.charts`)."""
     epochs = [h["epoch"] for h in history]
-    ax.plot(epochs, [h["loss_D"] for h in history], "o-", label="Loss_D")
-    ax.plot(epochs, [h["loss_G"] for h in history], "s-", label="Loss_G")
-    ax.set(xlabel="epoch", ylabel="BCE (epoch mean)", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.13, top=0.9)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    series = [
+        charts.Series("Loss_D", epochs, [h["loss_D"] for h in history], "o"),
+        charts.Series("Loss_G", epochs, [h["loss_G"] for h in history], "s"),
+    ]
+    panel = charts.Panel(title, "epoch", "BCE (epoch mean)", series)
+    charts.save_chart([panel], path, size=(600, 400))
 
 
 # -- the networks and the step --------------------------------------------------------------------------
@@ -442,7 +437,7 @@ def train(
             metrics |= {"history": list(history), "epochs_completed": epoch, "train_seconds": elapsed}
             (out / SAMPLES).mkdir(exist_ok=True)
             meta = {"config": config.to_json(), "model": spec}
-            drawn = common._submit_epoch(writer, out, state, meta, metrics, start_epoch, config.epochs, drawn,
+            drawn = common._submit_epoch(writer, out, state, meta, metrics, config.epochs, drawn,
                                          lambda history, path: plot_losses(history, path, title))  # fmt: skip
             writer.submit(save_grid, samples, out / SAMPLES / f"epoch_{epoch:03d}.png")
             h = history[-1]

@@ -72,7 +72,7 @@ from .._files import atomic_write
 from ..losses import cross_entropy
 from ..models import _init
 from ..models._lenet import LeNet
-from . import checkpoint, data, distributed, inference
+from . import charts, checkpoint, data, distributed, inference
 from .trainer import Trainer
 
 MODELS = ("lenet", "resnet18", "mnist_net", "word_lm", "dcgan")
@@ -632,51 +632,22 @@ def write_json(path: Path, doc: dict) -> None:
 
 def plot_curves(history: list[dict], path: Path, title: str = "", held_out: str = "test") -> None:
     """Loss and accuracy per epoch, train and ``held_out`` (the history's ``test_loss`` and ``test_accuracy``, or
-    another set's), as a PNG.
+    another set's), as a PNG: the loss on a log scale labelled in plain numbers (0.01, 0.1, 1).
 
-    Drawn with matplotlib's object API, not pyplot: no global figure state, so the training loop's writer thread
-    can draw while the loop runs.
+    Drawn with Pillow (:mod:`jaxnets.training.charts`), thread-safe, so the training loop's writer thread draws
+    it while the loop runs.
     """
-    fig = _curves_figure(history, title, held_out)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-
-
-def _curves_figure(history: list[dict], title: str, held_out: str = "test"):
-    """:func:`plot_curves`' figure, not yet drawn."""
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter
-
     epochs = [h["epoch"] for h in history]
-    fig = Figure(figsize=(10, 4))
-    ax_loss, ax_acc = fig.subplots(1, 2)
-    ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
-    ax_loss.plot(epochs, [h[f"{held_out}_loss"] for h in history], "s-", label=held_out)
-    ax_loss.set_yscale("log")
 
-    # Plain labels (0.01, 0.1, 1; the minor ticks' too when the axis spans less than a decade): the default ones
-    # are mathtext (10^-2), whose parser is built on a process's first draw, 0.14 s in a profile of the first
-    # draw (0.45 s profiled; 0.16 s against 0.12 s without mathtext, unprofiled).
-    def minor(value, _):  # labelled only where the axis spans less than a decade, as the default does
-        low, high = ax_loss.get_ylim()
-        return f"{value:g}" if high < 10 * low else ""
+    def series(key, scale=1.0):
+        return [charts.Series(name, epochs, [scale * h[f"{name}_{key}"] for h in history], marker)
+                for name, marker in (("train", "o"), (held_out, "s"))]  # fmt: skip
 
-    ax_loss.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    ax_loss.yaxis.set_minor_formatter(FuncFormatter(minor))
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy")
-    ax_acc.plot(epochs, [100 * h["train_accuracy"] for h in history], "o-", label="train")
-    ax_acc.plot(epochs, [100 * h[f"{held_out}_accuracy"] for h in history], "s-", label=held_out)
-    ax_acc.set(xlabel="epoch", ylabel="%")
-    for ax, name in ((ax_loss, "loss"), (ax_acc, "accuracy")):
-        # y given: where the default would put it (no tick labels above the axes), without measuring every tick
-        # label to find that out (a third of a first draw, profiled).
-        ax.set_title(name, y=1.0)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(title, fontsize=9)
-    # Fixed margins, not tight_layout(): that measures every text by drawing the figure once more before
-    # savefig draws it (about 0.1 s of the 0.25 s a draw takes, after a run's last epoch).
-    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.86, wspace=0.22)
-    return fig
+    panels = [
+        charts.Panel("loss", "epoch", "cross-entropy", series("loss"), log_y=True),
+        charts.Panel("accuracy", "epoch", "%", series("accuracy", 100.0)),
+    ]
+    charts.save_chart(panels, path, title=title)
 
 
 def plot_confusion(matrix: np.ndarray, path: Path, title: str = "") -> None:
@@ -961,11 +932,6 @@ def _stop(writer, out, metrics, history, primary, status, what, fix) -> None:
     raise TrainingError(f"{what}; training stopped and {kept}. {fix}")
 
 
-def _load_plotting() -> None:
-    import matplotlib.backends.backend_agg  # noqa: F401  (what Figure.savefig draws PNGs with)
-    import matplotlib.figure  # noqa: F401
-
-
 class _Writer:
     """Writes a run's files one after another on a background thread, so the next epoch trains meanwhile.
 
@@ -1163,8 +1129,7 @@ def _epoch_state(state: dict, losses: np.ndarray | dict[str, np.ndarray], epoch:
     return state
 
 
-def _submit_epoch(writer, out: Path, state: dict, meta: dict, metrics: dict, start_epoch: int, epochs: int,
-                  drawn: float, plot) -> float:  # fmt: skip
+def _submit_epoch(writer, out: Path, state: dict, meta: dict, metrics: dict, epochs: int, drawn: float, plot) -> float:
     """Hand the epoch of ``metrics["history"][-1]`` to ``writer``: its checkpoint (``state``, with ``meta`` and
     the epoch and history as metadata), ``metrics.json``, and ``curves.png`` drawn by ``plot(history, path)``
     after the last epoch and at most every :data:`CURVES_EVERY` s (``drawn``: when it last was); returns
@@ -1178,10 +1143,6 @@ def _submit_epoch(writer, out: Path, state: dict, meta: dict, metrics: dict, sta
     if epoch == epochs or time.perf_counter() - drawn >= CURVES_EVERY:
         writer.submit(plot, history, out / CURVES)
         return time.perf_counter()
-    if epoch == start_epoch + 1:
-        # Imported while the next epochs train (their steps run in XLA, without the GIL), not after the last
-        # one; and not during start-up, whose tracing it would slow by holding the GIL.
-        writer.submit(_load_plotting)
     return drawn
 
 
@@ -1301,7 +1262,7 @@ def train(
             if primary:
                 meta = {"config": config.to_json(), "model": spec}
                 plot = functools.partial(plot_curves, title=title)
-                drawn = _submit_epoch(writer, out, state, meta, metrics, start_epoch, config.epochs, drawn, plot)
+                drawn = _submit_epoch(writer, out, state, meta, metrics, config.epochs, drawn, plot)
             h = history[-1]
             log(
                 f"epoch {epoch:>3}/{config.epochs}  loss {h['train_loss']:.4f}  train acc "

@@ -315,7 +315,7 @@ def train(config, out: Path, *, resume: bool, overwrite: bool, progress, log, de
             metrics |= {"history": list(history), "epochs_completed": epoch, "train_seconds": elapsed} | _best(history)
             if primary:
                 meta = {"config": config.to_json(), "model": spec}
-                drawn = digits._submit_epoch(writer, out, state, meta, metrics, start_epoch, config.epochs, drawn, plot)
+                drawn = digits._submit_epoch(writer, out, state, meta, metrics, config.epochs, drawn, plot)
             log(
                 f"epoch {epoch:>3}/{config.epochs}  loss {entry['train_loss']:.2f}  ppl {entry['train_ppl']:8.2f}  "
                 f"valid ppl {entry['valid_ppl']:8.2f}  test ppl {entry['test_ppl']:8.2f}  lr {lr:g}  ({seconds:.1f} s)"
