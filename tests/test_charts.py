@@ -108,3 +108,16 @@ def test_plot_curves_is_drawn_from_training_history_keys(tmp_path):
     training.plot_curves(h, tmp_path / "curves.png", held_out="valid")  # word_lm's curves: valid, not test
     with pytest.raises(KeyError, match="test_loss"):
         training.plot_curves(h, tmp_path / "other.png")
+
+
+def test_without_freetype_the_chart_is_drawn_in_pillows_bitmap_font_at_full_size(monkeypatch):
+    from PIL import features
+
+    check = features.check
+    monkeypatch.setattr(features, "check", lambda name: False if name == "freetype2" else check(name))
+    panel = charts.Panel("loss", "epoch", "cross-entropy", [charts.Series("train", [1, 2, 3], [1.0, 0.5, 0.2])])
+    image = charts.draw_chart([panel, panel], title="no FreeType")
+    assert image.size == (1000, 400)
+    assert colour_pixels(image, charts.COLORS[0]) > 500
+    # The labels are drawn: dark pixels left of the first panel's axes (its tick labels and axis label).
+    assert int((np.asarray(image.crop((0, 40, 66, 360))).sum(axis=-1) < 300).sum()) > 100

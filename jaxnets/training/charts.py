@@ -23,7 +23,8 @@ COLORS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40))
 """matplotlib's first four default colours (tab:blue, tab:orange, tab:green, tab:red), one per series in turn."""
 
 _SCALE = 2
-"""Supersampling: drawn at twice the size and reduced, so lines and markers come out anti-aliased."""
+"""Supersampling: drawn at twice the size and reduced, so lines and markers come out anti-aliased (1 without
+FreeType, whose absence leaves Pillow's fixed bitmap font, which would come out half its size)."""
 
 
 @dataclass
@@ -62,11 +63,11 @@ def draw_chart(panels: list[Panel], *, title: str = "", size: tuple[int, int] = 
 
     if not panels:
         raise ValueError("draw_chart: `panels` is empty; give at least one Panel.")
-    s = _SCALE
+    fonts = _Fonts()
+    s = fonts.scale
     width, height = size
     image = Image.new("RGB", (width * s, height * s), "white")
     draw = ImageDraw.Draw(image)
-    fonts = _Fonts(s)
     top = 40 if title else 26
     if title:
         draw.text((width * s / 2, 6 * s), title, fill="black", font=fonts.title, anchor="ma")
@@ -78,22 +79,24 @@ def draw_chart(panels: list[Panel], *, title: str = "", size: tuple[int, int] = 
 
 
 class _Fonts:
-    def __init__(self, scale: int):
-        from PIL import ImageFont
+    """Pillow's own scalable font (Pillow 10.1 or later, with FreeType) at three sizes, drawn at :data:`_SCALE`;
+    without FreeType, Pillow's fixed bitmap font for all three, drawn at scale 1."""
 
-        def font(size):
-            try:
-                return ImageFont.load_default(size=size * scale)  # Pillow's own scalable font (needs FreeType)
-            except (ImportError, OSError, TypeError):  # no FreeType: Pillow's fixed bitmap font
-                return ImageFont.load_default()
+    def __init__(self):
+        from PIL import ImageFont, features
 
-        self.tick, self.label, self.title = font(10), font(11), font(12)
+        self.scale = _SCALE if features.check("freetype2") else 1
+        sizes = (10, 11, 12)
+        if self.scale == 1:
+            self.tick = self.label = self.title = ImageFont.load_default()
+        else:
+            self.tick, self.label, self.title = (ImageFont.load_default(size=size * self.scale) for size in sizes)
 
 
 def _draw_panel(image, draw, fonts, panel: Panel, box: tuple) -> None:
     from PIL import Image, ImageDraw
 
-    s = _SCALE
+    s = fonts.scale
     left, top, right, bottom = box
     points = [_finite(series, panel.log_y) for series in panel.series]
     drawn = [p for pts in points for p in pts if p is not None]
@@ -152,7 +155,7 @@ def _draw_panel(image, draw, fonts, panel: Panel, box: tuple) -> None:
 def _legend(draw, fonts, series: list[Series], placed: list[tuple], box: tuple) -> None:
     """A framed legend in the corner of ``box`` that covers the fewest of the ``placed`` points (as matplotlib's
     ``loc="best"`` does)."""
-    s = _SCALE
+    s = fonts.scale
     left, top, right, bottom = box
     row = 16 * s
     width = 34 * s + max(draw.textlength(item.label, font=fonts.tick) for item in series)
