@@ -404,8 +404,8 @@ def train(
     elapsed = sum(h["seconds"] for h in history)
     drawn = time.perf_counter()
     title = f"DCGAN on {config.data}, Adam lr {config.learning_rate:g} betas {BETAS}"
-    writer = common._Writer()
-    try:
+    (out / SAMPLES).mkdir(exist_ok=True)
+    with common._Writer() as writer:
         for epoch in range(start_epoch + 1, config.epochs + 1):
             t0 = time.perf_counter()
             order = data.order(order_key, len(images), epoch=epoch)[: steps_per_epoch * config.batch_size]
@@ -435,7 +435,6 @@ def train(
             history.append({"epoch": epoch, **{k: float(v) for k, v in zip(HISTORY_KEYS, means, strict=True)},
                             "lr": config.learning_rate, "seconds": seconds})  # fmt: skip
             metrics |= {"history": list(history), "epochs_completed": epoch, "train_seconds": elapsed}
-            (out / SAMPLES).mkdir(exist_ok=True)
             meta = {"config": config.to_json(), "model": spec}
             drawn = common._submit_epoch(writer, out, state, meta, metrics, config.epochs, drawn,
                                          lambda history, path: plot_losses(history, path, title))  # fmt: skip
@@ -445,10 +444,6 @@ def train(
                 f"[{epoch}/{config.epochs}] Loss_D: {h['loss_D']:.4f} Loss_G: {h['loss_G']:.4f} D(x): {h['D_x']:.4f} "
                 f"D(G(z)): {h['D_G_z1']:.4f} / {h['D_G_z2']:.4f}  (epoch means, {seconds:.1f} s)"
             )
-    except BaseException:
-        writer.close(raise_error=False)
-        raise
-    writer.close()
     metrics |= {"status": "complete", "history": history, "epochs_completed": len(history) and history[-1]["epoch"],
                 "train_seconds": elapsed}  # fmt: skip
     common.write_json(out / common.METRICS, metrics)

@@ -971,6 +971,13 @@ class _Writer:
             self._thread.start()
         self._jobs.put((fn, args))
 
+    def __enter__(self) -> _Writer:
+        return self
+
+    def __exit__(self, error_type, error, traceback) -> None:
+        # On an error, the jobs already submitted finish and the error goes on (a job's own error is dropped).
+        self.close(raise_error=error_type is None)
+
     def close(self, raise_error: bool = True) -> None:
         """Wait for every submitted job; then raise the first error of any (unless ``raise_error`` is False)."""
         if self._thread is not None:
@@ -1229,9 +1236,10 @@ def train(
     elapsed = sum(h["seconds"] for h in history)
     drawn = time.perf_counter()  # when curves.png was last drawn: a short run draws only after its last epoch
     title = f"{name} on {config.data}, {config.optimizer} lr {config.learning_rate:g}"
-    writer = _Writer()
     run_key = _run_key(config.seed)
-    try:
+    # Every file of every epoch is written before train returns; on an error, what finished epochs wrote is on disk
+    # before the error goes on.
+    with _Writer() as writer:
         for epoch in range(start_epoch + 1, config.epochs + 1):
             t0 = time.perf_counter()
             order = data.order(run_key, len(train_set), epoch=epoch)[: steps_per_epoch * config.batch_size]
@@ -1271,10 +1279,6 @@ def train(
                 + (f"  lr {h['lr']:.3g}" if schedule is not None else "")
                 + f"  ({seconds:.1f} s)"
             )
-    except BaseException:
-        writer.close(raise_error=False)  # what finished epochs wrote is on disk before the error goes on
-        raise
-    writer.close()  # every file of every epoch is written before train returns
     metrics |= {"status": "complete", "history": history, "epochs_completed": len(history) and history[-1]["epoch"],
                 "train_seconds": elapsed}  # fmt: skip
     if history:

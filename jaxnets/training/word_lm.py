@@ -287,8 +287,7 @@ def train(config, out: Path, *, resume: bool, overwrite: bool, progress, log, de
     elapsed = sum(h["seconds"] for h in history)
     drawn = time.perf_counter()
     plot = functools.partial(digits.plot_curves, title=f"word LM (LSTM) on {config.data}, SGD", held_out="valid")
-    writer = digits._Writer()
-    try:
+    with digits._Writer() as writer:
         for epoch in range(start_epoch + 1, config.epochs + 1):
             t0 = time.perf_counter()
             lr = float(plateau.get_last_lr(trainer.opt_state[1]))
@@ -320,10 +319,6 @@ def train(config, out: Path, *, resume: bool, overwrite: bool, progress, log, de
                 f"epoch {epoch:>3}/{config.epochs}  loss {entry['train_loss']:.2f}  ppl {entry['train_ppl']:8.2f}  "
                 f"valid ppl {entry['valid_ppl']:8.2f}  test ppl {entry['test_ppl']:8.2f}  lr {lr:g}  ({seconds:.1f} s)"
             )
-    except BaseException:
-        writer.close(raise_error=False)
-        raise
-    writer.close()
     metrics |= {"status": "complete", "history": history, "train_seconds": elapsed} | _best(history)
     if primary:
         digits.write_json(out / digits.METRICS, metrics)
