@@ -285,6 +285,7 @@ def test_word_lm_run_learns_and_writes_metrics_checkpoints_and_curves(run, text_
     out, _ = run
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "complete" and metrics["model"]["model"] == "word_lm"
+    assert metrics["epochs_completed"] == 2 and metrics["train_seconds"] > 0
     assert metrics["model"]["tie_weights"] and metrics["data"]["words"] == len(word_lm.corpus(text_dir).words)
     first, last = metrics["history"]
     assert last["valid_ppl"] < first["valid_ppl"] < metrics["data"]["words"]  # better than guessing, and learning

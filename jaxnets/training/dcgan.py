@@ -444,8 +444,6 @@ def train(
                 f"[{epoch}/{config.epochs}] Loss_D: {h['loss_D']:.4f} Loss_G: {h['loss_G']:.4f} D(x): {h['D_x']:.4f} "
                 f"D(G(z)): {h['D_G_z1']:.4f} / {h['D_G_z2']:.4f}  (epoch means, {seconds:.1f} s)"
             )
-    metrics |= {"status": "complete", "history": history, "epochs_completed": len(history) and history[-1]["epoch"],
-                "train_seconds": elapsed}  # fmt: skip
-    common.write_json(out / common.METRICS, metrics)
+    common._complete(out, metrics, history, elapsed, True)
     log(f"{len(history)} epochs, {elapsed:.1f} s of training; samples in {out / SAMPLES}, run in {out}")
     return metrics

@@ -932,6 +932,14 @@ def _stop(writer, out, metrics, history, primary, status, what, fix) -> None:
     raise TrainingError(f"{what}; training stopped and {kept}. {fix}")
 
 
+def _complete(out, metrics, history, elapsed, primary, **summary) -> None:
+    """End a run that finished: metrics marked complete with its history, epochs, seconds and ``summary``, written."""
+    metrics |= {"status": "complete", "history": history, "epochs_completed": len(history) and history[-1]["epoch"],
+                "train_seconds": elapsed} | summary  # fmt: skip
+    if primary:
+        write_json(out / METRICS, metrics)
+
+
 class _Writer:
     """Writes a run's files one after another on a background thread, so the next epoch trains meanwhile.
 
@@ -1279,12 +1287,8 @@ def train(
                 + (f"  lr {h['lr']:.3g}" if schedule is not None else "")
                 + f"  ({seconds:.1f} s)"
             )
-    metrics |= {"status": "complete", "history": history, "epochs_completed": len(history) and history[-1]["epoch"],
-                "train_seconds": elapsed}  # fmt: skip
-    if history:
-        metrics["test_accuracy"] = history[-1]["test_accuracy"]
-    if primary:
-        write_json(out / METRICS, metrics)
+    last_accuracy = {"test_accuracy": history[-1]["test_accuracy"]} if history else {}
+    _complete(out, metrics, history, elapsed, primary, **last_accuracy)
     if history:
         last = history[-1]
         log(

@@ -319,9 +319,7 @@ def train(config, out: Path, *, resume: bool, overwrite: bool, progress, log, de
                 f"epoch {epoch:>3}/{config.epochs}  loss {entry['train_loss']:.2f}  ppl {entry['train_ppl']:8.2f}  "
                 f"valid ppl {entry['valid_ppl']:8.2f}  test ppl {entry['test_ppl']:8.2f}  lr {lr:g}  ({seconds:.1f} s)"
             )
-    metrics |= {"status": "complete", "history": history, "train_seconds": elapsed} | _best(history)
-    if primary:
-        digits.write_json(out / digits.METRICS, metrics)
+    digits._complete(out, metrics, history, elapsed, primary, **_best(history))
     if "best_epoch" in metrics:
         log(
             f"test perplexity {metrics['test_ppl']:.2f} with the weights of epoch {metrics['best_epoch']}, the best "
