@@ -215,6 +215,18 @@ def test_dropout_keep_mask_packed_in_words_is_the_same_mask_at_any_size(shape):
     np.testing.assert_array_equal(np.asarray(jax.jit(_random.keep_mask, static_argnums=(1, 2))(key, 0.3, shape)), want)
 
 
+def test_dropout_keep_mask_outside_jit_is_one_program_per_shape(backend_compiles):
+    # Eager dropout (a layer called outside jit) draws its mask as one compiled program, not one per operation of
+    # the twenty hash rounds (about 200), and a second mask of that shape compiles nothing.
+    key, other = jax.random.key(3), jax.random.key(4)
+    backend_compiles.clear()
+    mask = _random.keep_mask(key, np.float64(0.3), [7, 11])  # a NumPy p and a list shape are taken as they are
+    assert backend_compiles == ["jit(_keep_mask)"], backend_compiles
+    again = _random.keep_mask(other, 0.3, (7, 11))
+    assert backend_compiles == ["jit(_keep_mask)"], backend_compiles
+    assert mask.shape == again.shape == (7, 11) and not np.array_equal(mask, again)
+
+
 def test_dropout_keep_mask_is_exact_at_p_0_and_1():
     key, shape = jax.random.key(16), (3, 4096)
     assert np.asarray(_random.keep_mask(key, 0.0, shape)).all()
