@@ -230,3 +230,16 @@ def test_order_survives_split_merge_jit_and_eval_shape():
                 "decoder.bias",
             ]
             assert params[0] == "encoder.weight" and "decoder.weight" not in params  # tied: listed once, first name
+
+
+def test_to_casts_every_floating_parameter_and_buffer_in_one_program(x64, backend_compiles):
+    model = nn.Sequential(nn.Linear(3, 5, rngs=nnx.Rngs(0)), nn.BatchNorm1d(5), nn.Linear(5, 2, rngs=nnx.Rngs(1)))
+    before = {k: np.asarray(v) for k, v in model.state_dict().items()}
+    backend_compiles.clear()
+    model.to(jnp.float64)  # four shapes of floating arrays: one program, not one per shape
+    assert backend_compiles == ["jit(_cast)"], backend_compiles
+    after = model.state_dict()
+    for key, value in before.items():
+        want = value.dtype if value.dtype.kind != "f" else np.float64  # num_batches_tracked stays an integer
+        assert after[key].dtype == want, key
+        np.testing.assert_array_equal(np.asarray(after[key]), value.astype(want), err_msg=key)

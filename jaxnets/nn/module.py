@@ -25,10 +25,12 @@ any other) that keeps what a PyTorch user relies on:
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -47,6 +49,13 @@ class IncompatibleKeys(NamedTuple):
 
 _ORDER = "_torch_order"
 """The attribute where a :class:`Module` keeps its members' names in assignment order (a static tuple)."""
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _cast(arrays: list, dtype) -> list:
+    # Every array of Module.to in one program: cast one by one outside jit, each shape compiled a program of its
+    # own (ResNet-18's to(float64): 17 programs, 0.77 s).
+    return [a.astype(dtype) for a in arrays]
 
 
 def _in_order(module: nnx.Module) -> Iterator[tuple[str, object]]:
@@ -194,7 +203,8 @@ class Module(nnx.Module):
                     f"the shape in current model is {tuple(current.shape)}."
                 )
                 continue
-            values[key] = jnp.asarray(value, dtype=current.dtype)
+            # Cast by NumPy and put on the device: jnp.asarray would compile a program per shape and dtype.
+            values[key] = jax.device_put(value.astype(current.dtype, copy=False))
         if errors:
             raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(errors))
         for key, value in values.items():
@@ -206,9 +216,10 @@ class Module(nnx.Module):
         dtype = jnp.dtype(dtype)
         if not jnp.issubdtype(dtype, jnp.floating):
             raise ValueError(f"to(dtype) takes a floating-point dtype, as torch's Module.to does; got {dtype}.")
-        for _, var in [*self._members(nnx.Param, shared=False), *self._members(Buffer, shared=False)]:
-            if jnp.issubdtype(var[...].dtype, jnp.floating):
-                var.set_value(var[...].astype(dtype))
+        members = [*self._members(nnx.Param, shared=False), *self._members(Buffer, shared=False)]
+        floating = [var for _, var in members if jnp.issubdtype(var[...].dtype, jnp.floating)]
+        for var, value in zip(floating, _cast([var[...] for var in floating], dtype), strict=True):
+            var.set_value(value)
         return self
 
     def double(self) -> Module:
