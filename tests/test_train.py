@@ -60,6 +60,19 @@ def test_trainer_compiles_once_across_many_steps(backend_compiles):
     assert backend_compiles.count("jit(_step_impl)") == 1
 
 
+def test_trainer_makes_the_optimizer_state_in_one_program(backend_compiles):
+    # Eagerly, Adam's init compiled a program for each shape of its zeros (twelve for LeNet).
+    model = jaxnets.LeNet(rngs=nnx.Rngs(0))
+    backend_compiles.clear()
+    trainer = jaxnets.Trainer(model, jaxnets.optim.adam(lr=0.01), mse_sum)
+    assert len(backend_compiles) == 1, backend_compiles
+    want = jaxnets.optim.adam(lr=0.01).init(nnx.state(model, nnx.Param))  # eager: the same state
+    jax.tree.map(np.testing.assert_array_equal, trainer.opt_state, want)
+    assert jax.tree.map(lambda a: (a.dtype, a.shape), trainer.opt_state) == jax.tree.map(
+        lambda a: (a.dtype, a.shape), want
+    )
+
+
 def test_trainer_dynamic_net_one_compilation_for_every_depth(backend_compiles):
     net = jaxnets.DynamicNet(12, 8, 3, rngs=nnx.Rngs(0))
     trainer = jaxnets.Trainer(net, jaxnets.optim.sgd(lr=1e-3, momentum=0.9),

@@ -164,7 +164,9 @@ class Trainer:
         self._has_aux = has_aux
         self._skip_unused = skip_unused
         self._graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-        carry = (params, optimizer.init(params), rest)
+        # One program for the optimizer's state: eagerly, its zeros compiled a program per parameter shape
+        # (LeNet with Adam: twelve, and Trainer() took 0.42 s against 0.15 s; ResNet-18 with SGD: 0.66 against 0.37 s).
+        carry = (params, jax.jit(optimizer.init)(params), rest)
         leaves, self._treedef = jax.tree.flatten(carry)
         # Copies: donation deletes the buffers it is given, and the caller's model
         # must keep its own.
