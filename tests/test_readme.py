@@ -190,11 +190,12 @@ def test_readme_speed_figures_are_the_benchmark_pages():
 
 def test_readme_make_test_times_are_the_development_pages():
     quick_start = _section("README.md", "Quick start")
-    first, second, date = re.search(
-        r"`make test` took (\d+ min \d+ s) and (\d+ min \d+ s) on (\d{4}-\d\d-\d\d)", quick_start.replace("\n", " ")
+    first, second, date, day = re.search(
+        r"`make test` took (\d+ min \d+ s) to (\d+ min \d+ s) on (\d{4}-\d\d-)\d\d and (\d\d)",
+        quick_start.replace("\n", " "),
     ).groups()
     development = " ".join((ROOT / "docs" / "development.md").read_text().split())
-    assert date in development and f"{first}, " in development and f"{second}, " in development
+    assert date + day in development and f"{first}, " in development and f"{second}, " in development
 
 
 def test_readme_parity_and_training_figures_are_the_docs():
