@@ -36,7 +36,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from safetensors import SafetensorError, safe_open
@@ -171,7 +170,8 @@ def state_from_torch_arrays(
     check_state_dict(entries, arrays, what, more_problems=_dtype_problems(entries, arrays, dtypes, casting))
     for e in entries:
         value = np.asarray(arrays[e.torch_name]).astype(dtypes[e.torch_name], casting="unsafe", copy=False)  # checked
-        flat[e.jax_path] = flat[e.jax_path].replace(jnp.asarray(e.from_torch(value)))  # from_torch copies
+        # device_put, not jnp.asarray (a program per shape in this JAX); from_torch returns an owned copy.
+        flat[e.jax_path] = flat[e.jax_path].replace(jax.device_put(e.from_torch(value)))
     return nnx.from_flat_state(list(flat.items()))
 
 
